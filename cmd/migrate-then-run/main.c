@@ -1,0 +1,44 @@
+/* argv → config → pipeline → exit code; nothing else. */
+#include "mtr/config.h"
+#include "mtr/exitcode.h"
+#include "mtr/log.h"
+#include "mtr/pipeline.h"
+#include "mtr/signals.h"
+
+#include <stdio.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+	struct sigstate sigs;
+	signals_block(&sigs);
+	log_init(isatty(STDERR_FILENO) ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON, LOG_INFO);
+
+	struct config cfg;
+	char err[512];
+	int code;
+	switch (config_parse(&cfg, argc, argv, err, sizeof err)) {
+	case CONFIG_HELP:
+		config_print_help(stdout);
+		code = MTR_EXIT_OK;
+		break;
+	case CONFIG_VERSION:
+		printf("migrate-then-run %s\n", MTR_VERSION);
+		code = MTR_EXIT_OK;
+		break;
+	case CONFIG_ERROR:
+		if (cfg.log_format >= 0)
+			log_init((enum log_format)cfg.log_format, LOG_INFO);
+		log_event(LOG_ERROR, "config.invalid", LOG_FIELDS(LF_I("exit_code", MTR_EXIT_USAGE)),
+			  "%s", err);
+		code = MTR_EXIT_USAGE;
+		break;
+	case CONFIG_OK:
+	default:
+		log_init((enum log_format)cfg.log_format, (enum log_level)cfg.log_level);
+		code = pipeline_run(&cfg, &sigs);
+		break;
+	}
+	config_free(&cfg);
+	return code;
+}

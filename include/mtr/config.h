@@ -1,0 +1,48 @@
+/* Configuration: one option table drives parsing (flags > MTR_* environment > defaults) and --help. */
+#ifndef MTR_CONFIG_H
+#define MTR_CONFIG_H
+
+#include "mtr/log.h"
+#include "mtr/util.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct config {
+	char *database_url;         /* NULL: libpq's PG* variables and defaults */
+	const char *database_url_from; /* where it came from, for logs: "--database-url", "DATABASE_URL_FILE" … */
+	char *pgpassword;           /* from PGPASSWORD_FILE, else NULL */
+	char *alembic_ini;
+	char *python;
+	char *migrate_cmd;
+	char *migrate_cwd;
+	bool migrate_only;
+	int64_t wait_timeout_ms;
+	int64_t wait_max_interval_ms;
+	long retries;
+	int log_format;             /* enum log_format; -1 until resolved: text on a TTY */
+	int log_level;              /* enum log_level */
+	char **app_argv;            /* points into argv; NULL-terminated; NULL with --migrate-only */
+	int app_argc;
+};
+
+enum config_result { CONFIG_OK, CONFIG_HELP, CONFIG_VERSION, CONFIG_ERROR };
+
+/* Fills cfg from defaults, then MTR_* (and NAME_FILE) environment, then argv. On CONFIG_ERROR,
+ * err holds one line naming the option or variable and what was expected. The caller owns
+ * cfg's strings and frees them with config_free(), whatever the result. */
+enum config_result config_parse(struct config *cfg, int argc, char **argv, char *err,
+				size_t errlen) MTR_MUST_CHECK;
+void config_free(struct config *cfg);
+
+/* Writes --help, generated from the option table. */
+void config_print_help(FILE *out);
+
+/* Value parsers, exposed for unit tests. Return false on malformed or negative input. */
+bool config_parse_duration(const char *s, int64_t *ms) MTR_MUST_CHECK;
+bool config_parse_count(const char *s, long *n) MTR_MUST_CHECK;
+bool config_parse_bool(const char *s, bool *b) MTR_MUST_CHECK;
+
+#endif

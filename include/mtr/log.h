@@ -1,0 +1,44 @@
+/* Structured events on stderr: one JSON object (or one text line) per event, passwords redacted. */
+#ifndef MTR_LOG_H
+#define MTR_LOG_H
+
+#include <stdbool.h>
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+enum log_format { LOG_FORMAT_JSON, LOG_FORMAT_TEXT };
+
+enum log_field_type { LF_NONE, LF_STR, LF_INT, LF_BOOL };
+
+struct log_field {
+	const char *key;
+	enum log_field_type type;
+	const char *s;
+	long long i;
+};
+
+#define LF_S(k, v) {(k), LF_STR, (v), 0}
+#define LF_I(k, v) {(k), LF_INT, NULL, (long long)(v)}
+#define LF_B(k, v) {(k), LF_BOOL, NULL, (long long)!!(v)}
+#define LF_END {NULL, LF_NONE, NULL, 0}
+/* A field list: LOG_FIELDS(LF_S("phase", "wait"), LF_I("attempt", n)) */
+#define LOG_FIELDS(...) ((const struct log_field[]){__VA_ARGS__, LF_END})
+
+void log_init(enum log_format format, enum log_level min_level);
+enum log_format log_get_format(void);
+
+/* Every later line hides this string (and URL/key=value passwords always). Copied. */
+void log_add_secret(const char *secret);
+
+/* Emits one event; fields may be NULL. Never fails: a logging error is not a reason to stop. */
+void log_event(enum log_level level, const char *event, const struct log_field *fields,
+	       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* The line log_event would write, without the newline (caller frees); ts_ms is the
+ * wall-clock time in milliseconds since the epoch. For tests and for log_event itself. */
+char *log_format_line(enum log_format format, long long ts_ms, enum log_level level,
+		      const char *event, const struct log_field *fields, const char *msg);
+
+/* Names and parsing of levels ("debug", "info", "warn", "error"). */
+const char *log_level_name(enum log_level level);
+
+#endif

@@ -1,0 +1,53 @@
+/* PostgreSQL connections through libpq, and what their failures mean. */
+#ifndef MTR_PG_H
+#define MTR_PG_H
+
+#include "mtr/util.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* What a failure means for the caller's retry loop and exit code. */
+enum pg_status {
+	PG_OK,
+	PG_TRANSIENT,   /* not up yet, starting, in recovery, too many clients, network: retry */
+	PG_AUTH,        /* authentication or authorization refused: permanent (77) */
+	PG_NO_DATABASE, /* the target database does not exist: permanent (69) */
+	PG_CONFIG       /* malformed URL or connection option: permanent (64) */
+};
+
+struct pg_target {
+	const char *url;      /* URL or conninfo; NULL for libpq's PG* variables */
+	const char *password; /* from PGPASSWORD_FILE, NULL otherwise */
+};
+
+struct pg_error {
+	char msg[1024];
+	char sqlstate[6];
+};
+
+/* Checks the URL/conninfo for syntax without connecting. */
+enum pg_status pg_check_target(const struct pg_target *t, struct pg_error *err) MTR_MUST_CHECK;
+
+/* Connects (application_name=migrate-then-run, connect_timeout in seconds, search_path pinned
+ * to pg_catalog). Returns the connection (caller PQfinish-es) or NULL with *st and err set. */
+PGconn *pg_connect(const struct pg_target *t, int connect_timeout_s, enum pg_status *st,
+		   struct pg_error *err) MTR_MUST_CHECK;
+
+/* Classifies a failed connection by libpq's message (libpq exposes no SQLSTATE for it). */
+enum pg_status pg_classify_connect_error(const char *msg, bool needs_password);
+
+/* Whether a query failure's SQLSTATE is transient (class 08, 53, 57P01-57P03, 40001, 40P01,
+ * 55P03). NULL or empty sqlstate (no answer at all) counts as transient. */
+bool pg_sqlstate_is_transient(const char *sqlstate);
+
+/* Runs sql returning one row; copies column col of it into out. False with err on failure. */
+bool pg_query_value(PGconn *conn, const char *sql, int col, char *out, size_t outlen,
+		    struct pg_error *err) MTR_MUST_CHECK;
+
+/* A postgresql:// URL equivalent to the open connection, for tools that want one
+ * (caller frees). Includes the password when the connection used one. */
+char *pg_conn_url(PGconn *conn);
+
+#endif

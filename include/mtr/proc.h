@@ -1,0 +1,45 @@
+/* Running a helper process (migration tool, later pg_dump) with its output read line by line. */
+#ifndef MTR_PROC_H
+#define MTR_PROC_H
+
+#include "mtr/signals.h"
+#include "mtr/util.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct proc_spec {
+	char *const *argv;       /* argv[0] is looked up on PATH */
+	const char *cwd;         /* NULL: ours */
+	char *const *envp;       /* the child's whole environment */
+	const struct sigstate *sigs;
+	int64_t stop_grace_ms;   /* after forwarding a stop signal, SIGKILL after this long */
+};
+
+/* Called for each line (without the newline) the child writes; stream is "stdout"/"stderr". */
+typedef void (*proc_line_fn)(void *ctx, const char *stream, const char *line);
+
+enum proc_outcome {
+	PROC_EXITED,    /* exit_code is set */
+	PROC_SIGNALED,  /* term_signal is set */
+	PROC_NOT_FOUND, /* could not be started: err says why (errno in start_errno) */
+	PROC_NOT_EXEC
+};
+
+struct proc_result {
+	enum proc_outcome outcome;
+	int exit_code;
+	int term_signal;
+	int stop_signal;  /* a stop signal we received and forwarded, else 0 */
+	int start_errno;
+	int64_t duration_ms;
+	char err[256];
+};
+
+/* Runs the child with stdin from /dev/null and stdout/stderr captured, until it ends.
+ * Stop signals (SIGTERM, SIGINT, SIGQUIT) are forwarded to it and recorded in stop_signal.
+ * Returns false only when the child could not be started (r->outcome and r->err say why). */
+bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx,
+	      struct proc_result *r) MTR_MUST_CHECK;
+
+#endif

@@ -1,0 +1,33 @@
+/* Signals are blocked for the whole run and waited for synchronously; children get them back. */
+#ifndef MTR_SIGNALS_H
+#define MTR_SIGNALS_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* What the process had before we changed it, restored in every child before exec. */
+struct sigstate {
+	sigset_t orig_mask;
+	struct sigaction orig_pipe;
+	sigset_t blocked;  /* the set we block and wait for */
+};
+
+/* Blocks SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2 and ignores SIGPIPE. */
+void signals_block(struct sigstate *st);
+
+/* In a child (after fork) or before exec: the original mask and SIGPIPE disposition.
+ * Signals left pending for us (SIGCHLD, SIGHUP) are discarded first, not passed on. */
+void signals_restore(const struct sigstate *st);
+
+/* True for the signals that stop the tool before the app runs. */
+bool signals_is_stop(int signo);
+
+/* "SIGTERM", "SIGINT" … for logs; "signal N" for the rest (static storage). */
+const char *signals_name(int signo);
+
+/* Sleeps up to ms milliseconds, returning early with the number of a stop signal if one
+ * arrives (0 when the time ran out). Other blocked signals are consumed and ignored. */
+int signals_sleep(const struct sigstate *st, int64_t ms);
+
+#endif

@@ -1,0 +1,32 @@
+/* Migrations by an external command (Alembic, Flyway, anything): argv, environment, outcome. */
+#ifndef MTR_SOURCE_CMD_H
+#define MTR_SOURCE_CMD_H
+
+#include "mtr/config.h"
+#include "mtr/proc.h"
+
+#include <stdbool.h>
+
+/* The migration command's argv (argv_free) from --migrate-cmd, else the Alembic command
+ * from --alembic-ini. False with err (naming the option) when it cannot be split. */
+bool source_cmd_argv(const struct config *cfg, char ***argv, char *err, size_t errlen) MTR_MUST_CHECK;
+
+/* Our environment plus DATABASE_URL=url (and PGPASSWORD when given as PGPASSWORD_FILE):
+ * a new vector the caller frees with argv_free. */
+char **source_cmd_env(const char *url, const char *pgpassword);
+
+struct cmd_outcome {
+	struct proc_result proc;
+	bool lost_connection; /* the output says the database connection went away */
+	char last_error[512]; /* the last output line that looks like an error, for the summary */
+};
+
+/* Runs the command, re-emitting each output line as a migrate.output event. Returns false
+ * when it could not be started (out->proc.err says why). */
+bool source_cmd_run(char *const *argv, const char *cwd, char *const *envp,
+		    const struct sigstate *sigs, struct cmd_outcome *out) MTR_MUST_CHECK;
+
+/* Whether a line of a tool's output reports that the database connection was lost. */
+bool source_cmd_line_lost_connection(const char *line);
+
+#endif

@@ -1,0 +1,29 @@
+/* Allocation that cannot fail, monotonic time, small string helpers. */
+#ifndef MTR_UTIL_H
+#define MTR_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MTR_MUST_CHECK __attribute__((warn_unused_result))
+
+/* Allocation failure is fatal here, and only here: callers never test for NULL. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Milliseconds on the monotonic clock. */
+int64_t now_ms(void);
+
+/* Copies at most len-1 bytes of a formatted message into err (for the err/len error style). */
+void set_err(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Reads a whole small file into a new NUL-terminated string (caller frees) with trailing
+ * whitespace (newlines) removed. Returns NULL and sets errno on failure. */
+char *read_secret_file(const char *path) MTR_MUST_CHECK;
+
+#endif

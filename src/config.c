@@ -1,0 +1,429 @@
+/* Configuration: one option table drives parsing (flags > MTR_* environment > defaults) and --help. */
+#include "mtr/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+enum opt_type { T_STRING, T_DURATION, T_COUNT, T_FLAG, T_CHOICE, T_HELP, T_VERSION };
+
+struct option_def {
+	const char *name;     /* long flag without "--" */
+	const char *env;      /* MTR_* variable, NULL for --help/--version */
+	enum opt_type type;
+	const char *def;      /* default as text, NULL for none */
+	const char *metavar;
+	const char *help;
+	size_t off;           /* field in struct config */
+	const char *const *choices;
+	bool secret;          /* also read from NAME_FILE */
+};
+
+static const char *const log_formats[] = {"json", "text", NULL};
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+
+#define F(field) offsetof(struct config, field)
+
+/* The option table: parsing, --help and the README check all read it. */
+static const struct option_def options[] = {
+	{"database-url", "MTR_DATABASE_URL", T_STRING, NULL, "URL",
+	 "PostgreSQL URL or conninfo string; else DATABASE_URL, else libpq's PG* variables",
+	 F(database_url), NULL, true},
+	{"alembic-ini", "MTR_ALEMBIC_INI", T_STRING, NULL, "PATH",
+	 "Alembic project: migrate with PYTHON -m alembic -c PATH upgrade head", F(alembic_ini), NULL,
+	 false},
+	{"python", "MTR_PYTHON", T_STRING, "python3", "PATH", "Python interpreter for --alembic-ini",
+	 F(python), NULL, false},
+	{"migrate-cmd", "MTR_MIGRATE_CMD", T_STRING, NULL, "CMD",
+	 "migration command, split shell-like and run without a shell (overrides the Alembic command)",
+	 F(migrate_cmd), NULL, false},
+	{"migrate-cwd", "MTR_MIGRATE_CWD", T_STRING, NULL, "DIR",
+	 "working directory of the migration command (default: the current one)", F(migrate_cwd), NULL,
+	 false},
+	{"migrate-only", "MTR_MIGRATE_ONLY", T_FLAG, "false", NULL,
+	 "migrate and exit 0; no app command (initContainer, Job)", F(migrate_only), NULL, false},
+	{"wait-timeout", "MTR_WAIT_TIMEOUT", T_DURATION, "60s", "DURATION",
+	 "give up waiting for the database after this long (exit 69)", F(wait_timeout_ms), NULL, false},
+	{"wait-max-interval", "MTR_WAIT_MAX_INTERVAL", T_DURATION, "2s", "DURATION",
+	 "longest pause between connection attempts (backoff cap)", F(wait_max_interval_ms), NULL,
+	 false},
+	{"retries", "MTR_RETRIES", T_COUNT, "3", "N",
+	 "retries of a migration that failed because the database went away", F(retries), NULL, false},
+	{"log-format", "MTR_LOG_FORMAT", T_CHOICE, NULL, "json|text",
+	 "log format on stderr (default: text on a terminal, else json)", F(log_format), log_formats,
+	 false},
+	{"log-level", "MTR_LOG_LEVEL", T_CHOICE, "info", "debug|info|warn|error", "least severe level logged",
+	 F(log_level), log_levels, false},
+	{"help", NULL, T_HELP, NULL, NULL, "print this help and exit", 0, NULL, false},
+	{"version", NULL, T_VERSION, NULL, NULL, "print the version and exit", 0, NULL, false},
+};
+
+#define N_OPTIONS (sizeof options / sizeof options[0])
+
+bool config_parse_duration(const char *s, int64_t *ms)
+{
+	if (!s || !isdigit((unsigned char)*s))
+		return false;
+	errno = 0;
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno)
+		return false;
+	unsigned long long mult;
+	if (*end == '\0' || strcmp(end, "s") == 0)
+		mult = 1000;
+	else if (strcmp(end, "ms") == 0)
+		mult = 1;
+	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
+		mult = 60 * 1000;
+	else if (strcmp(end, "h") == 0)
+		mult = 3600 * 1000;
+	else
+		return false;
+	/* A year is more than any deadline needs and keeps the arithmetic far from overflow. */
+	if (v > 366ULL * 24 * 3600 * 1000 / mult)
+		return false;
+	*ms = (int64_t)(v * mult);
+	return true;
+}
+
+bool config_parse_count(const char *s, long *n)
+{
+	if (!s || !isdigit((unsigned char)*s))
+		return false;
+	errno = 0;
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (errno || *end || v > 1000000)
+		return false;
+	*n = v;
+	return true;
+}
+
+bool config_parse_bool(const char *s, bool *b)
+{
+	static const char *const yes[] = {"1", "true", "yes", "on"};
+	static const char *const no[] = {"0", "false", "no", "off"};
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*b = true;
+			return true;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*b = false;
+			return true;
+		}
+	}
+	return false;
+}
+
+static const char *expected(const struct option_def *o)
+{
+	switch (o->type) {
+	case T_DURATION: return "a duration such as 60, 30s, 500ms or 2m";
+	case T_COUNT: return "a whole number from 0 to 1000000";
+	case T_FLAG: return "true or false";
+	case T_CHOICE: return o->metavar;
+	default: return "a value";
+	}
+}
+
+/* Stores value into the option's field; `where` names the flag or variable for errors. */
+static bool set_value(struct config *cfg, const struct option_def *o, const char *value,
+		      const char *where, char *err, size_t errlen)
+{
+	char *field = (char *)cfg + o->off;
+	switch (o->type) {
+	case T_STRING: {
+		if (!*value) {
+			set_err(err, errlen, "%s: expected %s, got an empty string", where,
+				o->metavar);
+			return false;
+		}
+		char **p = (char **)(void *)field;
+		free(*p);
+		*p = xstrdup(value);
+		return true;
+	}
+	case T_DURATION:
+		if (config_parse_duration(value, (int64_t *)(void *)field))
+			return true;
+		break;
+	case T_COUNT:
+		if (config_parse_count(value, (long *)(void *)field))
+			return true;
+		break;
+	case T_FLAG:
+		if (config_parse_bool(value, (bool *)(void *)field))
+			return true;
+		break;
+	case T_CHOICE:
+		for (int i = 0; o->choices[i]; i++) {
+			if (strcmp(o->choices[i], value) == 0) {
+				*(int *)(void *)field = i;
+				return true;
+			}
+		}
+		break;
+	case T_HELP:
+	case T_VERSION:
+		return true;
+	}
+	set_err(err, errlen, "%s: expected %s, got '%s'", where, expected(o), value);
+	return false;
+}
+
+/* Reads NAME, or the file NAME_FILE names; both set is an error. *out is NULL when neither is
+ * set (an empty value counts as unset). *from names the variable that was used. */
+static bool getenv_secret(const char *name, char **out, const char **from, char *err,
+			  size_t errlen)
+{
+	static char file_names[4][64];
+	static size_t used;
+	char file_var[64];
+	snprintf(file_var, sizeof file_var, "%s_FILE", name);
+	const char *v = getenv(name);
+	const char *f = getenv(file_var);
+	if (v && !*v)
+		v = NULL;
+	if (f && !*f)
+		f = NULL;
+	*out = NULL;
+	if (v && f) {
+		set_err(err, errlen, "%s and %s are both set: set only one", name, file_var);
+		return false;
+	}
+	if (v) {
+		*out = xstrdup(v);
+		*from = name;
+		return true;
+	}
+	if (!f)
+		return true;
+	*out = read_secret_file(f);
+	if (!*out) {
+		set_err(err, errlen, "%s: cannot read '%s': %s", file_var, f, strerror(errno));
+		return false;
+	}
+	/* A stable copy of the variable's name for cfg->database_url_from. */
+	char *slot = file_names[used++ % 4];
+	snprintf(slot, sizeof file_names[0], "%s", file_var);
+	*from = slot;
+	return true;
+}
+
+static bool apply_defaults_and_env(struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		const struct option_def *o = &options[i];
+		if (o->def && !set_value(cfg, o, o->def, o->name, err, errlen))
+			return false;
+		if (!o->env)
+			continue;
+		if (o->secret) {
+			char *v = NULL;
+			const char *from = NULL;
+			if (!getenv_secret(o->env, &v, &from, err, errlen))
+				return false;
+			if (v) {
+				bool ok = set_value(cfg, o, v, from, err, errlen);
+				free(v);
+				if (!ok)
+					return false;
+				if (o->off == F(database_url))
+					cfg->database_url_from = from;
+			}
+			continue;
+		}
+		const char *v = getenv(o->env);
+		if (v && *v && !set_value(cfg, o, v, o->env, err, errlen))
+			return false;
+	}
+	return true;
+}
+
+static const struct option_def *find_option(const char *name, size_t len)
+{
+	for (size_t i = 0; i < N_OPTIONS; i++)
+		if (strlen(options[i].name) == len && strncmp(options[i].name, name, len) == 0)
+			return &options[i];
+	return NULL;
+}
+
+static bool check_combination(struct config *cfg, char *err, size_t errlen)
+{
+	if (cfg->migrate_only && cfg->app_argc > 0) {
+		set_err(err, errlen,
+			"--migrate-only: expected no app command, got '%s' (drop one of the two)",
+			cfg->app_argv[0]);
+		return false;
+	}
+	if (!cfg->migrate_only && cfg->app_argc == 0) {
+		set_err(err, errlen,
+			"missing app command: expected COMMAND [ARGS...] after the options (or "
+			"--migrate-only to migrate and exit)");
+		return false;
+	}
+	if (!cfg->migrate_cmd && !cfg->alembic_ini) {
+		set_err(err, errlen,
+			"no migration source: expected --alembic-ini PATH or --migrate-cmd CMD (or "
+			"MTR_ALEMBIC_INI / MTR_MIGRATE_CMD)");
+		return false;
+	}
+	if (cfg->wait_max_interval_ms <= 0) {
+		set_err(err, errlen, "--wait-max-interval: expected a duration above 0, got 0");
+		return false;
+	}
+	return true;
+}
+
+/* DATABASE_URL when no MTR_ variable or flag gave one; PGPASSWORD_FILE for libpq's variable. */
+static bool apply_fallback_env(struct config *cfg, char *err, size_t errlen)
+{
+	if (!cfg->database_url) {
+		const char *from = NULL;
+		if (!getenv_secret("DATABASE_URL", &cfg->database_url, &from, err, errlen))
+			return false;
+		if (cfg->database_url)
+			cfg->database_url_from = from;
+	}
+	const char *from = NULL;
+	char *pw = NULL;
+	if (!getenv_secret("PGPASSWORD", &pw, &from, err, errlen))
+		return false;
+	if (pw && strcmp(from, "PGPASSWORD") != 0)
+		cfg->pgpassword = pw; /* only the _FILE form needs passing on; libpq reads PGPASSWORD */
+	else
+		free(pw);
+	if (!cfg->database_url)
+		cfg->database_url_from = "PG* environment";
+	return true;
+}
+
+enum config_result config_parse(struct config *cfg, int argc, char **argv, char *err,
+				size_t errlen)
+{
+	memset(cfg, 0, sizeof *cfg);
+	cfg->log_format = -1;
+	if (!apply_defaults_and_env(cfg, err, errlen))
+		return CONFIG_ERROR;
+	bool url_from_flag = false;
+	int i = 1;
+	while (i < argc) {
+		const char *a = argv[i];
+		if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		}
+		if (strcmp(a, "-h") == 0)
+			return CONFIG_HELP;
+		if (a[0] != '-' || a[1] == '\0')
+			break; /* the app command starts here */
+		if (a[1] != '-') {
+			set_err(err, errlen, "unknown option '%s' (see --help)", a);
+			return CONFIG_ERROR;
+		}
+		const char *name = a + 2;
+		const char *eq = strchr(name, '=');
+		size_t len = eq ? (size_t)(eq - name) : strlen(name);
+		const struct option_def *o = find_option(name, len);
+		if (!o) {
+			set_err(err, errlen, "unknown option '--%.*s' (see --help)", (int)len, name);
+			return CONFIG_ERROR;
+		}
+		if (o->type == T_HELP)
+			return CONFIG_HELP;
+		if (o->type == T_VERSION)
+			return CONFIG_VERSION;
+		char where[80];
+		snprintf(where, sizeof where, "--%s", o->name);
+		const char *value;
+		if (eq) {
+			value = eq + 1;
+		} else if (o->type == T_FLAG) {
+			value = "true";
+		} else if (i + 1 < argc) {
+			value = argv[++i];
+		} else {
+			set_err(err, errlen, "%s: expected %s after it, got nothing", where,
+				o->type == T_STRING ? o->metavar : expected(o));
+			return CONFIG_ERROR;
+		}
+		if (!set_value(cfg, o, value, where, err, errlen))
+			return CONFIG_ERROR;
+		if (o->off == F(database_url))
+			url_from_flag = true;
+		i++;
+	}
+	if (url_from_flag)
+		cfg->database_url_from = "--database-url";
+	cfg->app_argv = i < argc ? &argv[i] : NULL;
+	cfg->app_argc = argc - i;
+	if (cfg->log_format < 0)
+		cfg->log_format = isatty(STDERR_FILENO) ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON;
+	if (!apply_fallback_env(cfg, err, errlen) || !check_combination(cfg, err, errlen))
+		return CONFIG_ERROR;
+	return CONFIG_OK;
+}
+
+void config_free(struct config *cfg)
+{
+	free(cfg->database_url);
+	free(cfg->pgpassword);
+	free(cfg->alembic_ini);
+	free(cfg->python);
+	free(cfg->migrate_cmd);
+	free(cfg->migrate_cwd);
+	memset(cfg, 0, sizeof *cfg);
+}
+
+void config_print_help(FILE *out)
+{
+	fprintf(out,
+		"Usage: migrate-then-run [OPTIONS] [--] COMMAND [ARGS...]\n"
+		"       migrate-then-run [OPTIONS] --migrate-only\n"
+		"\n"
+		"Waits for PostgreSQL, runs the migrations, then execs COMMAND.\n"
+		"Logs are JSON lines (or text) on stderr; stdout belongs to COMMAND.\n"
+		"\n"
+		"Options (each also as its environment variable; flags win):\n");
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		const struct option_def *o = &options[i];
+		char flag[64];
+		if (o->metavar)
+			snprintf(flag, sizeof flag, "--%s %s", o->name, o->metavar);
+		else
+			snprintf(flag, sizeof flag, "--%s", o->name);
+		fprintf(out, "  %-40s %s", flag, o->help);
+		if (o->def && o->type != T_FLAG)
+			fprintf(out, " [default: %s]", o->def);
+		fputc('\n', out);
+		if (o->env && o->secret)
+			fprintf(out, "  %-40s   env %s, or %s_FILE naming a file that holds it\n", "",
+				o->env, o->env);
+		else if (o->env)
+			fprintf(out, "  %-40s   env %s\n", "", o->env);
+	}
+	fprintf(out,
+		"\n"
+		"Database: --database-url, MTR_DATABASE_URL, DATABASE_URL (each also as *_FILE),\n"
+		"else libpq's PGHOST, PGPORT, PGUSER, PGPASSWORD (or PGPASSWORD_FILE), PGDATABASE ...\n"
+		"Durations: 60 (seconds), 30s, 500ms, 2m, 1h.\n"
+		"\n"
+		"Exit codes:\n"
+		"  0    success (--migrate-only), or the app's own 0\n"
+		"  64   usage or configuration error\n"
+		"  65   migration chain or database state is inconsistent\n"
+		"  69   database not ready before the wait deadline, or does not exist\n"
+		"  70   a migration failed\n"
+		"  73   backup failed\n"
+		"  75   a transient failure outlasted the retry budget\n"
+		"  77   authentication failed\n"
+		"  126  app found but not executable; 127 app not found\n"
+		"  128+n  stopped by signal n\n"
+		"  otherwise the app's own exit status\n");
+}

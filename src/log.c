@@ -1,0 +1,245 @@
+/* Structured events on stderr: JSON lines built with cJSON, or text; passwords redacted. */
+#include "mtr/log.h"
+#include "mtr/redact.h"
+#include "mtr/util.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static enum log_format g_format = LOG_FORMAT_JSON;
+static enum log_level g_min_level = LOG_INFO;
+static char **g_secrets;
+static size_t g_nsecrets;
+
+void log_init(enum log_format format, enum log_level min_level)
+{
+	g_format = format;
+	g_min_level = min_level;
+}
+
+enum log_format log_get_format(void)
+{
+	return g_format;
+}
+
+void log_add_secret(const char *secret)
+{
+	if (!secret || !*secret)
+		return;
+	for (size_t i = 0; i < g_nsecrets; i++)
+		if (strcmp(g_secrets[i], secret) == 0)
+			return;
+	g_secrets = xrealloc(g_secrets, (g_nsecrets + 1) * sizeof *g_secrets);
+	g_secrets[g_nsecrets++] = xstrdup(secret);
+}
+
+const char *log_level_name(enum log_level level)
+{
+	switch (level) {
+	case LOG_DEBUG: return "debug";
+	case LOG_INFO: return "info";
+	case LOG_WARN: return "warn";
+	case LOG_ERROR: return "error";
+	}
+	return "info";
+}
+
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 if it is not one. */
+static size_t utf8_seq(const unsigned char *s)
+{
+	if (s[0] < 0x80)
+		return 1;
+	size_t n;
+	unsigned min;
+	unsigned cp;
+	if ((s[0] & 0xE0) == 0xC0) { n = 2; cp = s[0] & 0x1F; min = 0x80; }
+	else if ((s[0] & 0xF0) == 0xE0) { n = 3; cp = s[0] & 0x0F; min = 0x800; }
+	else if ((s[0] & 0xF8) == 0xF0) { n = 4; cp = s[0] & 0x07; min = 0x10000; }
+	else return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3F);
+	}
+	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return n;
+}
+
+/* Redacted copy with invalid UTF-8 replaced by U+FFFD, so that every line is valid JSON text. */
+static char *clean(const char *in)
+{
+	char *r = redact(in, (const char *const *)g_secrets, g_nsecrets);
+	size_t len = strlen(r);
+	char *out = xmalloc(len * 3 + 1);
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)r; *p;) {
+		size_t n = utf8_seq(p);
+		if (n == 0) {
+			memcpy(out + o, "\xEF\xBF\xBD", 3);
+			o += 3;
+			p++;
+		} else {
+			memcpy(out + o, p, n);
+			o += n;
+			p += n;
+		}
+	}
+	out[o] = '\0';
+	free(r);
+	return out;
+}
+
+static void format_ts(char *buf, size_t len, long long ts_ms)
+{
+	time_t secs = (time_t)(ts_ms / 1000);
+	struct tm tm;
+	gmtime_r(&secs, &tm);
+	size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%03lldZ", ts_ms % 1000);
+}
+
+static char *format_json(const char *ts, enum log_level level, const char *event,
+			 const struct log_field *fields, const char *msg)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "ts", ts);
+	cJSON_AddStringToObject(o, "level", log_level_name(level));
+	cJSON_AddStringToObject(o, "event", event);
+	char *m = clean(msg);
+	cJSON_AddStringToObject(o, "msg", m);
+	free(m);
+	for (const struct log_field *f = fields; f && f->key; f++) {
+		if (cJSON_GetObjectItemCaseSensitive(o, f->key))
+			continue; /* the fixed keys win */
+		switch (f->type) {
+		case LF_STR: {
+			if (!f->s) {
+				cJSON_AddNullToObject(o, f->key);
+				break;
+			}
+			char *v = clean(f->s);
+			cJSON_AddStringToObject(o, f->key, v);
+			free(v);
+			break;
+		}
+		case LF_INT:
+			cJSON_AddNumberToObject(o, f->key, (double)f->i);
+			break;
+		case LF_BOOL:
+			cJSON_AddBoolToObject(o, f->key, f->i != 0);
+			break;
+		case LF_NONE:
+			break;
+		}
+	}
+	char *line = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (!line)
+		return xstrdup("{\"level\":\"error\",\"event\":\"log.failed\"}");
+	char *copy = xstrdup(line); /* one allocator for callers: free() */
+	cJSON_free(line);
+	return copy;
+}
+
+static bool needs_quotes(const char *s)
+{
+	if (!*s)
+		return true;
+	for (; *s; s++)
+		if (*s == ' ' || *s == '"' || *s == '=' || (unsigned char)*s < 0x20)
+			return true;
+	return false;
+}
+
+static void text_add(char **line, const char *s)
+{
+	char *n = xasprintf("%s%s", *line, s);
+	free(*line);
+	*line = n;
+}
+
+static char *format_text(const char *ts, enum log_level level, const char *event,
+			 const struct log_field *fields, const char *msg)
+{
+	char *m = clean(msg);
+	char *line = xasprintf("%s %-5s %s: %s", ts, log_level_name(level), event, m);
+	free(m);
+	for (const struct log_field *f = fields; f && f->key; f++) {
+		char *v;
+		switch (f->type) {
+		case LF_STR: {
+			char *c = clean(f->s ? f->s : "");
+			if (needs_quotes(c)) {
+				/* cJSON quotes and escapes the value for us. */
+				cJSON *j = cJSON_CreateString(c);
+				char *q = cJSON_PrintUnformatted(j);
+				v = xstrdup(q ? q : "\"\"");
+				cJSON_free(q);
+				cJSON_Delete(j);
+			} else {
+				v = xstrdup(c);
+			}
+			free(c);
+			break;
+		}
+		case LF_INT: v = xasprintf("%lld", f->i); break;
+		case LF_BOOL: v = xstrdup(f->i ? "true" : "false"); break;
+		default: continue;
+		}
+		char *kv = xasprintf(" %s=%s", f->key, v);
+		text_add(&line, kv);
+		free(kv);
+		free(v);
+	}
+	return line;
+}
+
+char *log_format_line(enum log_format format, long long ts_ms, enum log_level level,
+		      const char *event, const struct log_field *fields, const char *msg)
+{
+	char ts[40];
+	format_ts(ts, sizeof ts, ts_ms);
+	if (format == LOG_FORMAT_TEXT)
+		return format_text(ts, level, event, fields, msg);
+	return format_json(ts, level, event, fields, msg);
+}
+
+void log_event(enum log_level level, const char *event, const struct log_field *fields,
+	       const char *fmt, ...)
+{
+	if (level < g_min_level)
+		return;
+	int saved = errno;
+	va_list ap;
+	va_start(ap, fmt);
+	char *msg = NULL;
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	long long ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	char *line = log_format_line(g_format, ms, level, event, fields, msg ? msg : fmt);
+	free(msg);
+	size_t len = strlen(line);
+	line = xrealloc(line, len + 2);
+	line[len++] = '\n';
+	/* One write per line, so lines from concurrent writers do not interleave. */
+	for (size_t off = 0; off < len;) {
+		ssize_t n = write(STDERR_FILENO, line + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	free(line);
+	errno = saved;
+}

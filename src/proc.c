@@ -1,0 +1,198 @@
+/* Running a helper process (migration tool, later pg_dump) with its output read line by line. */
+#include "mtr/proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define LINE_MAX_BYTES 16384
+
+struct stream {
+	int fd;
+	const char *name;
+	char buf[LINE_MAX_BYTES + 1];
+	size_t len;
+};
+
+static void emit_lines(struct stream *s, proc_line_fn on_line, void *ctx, bool eof)
+{
+	size_t start = 0;
+	for (size_t i = 0; i < s->len; i++) {
+		if (s->buf[i] != '\n')
+			continue;
+		size_t end = i;
+		if (end > start && s->buf[end - 1] == '\r')
+			end--;
+		s->buf[end] = '\0';
+		on_line(ctx, s->name, s->buf + start);
+		start = i + 1;
+	}
+	/* A line longer than the buffer, or a last line without newline, goes out as it is. */
+	if (start == 0 && (s->len == LINE_MAX_BYTES || (eof && s->len > 0))) {
+		s->buf[s->len] = '\0';
+		on_line(ctx, s->name, s->buf);
+		start = s->len;
+	} else if (eof && start < s->len) {
+		s->buf[s->len] = '\0';
+		on_line(ctx, s->name, s->buf + start);
+		start = s->len;
+	}
+	memmove(s->buf, s->buf + start, s->len - start);
+	s->len -= start;
+}
+
+/* Reads what is available; returns false at end of file. */
+static bool read_stream(struct stream *s, proc_line_fn on_line, void *ctx)
+{
+	ssize_t n = read(s->fd, s->buf + s->len, LINE_MAX_BYTES - s->len);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return true;
+	if (n <= 0) {
+		emit_lines(s, on_line, ctx, true);
+		close(s->fd);
+		s->fd = -1;
+		return false;
+	}
+	s->len += (size_t)n;
+	emit_lines(s, on_line, ctx, false);
+	return true;
+}
+
+/* In the child: wire up descriptors, restore signals, exec; report errno on errfd if it fails. */
+static void child_exec(const struct proc_spec *spec, int out, int err, int errfd)
+{
+	int devnull = open("/dev/null", O_RDONLY);
+	if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 ||
+	    dup2(err, STDERR_FILENO) < 0)
+		goto fail;
+	if (spec->cwd && chdir(spec->cwd) < 0)
+		goto fail;
+	signals_restore(spec->sigs);
+	execvpe(spec->argv[0], spec->argv, spec->envp);
+fail:;
+	int e = errno;
+	if (write(errfd, &e, sizeof e) < 0) {
+		/* the parent will see an exit status of 127 instead */
+	}
+	_exit(127);
+}
+
+bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, struct proc_result *r)
+{
+	memset(r, 0, sizeof *r);
+	int outp[2] = {-1, -1}, errp[2] = {-1, -1}, execp[2] = {-1, -1}, sfd = -1;
+	int64_t start = now_ms();
+	bool started = false;
+	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(execp, O_CLOEXEC) < 0) {
+		set_err(r->err, sizeof r->err, "pipe: %s", strerror(errno));
+		r->outcome = PROC_NOT_EXEC;
+		goto fail;
+	}
+	sfd = signalfd(-1, &spec->sigs->blocked, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0) {
+		set_err(r->err, sizeof r->err, "signalfd: %s", strerror(errno));
+		r->outcome = PROC_NOT_EXEC;
+		goto fail;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		set_err(r->err, sizeof r->err, "fork: %s", strerror(errno));
+		r->outcome = PROC_NOT_EXEC;
+		goto fail;
+	}
+	if (pid == 0)
+		child_exec(spec, outp[1], errp[1], execp[1]);
+	close(outp[1]);
+	close(errp[1]);
+	close(execp[1]);
+	outp[1] = errp[1] = execp[1] = -1;
+
+	int child_errno = 0;
+	ssize_t got;
+	do
+		got = read(execp[0], &child_errno, sizeof child_errno);
+	while (got < 0 && errno == EINTR);
+	if (got == (ssize_t)sizeof child_errno) {
+		waitpid(pid, NULL, 0);
+		r->start_errno = child_errno;
+		r->outcome = (child_errno == ENOENT || child_errno == ENOTDIR) ? PROC_NOT_FOUND
+									      : PROC_NOT_EXEC;
+		set_err(r->err, sizeof r->err, "cannot run '%s'%s%s: %s", spec->argv[0],
+			spec->cwd ? " in " : "", spec->cwd ? spec->cwd : "", strerror(child_errno));
+		goto fail;
+	}
+	started = true;
+
+	struct stream out = {.fd = outp[0], .name = "stdout"}, err = {.fd = errp[0], .name = "stderr"};
+	outp[0] = errp[0] = -1;
+	bool exited = false;
+	int status = 0;
+	int64_t kill_at = -1, drain_until = -1;
+	while (!exited || out.fd >= 0 || err.fd >= 0) {
+		struct pollfd fds[3] = {{sfd, POLLIN, 0}, {out.fd, POLLIN, 0}, {err.fd, POLLIN, 0}};
+		int timeout = 1000;
+		if (drain_until >= 0) {
+			/* The child is gone; a grandchild may still hold the pipes. Do not wait forever. */
+			int64_t left = drain_until - now_ms();
+			if (left <= 0)
+				break;
+			timeout = (int)left;
+		}
+		if (poll(fds, 3, timeout) < 0 && errno != EINTR)
+			break;
+		if (fds[1].revents)
+			read_stream(&out, on_line, ctx);
+		if (fds[2].revents)
+			read_stream(&err, on_line, ctx);
+		if (fds[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+				int sig = (int)si.ssi_signo;
+				if (signals_is_stop(sig)) {
+					if (!r->stop_signal)
+						kill_at = now_ms() + spec->stop_grace_ms;
+					r->stop_signal = sig;
+					kill(pid, sig);
+				}
+			}
+		}
+		if (!exited && waitpid(pid, &status, WNOHANG) == pid) {
+			exited = true;
+			drain_until = now_ms() + 2000;
+		}
+		if (!exited && kill_at >= 0 && now_ms() >= kill_at) {
+			kill(pid, SIGKILL);
+			kill_at = -1;
+		}
+	}
+	if (!exited)
+		waitpid(pid, &status, 0);
+	if (out.fd >= 0) {
+		emit_lines(&out, on_line, ctx, true);
+		close(out.fd);
+	}
+	if (err.fd >= 0) {
+		emit_lines(&err, on_line, ctx, true);
+		close(err.fd);
+	}
+	if (WIFSIGNALED(status)) {
+		r->outcome = PROC_SIGNALED;
+		r->term_signal = WTERMSIG(status);
+	} else {
+		r->outcome = PROC_EXITED;
+		r->exit_code = WEXITSTATUS(status);
+	}
+fail:
+	r->duration_ms = now_ms() - start;
+	int fds_to_close[] = {outp[0], outp[1], errp[0], errp[1], execp[0], execp[1], sfd};
+	for (size_t i = 0; i < sizeof fds_to_close / sizeof fds_to_close[0]; i++)
+		if (fds_to_close[i] >= 0)
+			close(fds_to_close[i]);
+	return started;
+}

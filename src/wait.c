@@ -1,0 +1,88 @@
+/* Phase 2: wait until PostgreSQL accepts an authenticated connection and is not in recovery. */
+#include "mtr/wait.h"
+#include "mtr/log.h"
+#include "mtr/retry.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* One attempt: connect, then ask whether the server is still in recovery. */
+static enum pg_status attempt(const struct pg_target *t, int timeout_s, struct wait_result *r)
+{
+	enum pg_status st;
+	PGconn *conn = pg_connect(t, timeout_s, &st, &r->last);
+	if (!conn)
+		return st;
+	/* One round trip: empty while in recovery, else the postmaster's start time. */
+	if (!pg_query_value(conn,
+			    "SELECT CASE WHEN pg_is_in_recovery() THEN '' "
+			    "ELSE pg_postmaster_start_time()::text END",
+			    0, r->start_time, sizeof r->start_time, &r->last)) {
+		PQfinish(conn);
+		return PG_TRANSIENT;
+	}
+	if (!r->start_time[0]) {
+		snprintf(r->last.msg, sizeof r->last.msg,
+			 "the server is in recovery (a standby, or still replaying WAL)");
+		PQfinish(conn);
+		return PG_TRANSIENT;
+	}
+	/* libpq may have found the password in a passfile or PGPASSWORD: hide it too. */
+	log_add_secret(PQpass(conn));
+	r->conn = conn;
+	return PG_OK;
+}
+
+void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
+		       const struct sigstate *sigs, struct wait_result *r)
+{
+	memset(r, 0, sizeof *r);
+	int64_t start = now_ms(), deadline = start + o->timeout_ms;
+	struct backoff b;
+	backoff_init(&b, 100, o->max_interval_ms, (uint64_t)getpid() * 2654435761u ^ (uint64_t)start);
+	for (;;) {
+		int64_t left = deadline - now_ms();
+		/* Bound each attempt by the time left, so a black-holed host cannot stretch the deadline. */
+		int timeout_s = (int)((left + 999) / 1000);
+		if (timeout_s > 10)
+			timeout_s = 10;
+		r->attempts++;
+		enum pg_status st = attempt(t, timeout_s, r);
+		r->elapsed_ms = now_ms() - start;
+		if (st == PG_OK) {
+			r->status = WAIT_READY;
+			return;
+		}
+		log_event(LOG_DEBUG, "wait.attempt",
+			  LOG_FIELDS(LF_I("attempt", r->attempts), LF_I("elapsed_ms", r->elapsed_ms),
+				     LF_S("error", r->last.msg)),
+			  "database not ready");
+		if (r->attempts == 1 && st == PG_TRANSIENT)
+			log_event(LOG_INFO, "wait.waiting",
+				  LOG_FIELDS(LF_S("error", r->last.msg),
+					     LF_I("timeout_ms", o->timeout_ms)),
+				  "waiting for the database: %s", r->last.msg);
+		switch (st) {
+		case PG_AUTH: r->status = WAIT_AUTH; return;
+		case PG_NO_DATABASE: r->status = WAIT_NO_DATABASE; return;
+		case PG_CONFIG: r->status = WAIT_CONFIG; return;
+		default: break;
+		}
+		left = deadline - now_ms();
+		if (left <= 0) {
+			r->status = WAIT_TIMEOUT;
+			return;
+		}
+		int64_t delay = backoff_next(&b);
+		if (delay > left)
+			delay = left;
+		int sig = signals_sleep(sigs, delay);
+		if (sig) {
+			r->status = WAIT_INTERRUPTED;
+			r->signo = sig;
+			r->elapsed_ms = now_ms() - start;
+			return;
+		}
+	}
+}
