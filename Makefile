@@ -65,9 +65,10 @@ e2e: $(BIN)
 test: deps
 	$(MAKE) --no-print-directory all $(UNIT_BIN)
 	$(UNIT_BIN)
-	MTR_BIN=$(abspath $(BIN)) $(PYTEST) -q -p no:cacheprovider tests/e2e
+	MTR_BIN=$(abspath $(BIN)) PYTHONDONTWRITEBYTECODE=1 $(PYTEST) -q -p no:cacheprovider tests/e2e
 
-demo: deps $(BIN)
+demo: deps
+	$(MAKE) --no-print-directory all
 	scripts/demo.sh
 
 bench: $(BIN)

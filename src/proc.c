@@ -64,6 +64,40 @@ static bool read_stream(struct stream *s, proc_line_fn on_line, void *ctx)
 	return true;
 }
 
+int proc_execvpe(const char *file, char *const *argv, char *const *envp)
+{
+	if (!*file) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (strchr(file, '/'))
+		return execve(file, argv, envp);
+	const char *path = getenv("PATH");
+	if (!path || !*path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	bool denied = false;
+	int last = ENOENT;
+	for (const char *p = path;; p++) {
+		const char *end = strchrnul(p, ':');
+		size_t dlen = (size_t)(end - p);
+		char full[4096];
+		/* An empty entry means the current directory, as in execvp(). */
+		if (snprintf(full, sizeof full, "%.*s%s%s", (int)dlen, p, dlen ? "/" : "", file) <
+		    (int)sizeof full) {
+			execve(full, argv, envp);
+			if (errno == EACCES)
+				denied = true;
+			else if (errno != ENOENT && errno != ENOTDIR)
+				last = errno; /* ENOEXEC and the like: found, but not runnable */
+		}
+		if (!*end)
+			break;
+		p = end;
+	}
+	errno = denied ? EACCES : last;
+	return -1;
+}
+
 /* In the child: wire up descriptors, restore signals, exec; report errno on errfd if it fails. */
 static void child_exec(const struct proc_spec *spec, int out, int err, int errfd)
 {
@@ -74,7 +108,7 @@ static void child_exec(const struct proc_spec *spec, int out, int err, int errfd
 	if (spec->cwd && chdir(spec->cwd) < 0)
 		goto fail;
 	signals_restore(spec->sigs);
-	execvpe(spec->argv[0], spec->argv, spec->envp);
+	proc_execvpe(spec->argv[0], spec->argv, spec->envp);
 fail:;
 	int e = errno;
 	if (write(errfd, &e, sizeof e) < 0) {

@@ -98,10 +98,10 @@ static char *redact_keyvalues(const char *in)
 			p++;
 			continue;
 		}
+		while (p[klen] == ' ')
+			klen++;
 		buf_add(&b, p, klen);
 		p += klen;
-		while (*p == ' ')
-			p++;
 		if (*p == '\'' || *p == '"') {
 			char quote = *p++;
 			while (*p && *p != quote)

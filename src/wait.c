@@ -62,7 +62,8 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 			log_event(LOG_INFO, "wait.waiting",
 				  LOG_FIELDS(LF_S("error", r->last.msg),
 					     LF_I("timeout_ms", o->timeout_ms)),
-				  "waiting for the database: %s", r->last.msg);
+				  "waiting for the database (up to %llds)",
+				  (long long)(o->timeout_ms / 1000));
 		switch (st) {
 		case PG_AUTH: r->status = WAIT_AUTH; return;
 		case PG_NO_DATABASE: r->status = WAIT_NO_DATABASE; return;

@@ -36,6 +36,11 @@ struct proc_result {
 	char err[256];
 };
 
+/* execve() of file, searched on PATH like execvp() when it has no '/', but never handing a
+ * file without #! to /bin/sh (ENOEXEC is returned instead). Returns only on failure, with
+ * errno set as execvp() would (EACCES if a candidate was found but not executable). */
+int proc_execvpe(const char *file, char *const *argv, char *const *envp);
+
 /* Runs the child with stdin from /dev/null and stdout/stderr captured, until it ends.
  * Stop signals (SIGTERM, SIGINT, SIGQUIT) are forwarded to it and recorded in stop_signal.
  * Returns false only when the child could not be started (r->outcome and r->err say why). */

@@ -4,7 +4,7 @@
 
 #include "mtr/signals.h"
 
-/* execvp()s argv with the environment intact and the original signal state. Returns only on
+/* Executes argv (searched on PATH, no shell) with the environment intact and the original signal state. Returns only on
  * failure: 127 when the command was not found, 126 when it cannot be executed (as a shell). */
 int run_exec(char *const *argv, const struct sigstate *sigs);
 

@@ -1,0 +1,259 @@
+"""Wait → migrate → exec against a real PostgreSQL, with real Alembic: the walking skeleton."""
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import (EXAMPLE_INI, FAILING_INI, PASSWORD, PYTHON, ROOT, binary, clean_env,
+                      free_port, run, scratch_dir)
+
+# An app that reports exactly what it received, and exits with the status it is asked for.
+APP = [PYTHON, "-c",
+       "import json, os, sys; print(json.dumps({'argv': sys.argv[1:], "
+       "'env': {k: os.environ.get(k) for k in ('APP_SETTING', 'DATABASE_URL', 'MTR_LOG_FORMAT')}}));"
+       "sys.exit(int(os.environ.get('APP_EXIT', '0')))"]
+TRICKY_ARGS = ["plain", "two words", "--wait-timeout=abc", "$HOME", "", "'quoted'", "ünï"]
+ALEMBIC = ["--alembic-ini", str(EXAMPLE_INI), "--python", PYTHON]
+
+
+def alembic_revision(pg, db):
+    return pg.psql(db, "SELECT version_num FROM alembic_version")
+
+
+def test_server_starts_late_then_migrate_and_exec(cluster_factory):
+    late = cluster_factory()
+    url = late.url()
+    env = clean_env(DATABASE_URL=url, APP_SETTING="kept", APP_EXIT="7")
+    proc = subprocess.Popen([binary(), "--wait-timeout", "30s", *ALEMBIC, "--", *APP, *TRICKY_ARGS],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    late.start()
+    out, err = proc.communicate(timeout=60)
+    events = [json.loads(line) for line in err.splitlines()]
+    names = [e["event"] for e in events]
+    assert proc.returncode == 7, err
+    app = json.loads(out)
+    assert app["argv"] == TRICKY_ARGS
+    assert app["env"] == {"APP_SETTING": "kept", "DATABASE_URL": url, "MTR_LOG_FORMAT": "json"}
+    ready = next(e for e in events if e["event"] == "wait.ready")
+    assert ready["attempts"] > 1 and ready["elapsed_ms"] >= 1500
+    assert names.index("wait.ready") < names.index("migrate.start") < names.index("run.exec")
+    upgrades = [e["line"] for e in events if e["event"] == "migrate.output" and "Running upgrade" in e["line"]]
+    assert len(upgrades) == 3, upgrades
+    assert alembic_revision(late, "postgres") == "0003"
+
+
+def test_server_never_starts():
+    port = free_port()
+    r = run(["--wait-timeout", "2s", "--wait-max-interval", "500ms", "--migrate-cmd", "true", "--", "true"],
+            env=clean_env(DATABASE_URL=f"postgresql://u:p@127.0.0.1:{port}/d"))
+    assert r.code == 69, r
+    assert r.elapsed < 2.0 + 0.5 + 1.0, r.elapsed  # the deadline plus one interval, plus start-up slack
+    failed = r.named("wait.failed")
+    assert failed and failed[0]["reason"] == "timeout" and failed[0]["attempts"] >= 3
+    assert "Connection refused" in failed[0]["error"]
+    assert not r.named("migrate.start")
+
+
+def test_wrong_password_fails_at_once_and_never_shows_it(pg, db):
+    wrong = "Wr0ng-Pa55-visible-if-leaked"
+    r = run(["--migrate-cmd", "true", "--", "true"],
+            env=clean_env(DATABASE_URL=pg.url(db, password=wrong)))
+    assert r.code == 77, r
+    assert r.elapsed < 2.0
+    assert wrong not in r.stderr and wrong not in r.stdout
+    assert "password authentication failed" in r.named("wait.failed")[0]["error"]
+
+
+def test_database_does_not_exist_fails_at_once(pg):
+    r = run(["--migrate-cmd", "true", "--", "true"], env=clean_env(DATABASE_URL=pg.url("no_such_db")))
+    assert r.code == 69, r
+    assert r.elapsed < 2.0
+    assert "createdb" in r.named("wait.failed")[0]["msg"]
+
+
+def test_failing_migration_exits_70_and_never_starts_the_app(pg, db, tmp_path):
+    marker = tmp_path / "app-started"
+    r = run(["--alembic-ini", str(FAILING_INI), "--python", PYTHON, "--",
+             PYTHON, "-c", f"open('{marker}', 'w').close()"],
+            env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 70, r
+    assert not marker.exists()
+    assert not r.named("run.exec")
+    output = " ".join(e["line"] for e in r.named("migrate.output"))
+    assert 'relation "embeddings" does not exist' in output
+    failed = r.named("migrate.failed")[0]
+    assert failed["exit_code"] == 70 and failed["status"] != 0
+
+
+def test_migrate_only(pg, db):
+    r = run(["--migrate-only", *ALEMBIC], env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 0, r
+    assert r.stdout == ""
+    assert not r.named("run.exec") and r.named("pipeline.done")
+    assert alembic_revision(pg, db) == "0003"
+    # At head already: the command still succeeds and changes nothing.
+    again = run(["--migrate-only", *ALEMBIC], env=clean_env(DATABASE_URL=pg.url(db)))
+    assert again.code == 0, again
+    assert alembic_revision(pg, db) == "0003"
+
+
+def test_child_output_is_redacted_and_kept_off_stdout(pg, db):
+    echo = (f"{PYTHON} -c 'import os; print(\"MIGRATE-STDOUT\", os.environ[\"DATABASE_URL\"]); "
+            f"print(\"pw:\", os.environ[\"DATABASE_URL\"].split(\":\")[2].split(\"@\")[0])'")
+    r = run(["--migrate-cmd", echo, "--", "echo", "app-ran"], env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 0, r
+    assert r.stdout == "app-ran\n"
+    assert PASSWORD not in r.stderr
+    lines = [e["line"] for e in r.named("migrate.output")]
+    assert any(l.startswith("MIGRATE-STDOUT postgresql://postgres:***@127.0.0.1") for l in lines), lines
+    assert "pw: ***" in lines
+    assert all(e["stream"] == "stdout" for e in r.named("migrate.output"))
+
+
+def test_secret_files_and_libpq_variables(pg, db, tmp_path):
+    url_file = tmp_path / "url"
+    url_file.write_text(pg.url(db) + "\n")
+    r = run(["--migrate-only", *ALEMBIC], env=clean_env(MTR_DATABASE_URL_FILE=str(url_file)))
+    assert r.code == 0, r
+    assert r.named("pipeline.start")[0]["database_from"] == "MTR_DATABASE_URL_FILE"
+    assert alembic_revision(pg, db) == "0003"
+
+    # No URL at all: libpq's own variables, the password from a file; Alembic still gets a URL.
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(PASSWORD)
+    db2 = db + "_pg"
+    pg.psql("postgres", f"CREATE DATABASE {db2}")
+    env = clean_env(PGHOST="127.0.0.1", PGPORT=str(pg.port), PGUSER="postgres", PGDATABASE=db2,
+                    PGPASSWORD_FILE=str(pw_file))
+    r = run(["--migrate-only", *ALEMBIC], env=env)
+    assert r.code == 0, r
+    assert PASSWORD not in r.stderr
+    assert alembic_revision(pg, db2) == "0003"
+
+
+def test_lost_connection_is_retried(pg, db, tmp_path):
+    # The first run kills our own session (as a server restart would) and fails; the second succeeds.
+    marker = tmp_path / "first-run-done"
+    script = tmp_path / "flaky.py"
+    script.write_text(f"""
+import os, sys, psycopg2
+if not os.path.exists({str(marker)!r}):
+    open({str(marker)!r}, "w").close()
+    c = psycopg2.connect(os.environ["DATABASE_URL"])
+    c.autocommit = True
+    c.cursor().execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE application_name = 'migrate-then-run'")
+    print("simulated: server closed the connection unexpectedly", file=sys.stderr)
+    sys.exit(1)
+print("second run fine")
+""")
+    r = run(["--migrate-only", "--migrate-cmd", f"{PYTHON} {script}"],
+            env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 0, r
+    retry = r.named("migrate.retry")
+    assert len(retry) == 1 and retry[0]["attempt"] == 1
+    assert len(r.named("wait.ready")) == 2
+
+    marker.unlink()
+    r = run(["--migrate-only", "--retries", "0", "--migrate-cmd", f"{PYTHON} {script}"],
+            env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 75, r
+    assert r.named("migrate.failed")[0]["transient"] is True
+
+
+def test_migrate_cwd_and_missing_command(pg, db, tmp_path):
+    (tmp_path / "here.txt").write_text("x")
+    r = run(["--migrate-only", "--migrate-cwd", str(tmp_path), "--migrate-cmd", "cat here.txt"],
+            env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 0, r
+    r = run(["--migrate-only", "--migrate-cmd", "no-such-migrator up"], env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 64, r
+    assert "no-such-migrator" in r.named("migrate.failed")[0]["msg"]
+
+
+@pytest.mark.parametrize("kind,code", [("missing-path", 127), ("missing-on-path", 127),
+                                       ("not-executable", 126), ("no-shebang", 126)])
+def test_app_not_found_or_not_executable(pg, db, tmp_path, kind, code):
+    script = tmp_path / "app.sh"
+    script.write_text("echo this would need a shell\n")
+    script.chmod(0o755 if kind == "no-shebang" else 0o644)
+    app = {"missing-path": "/no/such/app", "missing-on-path": "no-such-app-anywhere"}.get(kind, str(script))
+    r = run(["--migrate-cmd", "true", "--", app], env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == code, r
+    assert r.stdout == ""  # in particular, no shell ran the script
+    assert r.named("run.failed")[0]["exit_code"] == code
+
+
+def test_stop_signal_during_wait(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([binary(), "--wait-timeout", "60s", "--migrate-cmd", "true", "--", "true"],
+                            env=clean_env(DATABASE_URL=f"postgresql://u:p@127.0.0.1:{port}/d"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert time.monotonic() - t0 < 1.0
+    stop = [json.loads(l) for l in err.splitlines() if '"stop.signal"' in l][0]
+    assert stop["phase"] == "wait" and stop["signal"] == "SIGTERM"
+
+
+@pytest.mark.parametrize("args,named", [
+    (["--wait-timeout=abc", "--migrate-cmd", "true", "app"], "--wait-timeout"),
+    (["--wait-timeout", "-5", "--migrate-cmd", "true", "app"], "--wait-timeout"),
+    (["--retries=-1", "--migrate-cmd", "true", "app"], "--retries"),
+    (["--no-such-option", "app"], "--no-such-option"),
+    (["--migrate-cmd", "true"], "missing app command"),
+    (["--log-format", "xml", "--migrate-cmd", "true", "app"], "--log-format"),
+    (["--migrate-cmd", "alembic upgrade head && uvicorn app", "app"], "--migrate-cmd"),
+    (["--database-url", "postgresql://h/d?bogus=1", "--migrate-cmd", "true", "app"], "--database-url"),
+    (["--migrate-only", "app"], "--migrate-only"),
+])
+def test_bad_options_exit_64(args, named):
+    r = run(args)
+    assert r.code == 64, r
+    assert r.stdout == ""
+    assert len(r.events) == 1 and r.events[0]["event"] == "config.invalid"
+    assert named in r.events[0]["msg"]
+
+
+def test_bad_environment_value_names_the_variable():
+    r = run(["--migrate-cmd", "true", "app"], env=clean_env(MTR_WAIT_TIMEOUT="soon"))
+    assert r.code == 64 and "MTR_WAIT_TIMEOUT" in r.events[0]["msg"]
+
+
+def test_version_and_help():
+    v = run(["--version"])
+    assert v.code == 0 and re.fullmatch(r"migrate-then-run \d+\.\d+\.\d+\n", v.stdout)
+    assert v.stdout.split()[1] == (ROOT / "VERSION").read_text().strip()
+    h = run(["--help"])
+    assert h.code == 0 and h.stdout.startswith("Usage: migrate-then-run")
+
+
+def test_readme_lists_every_option_and_exit_code():
+    help_text = run(["--help"]).stdout
+    options = set(re.findall(r"^  (--[a-z-]+)", help_text, re.M))
+    assert len(options) >= 10
+    readme = (ROOT / "README.md").read_text()
+    missing = [o for o in sorted(options) if f"`{o}" not in readme]
+    assert not missing, f"README does not document {missing}"
+    envs = set(re.findall(r"env (MTR_[A-Z_]+)", help_text))
+    assert not [e for e in envs if e not in readme]
+    for code in ("64", "65", "69", "70", "73", "75", "77", "126", "127"):
+        assert f"| {code}" in readme, code
+
+
+def test_text_log_format(pg, db):
+    r = subprocess.run([binary(), "--log-format", "text", "--migrate-cmd", "true", "--", "true"],
+                       env=clean_env(DATABASE_URL=pg.url(db)), capture_output=True, text=True)
+    assert r.returncode == 0
+    assert re.search(r"^\d{4}-\d\d-\d\dT[\d:.]+Z info  wait\.ready: database is ready attempts=1",
+                     r.stderr, re.M), r.stderr

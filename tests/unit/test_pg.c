@@ -1,0 +1,53 @@
+/* Classifying libpq's connection failures and SQLSTATEs: what is retried and what is not. */
+#include "mtr/pg.h"
+#include "unit.h"
+
+void test_pg(void)
+{
+	static const struct {
+		const char *msg;
+		enum pg_status want;
+	} cases[] = {
+		{"connection to server at \"127.0.0.1\", port 5432 failed: Connection refused", PG_TRANSIENT},
+		{"connection to server on socket \"/run/postgresql/.s.PGSQL.5432\" failed: No such file or directory", PG_TRANSIENT},
+		{"FATAL:  the database system is starting up", PG_TRANSIENT},
+		{"FATAL:  the database system is shutting down", PG_TRANSIENT},
+		{"FATAL:  sorry, too many clients already", PG_TRANSIENT},
+		{"could not translate host name \"db\" to address: Name or service not known", PG_TRANSIENT},
+		{"timeout expired", PG_TRANSIENT},
+		{"FATAL:  password authentication failed for user \"app\"", PG_AUTH},
+		{"fe_sendauth: no password supplied", PG_AUTH},
+		{"FATAL:  role \"nobody\" does not exist", PG_AUTH},
+		{"FATAL:  no pg_hba.conf entry for host \"10.0.0.1\", user \"app\", database \"app\"", PG_AUTH},
+		{"FATAL:  permission denied for database \"app\"", PG_AUTH},
+		{"FATAL:  database \"nope\" does not exist", PG_NO_DATABASE},
+		{"invalid sslmode value: \"maybe\"", PG_CONFIG},
+		{"invalid port number: \"abc\"", PG_CONFIG},
+		{"something nobody has seen before", PG_TRANSIENT},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		enum pg_status got = pg_classify_connect_error(cases[i].msg, false);
+		CHECK(got == cases[i].want, "'%s': %d, want %d", cases[i].msg, got, cases[i].want);
+	}
+	CHECK(pg_classify_connect_error("anything", true) == PG_AUTH, "needs password");
+
+	static const struct {
+		const char *state;
+		bool transient;
+	} states[] = {
+		{"08006", true},  {"08001", true},  {"53300", true},  {"57P01", true}, {"57P03", true},
+		{"40001", true},  {"40P01", true},  {"55P03", true},  {"", true},      {"42P01", false},
+		{"42701", false}, {"23505", false}, {"22P02", false}, {"57014", false},
+	};
+	for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
+		CHECK(pg_sqlstate_is_transient(states[i].state) == states[i].transient, "%s",
+		      states[i].state);
+
+	struct pg_target t = {"postgresql://u@h/d?nosuchoption=1", NULL};
+	struct pg_error err;
+	CHECK(pg_check_target(&t, &err) == PG_CONFIG, "bad URL");
+	t.url = "postgresql://u:p@h:5432/d?sslmode=require";
+	CHECK(pg_check_target(&t, &err) == PG_OK, "good URL");
+	t.url = "host=h dbname=d";
+	CHECK(pg_check_target(&t, &err) == PG_OK, "conninfo");
+}
