@@ -9,7 +9,8 @@
 #include <strings.h>
 #include <unistd.h>
 
-enum opt_type { T_STRING, T_DURATION, T_COUNT, T_FLAG, T_CHOICE, T_HELP, T_VERSION };
+/* T_AUTO is a flag that may also be left to the tool: an int, -1 (auto), 0 or 1. */
+enum opt_type { T_STRING, T_DURATION, T_COUNT, T_FLAG, T_AUTO, T_CHOICE, T_HELP, T_VERSION };
 
 struct option_def {
 	const char *name;     /* long flag without "--" */
@@ -58,6 +59,16 @@ static const struct option_def options[] = {
 	 false},
 	{"log-level", "MTR_LOG_LEVEL", T_CHOICE, "info", "debug|info|warn|error", "least severe level logged",
 	 F(log_level), log_levels, false},
+	{"init", "MTR_INIT", T_AUTO, "auto", NULL,
+	 "supervise the app as its init (forward signals, reap zombies); --no-init execs it "
+	 "instead; auto: init when PID 1",
+	 F(init), NULL, false},
+	{"stop-timeout", "MTR_STOP_TIMEOUT", T_DURATION, "10s", "DURATION",
+	 "grace period after SIGTERM before SIGKILL, for the app and its leftover processes",
+	 F(stop_timeout_ms), NULL, false},
+	{"signal-group", "MTR_SIGNAL_GROUP", T_FLAG, "false", NULL,
+	 "forward signals to the app's whole process group, not only the app", F(signal_group),
+	 NULL, false},
 	{"help", NULL, T_HELP, NULL, NULL, "print this help and exit", 0, NULL, false},
 	{"version", NULL, T_VERSION, NULL, NULL, "print the version and exit", 0, NULL, false},
 };
@@ -127,6 +138,7 @@ static const char *expected(const struct option_def *o)
 	case T_DURATION: return "a duration such as 60, 30s, 500ms or 2m";
 	case T_COUNT: return "a whole number from 0 to 1000000";
 	case T_FLAG: return "true or false";
+	case T_AUTO: return "true, false or auto";
 	case T_CHOICE: return o->metavar;
 	default: return "a value";
 	}
@@ -161,6 +173,18 @@ static bool set_value(struct config *cfg, const struct option_def *o, const char
 		if (config_parse_bool(value, (bool *)(void *)field))
 			return true;
 		break;
+	case T_AUTO: {
+		bool b;
+		if (strcmp(value, "auto") == 0) {
+			*(int *)(void *)field = -1;
+			return true;
+		}
+		if (config_parse_bool(value, &b)) {
+			*(int *)(void *)field = b;
+			return true;
+		}
+		break;
+	}
 	case T_CHOICE:
 		for (int i = 0; o->choices[i]; i++) {
 			if (strcmp(o->choices[i], value) == 0) {
@@ -331,6 +355,14 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv, char 
 		const char *eq = strchr(name, '=');
 		size_t len = eq ? (size_t)(eq - name) : strlen(name);
 		const struct option_def *o = find_option(name, len);
+		bool negated = false;
+		if (!o && len > 3 && strncmp(name, "no-", 3) == 0 && !eq) {
+			/* --no-NAME turns a flag off: --no-init, --no-signal-group */
+			o = find_option(name + 3, len - 3);
+			negated = o && (o->type == T_FLAG || o->type == T_AUTO);
+			if (!negated)
+				o = NULL;
+		}
 		if (!o) {
 			set_err(err, errlen, "unknown option '--%.*s' (see --help)", (int)len, name);
 			return CONFIG_ERROR;
@@ -342,9 +374,11 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv, char 
 		char where[80];
 		snprintf(where, sizeof where, "--%s", o->name);
 		const char *value;
-		if (eq) {
+		if (negated) {
+			value = "false";
+		} else if (eq) {
 			value = eq + 1;
-		} else if (o->type == T_FLAG) {
+		} else if (o->type == T_FLAG || o->type == T_AUTO) {
 			value = "true";
 		} else if (i + 1 < argc) {
 			value = argv[++i];
@@ -396,10 +430,12 @@ void config_print_help(FILE *out)
 		char flag[64];
 		if (o->metavar)
 			snprintf(flag, sizeof flag, "--%s %s", o->name, o->metavar);
+		else if (o->type == T_AUTO)
+			snprintf(flag, sizeof flag, "--%s, --no-%s", o->name, o->name);
 		else
 			snprintf(flag, sizeof flag, "--%s", o->name);
 		fprintf(out, "  %-40s %s", flag, o->help);
-		if (o->def && o->type != T_FLAG)
+		if (o->def && o->type != T_FLAG && o->type != T_AUTO)
 			fprintf(out, " [default: %s]", o->def);
 		fputc('\n', out);
 		if (o->env && o->secret)

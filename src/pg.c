@@ -2,6 +2,8 @@
 #include "mtr/pg.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,11 +73,42 @@ enum pg_status pg_classify_connect_error(const char *msg, bool needs_password)
 	return PG_TRANSIENT;
 }
 
-PGconn *pg_connect(const struct pg_target *t, int connect_timeout_s, enum pg_status *st,
-		   struct pg_error *err)
+/* Drives a non-blocking connection to completion, the deadline, or cancel_fd turning readable. */
+static enum pg_status connect_poll(PGconn *conn, int64_t timeout_ms, int cancel_fd,
+				   struct pg_error *err)
 {
-	char timeout[16];
-	snprintf(timeout, sizeof timeout, "%d", connect_timeout_s < 2 ? 2 : connect_timeout_s);
+	int64_t deadline = now_ms() + timeout_ms;
+	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+	for (;;) {
+		if (st == PGRES_POLLING_OK)
+			return PG_OK;
+		if (st == PGRES_POLLING_FAILED)
+			return PG_TRANSIENT; /* classified by the caller from the message */
+		int64_t left = deadline - now_ms();
+		if (left <= 0) {
+			copy_msg(err, "timeout expired while connecting");
+			return PG_TIMEOUT;
+		}
+		struct pollfd fds[2] = {
+			{PQsocket(conn), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0},
+			{cancel_fd, POLLIN, 0}};
+		int n = poll(fds, cancel_fd >= 0 ? 2 : 1, (int)left);
+		if (n < 0 && errno != EINTR) {
+			copy_msg(err, strerror(errno));
+			return PG_TRANSIENT;
+		}
+		if (cancel_fd >= 0 && (fds[1].revents & POLLIN)) {
+			copy_msg(err, "interrupted while connecting");
+			return PG_INTERRUPTED;
+		}
+		if (n > 0)
+			st = PQconnectPoll(conn);
+	}
+}
+
+PGconn *pg_connect(const struct pg_target *t, int64_t timeout_ms, int cancel_fd,
+		   enum pg_status *st, struct pg_error *err)
+{
 	const char *keys[8], *vals[8];
 	int n = 0;
 	/* Later keywords override the expanded URL: ours are the ones that must hold. */
@@ -87,21 +120,29 @@ PGconn *pg_connect(const struct pg_target *t, int connect_timeout_s, enum pg_sta
 	}
 	keys[n] = "application_name";
 	vals[n++] = "migrate-then-run";
-	keys[n] = "connect_timeout";
-	vals[n++] = timeout;
 	keys[n] = "options";
 	vals[n++] = "-c search_path=pg_catalog";
 	keys[n] = NULL;
 	vals[n] = NULL;
-	/* With no URL, an empty dbname lets libpq fall back to PGDATABASE and its defaults. */
-	PGconn *conn = PQconnectdbParams(keys, vals, t->url ? 1 : 0);
-	if (conn && PQstatus(conn) == CONNECTION_OK) {
-		*st = PG_OK;
-		return conn;
+	/* With no URL, an empty dbname lets libpq fall back to PGDATABASE and its defaults.
+	 * Non-blocking, so that a stop signal or the deadline ends a connect in progress. */
+	PGconn *conn = PQconnectStartParams(keys, vals, t->url ? 1 : 0);
+	if (!conn) {
+		copy_msg(err, "out of memory");
+		*st = PG_TRANSIENT;
+		return NULL;
 	}
-	const char *msg = conn ? PQerrorMessage(conn) : "out of memory";
-	copy_msg(err, msg);
-	*st = pg_classify_connect_error(msg, conn && PQconnectionNeedsPassword(conn));
+	*st = PQstatus(conn) == CONNECTION_BAD ? PG_TRANSIENT
+					       : connect_poll(conn, timeout_ms, cancel_fd, err);
+	if (*st == PG_OK && PQstatus(conn) == CONNECTION_OK)
+		return conn;
+	if (*st == PG_TRANSIENT) {
+		const char *msg = PQerrorMessage(conn);
+		copy_msg(err, msg);
+		*st = pg_classify_connect_error(msg, PQconnectionNeedsPassword(conn));
+	} else if (*st == PG_TIMEOUT) {
+		*st = PG_TRANSIENT;
+	}
 	PQfinish(conn);
 	return NULL;
 }

@@ -2,6 +2,7 @@
 #include "mtr/pipeline.h"
 #include "mtr/argv.h"
 #include "mtr/exitcode.h"
+#include "mtr/init.h"
 #include "mtr/log.h"
 #include "mtr/redact.h"
 #include "mtr/retry.h"
@@ -9,6 +10,7 @@
 #include "mtr/source_cmd.h"
 #include "mtr/wait.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -91,6 +93,24 @@ static bool server_went_away(PGconn *conn, const char *start_time)
 	return strcmp(now_start, start_time) != 0;
 }
 
+/* After the migration command was stopped: its sessions may still be running a statement
+ * the server has not noticed is orphaned (a dead client is only seen at the next write).
+ * Ending them rolls their transactions back now, not when the statement finishes. */
+static void end_sessions(PGconn *conn, const char *appname)
+{
+	const char *params[1] = {appname};
+	PGresult *res = PQexecParams(conn,
+				     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+				     "WHERE application_name = $1 AND pid <> pg_backend_pid()",
+				     1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) > 0)
+		log_event(LOG_INFO, "migrate.rollback",
+			  LOG_FIELDS(LF_I("sessions", atoi(PQgetvalue(res, 0, 0)))),
+			  "ended the stopped migration command's database sessions; their "
+			  "transactions are rolled back");
+	PQclear(res);
+}
+
 static bool is_url(const char *s)
 {
 	return s && (strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0);
@@ -146,13 +166,16 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 			  "database is ready");
 
 		char *url = is_url(cfg->database_url) ? xstrdup(cfg->database_url) : pg_conn_url(conn);
-		char **env = source_cmd_env(url, cfg->pgpassword);
+		char appname[64];
+		snprintf(appname, sizeof appname, "migrate-then-run/migrate/%d", (int)getpid());
+		char **env = source_cmd_env(url, cfg->pgpassword, appname);
 		free(url);
 		log_event(LOG_INFO, "migrate.start",
 			  LOG_FIELDS(LF_S("command", mig_cmd), LF_I("attempt", attempt + 1)),
 			  "running the migration command");
 		struct cmd_outcome out;
-		bool started = source_cmd_run(mig_argv, cfg->migrate_cwd, env, sigs, &out);
+		bool started = source_cmd_run(mig_argv, cfg->migrate_cwd, env, sigs, cfg->stop_timeout_ms,
+					      &out);
 		argv_free(env);
 		if (!started) {
 			log_event(LOG_ERROR, "migrate.failed",
@@ -164,6 +187,7 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 			goto done;
 		}
 		if (out.proc.stop_signal) {
+			end_sessions(conn, appname);
 			code = stopped("migrate", out.proc.stop_signal);
 			goto done;
 		}
@@ -224,6 +248,10 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 	if (cfg->migrate_only) {
 		log_event(LOG_INFO, "pipeline.done", NULL, "migrations are up to date; exiting (--migrate-only)");
 		return MTR_EXIT_OK;
+	}
+	if (cfg->init == 1 || (cfg->init == -1 && getpid() == 1)) {
+		struct init_opts io = {cfg->stop_timeout_ms, cfg->signal_group};
+		return init_run(cfg->app_argv, &io, sigs);
 	}
 	return run_exec(cfg->app_argv, sigs);
 done:

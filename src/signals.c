@@ -9,10 +9,13 @@
 
 void signals_block(struct sigstate *st)
 {
-	sigemptyset(&st->blocked);
-	static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2};
-	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-		sigaddset(&st->blocked, sigs[i]);
+	/* Everything asynchronous: a signal that arrives is queued for our one wait loop, even as
+	 * PID 1 (where a signal left at SIG_DFL and unblocked would be dropped by the kernel).
+	 * Faults stay unblocked, so a crash is still a crash. */
+	static const int sync_sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT};
+	sigfillset(&st->blocked);
+	for (size_t i = 0; i < sizeof sync_sigs / sizeof sync_sigs[0]; i++)
+		sigdelset(&st->blocked, sync_sigs[i]);
 	sigprocmask(SIG_BLOCK, &st->blocked, &st->orig_mask);
 	struct sigaction ign;
 	memset(&ign, 0, sizeof ign);
@@ -66,7 +69,10 @@ const char *signals_name(int signo)
 	} names[] = {{SIGHUP, "SIGHUP"},   {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"},
 		     {SIGKILL, "SIGKILL"}, {SIGTERM, "SIGTERM"}, {SIGUSR1, "SIGUSR1"},
 		     {SIGUSR2, "SIGUSR2"}, {SIGPIPE, "SIGPIPE"}, {SIGSEGV, "SIGSEGV"},
-		     {SIGABRT, "SIGABRT"}, {SIGCHLD, "SIGCHLD"}, {SIGALRM, "SIGALRM"}};
+		     {SIGABRT, "SIGABRT"}, {SIGCHLD, "SIGCHLD"}, {SIGALRM, "SIGALRM"},
+		     {SIGWINCH, "SIGWINCH"}, {SIGCONT, "SIGCONT"}, {SIGTSTP, "SIGTSTP"},
+		     {SIGTTIN, "SIGTTIN"}, {SIGTTOU, "SIGTTOU"}, {SIGSTOP, "SIGSTOP"},
+		     {SIGURG, "SIGURG"},   {SIGPWR, "SIGPWR"},   {SIGXCPU, "SIGXCPU"}};
 	static char other[32];
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
 		if (names[i].no == signo)

@@ -38,12 +38,12 @@ static bool env_is(const char *entry, const char *name)
 	return strncmp(entry, name, n) == 0 && entry[n] == '=';
 }
 
-char **source_cmd_env(const char *url, const char *pgpassword)
+char **source_cmd_env(const char *url, const char *pgpassword, const char *appname)
 {
 	size_t n = 0;
 	while (environ[n])
 		n++;
-	char **env = xcalloc(n + 3, sizeof *env);
+	char **env = xcalloc(n + 4, sizeof *env);
 	size_t o = 0;
 	for (size_t i = 0; i < n; i++) {
 		if ((url && env_is(environ[i], "DATABASE_URL")) ||
@@ -55,6 +55,8 @@ char **source_cmd_env(const char *url, const char *pgpassword)
 		env[o++] = xasprintf("DATABASE_URL=%s", url);
 	if (pgpassword)
 		env[o++] = xasprintf("PGPASSWORD=%s", pgpassword);
+	if (appname && !getenv("PGAPPNAME"))
+		env[o++] = xasprintf("PGAPPNAME=%s", appname);
 	env[o] = NULL;
 	return env;
 }
@@ -96,10 +98,10 @@ static void on_line(void *ctx, const char *stream, const char *line)
 }
 
 bool source_cmd_run(char *const *argv, const char *cwd, char *const *envp,
-		    const struct sigstate *sigs, struct cmd_outcome *out)
+		    const struct sigstate *sigs, int64_t stop_grace_ms, struct cmd_outcome *out)
 {
 	memset(out, 0, sizeof *out);
 	struct proc_spec spec = {
-		.argv = argv, .cwd = cwd, .envp = envp, .sigs = sigs, .stop_grace_ms = 10000};
+		.argv = argv, .cwd = cwd, .envp = envp, .sigs = sigs, .stop_grace_ms = stop_grace_ms};
 	return proc_run(&spec, on_line, out, &out->proc);
 }

@@ -5,13 +5,15 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 /* One attempt: connect, then ask whether the server is still in recovery. */
-static enum pg_status attempt(const struct pg_target *t, int timeout_s, struct wait_result *r)
+static enum pg_status attempt(const struct pg_target *t, int64_t timeout_ms, int stop_fd,
+			      struct wait_result *r)
 {
 	enum pg_status st;
-	PGconn *conn = pg_connect(t, timeout_s, &st, &r->last);
+	PGconn *conn = pg_connect(t, timeout_ms, stop_fd, &st, &r->last);
 	if (!conn)
 		return st;
 	/* One round trip: empty while in recovery, else the postmaster's start time. */
@@ -38,21 +40,35 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 		       const struct sigstate *sigs, struct wait_result *r)
 {
 	memset(r, 0, sizeof *r);
+	/* Readable when a stop signal is pending: ends a connection attempt in progress. */
+	sigset_t stops;
+	sigemptyset(&stops);
+	sigaddset(&stops, SIGTERM);
+	sigaddset(&stops, SIGINT);
+	sigaddset(&stops, SIGQUIT);
+	int stop_fd = signalfd(-1, &stops, SFD_CLOEXEC | SFD_NONBLOCK);
 	int64_t start = now_ms(), deadline = start + o->timeout_ms;
 	struct backoff b;
 	backoff_init(&b, 100, o->max_interval_ms, (uint64_t)getpid() * 2654435761u ^ (uint64_t)start);
 	for (;;) {
 		int64_t left = deadline - now_ms();
 		/* Bound each attempt by the time left, so a black-holed host cannot stretch the deadline. */
-		int timeout_s = (int)((left + 999) / 1000);
-		if (timeout_s > 10)
-			timeout_s = 10;
+		int64_t timeout_ms = left < 10000 ? left : 10000;
+		if (timeout_ms < 100)
+			timeout_ms = 100;
 		r->attempts++;
-		enum pg_status st = attempt(t, timeout_s, r);
+		enum pg_status st = attempt(t, timeout_ms, stop_fd, r);
 		r->elapsed_ms = now_ms() - start;
 		if (st == PG_OK) {
 			r->status = WAIT_READY;
-			return;
+			break;
+		}
+		if (st == PG_INTERRUPTED) {
+			struct signalfd_siginfo si;
+			r->status = WAIT_INTERRUPTED;
+			r->signo = read(stop_fd, &si, sizeof si) == (ssize_t)sizeof si ? (int)si.ssi_signo
+										    : SIGTERM;
+			break;
 		}
 		log_event(LOG_DEBUG, "wait.attempt",
 			  LOG_FIELDS(LF_I("attempt", r->attempts), LF_I("elapsed_ms", r->elapsed_ms),
@@ -64,16 +80,15 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 					     LF_I("timeout_ms", o->timeout_ms)),
 				  "waiting for the database (up to %llds)",
 				  (long long)(o->timeout_ms / 1000));
-		switch (st) {
-		case PG_AUTH: r->status = WAIT_AUTH; return;
-		case PG_NO_DATABASE: r->status = WAIT_NO_DATABASE; return;
-		case PG_CONFIG: r->status = WAIT_CONFIG; return;
-		default: break;
+		if (st == PG_AUTH || st == PG_NO_DATABASE || st == PG_CONFIG) {
+			r->status = st == PG_AUTH ? WAIT_AUTH
+				    : st == PG_NO_DATABASE ? WAIT_NO_DATABASE : WAIT_CONFIG;
+			break;
 		}
 		left = deadline - now_ms();
 		if (left <= 0) {
 			r->status = WAIT_TIMEOUT;
-			return;
+			break;
 		}
 		int64_t delay = backoff_next(&b);
 		if (delay > left)
@@ -83,7 +98,9 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 			r->status = WAIT_INTERRUPTED;
 			r->signo = sig;
 			r->elapsed_ms = now_ms() - start;
-			return;
+			break;
 		}
 	}
+	if (stop_fd >= 0)
+		close(stop_fd);
 }

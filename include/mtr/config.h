@@ -22,6 +22,9 @@ struct config {
 	int64_t wait_timeout_ms;
 	int64_t wait_max_interval_ms;
 	long retries;
+	int init;                   /* -1: supervise when PID 1; 0: exec the app; 1: supervise */
+	int64_t stop_timeout_ms;
+	bool signal_group;
 	int log_format;             /* enum log_format; -1 until resolved: text on a TTY */
 	int log_level;              /* enum log_level */
 	char **app_argv;            /* points into argv; NULL-terminated; NULL with --migrate-only */

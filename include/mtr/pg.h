@@ -7,6 +7,7 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* What a failure means for the caller's retry loop and exit code. */
 enum pg_status {
@@ -14,7 +15,9 @@ enum pg_status {
 	PG_TRANSIENT,   /* not up yet, starting, in recovery, too many clients, network: retry */
 	PG_AUTH,        /* authentication or authorization refused: permanent (77) */
 	PG_NO_DATABASE, /* the target database does not exist: permanent (69) */
-	PG_CONFIG       /* malformed URL or connection option: permanent (64) */
+	PG_CONFIG,      /* malformed URL or connection option: permanent (64) */
+	PG_INTERRUPTED, /* the caller's cancel descriptor became readable */
+	PG_TIMEOUT      /* internal: the attempt's own deadline passed (reported as transient) */
 };
 
 struct pg_target {
@@ -30,10 +33,11 @@ struct pg_error {
 /* Checks the URL/conninfo for syntax without connecting. */
 enum pg_status pg_check_target(const struct pg_target *t, struct pg_error *err) MTR_MUST_CHECK;
 
-/* Connects (application_name=migrate-then-run, connect_timeout in seconds, search_path pinned
- * to pg_catalog). Returns the connection (caller PQfinish-es) or NULL with *st and err set. */
-PGconn *pg_connect(const struct pg_target *t, int connect_timeout_s, enum pg_status *st,
-		   struct pg_error *err) MTR_MUST_CHECK;
+/* Connects (application_name=migrate-then-run, search_path pinned to pg_catalog) within
+ * timeout_ms; gives up with PG_INTERRUPTED as soon as cancel_fd (if >= 0) is
+ * readable. Returns the connection (caller PQfinish-es) or NULL with *st and err set. */
+PGconn *pg_connect(const struct pg_target *t, int64_t timeout_ms, int cancel_fd,
+		   enum pg_status *st, struct pg_error *err) MTR_MUST_CHECK;
 
 /* Classifies a failed connection by libpq's message (libpq exposes no SQLSTATE for it). */
 enum pg_status pg_classify_connect_error(const char *msg, bool needs_password);

@@ -13,7 +13,7 @@ struct sigstate {
 	sigset_t blocked;  /* the set we block and wait for */
 };
 
-/* Blocks SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2 and ignores SIGPIPE. */
+/* Blocks every asynchronous signal (not the faults: SIGSEGV, SIGBUS …) and ignores SIGPIPE. */
 void signals_block(struct sigstate *st);
 
 /* In a child (after fork) or before exec: the original mask and SIGPIPE disposition.

@@ -11,9 +11,10 @@
  * from --alembic-ini. False with err (naming the option) when it cannot be split. */
 bool source_cmd_argv(const struct config *cfg, char ***argv, char *err, size_t errlen) MTR_MUST_CHECK;
 
-/* Our environment plus DATABASE_URL=url (and PGPASSWORD when given as PGPASSWORD_FILE):
- * a new vector the caller frees with argv_free. */
-char **source_cmd_env(const char *url, const char *pgpassword);
+/* Our environment plus DATABASE_URL=url, PGPASSWORD when given as PGPASSWORD_FILE, and
+ * PGAPPNAME=appname unless the user set one (so that the tool's sessions can be found and
+ * ended if we are stopped): a new vector the caller frees with argv_free. */
+char **source_cmd_env(const char *url, const char *pgpassword, const char *appname);
 
 struct cmd_outcome {
 	struct proc_result proc;
@@ -24,7 +25,8 @@ struct cmd_outcome {
 /* Runs the command, re-emitting each output line as a migrate.output event. Returns false
  * when it could not be started (out->proc.err says why). */
 bool source_cmd_run(char *const *argv, const char *cwd, char *const *envp,
-		    const struct sigstate *sigs, struct cmd_outcome *out) MTR_MUST_CHECK;
+		    const struct sigstate *sigs, int64_t stop_grace_ms,
+		    struct cmd_outcome *out) MTR_MUST_CHECK;
 
 /* Whether a line of a tool's output reports that the database connection was lost. */
 bool source_cmd_line_lost_connection(const char *line);

@@ -1,0 +1,25 @@
+/* PID-1 supervision: run the app as our child, forward signals, reap everything, stop cleanly. */
+#ifndef MTR_INIT_H
+#define MTR_INIT_H
+
+#include "mtr/signals.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct init_opts {
+	int64_t stop_timeout_ms; /* SIGTERM → SIGKILL grace, for the app and for leftovers */
+	bool signal_group;       /* forward to the app's process group */
+};
+
+/* Forks argv (found on PATH, no shell) in its own process group, then forwards signals and
+ * reaps every child (orphans included) until the app has exited and its leftover processes
+ * are gone (SIGTERM, then SIGKILL after the grace period). Returns the app's exit status,
+ * 128+n if a signal n killed it, or 126/127 if it could not be started. */
+int init_run(char *const *argv, const struct init_opts *o, const struct sigstate *sigs);
+
+/* The processes descended from root, read from /proc (at most max; returns how many). */
+size_t init_descendants(pid_t root, pid_t *out, size_t max);
+
+#endif
