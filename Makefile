@@ -20,7 +20,7 @@ LDLIBS    += $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 
 ifneq ($(SANITIZE),)
 BUILD     := build/san
-CFLAGS    += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1
+CFLAGS    += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1 -U_FORTIFY_SOURCE
 LDFLAGS   += -fsanitize=$(SANITIZE)
 endif
 
@@ -72,7 +72,7 @@ demo: deps
 	scripts/demo.sh
 
 bench: $(BIN)
-	bench/startup.sh
+	@for b in bench/*.sh; do echo "== $$b"; $$b || exit 1; done
 
 clean:
 	rm -rf build

@@ -165,10 +165,28 @@ static void text_add(char **line, const char *s)
 	*line = n;
 }
 
+/* Text lines go to terminals: control characters (\r, ESC …) are shown, not obeyed. */
+static char *visible(char *s)
+{
+	size_t n = 0;
+	for (const char *p = s; *p; p++)
+		n += ((unsigned char)*p < 0x20 || *p == 0x7f) ? 4 : 1;
+	char *out = xmalloc(n + 1), *o = out;
+	for (const char *p = s; *p; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			o += sprintf(o, "\\x%02x", (unsigned char)*p);
+		else
+			*o++ = *p;
+	}
+	*o = '\0';
+	free(s);
+	return out;
+}
+
 static char *format_text(const char *ts, enum log_level level, const char *event,
 			 const struct log_field *fields, const char *msg)
 {
-	char *m = clean(msg);
+	char *m = visible(clean(msg));
 	char *line = xasprintf("%s %-5s %s: %s", ts, log_level_name(level), event, m);
 	free(m);
 	for (const struct log_field *f = fields; f && f->key; f++) {

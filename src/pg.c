@@ -28,6 +28,34 @@ static void copy_msg(struct pg_error *err, const char *msg)
 	err->sqlstate[0] = '\0';
 }
 
+/* libpq's parse errors quote the offending text, which may be (part of) a password written
+ * where a URL belongs: hide every quoted value that is not a connection keyword. */
+static void mask_quoted(struct pg_error *err)
+{
+	PQconninfoOption *kw = PQconndefaults();
+	char out[sizeof err->msg];
+	size_t o = 0;
+	const char *p = err->msg;
+	while (*p && o + 8 < sizeof out) {
+		const char *close = *p == '"' ? strchr(p + 1, '"') : NULL;
+		if (!close) {
+			out[o++] = *p++;
+			continue;
+		}
+		size_t len = (size_t)(close - p - 1);
+		bool keyword = len <= 1; /* "=" and the like say where, not what */
+		for (PQconninfoOption *k = kw; k && k->keyword && !keyword; k++)
+			keyword = strlen(k->keyword) == len && strncmp(k->keyword, p + 1, len) == 0;
+		int n = keyword ? snprintf(out + o, sizeof out - o, "\"%.*s\"", (int)len, p + 1)
+				: snprintf(out + o, sizeof out - o, "\"***\"");
+		o += (size_t)n < sizeof out - o ? (size_t)n : sizeof out - o - 1;
+		p = close + 1;
+	}
+	out[o] = '\0';
+	snprintf(err->msg, sizeof err->msg, "%s", out);
+	PQconninfoFree(kw);
+}
+
 enum pg_status pg_check_target(const struct pg_target *t, struct pg_error *err)
 {
 	if (!t->url)
@@ -36,6 +64,7 @@ enum pg_status pg_check_target(const struct pg_target *t, struct pg_error *err)
 	PQconninfoOption *opts = PQconninfoParse(t->url, &perr);
 	if (!opts) {
 		copy_msg(err, perr ? perr : "cannot parse the database URL");
+		mask_quoted(err);
 		PQfreemem(perr);
 		return PG_CONFIG;
 	}
@@ -111,17 +140,16 @@ PGconn *pg_connect(const struct pg_target *t, int64_t timeout_ms, int cancel_fd,
 {
 	const char *keys[8], *vals[8];
 	int n = 0;
-	/* Later keywords override the expanded URL: ours are the ones that must hold. */
-	keys[n] = "dbname";
-	vals[n++] = t->url ? t->url : "";
+	/* A password from PGPASSWORD_FILE comes first, so that one written in the URL wins, as
+	 * PGPASSWORD would; application_name comes after the URL, so that ours holds. */
 	if (t->password) {
 		keys[n] = "password";
 		vals[n++] = t->password;
 	}
+	keys[n] = "dbname";
+	vals[n++] = t->url ? t->url : "";
 	keys[n] = "application_name";
 	vals[n++] = "migrate-then-run";
-	keys[n] = "options";
-	vals[n++] = "-c search_path=pg_catalog";
 	keys[n] = NULL;
 	vals[n] = NULL;
 	/* With no URL, an empty dbname lets libpq fall back to PGDATABASE and its defaults.
@@ -140,6 +168,8 @@ PGconn *pg_connect(const struct pg_target *t, int64_t timeout_ms, int cancel_fd,
 		const char *msg = PQerrorMessage(conn);
 		copy_msg(err, msg);
 		*st = pg_classify_connect_error(msg, PQconnectionNeedsPassword(conn));
+		if (*st == PG_CONFIG)
+			mask_quoted(err);
 	} else if (*st == PG_TIMEOUT) {
 		*st = PG_TRANSIENT;
 	}
@@ -160,23 +190,63 @@ bool pg_sqlstate_is_transient(const char *s)
 	return false;
 }
 
-bool pg_query_value(PGconn *conn, const char *sql, int col, char *out, size_t outlen,
-		    struct pg_error *err)
+/* Asks the server to cancel what conn is running (best effort: it may have finished). */
+static void cancel_query(PGconn *conn)
 {
-	PGresult *res = PQexec(conn, sql);
+	char buf[256];
+	PGcancel *c = PQgetCancel(conn);
+	if (c) {
+		(void)PQcancel(c, buf, sizeof buf);
+		PQfreeCancel(c);
+	}
+}
+
+bool pg_query_value(PGconn *conn, const char *sql, int64_t timeout_ms, int cancel_fd, char *out,
+		    size_t outlen, struct pg_error *err)
+{
+	PGresult *res = NULL, *next;
 	bool ok = false;
+	err->interrupted = false;
+	if (!PQsendQuery(conn, sql)) {
+		copy_msg(err, PQerrorMessage(conn));
+		return false;
+	}
+	/* Wait for the answer with our own deadline and stop descriptor: a server (or a pooler in
+	 * front of it) that accepted us and then went silent must not hang the tool. */
+	int64_t deadline = now_ms() + timeout_ms;
+	while (PQisBusy(conn)) {
+		int64_t left = deadline - now_ms();
+		struct pollfd fds[2] = {{PQsocket(conn), POLLIN, 0}, {cancel_fd, POLLIN, 0}};
+		int n = left > 0 ? poll(fds, cancel_fd >= 0 ? 2 : 1, (int)left) : 0;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0 || (cancel_fd >= 0 && (fds[1].revents & POLLIN))) {
+			cancel_query(conn);
+			err->interrupted = n != 0;
+			copy_msg(err, n ? "interrupted while waiting for the server"
+					: "the server did not answer in time");
+			return false;
+		}
+		if (!PQconsumeInput(conn)) {
+			copy_msg(err, PQerrorMessage(conn));
+			return false;
+		}
+	}
+	while ((next = PQgetResult(conn)) != NULL) {
+		PQclear(res);
+		res = next;
+	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		copy_msg(err, res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
 		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-		if (err)
-			snprintf(err->sqlstate, sizeof err->sqlstate, "%s", state ? state : "");
+		snprintf(err->sqlstate, sizeof err->sqlstate, "%s", state ? state : "");
 		goto fail;
 	}
-	if (PQntuples(res) != 1 || PQnfields(res) <= col) {
+	if (PQntuples(res) != 1 || PQnfields(res) < 1) {
 		copy_msg(err, "query returned an unexpected shape");
 		goto fail;
 	}
-	snprintf(out, outlen, "%s", PQgetvalue(res, 0, col));
+	snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
 	ok = true;
 fail:
 	PQclear(res);
@@ -205,6 +275,17 @@ static void url_add(struct urlbuf *b, const char *s, bool raw)
 	b->p[b->len] = '\0';
 }
 
+/* Keywords that live in the URL's authority and path, or that are ours, not the user's. */
+static bool url_skip(const char *kw)
+{
+	static const char *const skip[] = {"host", "port", "user", "password", "dbname",
+					   "application_name", "fallback_application_name"};
+	for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
+		if (strcmp(kw, skip[i]) == 0)
+			return true;
+	return false;
+}
+
 char *pg_conn_url(PGconn *conn)
 {
 	struct urlbuf b = {xmalloc(64), 0, 64};
@@ -219,17 +300,40 @@ char *pg_conn_url(PGconn *conn)
 		url_add(&b, pass, false);
 	}
 	url_add(&b, "@", true);
-	if (host && !socket)
+	if (host && !socket && strchr(host, ':')) {
+		url_add(&b, "[", true); /* an IPv6 literal */
+		url_add(&b, host, true);
+		url_add(&b, "]", true);
+	} else if (host && !socket) {
 		url_add(&b, host, false);
+	}
 	if (port && *port) {
 		url_add(&b, ":", true);
 		url_add(&b, port, false);
 	}
 	url_add(&b, "/", true);
 	url_add(&b, db ? db : "", false);
+	char sep = '?';
 	if (socket) {
 		url_add(&b, "?host=", true);
 		url_add(&b, host, false);
+		sep = '&';
 	}
+	/* Every other setting in force that is not libpq's built-in default: sslmode,
+	 * sslrootcert, target_session_attrs, options … — the tool must connect as we did. */
+	PQconninfoOption *opts = PQconninfo(conn);
+	for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+		if (!o->val || !*o->val || url_skip(o->keyword) || strchr(o->dispchar, 'D'))
+			continue;
+		if (o->compiled && strcmp(o->val, o->compiled) == 0)
+			continue;
+		char s2[2] = {sep, '\0'};
+		url_add(&b, s2, true);
+		url_add(&b, o->keyword, true);
+		url_add(&b, "=", true);
+		url_add(&b, o->val, false);
+		sep = '&';
+	}
+	PQconninfoFree(opts);
 	return b.p;
 }

@@ -12,8 +12,13 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <string.h>
 #include <unistd.h>
+
+#define URL_HINT                                                                              \
+	"expected postgresql://app@db:5432/app with the password after the user (app:PASSWORD) " \
+	"and its special characters percent-encoded (/ as %2F, @ as %40, : as %3A)"
 
 /* Everything that may carry a password is known to the logger before anything is logged. */
 static void register_secrets(const struct config *cfg)
@@ -22,7 +27,17 @@ static void register_secrets(const struct config *cfg)
 		char *pw = redact_url_password(cfg->database_url);
 		log_add_secret(pw);
 		free(pw);
-		/* A conninfo string: password=... is hidden by pattern; a URL by its user-info. */
+		/* A password with an unencoded '/' ends libpq's authority early: whatever lies
+		 * between "user:" and the last '@' is hidden too, as it is meant as a password. */
+		const char *sep = strstr(cfg->database_url, "://");
+		const char *at = strrchr(cfg->database_url, '@');
+		const char *colon = sep ? strchr(sep + 3, ':') : NULL;
+		if (colon && at && colon < at) {
+			char *loose = xstrndup(colon + 1, (size_t)(at - colon - 1));
+			log_add_secret(loose);
+			free(loose);
+		}
+		/* A conninfo string: password=... is hidden by pattern. */
 	}
 	log_add_secret(cfg->pgpassword);
 	log_add_secret(getenv("PGPASSWORD"));
@@ -65,7 +80,7 @@ static int wait_failed(const struct config *cfg, const struct wait_result *w)
 		log_event(LOG_ERROR, "config.invalid",
 			  LOG_FIELDS(LF_S("option", from), LF_S("error", w->last.msg),
 				     LF_I("exit_code", MTR_EXIT_USAGE)),
-			  "%s: %s", from, w->last.msg);
+			  "%s: %s; %s", from, w->last.msg, URL_HINT);
 		return MTR_EXIT_USAGE;
 	case WAIT_TIMEOUT:
 	default:
@@ -81,27 +96,44 @@ static int wait_failed(const struct config *cfg, const struct wait_result *w)
 	}
 }
 
-/* Did the database go away while the command ran? Our own connection tells: it is broken,
- * or the server behind it restarted. */
-static bool server_went_away(PGconn *conn, const char *start_time)
+/* A short-lived connection for a quick look after the migration command ran (NULL if none). */
+static PGconn *quick_connect(const struct pg_target *t, int64_t timeout_ms)
+{
+	enum pg_status st;
+	struct pg_error err;
+	return pg_connect(t, timeout_ms, -1, &st, &err);
+}
+
+/* Did the database go away while the command ran? It is unreachable now, or the server
+ * restarted (its start time changed). Our own connection was closed while the command ran,
+ * so an idle-session timeout cannot pass for an outage. */
+static bool server_went_away(const struct pg_target *t, const char *start_time)
 {
 	char now_start[64];
 	struct pg_error err;
-	if (!pg_query_value(conn, "SELECT pg_postmaster_start_time()::text", 0, now_start,
-			    sizeof now_start, &err))
+	PGconn *conn = quick_connect(t, 5000);
+	if (!conn)
 		return true;
-	return strcmp(now_start, start_time) != 0;
+	bool away = !pg_query_value(conn, "SELECT pg_catalog.pg_postmaster_start_time()::pg_catalog.text",
+				    5000, -1, now_start, sizeof now_start, &err) ||
+		    strcmp(now_start, start_time) != 0;
+	PQfinish(conn);
+	return away;
 }
 
 /* After the migration command was stopped: its sessions may still be running a statement
  * the server has not noticed is orphaned (a dead client is only seen at the next write).
  * Ending them rolls their transactions back now, not when the statement finishes. */
-static void end_sessions(PGconn *conn, const char *appname)
+static void end_sessions(const struct pg_target *t, const char *appname)
 {
+	PGconn *conn = quick_connect(t, 3000);
+	if (!conn)
+		return;
 	const char *params[1] = {appname};
 	PGresult *res = PQexecParams(conn,
-				     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-				     "WHERE application_name = $1 AND pid <> pg_backend_pid()",
+				     "SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) "
+				     "FROM pg_catalog.pg_stat_activity "
+				     "WHERE application_name = $1 AND pid <> pg_catalog.pg_backend_pid()",
 				     1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) > 0)
 		log_event(LOG_INFO, "migrate.rollback",
@@ -109,6 +141,16 @@ static void end_sessions(PGconn *conn, const char *appname)
 			  "ended the stopped migration command's database sessions; their "
 			  "transactions are rolled back");
 	PQclear(res);
+	PQfinish(conn);
+}
+
+/* A name no other replica uses, even when every replica is PID 1 of its own container. */
+static void session_name(char *buf, size_t len)
+{
+	uint64_t nonce = 0;
+	if (getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != (ssize_t)sizeof nonce)
+		nonce = (uint64_t)now_ms() * 6364136223846793005ULL ^ (uint64_t)getpid();
+	snprintf(buf, len, "migrate-then-run/migrate/%016llx", (unsigned long long)nonce);
 }
 
 static bool is_url(const char *s)
@@ -130,8 +172,8 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 		log_event(LOG_ERROR, "config.invalid",
 			  LOG_FIELDS(LF_S("option", cfg->database_url_from), LF_S("error", perr.msg),
 				     LF_I("exit_code", MTR_EXIT_USAGE)),
-			  "%s: not a valid PostgreSQL URL or conninfo string: %s",
-			  cfg->database_url_from, perr.msg);
+			  "%s: not a valid PostgreSQL URL or conninfo string (%s); %s",
+			  cfg->database_url_from, perr.msg, URL_HINT);
 		return MTR_EXIT_USAGE;
 	}
 	if (!source_cmd_argv(cfg, &mig_argv, err, sizeof err)) {
@@ -167,9 +209,13 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 
 		char *url = is_url(cfg->database_url) ? xstrdup(cfg->database_url) : pg_conn_url(conn);
 		char appname[64];
-		snprintf(appname, sizeof appname, "migrate-then-run/migrate/%d", (int)getpid());
+		session_name(appname, sizeof appname);
 		char **env = source_cmd_env(url, cfg->pgpassword, appname);
 		free(url);
+		/* Not held while the tool runs: an idle connection can be cut (idle_session_timeout,
+		 * a pooler, NAT) and would then look like an outage. */
+		PQfinish(conn);
+		conn = NULL;
 		log_event(LOG_INFO, "migrate.start",
 			  LOG_FIELDS(LF_S("command", mig_cmd), LF_I("attempt", attempt + 1)),
 			  "running the migration command");
@@ -187,7 +233,7 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 			goto done;
 		}
 		if (out.proc.stop_signal) {
-			end_sessions(conn, appname);
+			end_sessions(&target, appname);
 			code = stopped("migrate", out.proc.stop_signal);
 			goto done;
 		}
@@ -202,10 +248,14 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 			snprintf(how, sizeof how, "was killed by %s", signals_name(out.proc.term_signal));
 		else
 			snprintf(how, sizeof how, "exited with status %d", out.proc.exit_code);
-		bool lost = out.lost_connection || server_went_away(conn, w.start_time);
+		bool lost = out.lost_connection || server_went_away(&target, w.start_time);
 		if (!lost) {
 			log_event(LOG_ERROR, "migrate.failed",
-				  LOG_FIELDS(LF_S("command", mig_cmd), LF_I("status", out.proc.exit_code),
+				  LOG_FIELDS(LF_S("command", mig_cmd),
+					     LF_I("status", out.proc.outcome == PROC_EXITED ? out.proc.exit_code : -1),
+					     LF_S("signal", out.proc.outcome == PROC_SIGNALED
+								    ? signals_name(out.proc.term_signal)
+								    : NULL),
 					     LF_S("error", out.last_error),
 					     LF_I("duration_ms", out.proc.duration_ms),
 					     LF_I("exit_code", MTR_EXIT_MIGRATION)),
@@ -215,8 +265,6 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 			code = MTR_EXIT_MIGRATION;
 			goto done;
 		}
-		PQfinish(conn);
-		conn = NULL;
 		if (attempt >= cfg->retries) {
 			log_event(LOG_ERROR, "migrate.failed",
 				  LOG_FIELDS(LF_S("command", mig_cmd), LF_B("transient", true),
@@ -241,8 +289,6 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 			goto done;
 		}
 	}
-	PQfinish(conn);
-	conn = NULL;
 	argv_free(mig_argv);
 	free(mig_cmd);
 	if (cfg->migrate_only) {

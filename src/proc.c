@@ -11,13 +11,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define LINE_MAX_BYTES 16384
+/* Longer lines are cut; the last CUT_GUARD bytes before the cut are dropped too, so that a
+ * password straddling the cut is never half-printed (redaction needs all of it). */
+#define LINE_MAX_BYTES 65536
+#define CUT_GUARD 1024
 
 struct stream {
 	int fd;
 	const char *name;
-	char buf[LINE_MAX_BYTES + 1];
+	bool discarding; /* the rest of a cut line: dropped up to its newline */
 	size_t len;
+	char buf[LINE_MAX_BYTES + 1];
 };
 
 static void emit_lines(struct stream *s, proc_line_fn on_line, void *ctx, bool eof)
@@ -30,17 +34,23 @@ static void emit_lines(struct stream *s, proc_line_fn on_line, void *ctx, bool e
 		if (end > start && s->buf[end - 1] == '\r')
 			end--;
 		s->buf[end] = '\0';
-		on_line(ctx, s->name, s->buf + start);
+		if (!s->discarding)
+			on_line(ctx, s->name, s->buf + start);
+		s->discarding = false;
 		start = i + 1;
 	}
-	/* A line longer than the buffer, or a last line without newline, goes out as it is. */
-	if (start == 0 && (s->len == LINE_MAX_BYTES || (eof && s->len > 0))) {
-		s->buf[s->len] = '\0';
+	if (start == 0 && s->len == LINE_MAX_BYTES && !s->discarding) {
+		static const char mark[] = " [line cut at 63 KiB]";
+		memcpy(s->buf + LINE_MAX_BYTES - CUT_GUARD, mark, sizeof mark);
 		on_line(ctx, s->name, s->buf);
+		s->discarding = true;
 		start = s->len;
+	} else if (start == 0 && s->len == LINE_MAX_BYTES) {
+		start = s->len; /* still inside the cut line */
 	} else if (eof && start < s->len) {
 		s->buf[s->len] = '\0';
-		on_line(ctx, s->name, s->buf + start);
+		if (!s->discarding)
+			on_line(ctx, s->name, s->buf + start);
 		start = s->len;
 	}
 	memmove(s->buf, s->buf + start, s->len - start);
@@ -101,7 +111,9 @@ int proc_execvpe(const char *file, char *const *argv, char *const *envp)
 /* In the child: wire up descriptors, restore signals, exec; report errno on errfd if it fails. */
 static void child_exec(const struct proc_spec *spec, int out, int err, int errfd)
 {
-	int devnull = open("/dev/null", O_RDONLY);
+	/* Its own process group: a stop signal reaches whatever it started, too (sh -c …). */
+	setpgid(0, 0);
+	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 ||
 	    dup2(err, STDERR_FILENO) < 0)
 		goto fail;
@@ -142,6 +154,7 @@ bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, str
 	}
 	if (pid == 0)
 		child_exec(spec, outp[1], errp[1], execp[1]);
+	setpgid(pid, pid); /* on both sides, so that kill(-pid) cannot race the child */
 	close(outp[1]);
 	close(errp[1]);
 	close(execp[1]);
@@ -192,7 +205,7 @@ bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, str
 					if (!r->stop_signal)
 						kill_at = now_ms() + spec->stop_grace_ms;
 					r->stop_signal = sig;
-					kill(pid, sig);
+					kill(-pid, sig); /* the group outlives a reaped leader */
 				}
 			}
 		}
@@ -200,11 +213,14 @@ bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, str
 			exited = true;
 			drain_until = now_ms() + 2000;
 		}
-		if (!exited && kill_at >= 0 && now_ms() >= kill_at) {
-			kill(pid, SIGKILL);
+		if (kill_at >= 0 && now_ms() >= kill_at) {
+			kill(-pid, SIGKILL);
 			kill_at = -1;
 		}
 	}
+	/* Stopped: nothing it started may go on working on its own. */
+	if (r->stop_signal)
+		kill(-pid, SIGKILL);
 	if (!exited)
 		waitpid(pid, &status, 0);
 	if (out.fd >= 0) {

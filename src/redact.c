@@ -79,7 +79,8 @@ static char *redact_keyvalues(const char *in)
 	buf_add(&b, "", 0);
 	while (*p) {
 		size_t klen = 0;
-		if (p == in || !is_key_char(p[-1])) {
+		/* "password" alone or as the end of a name: DB_PASSWORD=, POSTGRES_PASSWORD= */
+		if (p == in || !is_key_char(p[-1]) || p[-1] == '_') {
 			for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
 				size_t n = strlen(keys[k]);
 				if (strncasecmp(p, keys[k], n) != 0)
@@ -136,11 +137,22 @@ static char *redact_secret(char *in, const char *secret)
 
 char *redact(const char *in, const char *const *secrets, size_t n)
 {
-	/* Known secrets first: the patterns below would otherwise split them. */
+	/* Known secrets first (the patterns below would otherwise split them), longest first, so
+	 * that a secret containing another is hidden whole. */
 	char *s = xstrdup(in);
-	for (size_t i = 0; i < n; i++)
-		if (secrets[i])
-			s = redact_secret(s, secrets[i]);
+	bool *done = xcalloc(n ? n : 1, sizeof *done);
+	for (size_t round = 0; round < n; round++) {
+		size_t best = n;
+		for (size_t i = 0; i < n; i++)
+			if (!done[i] && secrets[i] &&
+			    (best == n || strlen(secrets[i]) > strlen(secrets[best])))
+				best = i;
+		if (best == n)
+			break;
+		done[best] = true;
+		s = redact_secret(s, secrets[best]);
+	}
+	free(done);
 	char *u = redact_urls(s);
 	free(s);
 	char *k = redact_keyvalues(u);

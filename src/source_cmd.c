@@ -69,8 +69,6 @@ bool source_cmd_line_lost_connection(const char *line)
 		"the database system is shutting down",
 		"the database system is starting up",
 		"the database system is in recovery mode",
-		"connection to server at",  /* "... failed: Connection refused" */
-		"could not connect to server",
 		"SSL SYSCALL error: EOF detected",
 		"connection already closed",
 		"no connection to the server"};

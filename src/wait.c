@@ -18,11 +18,11 @@ static enum pg_status attempt(const struct pg_target *t, int64_t timeout_ms, int
 		return st;
 	/* One round trip: empty while in recovery, else the postmaster's start time. */
 	if (!pg_query_value(conn,
-			    "SELECT CASE WHEN pg_is_in_recovery() THEN '' "
-			    "ELSE pg_postmaster_start_time()::text END",
-			    0, r->start_time, sizeof r->start_time, &r->last)) {
+			    "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN '' "
+			    "ELSE pg_catalog.pg_postmaster_start_time()::pg_catalog.text END",
+			    timeout_ms, stop_fd, r->start_time, sizeof r->start_time, &r->last)) {
 		PQfinish(conn);
-		return PG_TRANSIENT;
+		return r->last.interrupted ? PG_INTERRUPTED : PG_TRANSIENT;
 	}
 	if (!r->start_time[0]) {
 		snprintf(r->last.msg, sizeof r->last.msg,
@@ -60,6 +60,10 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 		enum pg_status st = attempt(t, timeout_ms, stop_fd, r);
 		r->elapsed_ms = now_ms() - start;
 		if (st == PG_OK) {
+			log_event(LOG_DEBUG, "wait.attempt",
+				  LOG_FIELDS(LF_I("attempt", r->attempts),
+					     LF_I("elapsed_ms", r->elapsed_ms), LF_B("ready", true)),
+				  "database ready");
 			r->status = WAIT_READY;
 			break;
 		}
@@ -72,7 +76,7 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 		}
 		log_event(LOG_DEBUG, "wait.attempt",
 			  LOG_FIELDS(LF_I("attempt", r->attempts), LF_I("elapsed_ms", r->elapsed_ms),
-				     LF_S("error", r->last.msg)),
+				     LF_B("ready", false), LF_S("error", r->last.msg)),
 			  "database not ready");
 		if (r->attempts == 1 && st == PG_TRANSIENT)
 			log_event(LOG_INFO, "wait.waiting",

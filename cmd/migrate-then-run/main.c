@@ -5,11 +5,22 @@
 #include "mtr/pipeline.h"
 #include "mtr/signals.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
 
+/* A closed stdin, stdout or stderr would be taken by the next descriptor we open (a database
+ * socket could then receive our logs): park /dev/null there first. */
+static void ensure_std_fds(void)
+{
+	for (int fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
+			_exit(MTR_EXIT_USAGE);
+}
+
 int main(int argc, char **argv)
 {
+	ensure_std_fds();
 	struct sigstate sigs;
 	signals_block(&sigs);
 	log_init(isatty(STDERR_FILENO) ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON, LOG_INFO);

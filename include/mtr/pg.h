@@ -28,12 +28,13 @@ struct pg_target {
 struct pg_error {
 	char msg[1024];
 	char sqlstate[6];
+	bool interrupted; /* pg_query_value: the cancel descriptor fired */
 };
 
 /* Checks the URL/conninfo for syntax without connecting. */
 enum pg_status pg_check_target(const struct pg_target *t, struct pg_error *err) MTR_MUST_CHECK;
 
-/* Connects (application_name=migrate-then-run, search_path pinned to pg_catalog) within
+/* Connects (application_name=migrate-then-run) within
  * timeout_ms; gives up with PG_INTERRUPTED as soon as cancel_fd (if >= 0) is
  * readable. Returns the connection (caller PQfinish-es) or NULL with *st and err set. */
 PGconn *pg_connect(const struct pg_target *t, int64_t timeout_ms, int cancel_fd,
@@ -46,12 +47,16 @@ enum pg_status pg_classify_connect_error(const char *msg, bool needs_password);
  * 55P03). NULL or empty sqlstate (no answer at all) counts as transient. */
 bool pg_sqlstate_is_transient(const char *sqlstate);
 
-/* Runs sql returning one row; copies column col of it into out. False with err on failure. */
-bool pg_query_value(PGconn *conn, const char *sql, int col, char *out, size_t outlen,
-		    struct pg_error *err) MTR_MUST_CHECK;
+/* Runs sql, which must return one row, and copies its first column into out. Gives up after
+ * timeout_ms, or as soon as cancel_fd (if >= 0) is readable (err->interrupted), cancelling
+ * the query. False with err on failure; the connection may then be unusable: finish it.
+ * Queries name pg_catalog objects explicitly: no search_path is assumed. */
+bool pg_query_value(PGconn *conn, const char *sql, int64_t timeout_ms, int cancel_fd, char *out,
+		    size_t outlen, struct pg_error *err) MTR_MUST_CHECK;
 
-/* A postgresql:// URL equivalent to the open connection, for tools that want one
- * (caller frees). Includes the password when the connection used one. */
+/* A postgresql:// URL equivalent to the open connection, for tools that want one (caller
+ * frees): host, port, user, password, database, and every other non-default setting as a
+ * query parameter (sslmode, target_session_attrs …). */
 char *pg_conn_url(PGconn *conn);
 
 #endif

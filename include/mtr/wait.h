@@ -32,7 +32,7 @@ struct wait_result {
 };
 
 /* Connects with backoff until ready, the deadline, a permanent refusal or a stop signal.
- * Logs wait.attempt (debug) and wait.ready / wait.retry events. */
+ * Logs wait.attempt (debug) and wait.waiting events; the caller logs the outcome. */
 void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 		       const struct sigstate *sigs, struct wait_result *r);
 

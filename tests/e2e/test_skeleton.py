@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from conftest import (EXAMPLE_INI, FAILING_INI, PASSWORD, PYTHON, ROOT, binary, clean_env,
-                      free_port, run, scratch_dir)
+from conftest import (EXAMPLE_INI, FAILING_INI, PASSWORD, PGTMP, PSQL, PYTHON, ROOT, binary,
+                      clean_env, free_port, run, scratch_dir)
 
 # An app that reports exactly what it received, and exits with the status it is asked for.
 APP = [PYTHON, "-c",
@@ -138,34 +138,83 @@ def test_secret_files_and_libpq_variables(pg, db, tmp_path):
     assert alembic_revision(pg, db2) == "0003"
 
 
-def test_lost_connection_is_retried(pg, db, tmp_path):
-    # The first run kills our own session (as a server restart would) and fails; the second succeeds.
+def test_server_restart_during_migration_is_retried(cluster_factory, tmp_path):
+    # The first run restarts the server under the tool's feet and fails with a bland message:
+    # the tool must notice the restart by itself (the postmaster's start time changed).
+    c = cluster_factory()
+    c.start()
     marker = tmp_path / "first-run-done"
-    script = tmp_path / "flaky.py"
-    script.write_text(f"""
-import os, sys, psycopg2
-if not os.path.exists({str(marker)!r}):
-    open({str(marker)!r}, "w").close()
-    c = psycopg2.connect(os.environ["DATABASE_URL"])
-    c.autocommit = True
-    c.cursor().execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                       "WHERE application_name = 'migrate-then-run'")
-    print("simulated: server closed the connection unexpectedly", file=sys.stderr)
-    sys.exit(1)
-print("second run fine")
+    script = tmp_path / "flaky.sh"
+    script.write_text(f"""#!/bin/sh
+if [ ! -e {marker} ]; then
+    touch {marker}
+    {PGTMP} stop {c.dir} >/dev/null 2>&1 && {PGTMP} start {c.dir} >/dev/null
+    echo "migration step failed" >&2
+    exit 1
+fi
+echo "second run fine"
 """)
-    r = run(["--migrate-only", "--migrate-cmd", f"{PYTHON} {script}"],
-            env=clean_env(DATABASE_URL=pg.url(db)))
+    script.chmod(0o755)
+    r = run(["--migrate-only", "--migrate-cmd", str(script)], env=clean_env(DATABASE_URL=c.url()))
     assert r.code == 0, r
     retry = r.named("migrate.retry")
     assert len(retry) == 1 and retry[0]["attempt"] == 1
     assert len(r.named("wait.ready")) == 2
 
     marker.unlink()
-    r = run(["--migrate-only", "--retries", "0", "--migrate-cmd", f"{PYTHON} {script}"],
-            env=clean_env(DATABASE_URL=pg.url(db)))
+    r = run(["--migrate-only", "--retries", "0", "--migrate-cmd", str(script)],
+            env=clean_env(DATABASE_URL=c.url()))
     assert r.code == 75, r
     assert r.named("migrate.failed")[0]["transient"] is True
+
+
+def test_ordinary_failure_is_not_retried_even_with_connection_words(pg, db):
+    # A tool that fails to log in says "connection to server at ... failed": not an outage.
+    cmd = f"{PSQL} postgresql://postgres:wrong@127.0.0.1:{pg.port}/{db} -c 'select 1'"
+    r = run(["--migrate-only", "--migrate-cmd", cmd], env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 70, r
+    assert not r.named("migrate.retry")
+
+
+def test_idle_session_timeout_is_not_an_outage(pg, db):
+    pg.psql("postgres", f"ALTER DATABASE {db} SET idle_session_timeout = '500ms'")
+    r = run(["--migrate-only", "--migrate-cmd", "sh -c 'sleep 1.5; echo ERROR: bad migration >&2; exit 1'"],
+            env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 70, r
+
+
+def test_url_given_as_conninfo_reaches_the_tool_complete(pg, db):
+    conninfo = (f"host=127.0.0.1 port={pg.port} user=postgres password={PASSWORD} dbname={db} "
+                f"sslmode=disable target_session_attrs=read-write")
+    echo = f"{PYTHON} -c 'import os; print(os.environ[\"DATABASE_URL\"])'"
+    r = run(["--migrate-only", "--migrate-cmd", echo], env=clean_env(DATABASE_URL=conninfo))
+    assert r.code == 0, r
+    line = r.named("migrate.output")[0]["line"]
+    assert line.startswith(f"postgresql://postgres:***@127.0.0.1:{pg.port}/{db}?"), line
+    assert "sslmode=disable" in line and "target_session_attrs=read-write" in line
+    assert PASSWORD not in r.stderr
+
+
+def test_malformed_url_does_not_show_the_password():
+    for url in ("Xy7-Very-Secret-Pw", "postgresql://app:AbC/dEf+GhI=@db/app"):
+        r = run(["--migrate-cmd", "true", "--", "true"], env=clean_env(DATABASE_URL=url))
+        assert r.code == 64, r
+        assert "Xy7" not in r.stderr and "AbC" not in r.stderr and "dEf" not in r.stderr, r.stderr
+        assert "percent-encoded" in r.named("config.invalid")[0]["msg"]
+
+
+def test_long_output_lines_never_split_a_password(pg, db, tmp_path):
+    script = tmp_path / "long.sh"
+    script.write_text("#!/bin/sh\n" + "".join(
+        f"printf '%{n}s%s end\\n' '' \"$PGPASSWORD_ECHO\" | tr ' ' x\n" for n in range(65000, 65600, 37)))
+    script.chmod(0o755)
+    r = run(["--migrate-only", "--migrate-cmd", str(script)],
+            env=clean_env(DATABASE_URL=pg.url(db), PGPASSWORD_ECHO=PASSWORD))
+    assert r.code == 0, r
+    lines = [e["line"] for e in r.named("migrate.output")]
+    assert len(lines) == len(range(65000, 65600, 37))
+    for fragment in (PASSWORD[:6], PASSWORD[-6:]):
+        assert fragment not in r.stderr
 
 
 def test_migrate_cwd_and_missing_command(pg, db, tmp_path):

@@ -99,9 +99,9 @@ static void test_precedence(void)
 	struct config cfg;
 	char err[512] = "";
 	clear_env();
-	CHECK(parse(&cfg, err, sizeof err, ARGS("--migrate-cmd", "true", "app", "--wait-timeout=abc")) ==
-		      CONFIG_OK,
-	      "defaults: %s", err);
+	/* cfg.app_argv points into the vector: it must outlive the checks below. */
+	char **with_app = ARGS("--migrate-cmd", "true", "app", "--wait-timeout=abc");
+	CHECK(parse(&cfg, err, sizeof err, with_app) == CONFIG_OK, "defaults: %s", err);
 	CHECK(cfg.wait_timeout_ms == 60000 && cfg.wait_max_interval_ms == 2000 && cfg.retries == 3,
 	      "defaults");
 	CHECK_STR(cfg.python, "python3", "default python");
@@ -116,9 +116,8 @@ static void test_precedence(void)
 	CHECK(parse(&cfg, err, sizeof err, ARGS("--log-level", "debug")) == CONFIG_OK, "env: %s", err);
 	CHECK(cfg.wait_timeout_ms == 5000 && cfg.migrate_only && cfg.log_level == LOG_DEBUG, "env");
 	config_free(&cfg);
-	CHECK(parse(&cfg, err, sizeof err, ARGS("--wait-timeout", "7", "--migrate-only=false", "--", "app")) ==
-		      CONFIG_OK,
-	      "flag over env: %s", err);
+	char **flags = ARGS("--wait-timeout", "7", "--migrate-only=false", "--", "app");
+	CHECK(parse(&cfg, err, sizeof err, flags) == CONFIG_OK, "flag over env: %s", err);
 	CHECK(cfg.wait_timeout_ms == 7000 && !cfg.migrate_only && cfg.app_argc == 1, "flag wins");
 	config_free(&cfg);
 

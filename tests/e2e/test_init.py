@@ -1,0 +1,290 @@
+"""PID 1 for real: the binary at PID 1 of a new PID namespace, beside tini run the same way."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import PYTHON, binary, clean_env
+
+UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
+TINI = shutil.which("tini")
+
+# Records every signal it gets, one name per line; SIGTERM ends it with status 0.
+RECORDER = r"""
+import os, signal, sys, time
+log = open(sys.argv[1], "a", buffering=1)
+def on(sig, frame):
+    log.write(signal.Signals(sig).name + "\n")
+    if sig == signal.SIGTERM:
+        sys.exit(0)
+for s in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT",
+          "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGTERM"):
+    signal.signal(getattr(signal, s), on)
+log.write("ready\n")
+while True:
+    time.sleep(0.05)
+"""
+
+FORWARDED = ["SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT", "SIGTSTP",
+             "SIGTTIN", "SIGTTOU"]
+
+
+def supervisor(kind, pg_url, group=False, extra=()):
+    """argv prefix that runs an app under our binary or under tini."""
+    if kind == "tini":
+        if not TINI:
+            pytest.skip("tini is not installed")
+        return [TINI, *(["-g"] if group else []), "--"]
+    return [binary(), "--migrate-cmd", "true", *(["--signal-group"] if group else []), *extra, "--"]
+
+
+class Pid1:
+    """The supervisor at PID 1 of a new PID namespace; .pid is its pid as seen from here."""
+
+    def __init__(self, argv, env):
+        self.proc = subprocess.Popen([*UNSHARE, *argv], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.pid = None
+
+    def find(self):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.pid is None:
+            try:
+                kids = pathlib.Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            except FileNotFoundError:
+                kids = []
+            if kids:
+                self.pid = int(kids[0])
+            else:
+                time.sleep(0.01)
+        assert self.pid, "the supervisor did not start"
+        return self.pid
+
+    def kill(self, sig):
+        os.kill(self.pid or self.find(), sig)
+
+    def wait(self, timeout=30):
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, err
+
+
+def wait_for_line(path, line, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and line in path.read_text().split("\n"):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{line!r} never appeared in {path}: {path.read_text() if path.exists() else ''}")
+
+
+def events(stderr):
+    return [json.loads(l) for l in stderr.splitlines() if l.startswith("{")]
+
+
+@pytest.fixture
+def url(pg, db):
+    return pg.url(db)
+
+
+@pytest.mark.parametrize("kind", ["ours", "tini"])
+def test_each_forwarded_signal_reaches_the_app(kind, url, tmp_path):
+    log = tmp_path / "signals"
+    app = [PYTHON, "-c", RECORDER, str(log)]
+    p = Pid1([*supervisor(kind, url), *app], clean_env(DATABASE_URL=url))
+    # tini sets SIGTTIN and SIGTTOU to SIG_IGN for itself (they would stop it when it takes the
+    # terminal); we forward them like every other signal, since the kernel never sends them to
+    # a process that is not doing terminal I/O.
+    sent = FORWARDED if kind == "ours" else [s for s in FORWARDED if s not in ("SIGTTIN", "SIGTTOU")]
+    wait_for_line(log, "ready")
+    for name in sent:
+        p.kill(getattr(signal, name))
+        wait_for_line(log, name)
+    p.kill(signal.SIGTERM)
+    code, _, err = p.wait()
+    assert code == 0, err
+    got = log.read_text().split()
+    assert got == ["ready", *sent, "SIGTERM"]
+    if kind == "ours":
+        forwarded = [e["signal"] for e in events(err) if e["event"] == "run.signal"]
+        assert forwarded == [*sent, "SIGTERM"]
+
+
+@pytest.mark.parametrize("kind", ["ours", "tini"])
+def test_signal_group_reaches_a_grandchild(kind, url, tmp_path):
+    log = tmp_path / "signals"
+    # The app (a shell that ignores SIGUSR1) starts the recorder as its own child.
+    app = ["sh", "-c", f'trap "" USR1; {PYTHON} -c \'{RECORDER}\' {log} & wait']
+    p = Pid1([*supervisor(kind, url, group=True), *app], clean_env(DATABASE_URL=url))
+    wait_for_line(log, "ready")
+    p.kill(signal.SIGUSR1)
+    wait_for_line(log, "SIGUSR1")
+    p.kill(signal.SIGTERM)
+    code, _, err = p.wait()
+    assert "SIGTERM" in log.read_text().split(), err
+
+
+ORPHANS = r"""
+import os, time
+for _ in range(100):
+    if os.fork() == 0:          # the intermediate child exits at once ...
+        if os.fork() == 0:      # ... so the grandchild is orphaned to PID 1
+            time.sleep(0.05)
+            os._exit(0)
+        os._exit(0)
+for _ in range(100):
+    os.wait()                   # reap the intermediates: they are ours
+time.sleep(1.0)
+zombies = []
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            stat = open(f"/proc/{d}/stat").read()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if state == "Z" and int(ppid) == os.getppid():  # orphans left unreaped by our init
+            zombies.append(d)
+print(len(zombies))
+"""
+
+
+@pytest.mark.parametrize("kind", ["ours", "tini"])
+def test_orphans_are_reaped(kind, url):
+    p = Pid1([*supervisor(kind, url), PYTHON, "-c", ORPHANS], clean_env(DATABASE_URL=url))
+    code, out, err = p.wait()
+    assert code == 0, err
+    assert out.strip() == "0", f"zombies left: {out}"
+
+
+@pytest.mark.parametrize("kind", ["ours", "tini"])
+@pytest.mark.parametrize("script,want", [
+    ("exit 0", 0), ("exit 1", 1), ("exit 2", 2), ("exit 127", 127), ("exit 255", 255),
+    ("kill -TERM $$", 128 + signal.SIGTERM), ("kill -KILL $$", 128 + signal.SIGKILL),
+])
+def test_exit_status_passes_through(kind, url, script, want):
+    p = Pid1([*supervisor(kind, url), "sh", "-c", script], clean_env(DATABASE_URL=url))
+    code, _, err = p.wait()
+    assert code == want, err
+
+
+def test_app_ignoring_sigterm_is_killed_after_the_grace_period(url, tmp_path):
+    ready = tmp_path / "ready"
+    app = ["sh", "-c", f'trap "" TERM; touch {ready}; while :; do sleep 0.1; done']
+    p = Pid1(supervisor("ours", url, extra=["--stop-timeout", "1s"]) + app,
+             clean_env(DATABASE_URL=url))
+    deadline = time.monotonic() + 10
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    p.kill(signal.SIGTERM)
+    code, _, err = p.wait()
+    elapsed = time.monotonic() - t0
+    assert code == 128 + signal.SIGKILL, err
+    assert 0.9 <= elapsed < 5, elapsed
+    ev = events(err)
+    assert [e for e in ev if e["event"] == "run.kill" and e["signal"] == "SIGKILL"]
+    assert [e for e in ev if e["event"] == "run.exit"][0]["killed"] is True
+
+
+def test_leftover_grandchild_is_stopped_and_waited_for(url, tmp_path):
+    done = tmp_path / "cleaned-up"
+    started = tmp_path / "started"
+    # The grandchild needs 0.5 s to shut down after SIGTERM; the app itself exits 3 at once.
+    grandchild = (f'trap "sleep 0.5; touch {done}; exit 0" TERM; touch {started}; '
+                  f'while :; do sleep 0.05; done')
+    app = ["sh", "-c", f"sh -c '{grandchild}' & while [ ! -e {started} ]; do sleep 0.02; done; exit 3"]
+    p = Pid1(supervisor("ours", url, extra=["--stop-timeout", "5s"]) + app, clean_env(DATABASE_URL=url))
+    code, _, err = p.wait()
+    assert code == 3, err
+    assert done.exists(), "the supervisor exited before the grandchild had shut down"
+    kills = [e for e in events(err) if e["event"] == "run.kill"]
+    assert kills and kills[0]["signal"] == "SIGTERM" and kills[0]["processes"] >= 1
+    assert not [e for e in kills if e["signal"] == "SIGKILL"]
+
+
+def test_sigterm_while_the_app_runs(url, tmp_path):
+    log = tmp_path / "signals"
+    p = Pid1(supervisor("ours", url) + [PYTHON, "-c", RECORDER, str(log)], clean_env(DATABASE_URL=url))
+    wait_for_line(log, "ready")
+    p.kill(signal.SIGTERM)
+    code, _, err = p.wait()
+    assert code == 0  # the recorder exits 0 on SIGTERM: its own status passes through
+    assert "SIGTERM" in log.read_text()
+
+
+def test_sigterm_during_a_migration_rolls_it_back(pg, db, tmp_path):
+    url = pg.url(db)
+    marker = tmp_path / "app-started"
+    script = tmp_path / "slow_migration.py"
+    script.write_text(
+        "import os, psycopg2\n"
+        "c = psycopg2.connect(os.environ['DATABASE_URL'])\n"
+        "cur = c.cursor()\n"
+        "cur.execute('CREATE TABLE half_applied (x int)')\n"
+        "print('table created, now sleeping', flush=True)\n"
+        "cur.execute('SELECT pg_sleep(60)')\n"
+        "c.commit()\n")
+    p = Pid1([binary(), "--migrate-cmd", f"{PYTHON} {script}", "--", "touch", str(marker)],
+             clean_env(DATABASE_URL=url))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if pg.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'") == "1":
+            break
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    p.kill(signal.SIGTERM)
+    code, _, err = p.wait()
+    assert code == 128 + signal.SIGTERM, err
+    assert time.monotonic() - t0 < 5
+    assert not marker.exists()
+    stop = [e for e in events(err) if e["event"] == "stop.signal"][0]
+    assert stop["phase"] == "migrate"
+    # Rolled back now, not in 60 s: the sleeping session is gone and the table never existed.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and pg.psql(
+            db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'") != "0":
+        time.sleep(0.05)
+    assert pg.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'") == "0"
+    assert pg.psql(db, "SELECT to_regclass('public.half_applied') IS NULL") == "t"
+
+
+# grep reports its own masks, inherited unchanged (Python would set SIGPIPE and SIGXFSZ to ignored).
+MASKS = ["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]
+
+
+def _odd_signal_state():
+    """Before exec: SIGUSR2 ignored and SIGUSR1 blocked, as a parent process might leave them."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+
+
+@pytest.mark.parametrize("mode", ["--init", "--no-init"])
+def test_signal_mask_and_ignored_signals_are_restored(url, mode):
+    # The app must start with exactly what the tool itself was started with.
+    direct = subprocess.run(MASKS, capture_output=True, text=True, preexec_fn=_odd_signal_state).stdout
+    r = subprocess.run([binary(), mode, "--migrate-cmd", "true", "--", *MASKS],
+                       env=clean_env(DATABASE_URL=url), capture_output=True, text=True,
+                       preexec_fn=_odd_signal_state)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == direct
+    blk, ign = (int(v, 16) for v in r.stdout.split()[1::2])
+    assert blk & (1 << (signal.SIGUSR1 - 1)) and ign & (1 << (signal.SIGUSR2 - 1))
+    assert not blk & (1 << (signal.SIGTERM - 1))  # ours, blocked for the wait loop, not passed on
+
+
+def test_not_pid1_defaults_to_exec_and_init_makes_a_subreaper(url):
+    r = subprocess.run([binary(), "--migrate-cmd", "true", "--", PYTHON, "-c", "import os; print(os.getppid())"],
+                       env=clean_env(DATABASE_URL=url), capture_output=True, text=True)
+    assert r.returncode == 0
+    assert not [e for e in events(r.stderr) if e["event"] == "run.start"]  # exec'd: no supervisor
+    r = subprocess.run([binary(), "--init", "--migrate-cmd", "true", "--", PYTHON, "-c", ORPHANS],
+                       env=clean_env(DATABASE_URL=url), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "0"
+    start = [e for e in events(r.stderr) if e["event"] == "run.start"][0]
+    assert start["pid1"] is False
