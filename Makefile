@@ -20,7 +20,7 @@ LDLIBS    += $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 
 ifneq ($(SANITIZE),)
 BUILD     := build/san
-CFLAGS    += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1 -U_FORTIFY_SOURCE
+CFLAGS    += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1 -U_FORTIFY_SOURCE -Wno-format-truncation
 LDFLAGS   += -fsanitize=$(SANITIZE)
 endif
 
