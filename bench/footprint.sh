@@ -5,7 +5,6 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 BIN="${MTR_BIN:-$ROOT/build/migrate-then-run}"
-PGTMP="$ROOT/scripts/pgtmp.sh"
 RUNS="${RUNS:-5}"
 SIGNALS="${SIGNALS:-100}"
 
@@ -14,17 +13,9 @@ for tool in tini dumb-init; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is missing; apt-get install $tool" >&2; exit 1; }
 done
 
-if [ -n "${BENCH_DATABASE_URL:-}" ]; then
-    url="$BENCH_DATABASE_URL"
-else
-    tmp="$(mktemp -d -t mtr-bench.XXXXXX)"
-    trap '"$PGTMP" down "$tmp" || true' EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
-    echo "bench: starting a throwaway PostgreSQL cluster (set BENCH_DATABASE_URL to use your own)" >&2
-    "$PGTMP" up "$tmp" >/dev/null
-    url="$("$PGTMP" url "$tmp")"
-fi
+# shellcheck source=bench/cluster.bash
+. "$ROOT/bench/cluster.bash"
+bench_database_url
 
 /usr/bin/python3 - "$BIN" "$url" "$RUNS" "$SIGNALS" <<'PY'
 import os, pathlib, shutil, signal, statistics, subprocess, sys, time

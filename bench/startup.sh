@@ -4,7 +4,6 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 BIN="$ROOT/build/migrate-then-run"
-PGTMP="$ROOT/scripts/pgtmp.sh"
 PSQL=/usr/lib/postgresql/15/bin/psql
 RUNS="${RUNS:-15}"
 
@@ -12,17 +11,9 @@ RUNS="${RUNS:-15}"
 [ -x "$PSQL" ] || { echo "bench: $PSQL is missing; apt-get install postgresql-client-15" >&2; exit 1; }
 case "$RUNS" in ''|*[!0-9]*|0) echo "bench: RUNS must be a positive integer" >&2; exit 1 ;; esac
 
-if [ -n "${BENCH_DATABASE_URL:-}" ]; then
-    url="$BENCH_DATABASE_URL"
-else
-    tmp="$(mktemp -d -t mtr-bench.XXXXXX)"
-    trap '"$PGTMP" down "$tmp" || true' EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
-    echo "bench: starting a throwaway PostgreSQL cluster (set BENCH_DATABASE_URL to use your own)" >&2
-    "$PGTMP" up "$tmp" >/dev/null
-    url="$("$PGTMP" url "$tmp")"
-fi
+# shellcheck source=bench/cluster.bash
+. "$ROOT/bench/cluster.bash"
+bench_database_url
 
 # Timing harness: 2 warm-up runs of each, then RUNS interleaved runs; wall clock via perf_counter_ns.
 /usr/bin/python3 - "$BIN" "$PSQL" "$url" "$RUNS" <<'EOF'
