@@ -6,6 +6,7 @@
 #include "mtr/util.h"
 
 #include <dirent.h>
+#include <stdint.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -242,4 +243,67 @@ int init_run(char *const *argv, const struct init_opts *o, const struct sigstate
 		if (is_job_control(sig) && !pid1)
 			raise(SIGSTOP); /* stop with the app, as a shell's job would */
 	}
+}
+
+#define SUPERVISE_ENV "MTR_INTERNAL_SUPERVISE"
+
+static uint64_t set_bits(const sigset_t *set)
+{
+	uint64_t bits = 0;
+	for (int sig = 1; sig <= 64; sig++)
+		if (sigismember(set, sig) == 1)
+			bits |= 1ULL << (sig - 1);
+	return bits;
+}
+
+void init_reexec(char *const *argv, const struct init_opts *o, const struct sigstate *sigs,
+		 int log_format, int log_level)
+{
+	size_t n = 0;
+	while (argv[n])
+		n++;
+	char **v = xcalloc(n + 3, sizeof *v);
+	v[0] = "migrate-then-run";
+	v[1] = "--";
+	for (size_t i = 0; i < n; i++)
+		v[i + 2] = argv[i];
+	char *state = xasprintf("%lld,%d,%d,%d,%llx,%d", (long long)o->stop_timeout_ms,
+				o->signal_group, log_format, log_level,
+				(unsigned long long)set_bits(&sigs->orig_mask),
+				sigs->orig_pipe.sa_handler == SIG_IGN);
+	setenv(SUPERVISE_ENV, state, 1);
+	free(state);
+	/* Signals stay blocked across exec, so none is lost in between. */
+	execv("/proc/self/exe", v);
+	int e = errno;
+	unsetenv(SUPERVISE_ENV);
+	free(v);
+	log_event(LOG_DEBUG, "run.reexec", LOG_FIELDS(LF_S("error", strerror(e))),
+		  "cannot re-exec a lean supervisor (%s); supervising in place", strerror(e));
+}
+
+bool init_resume(int argc, char **argv, int *code)
+{
+	const char *state = getenv(SUPERVISE_ENV);
+	if (!state || argc < 3 || strcmp(argv[1], "--") != 0)
+		return false;
+	long long stop_ms;
+	int group, fmt, lvl, pipe_ignored;
+	unsigned long long mask;
+	if (sscanf(state, "%lld,%d,%d,%d,%llx,%d", &stop_ms, &group, &fmt, &lvl, &mask,
+		   &pipe_ignored) != 6)
+		return false;
+	unsetenv(SUPERVISE_ENV); /* the app must not see it */
+	struct sigstate sigs;
+	signals_block(&sigs);
+	/* What the first image started with, not the blocked set it handed over. */
+	sigemptyset(&sigs.orig_mask);
+	for (int sig = 1; sig <= 64; sig++)
+		if (mask & (1ULL << (sig - 1)))
+			sigaddset(&sigs.orig_mask, sig);
+	sigs.orig_pipe.sa_handler = pipe_ignored ? SIG_IGN : SIG_DFL;
+	log_init((enum log_format)fmt, (enum log_level)lvl);
+	struct init_opts o = {stop_ms, group != 0};
+	*code = init_run(&argv[2], &o, &sigs);
+	return true;
 }

@@ -297,6 +297,7 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 	}
 	if (cfg->init == 1 || (cfg->init == -1 && getpid() == 1)) {
 		struct init_opts io = {cfg->stop_timeout_ms, cfg->signal_group};
+		init_reexec(cfg->app_argv, &io, sigs, cfg->log_format, cfg->log_level);
 		return init_run(cfg->app_argv, &io, sigs);
 	}
 	return run_exec(cfg->app_argv, sigs);

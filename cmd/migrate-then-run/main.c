@@ -1,6 +1,7 @@
 /* argv → config → pipeline → exit code; nothing else. */
 #include "mtr/config.h"
 #include "mtr/exitcode.h"
+#include "mtr/init.h"
 #include "mtr/log.h"
 #include "mtr/pipeline.h"
 #include "mtr/signals.h"
@@ -21,13 +22,15 @@ static void ensure_std_fds(void)
 int main(int argc, char **argv)
 {
 	ensure_std_fds();
+	int code;
+	if (init_resume(argc, argv, &code))
+		return code;
 	struct sigstate sigs;
 	signals_block(&sigs);
 	log_init(isatty(STDERR_FILENO) ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON, LOG_INFO);
 
 	struct config cfg;
 	char err[512];
-	int code;
 	switch (config_parse(&cfg, argc, argv, err, sizeof err)) {
 	case CONFIG_HELP:
 		config_print_help(stdout);

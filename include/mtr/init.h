@@ -19,6 +19,18 @@ struct init_opts {
  * 128+n if a signal n killed it, or 126/127 if it could not be started. */
 int init_run(char *const *argv, const struct init_opts *o, const struct sigstate *sigs);
 
+/* Replaces the process image with a fresh copy of this binary that does nothing but
+ * init_run(): the supervisor that stays for the app's whole life then holds none of the
+ * migration phases' memory, libraries' state or connections. The options, log settings and
+ * the original signal state travel in MTR_INTERNAL_SUPERVISE, removed again before the app
+ * starts. Returns only if the re-exec failed (then supervise in place). */
+void init_reexec(char *const *argv, const struct init_opts *o, const struct sigstate *sigs,
+		 int log_format, int log_level);
+
+/* In main(), first thing: if this process is such a re-exec, supervises argv (everything
+ * after "--") and returns the exit code in *code; false when it is an ordinary start. */
+bool init_resume(int argc, char **argv, int *code);
+
 /* The processes descended from root, read from /proc (at most max; returns how many). */
 size_t init_descendants(pid_t root, pid_t *out, size_t max);
 

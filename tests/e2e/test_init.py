@@ -288,3 +288,18 @@ def test_not_pid1_defaults_to_exec_and_init_makes_a_subreaper(url):
     assert r.stdout.strip() == "0"
     start = [e for e in events(r.stderr) if e["event"] == "run.start"][0]
     assert start["pid1"] is False
+
+
+def test_supervisor_is_a_fresh_image_and_the_app_environment_is_untouched(url):
+    # After migrating, the supervisor re-executes itself lean; the app sees exactly our env.
+    show = [PYTHON, "-c", "import json, os; print(json.dumps(dict(os.environ)))"]
+    env = clean_env(DATABASE_URL=url, APP_SETTING="x")
+    direct = json.loads(subprocess.run(show, env=env, capture_output=True, text=True).stdout)
+    r = subprocess.run([binary(), "--init", "--migrate-cmd", "true", "--", *show], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == direct
+    ev = events(r.stderr)
+    start = next(e for e in ev if e["event"] == "run.start")
+    assert start["command"] == PYTHON
+    assert [e["event"] for e in ev].count("pipeline.start") == 1
