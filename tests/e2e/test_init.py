@@ -303,3 +303,8 @@ def test_supervisor_is_a_fresh_image_and_the_app_environment_is_untouched(url):
     start = next(e for e in ev if e["event"] == "run.start")
     assert start["command"] == PYTHON
     assert [e["event"] for e in ev].count("pipeline.start") == 1
+    # The supervisor's own command line is that of the fresh image, not the original one.
+    parent = [PYTHON, "-c", "import os; print(open(f'/proc/{os.getppid()}/cmdline').read().split(chr(0))[:3])"]
+    r = subprocess.run([binary(), "--init", "--migrate-cmd", "true", "--", *parent], env=env,
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == str(["migrate-then-run", "--", PYTHON]), r.stderr
