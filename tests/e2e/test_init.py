@@ -308,3 +308,26 @@ def test_supervisor_is_a_fresh_image_and_the_app_environment_is_untouched(url):
     r = subprocess.run([binary(), "--init", "--migrate-cmd", "true", "--", *parent], env=env,
                        capture_output=True, text=True)
     assert r.stdout.strip() == str(["migrate-then-run", "--", PYTHON]), r.stderr
+
+
+@pytest.mark.parametrize("phase", ["wait", "run"])
+def test_sigterm_as_pid1_exits_143(phase, pg, db, tmp_path):
+    from conftest import free_port
+    url = pg.url(db) if phase == "run" else f"postgresql://u:p@127.0.0.1:{free_port()}/d"
+    marker = tmp_path / "app-started"
+    app = ["sh", "-c", f"touch {marker}; exec sleep 30"]
+    p = Pid1([binary(), "--migrate-cmd", "true", "--", *app], clean_env(DATABASE_URL=url))
+    if phase == "run":
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    else:
+        time.sleep(1)
+    t0 = time.monotonic()
+    p.kill(signal.SIGTERM)
+    code, _, err = p.wait()
+    assert code == 128 + signal.SIGTERM, err
+    assert time.monotonic() - t0 < 2
+    assert marker.exists() == (phase == "run")
+    if phase == "wait":
+        assert [e for e in events(err) if e["event"] == "stop.signal"][0]["phase"] == "wait"
