@@ -5,7 +5,7 @@ PREFIX    ?= /usr/local
 DESTDIR   ?=
 CC        ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS      := libpq libcurl libcjson
+PKGS      := libpq libcurl libcjson libcrypto
 BUILD     ?= build
 SANITIZE  ?=
 

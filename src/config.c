@@ -37,6 +37,31 @@ static const struct option_def options[] = {
 	{"alembic-ini", "MTR_ALEMBIC_INI", T_STRING, NULL, "PATH",
 	 "Alembic project: migrate with PYTHON -m alembic -c PATH upgrade head", F(alembic_ini), NULL,
 	 false},
+	{"sql-dir", "MTR_SQL_DIR", T_STRING, NULL, "DIR",
+	 "SQL migrations: DIR/<version>_<name>.sql, applied natively in numeric order", F(sql_dir),
+	 NULL, false},
+	{"history-table", "MTR_HISTORY_TABLE", T_STRING, "public.mtr_schema_history", "SCHEMA.TABLE",
+	 "where --sql-dir records applied migrations", F(history_table), NULL, false},
+	{"allow-out-of-order", "MTR_ALLOW_OUT_OF_ORDER", T_FLAG, "false", NULL,
+	 "apply a pending file whose version is below the highest applied one", F(allow_out_of_order),
+	 NULL, false},
+	{"baseline", "MTR_BASELINE", T_STRING, NULL, "VERSION",
+	 "on a database without history: record files up to VERSION as applied, without running them",
+	 F(baseline), NULL, false},
+	{"repair-failed", "MTR_REPAIR_FAILED", T_STRING, NULL, "VERSION",
+	 "after repairing by hand: forget the failed record of VERSION, so that it is applied again",
+	 F(repair_failed), NULL, false},
+	{"migration-lock-timeout", "MTR_MIGRATION_LOCK_TIMEOUT", T_DURATION, "5s", "DURATION",
+	 "lock_timeout of each SQL migration; on 55P03 it is retried with backoff",
+	 F(migration_lock_timeout_ms), NULL, false},
+	{"statement-timeout", "MTR_STATEMENT_TIMEOUT", T_DURATION, "0", "DURATION",
+	 "statement_timeout of each SQL migration (0: none)", F(statement_timeout_ms), NULL, false},
+	{"lock-timeout", "MTR_LOCK_TIMEOUT", T_DURATION, "5m", "DURATION",
+	 "give up waiting for another replica's migration lock after this long (exit 75)",
+	 F(lock_timeout_ms), NULL, false},
+	{"check", "MTR_CHECK", T_FLAG, "false", NULL,
+	 "print the plan (applied, pending, problems) and exit 0 if consistent, 65 if not; change "
+	 "nothing", F(check), NULL, false},
 	{"python", "MTR_PYTHON", T_STRING, "python3", "PATH", "Python interpreter for --alembic-ini",
 	 F(python), NULL, false},
 	{"migrate-cmd", "MTR_MIGRATE_CMD", T_STRING, NULL, "CMD",
@@ -280,6 +305,13 @@ static const struct option_def *find_option(const char *name, size_t len)
 
 static bool check_combination(struct config *cfg, char *err, size_t errlen)
 {
+	if (cfg->check && cfg->app_argc > 0) {
+		set_err(err, errlen, "--check: expected no app command, got '%s' (drop one of the two)",
+			cfg->app_argv[0]);
+		return false;
+	}
+	if (cfg->check)
+		cfg->migrate_only = true; /* nothing to exec after a check */
 	if (cfg->migrate_only && cfg->app_argc > 0) {
 		set_err(err, errlen,
 			"--migrate-only: expected no app command, got '%s' (drop one of the two)",
@@ -292,10 +324,21 @@ static bool check_combination(struct config *cfg, char *err, size_t errlen)
 			"--migrate-only to migrate and exit)");
 		return false;
 	}
-	if (!cfg->migrate_cmd && !cfg->alembic_ini) {
+	int sources = (cfg->sql_dir != NULL) + (cfg->migrate_cmd || cfg->alembic_ini);
+	if (sources == 0) {
 		set_err(err, errlen,
-			"no migration source: expected --alembic-ini PATH or --migrate-cmd CMD (or "
-			"MTR_ALEMBIC_INI / MTR_MIGRATE_CMD)");
+			"no migration source: expected --sql-dir DIR, --alembic-ini PATH or "
+			"--migrate-cmd CMD (or MTR_SQL_DIR / MTR_ALEMBIC_INI / MTR_MIGRATE_CMD)");
+		return false;
+	}
+	if (sources > 1) {
+		set_err(err, errlen,
+			"--sql-dir: expected one migration source, got --sql-dir and %s as well",
+			cfg->migrate_cmd ? "--migrate-cmd" : "--alembic-ini");
+		return false;
+	}
+	if (cfg->check && !cfg->sql_dir) {
+		set_err(err, errlen, "--check: expected --sql-dir (a command cannot report a plan)");
 		return false;
 	}
 	if (cfg->wait_max_interval_ms <= 0) {
@@ -412,6 +455,10 @@ void config_free(struct config *cfg)
 	free(cfg->python);
 	free(cfg->migrate_cmd);
 	free(cfg->migrate_cwd);
+	free(cfg->sql_dir);
+	free(cfg->history_table);
+	free(cfg->baseline);
+	free(cfg->repair_failed);
 	memset(cfg, 0, sizeof *cfg);
 }
 
@@ -420,6 +467,7 @@ void config_print_help(FILE *out)
 	fprintf(out,
 		"Usage: migrate-then-run [OPTIONS] [--] COMMAND [ARGS...]\n"
 		"       migrate-then-run [OPTIONS] --migrate-only\n"
+		"       migrate-then-run [OPTIONS] --sql-dir DIR --check\n"
 		"\n"
 		"Waits for PostgreSQL, runs the migrations, then execs COMMAND.\n"
 		"Logs are JSON lines (or text) on stderr; stdout belongs to COMMAND.\n"

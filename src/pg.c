@@ -253,6 +253,43 @@ fail:
 	return ok;
 }
 
+PGresult *pg_exec(PGconn *conn, const char *sql, int cancel_fd, bool *interrupted)
+{
+	*interrupted = false;
+	if (!PQsendQuery(conn, sql))
+		return NULL;
+	PGresult *keep = NULL;
+	for (;;) {
+		while (PQisBusy(conn)) {
+			struct pollfd fds[2] = {{PQsocket(conn), POLLIN, 0}, {cancel_fd, POLLIN, 0}};
+			int n = poll(fds, cancel_fd >= 0 && !*interrupted ? 2 : 1, -1);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (cancel_fd >= 0 && !*interrupted && n > 0 && (fds[1].revents & POLLIN)) {
+				/* The server ends the statement and rolls its transaction back; we still
+				 * read the error it sends, so the connection stays usable. */
+				cancel_query(conn);
+				*interrupted = true;
+			}
+			if (n < 0 || ((fds[0].revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(conn)))
+				break; /* PQgetResult reports the broken connection */
+		}
+		PGresult *r = PQgetResult(conn);
+		if (!r)
+			break;
+		/* One result per statement; after an error the rest are not run. Keep the error. */
+		if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+			PQclear(r);
+		} else {
+			PQclear(keep);
+			keep = r;
+		}
+		if (PQstatus(conn) == CONNECTION_BAD)
+			break;
+	}
+	return keep ? keep : PQmakeEmptyPGresult(conn, PGRES_EMPTY_QUERY);
+}
+
 struct urlbuf {
 	char *p;
 	size_t len, cap;

@@ -3,6 +3,8 @@
 #include "mtr/argv.h"
 #include "mtr/exitcode.h"
 #include "mtr/init.h"
+#include "mtr/lock.h"
+#include "mtr/source.h"
 #include "mtr/log.h"
 #include "mtr/redact.h"
 #include "mtr/retry.h"
@@ -12,7 +14,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/random.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -96,74 +97,55 @@ static int wait_failed(const struct config *cfg, const struct wait_result *w)
 	}
 }
 
-/* A short-lived connection for a quick look after the migration command ran (NULL if none). */
-static PGconn *quick_connect(const struct pg_target *t, int64_t timeout_ms)
+/* The lock's name: the SQL source's history table, else one name for every command. */
+static const char *lock_name(const struct config *cfg)
 {
-	enum pg_status st;
+	return cfg->sql_dir ? cfg->history_table : "migrate-then-run";
+}
+
+/* Takes the migration lock; returns 0 or the exit code (already logged). -1: lost, retry. */
+static int take_lock(const struct config *cfg, PGconn *conn, const struct sigstate *sigs)
+{
+	int signo = 0;
 	struct pg_error err;
-	return pg_connect(t, timeout_ms, -1, &st, &err);
+	switch (lock_acquire(conn, lock_name(cfg), cfg->lock_timeout_ms, sigs, &signo, &err)) {
+	case LOCK_ACQUIRED:
+		/* Held while a long command runs: a server-side idle timeout must not drop it. */
+		PQclear(PQexec(conn, "SET idle_session_timeout = 0"));
+		return 0;
+	case LOCK_INTERRUPTED:
+		return stopped("lock", signo);
+	case LOCK_TIMEOUT:
+		log_event(LOG_ERROR, "lock.failed",
+			  LOG_FIELDS(LF_S("name", lock_name(cfg)), LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
+			  "%s; another replica is still migrating (see lock.wait above for who): "
+			  "raise --lock-timeout if its migrations are long, or end that session",
+			  err.msg);
+		return MTR_EXIT_TEMPFAIL;
+	case LOCK_LOST:
+	default:
+		return -1;
+	}
 }
 
-/* Did the database go away while the command ran? It is unreachable now, or the server
- * restarted (its start time changed). Our own connection was closed while the command ran,
- * so an idle-session timeout cannot pass for an outage. */
-static bool server_went_away(const struct pg_target *t, const char *start_time)
+/* Server notices (RAISE NOTICE in a migration, warnings) become log events, never raw text
+ * on stderr between our JSON lines. */
+static void notice_to_log(void *arg, const PGresult *res)
 {
-	char now_start[64];
-	struct pg_error err;
-	PGconn *conn = quick_connect(t, 5000);
-	if (!conn)
-		return true;
-	bool away = !pg_query_value(conn, "SELECT pg_catalog.pg_postmaster_start_time()::pg_catalog.text",
-				    5000, -1, now_start, sizeof now_start, &err) ||
-		    strcmp(now_start, start_time) != 0;
-	PQfinish(conn);
-	return away;
-}
-
-/* After the migration command was stopped: its sessions may still be running a statement
- * the server has not noticed is orphaned (a dead client is only seen at the next write).
- * Ending them rolls their transactions back now, not when the statement finishes. */
-static void end_sessions(const struct pg_target *t, const char *appname)
-{
-	PGconn *conn = quick_connect(t, 3000);
-	if (!conn)
-		return;
-	const char *params[1] = {appname};
-	PGresult *res = PQexecParams(conn,
-				     "SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) "
-				     "FROM pg_catalog.pg_stat_activity "
-				     "WHERE application_name = $1 AND pid <> pg_catalog.pg_backend_pid()",
-				     1, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) > 0)
-		log_event(LOG_INFO, "migrate.rollback",
-			  LOG_FIELDS(LF_I("sessions", atoi(PQgetvalue(res, 0, 0)))),
-			  "ended the stopped migration command's database sessions; their "
-			  "transactions are rolled back");
-	PQclear(res);
-	PQfinish(conn);
-}
-
-/* A name no other replica uses, even when every replica is PID 1 of its own container. */
-static void session_name(char *buf, size_t len)
-{
-	uint64_t nonce = 0;
-	if (getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != (ssize_t)sizeof nonce)
-		nonce = (uint64_t)now_ms() * 6364136223846793005ULL ^ (uint64_t)getpid();
-	snprintf(buf, len, "migrate-then-run/migrate/%016llx", (unsigned long long)nonce);
-}
-
-static bool is_url(const char *s)
-{
-	return s && (strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0);
+	(void)arg;
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	log_event(sev && strcmp(sev, "WARNING") == 0 ? LOG_WARN : LOG_INFO, "db.notice",
+		  LOG_FIELDS(LF_S("severity", sev), LF_S("sqlstate", PQresultErrorField(res, PG_DIAG_SQLSTATE))),
+		  "%s", msg ? msg : "");
 }
 
 int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 {
 	char err[512];
-	char **mig_argv = NULL;
 	int code = MTR_EXIT_OK;
 	PGconn *conn = NULL;
+	struct source src = {0};
 	register_secrets(cfg);
 
 	struct pg_target target = {cfg->database_url, cfg->pgpassword};
@@ -176,18 +158,18 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 			  cfg->database_url_from, perr.msg, URL_HINT);
 		return MTR_EXIT_USAGE;
 	}
-	if (!source_cmd_argv(cfg, &mig_argv, err, sizeof err)) {
-		log_event(LOG_ERROR, "config.invalid",
-			  LOG_FIELDS(LF_S("option", "--migrate-cmd"), LF_I("exit_code", MTR_EXIT_USAGE)),
+	if (!source_open(cfg, &src, err, sizeof err)) {
+		log_event(LOG_ERROR, "config.invalid", LOG_FIELDS(LF_I("exit_code", MTR_EXIT_USAGE)),
 			  "%s", err);
 		return MTR_EXIT_USAGE;
 	}
-	char *mig_cmd = argv_join(mig_argv);
+	const char *mode = cfg->check ? "check" : cfg->migrate_only ? "migrate-only" : "exec";
 	log_event(LOG_INFO, "pipeline.start",
-		  LOG_FIELDS(LF_S("version", MTR_VERSION), LF_I("pid", getpid()),
-			     LF_S("mode", cfg->migrate_only ? "migrate-only" : "exec"),
-			     LF_S("database_from", cfg->database_url_from),
-			     LF_S("migrate_command", mig_cmd)),
+		  LOG_FIELDS(LF_S("version", MTR_VERSION), LF_I("pid", getpid()), LF_S("mode", mode),
+			     LF_S("database_from", cfg->database_url_from), LF_S("source", src.kind),
+			     LF_S("migrate_command",
+				  cfg->sql_dir ? NULL : source_cmd_describe(&src)),
+			     LF_S("sql_dir", cfg->sql_dir)),
 		  "migrate-then-run %s starting", MTR_VERSION);
 
 	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
@@ -201,78 +183,61 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 			goto done;
 		}
 		conn = w.conn;
+		PQsetNoticeReceiver(conn, notice_to_log, NULL);
 		log_event(LOG_INFO, "wait.ready",
 			  LOG_FIELDS(LF_I("attempts", w.attempts), LF_I("elapsed_ms", w.elapsed_ms),
 				     LF_S("server_version", PQparameterStatus(conn, "server_version")),
 				     LF_S("database", PQdb(conn))),
 			  "database is ready");
-
-		char *url = is_url(cfg->database_url) ? xstrdup(cfg->database_url) : pg_conn_url(conn);
-		char appname[64];
-		session_name(appname, sizeof appname);
-		char **env = source_cmd_env(url, cfg->pgpassword, appname);
-		free(url);
-		/* Not held while the tool runs: an idle connection can be cut (idle_session_timeout,
-		 * a pooler, NAT) and would then look like an outage. */
+		struct source_ctx ctx = {cfg, &target, w.start_time, sigs, attempt};
+		struct migrate_outcome out = {0};
+		size_t pending = 0;
+		if (cfg->check) { /* no lock, no change: a report */
+			code = src.plan(src.self, conn, &ctx, true, &pending);
+			goto done;
+		}
+		int lock = take_lock(cfg, conn, sigs);
+		if (lock > 0) {
+			code = lock;
+			goto done;
+		}
+		if (lock == 0) {
+			code = src.plan(src.self, conn, &ctx, false, &pending);
+			if (code == MTR_EXIT_TEMPFAIL && PQstatus(conn) != CONNECTION_OK)
+				code = -1; /* lost while planning: like a lost lock */
+			else if (code)
+				goto done;
+		}
+		if (lock < 0 || code < 0) {
+			out.result = MIGRATE_LOST;
+			snprintf(out.how, sizeof out.how, "the database connection was lost while locking or planning");
+			code = 0;
+		} else if (pending == 0) {
+			log_event(LOG_INFO, "migrate.skipped", NULL, "nothing to migrate");
+			break;
+		} else {
+			src.migrate(src.self, conn, &ctx, &out);
+		}
+		if (out.result == MIGRATE_OK)
+			break;
+		if (out.result == MIGRATE_STOPPED) {
+			code = stopped("migrate", out.signo);
+			goto done;
+		}
+		if (out.result == MIGRATE_FAILED) {
+			code = out.code;
+			goto done;
+		}
+		/* MIGRATE_LOST: the server went away. Wait for it again, re-lock, re-plan. */
 		PQfinish(conn);
 		conn = NULL;
-		log_event(LOG_INFO, "migrate.start",
-			  LOG_FIELDS(LF_S("command", mig_cmd), LF_I("attempt", attempt + 1)),
-			  "running the migration command");
-		struct cmd_outcome out;
-		bool started = source_cmd_run(mig_argv, cfg->migrate_cwd, env, sigs, cfg->stop_timeout_ms,
-					      &out);
-		argv_free(env);
-		if (!started) {
-			log_event(LOG_ERROR, "migrate.failed",
-				  LOG_FIELDS(LF_S("command", mig_cmd), LF_S("error", out.proc.err),
-					     LF_I("exit_code", MTR_EXIT_USAGE)),
-				  "%s; check --migrate-cmd / --python / --migrate-cwd and the image's PATH",
-				  out.proc.err);
-			code = MTR_EXIT_USAGE;
-			goto done;
-		}
-		if (out.proc.stop_signal) {
-			end_sessions(&target, appname);
-			code = stopped("migrate", out.proc.stop_signal);
-			goto done;
-		}
-		if (out.proc.outcome == PROC_EXITED && out.proc.exit_code == 0) {
-			log_event(LOG_INFO, "migrate.done",
-				  LOG_FIELDS(LF_I("duration_ms", out.proc.duration_ms)),
-				  "migrations applied");
-			break;
-		}
-		char how[64];
-		if (out.proc.outcome == PROC_SIGNALED)
-			snprintf(how, sizeof how, "was killed by %s", signals_name(out.proc.term_signal));
-		else
-			snprintf(how, sizeof how, "exited with status %d", out.proc.exit_code);
-		bool lost = out.lost_connection || server_went_away(&target, w.start_time);
-		if (!lost) {
-			log_event(LOG_ERROR, "migrate.failed",
-				  LOG_FIELDS(LF_S("command", mig_cmd),
-					     LF_I("status", out.proc.outcome == PROC_EXITED ? out.proc.exit_code : -1),
-					     LF_S("signal", out.proc.outcome == PROC_SIGNALED
-								    ? signals_name(out.proc.term_signal)
-								    : NULL),
-					     LF_S("error", out.last_error),
-					     LF_I("duration_ms", out.proc.duration_ms),
-					     LF_I("exit_code", MTR_EXIT_MIGRATION)),
-				  "the migration command %s; the app was not started. Its output is in "
-				  "the migrate.output events above%s%s",
-				  how, out.last_error[0] ? "; last error: " : "", out.last_error);
-			code = MTR_EXIT_MIGRATION;
-			goto done;
-		}
 		if (attempt >= cfg->retries) {
 			log_event(LOG_ERROR, "migrate.failed",
-				  LOG_FIELDS(LF_S("command", mig_cmd), LF_B("transient", true),
-					     LF_I("attempts", attempt + 1),
+				  LOG_FIELDS(LF_B("transient", true), LF_I("attempts", attempt + 1),
 					     LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
-				  "the migration command %s after the database connection was lost, "
-				  "%ld times; giving up (raise --retries, or check why the server restarts)",
-				  how, attempt + 1);
+				  "%s, %ld times; giving up (raise --retries, or check why the server "
+				  "restarts)",
+				  out.how, attempt + 1);
 			code = MTR_EXIT_TEMPFAIL;
 			goto done;
 		}
@@ -280,17 +245,17 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 		log_event(LOG_WARN, "migrate.retry",
 			  LOG_FIELDS(LF_I("attempt", attempt + 1), LF_I("retries", cfg->retries),
 				     LF_I("delay_ms", delay)),
-			  "the migration command %s after the database connection was lost; "
-			  "waiting for the database and retrying",
-			  how);
+			  "%s; waiting for the database and retrying", out.how);
 		int sig = signals_sleep(sigs, delay);
 		if (sig) {
 			code = stopped("migrate", sig);
 			goto done;
 		}
 	}
-	argv_free(mig_argv);
-	free(mig_cmd);
+	/* Releases the lock with the session: the next replica finds nothing pending. */
+	PQfinish(conn);
+	conn = NULL;
+	src.destroy(src.self);
 	if (cfg->migrate_only) {
 		log_event(LOG_INFO, "pipeline.done", NULL, "migrations are up to date; exiting (--migrate-only)");
 		return MTR_EXIT_OK;
@@ -303,7 +268,7 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 	return run_exec(cfg->app_argv, sigs);
 done:
 	PQfinish(conn);
-	argv_free(mig_argv);
-	free(mig_cmd);
+	if (src.destroy)
+		src.destroy(src.self);
 	return code;
 }

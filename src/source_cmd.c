@@ -1,7 +1,12 @@
 /* Migrations by an external command (Alembic, Flyway, anything): argv, environment, outcome. */
 #include "mtr/source_cmd.h"
 #include "mtr/argv.h"
+#include "mtr/exitcode.h"
 #include "mtr/log.h"
+#include "mtr/source.h"
+
+#include <sys/random.h>
+#include <unistd.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,11 +100,184 @@ static void on_line(void *ctx, const char *stream, const char *line)
 		  "migration command output");
 }
 
-bool source_cmd_run(char *const *argv, const char *cwd, char *const *envp,
-		    const struct sigstate *sigs, int64_t stop_grace_ms, struct cmd_outcome *out)
+static bool run_command(char *const *argv, const char *cwd, char *const *envp,
+			const struct sigstate *sigs, int64_t stop_grace_ms, struct cmd_outcome *out)
 {
 	memset(out, 0, sizeof *out);
 	struct proc_spec spec = {
 		.argv = argv, .cwd = cwd, .envp = envp, .sigs = sigs, .stop_grace_ms = stop_grace_ms};
 	return proc_run(&spec, on_line, out, &out->proc);
+}
+
+struct cmd_source {
+	char **argv;
+	char *joined; /* for logs */
+};
+
+/* A short-lived connection for a quick look after the command ran (NULL if none). */
+static PGconn *quick_connect(const struct pg_target *t, int64_t timeout_ms)
+{
+	enum pg_status st;
+	struct pg_error err;
+	return pg_connect(t, timeout_ms, -1, &st, &err);
+}
+
+/* Did the database go away while the command ran? It cannot be reached now, or the server
+ * restarted (its start time changed). */
+static bool server_went_away(const struct pg_target *t, const char *start_time)
+{
+	char now_start[64];
+	struct pg_error err;
+	PGconn *conn = quick_connect(t, 5000);
+	if (!conn)
+		return true;
+	bool away = !pg_query_value(conn,
+				    "SELECT pg_catalog.pg_postmaster_start_time()::pg_catalog.text",
+				    5000, -1, now_start, sizeof now_start, &err) ||
+		    strcmp(now_start, start_time) != 0;
+	PQfinish(conn);
+	return away;
+}
+
+/* After the command was stopped: its sessions may still be running a statement the server
+ * has not noticed is orphaned (a dead client is only seen at the next write). Ending them
+ * rolls their transactions back now, not when the statement finishes. */
+static void end_sessions(const struct pg_target *t, const char *appname)
+{
+	PGconn *conn = quick_connect(t, 3000);
+	if (!conn)
+		return;
+	const char *params[1] = {appname};
+	PGresult *res = PQexecParams(conn,
+				     "SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) "
+				     "FROM pg_catalog.pg_stat_activity "
+				     "WHERE application_name = $1 AND pid <> pg_catalog.pg_backend_pid()",
+				     1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) > 0)
+		log_event(LOG_INFO, "migrate.rollback",
+			  LOG_FIELDS(LF_I("sessions", atoi(PQgetvalue(res, 0, 0)))),
+			  "ended the stopped migration command's database sessions; their "
+			  "transactions are rolled back");
+	PQclear(res);
+	PQfinish(conn);
+}
+
+/* A name no other replica uses, even when every replica is PID 1 of its own container. */
+static void session_name(char *buf, size_t len)
+{
+	uint64_t nonce = 0;
+	if (getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != (ssize_t)sizeof nonce)
+		nonce = (uint64_t)now_ms() * 6364136223846793005ULL ^ (uint64_t)getpid();
+	snprintf(buf, len, "migrate-then-run/migrate/%016llx", (unsigned long long)nonce);
+}
+
+static bool is_url(const char *s)
+{
+	return s && (strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0);
+}
+
+static int cmd_plan(void *self, PGconn *conn, const struct source_ctx *ctx, bool report,
+		    size_t *pending)
+{
+	(void)self;
+	(void)conn;
+	(void)ctx;
+	(void)report;
+	*pending = 1; /* a command cannot say what it would do: it always runs */
+	return 0;
+}
+
+static void cmd_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
+			struct migrate_outcome *res)
+{
+	struct cmd_source *cs = self;
+	const struct config *cfg = ctx->cfg;
+	memset(res, 0, sizeof *res);
+	char *url = is_url(cfg->database_url) ? xstrdup(cfg->database_url) : pg_conn_url(conn);
+	char appname[64];
+	session_name(appname, sizeof appname);
+	char **env = source_cmd_env(url, cfg->pgpassword, appname);
+	free(url);
+	log_event(LOG_INFO, "migrate.start",
+		  LOG_FIELDS(LF_S("command", cs->joined), LF_I("attempt", ctx->attempt + 1)),
+		  "running the migration command");
+	struct cmd_outcome out;
+	bool started = run_command(cs->argv, cfg->migrate_cwd, env, ctx->sigs, cfg->stop_timeout_ms,
+				   &out);
+	argv_free(env);
+	if (!started) {
+		log_event(LOG_ERROR, "migrate.failed",
+			  LOG_FIELDS(LF_S("command", cs->joined), LF_S("error", out.proc.err),
+				     LF_I("exit_code", MTR_EXIT_USAGE)),
+			  "%s; check --migrate-cmd / --python / --migrate-cwd and the image's PATH",
+			  out.proc.err);
+		res->result = MIGRATE_FAILED;
+		res->code = MTR_EXIT_USAGE;
+		return;
+	}
+	if (out.proc.stop_signal) {
+		end_sessions(ctx->target, appname);
+		res->result = MIGRATE_STOPPED;
+		res->signo = out.proc.stop_signal;
+		return;
+	}
+	if (out.proc.outcome == PROC_EXITED && out.proc.exit_code == 0) {
+		log_event(LOG_INFO, "migrate.done", LOG_FIELDS(LF_I("duration_ms", out.proc.duration_ms)),
+			  "migrations applied");
+		res->result = MIGRATE_OK;
+		return;
+	}
+	char how[64];
+	if (out.proc.outcome == PROC_SIGNALED)
+		snprintf(how, sizeof how, "was killed by %s", signals_name(out.proc.term_signal));
+	else
+		snprintf(how, sizeof how, "exited with status %d", out.proc.exit_code);
+	if (out.lost_connection || server_went_away(ctx->target, ctx->start_time)) {
+		res->result = MIGRATE_LOST;
+		snprintf(res->how, sizeof res->how,
+			 "the migration command %s after the database connection was lost", how);
+		return;
+	}
+	log_event(LOG_ERROR, "migrate.failed",
+		  LOG_FIELDS(LF_S("command", cs->joined),
+			     LF_I("status", out.proc.outcome == PROC_EXITED ? out.proc.exit_code : -1),
+			     LF_S("signal", out.proc.outcome == PROC_SIGNALED
+						    ? signals_name(out.proc.term_signal)
+						    : NULL),
+			     LF_S("error", out.last_error), LF_I("duration_ms", out.proc.duration_ms),
+			     LF_I("exit_code", MTR_EXIT_MIGRATION)),
+		  "the migration command %s; the app was not started. Its output is in the "
+		  "migrate.output events above%s%s",
+		  how, out.last_error[0] ? "; last error: " : "", out.last_error);
+	res->result = MIGRATE_FAILED;
+	res->code = MTR_EXIT_MIGRATION;
+}
+
+static void cmd_destroy(void *self)
+{
+	struct cmd_source *cs = self;
+	argv_free(cs->argv);
+	free(cs->joined);
+	free(cs);
+}
+
+bool source_cmd_open(const struct config *cfg, struct source *src, char *err, size_t errlen)
+{
+	char **argv;
+	if (!source_cmd_argv(cfg, &argv, err, errlen))
+		return false;
+	struct cmd_source *cs = xcalloc(1, sizeof *cs);
+	cs->argv = argv;
+	cs->joined = argv_join(argv);
+	src->kind = "command";
+	src->self = cs;
+	src->plan = cmd_plan;
+	src->migrate = cmd_migrate;
+	src->destroy = cmd_destroy;
+	return true;
+}
+
+const char *source_cmd_describe(const struct source *src)
+{
+	return ((const struct cmd_source *)src->self)->joined;
 }

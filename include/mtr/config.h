@@ -18,6 +18,15 @@ struct config {
 	char *python;
 	char *migrate_cmd;
 	char *migrate_cwd;
+	char *sql_dir;
+	char *history_table;        /* schema.table */
+	bool allow_out_of_order;
+	char *baseline;             /* a version, validated by the SQL source */
+	char *repair_failed;
+	int64_t migration_lock_timeout_ms;
+	int64_t statement_timeout_ms;
+	int64_t lock_timeout_ms;
+	bool check;
 	bool migrate_only;
 	int64_t wait_timeout_ms;
 	int64_t wait_max_interval_ms;

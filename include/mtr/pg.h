@@ -54,6 +54,12 @@ bool pg_sqlstate_is_transient(const char *sqlstate);
 bool pg_query_value(PGconn *conn, const char *sql, int64_t timeout_ms, int cancel_fd, char *out,
 		    size_t outlen, struct pg_error *err) MTR_MUST_CHECK;
 
+/* Runs sql (one statement or many, simple-query protocol) and waits for all of it. When
+ * cancel_fd (if >= 0) turns readable the server is asked to cancel (*interrupted), and the
+ * resulting error is still read. Returns the first failed statement's result, or the last
+ * result (caller PQclears); NULL only if the query could not be sent. */
+PGresult *pg_exec(PGconn *conn, const char *sql, int cancel_fd, bool *interrupted);
+
 /* A postgresql:// URL equivalent to the open connection, for tools that want one (caller
  * frees): host, port, user, password, database, and every other non-default setting as a
  * query parameter (sslmode, target_session_attrs …). */

@@ -16,17 +16,20 @@ bool source_cmd_argv(const struct config *cfg, char ***argv, char *err, size_t e
  * ended if we are stopped): a new vector the caller frees with argv_free. */
 char **source_cmd_env(const char *url, const char *pgpassword, const char *appname);
 
+/* What the command did (internal to the source, exposed for its parts). */
 struct cmd_outcome {
 	struct proc_result proc;
 	bool lost_connection; /* the output says the database connection went away */
 	char last_error[512]; /* the last output line that looks like an error, for the summary */
 };
 
-/* Runs the command, re-emitting each output line as a migrate.output event. Returns false
- * when it could not be started (out->proc.err says why). */
-bool source_cmd_run(char *const *argv, const char *cwd, char *const *envp,
-		    const struct sigstate *sigs, int64_t stop_grace_ms,
-		    struct cmd_outcome *out) MTR_MUST_CHECK;
+/* The command source: runs it (always: a command cannot say what is pending); its output
+ * lines become migrate.output events; a failure while the database went away is MIGRATE_LOST. */
+struct source;
+bool source_cmd_open(const struct config *cfg, struct source *src, char *err, size_t errlen) MTR_MUST_CHECK;
+
+/* The command line it runs, for logs (owned by the source). */
+const char *source_cmd_describe(const struct source *src);
 
 /* Whether a line of a tool's output reports that the database connection was lost. */
 bool source_cmd_line_lost_connection(const char *line);

@@ -115,13 +115,13 @@ def clean_env(**extra):
 
 
 class Result:
-    def __init__(self, proc, elapsed):
+    def __init__(self, proc, elapsed, json_logs=True):
         self.code = proc.returncode
         self.stdout = proc.stdout
         self.stderr = proc.stderr
         self.elapsed = elapsed
         self.events = []
-        for line in proc.stderr.splitlines():
+        for line in proc.stderr.splitlines() if json_logs else []:
             self.events.append(json.loads(line))  # every line must be JSON
 
     def named(self, event):
@@ -136,4 +136,4 @@ def run(args, env=None, timeout=60, **popen):
     t0 = time.monotonic()
     proc = subprocess.run([binary(), *args], env=env if env is not None else clean_env(),
                           capture_output=True, text=True, timeout=timeout, **popen)
-    return Result(proc, time.monotonic() - t0)
+    return Result(proc, time.monotonic() - t0, json_logs="text" not in args)

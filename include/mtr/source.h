@@ -1,0 +1,54 @@
+/* The migration source interface: plan what is pending, check it, apply it. One table of
+ * function pointers per kind (SQL directory, external command). */
+#ifndef MTR_SOURCE_H
+#define MTR_SOURCE_H
+
+#include "mtr/config.h"
+#include "mtr/pg.h"
+#include "mtr/signals.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* What the phases around a source give it. */
+struct source_ctx {
+	const struct config *cfg;
+	const struct pg_target *target;
+	const char *start_time; /* the server's start time when we connected: restarts show */
+	const struct sigstate *sigs;
+	long attempt;           /* 0 on the first try */
+};
+
+enum migrate_result {
+	MIGRATE_OK,
+	MIGRATE_FAILED,  /* permanent: code says which exit code (already logged) */
+	MIGRATE_LOST,    /* the database went away: wait, lock, plan and try again */
+	MIGRATE_STOPPED  /* a stop signal arrived: signo */
+};
+
+struct migrate_outcome {
+	enum migrate_result result;
+	int code;
+	int signo;
+	char how[160]; /* for MIGRATE_LOST: what happened, for the retry log line */
+};
+
+struct source {
+	const char *kind; /* "sql", "command" */
+	void *self;
+	/* Reads what the source holds and what the database has applied; logs and returns an
+	 * exit code (65 for an inconsistency) or 0 with *pending set. With report, prints the
+	 * plan to stdout (--check). conn is the locked connection (or any, for --check). */
+	int (*plan)(void *self, PGconn *conn, const struct source_ctx *ctx, bool report,
+		    size_t *pending);
+	/* Applies what plan() found pending. */
+	void (*migrate)(void *self, PGconn *conn, const struct source_ctx *ctx,
+			struct migrate_outcome *out);
+	void (*destroy)(void *self);
+};
+
+/* The source the configuration names (--sql-dir, else the command/Alembic); false with err
+ * (one line naming the option) if it cannot be set up. Caller calls src->destroy(src->self). */
+bool source_open(const struct config *cfg, struct source *src, char *err, size_t errlen) MTR_MUST_CHECK;
+
+#endif

@@ -1,0 +1,904 @@
+/* Native SQL migrations: DIR/<version>_<name>.sql, one transaction each, a history table. */
+#include "mtr/source_sql.h"
+#include "mtr/exitcode.h"
+#include "mtr/log.h"
+#include "mtr/pg.h"
+#include "mtr/retry.h"
+#include "mtr/source.h"
+
+#include <cJSON.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DIRECTIVE "-- migrate-then-run: no-transaction"
+
+struct sql_file {
+	uint64_t version;
+	char vtext[24];
+	char *name;
+	char *file;
+	char *sql;
+	char checksum[65];
+	bool no_tx;
+};
+
+struct applied {
+	uint64_t version;
+	char vtext[24];
+	char *name;
+	char checksum[65];
+	bool success;
+};
+
+struct sql_source {
+	const struct config *cfg;
+	char *schema, *table;
+	bool has_baseline, has_repair;
+	uint64_t baseline, repair;
+	/* Filled by plan(), used by migrate(). */
+	struct sql_file *files;
+	size_t nfiles;
+	bool history_exists;
+	struct applied *applied;
+	size_t napplied;
+	size_t *pending;
+	size_t npending;
+	bool do_baseline, do_repair;
+};
+
+int source_sql_parse_name(const char *file, uint64_t *version, char *name, size_t namelen)
+{
+	size_t digits = 0;
+	while (isdigit((unsigned char)file[digits]))
+		digits++;
+	size_t len = strlen(file);
+	if (digits == 0 || file[digits] != '_' || len < digits + 6 ||
+	    strcmp(file + len - 4, ".sql") != 0)
+		return 0;
+	uint64_t v = 0;
+	for (size_t i = 0; i < digits; i++) {
+		unsigned d = (unsigned)(file[i] - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	*version = v;
+	snprintf(name, namelen, "%.*s", (int)(len - digits - 5), file + digits + 1);
+	return 1;
+}
+
+void source_sql_position(const char *text, long pos, long *line, long *col)
+{
+	*line = 1;
+	*col = 1;
+	long chars = 1;
+	for (const unsigned char *p = (const unsigned char *)text; *p && chars < pos; p++) {
+		if ((*p & 0xC0) == 0x80)
+			continue; /* a continuation byte: same character */
+		chars++;
+		if (*p == '\n') {
+			(*line)++;
+			*col = 1;
+		} else {
+			(*col)++;
+		}
+	}
+}
+
+bool source_sql_no_transaction(const char *text)
+{
+	size_t n = strlen(DIRECTIVE);
+	if (strncmp(text, DIRECTIVE, n) != 0)
+		return false;
+	const char *p = text + n;
+	while (*p == ' ' || *p == '\t' || *p == '\r')
+		p++;
+	return *p == '\n' || *p == '\0';
+}
+
+static bool parse_version(const char *s, uint64_t *v)
+{
+	char name[8];
+	char probe[64];
+	snprintf(probe, sizeof probe, "%s_x.sql", s);
+	return strlen(s) < 40 && source_sql_parse_name(probe, v, name, sizeof name) == 1 &&
+	       probe[strlen(s)] == '_';
+}
+
+/* ---- reading the directory ------------------------------------------------------------ */
+
+static void free_files(struct sql_source *ss)
+{
+	for (size_t i = 0; i < ss->nfiles; i++) {
+		free(ss->files[i].name);
+		free(ss->files[i].file);
+		free(ss->files[i].sql);
+	}
+	free(ss->files);
+	ss->files = NULL;
+	ss->nfiles = 0;
+	for (size_t i = 0; i < ss->napplied; i++)
+		free(ss->applied[i].name);
+	free(ss->applied);
+	ss->applied = NULL;
+	ss->napplied = 0;
+	free(ss->pending);
+	ss->pending = NULL;
+	ss->npending = 0;
+}
+
+static int by_version(const void *a, const void *b)
+{
+	const struct sql_file *x = a, *y = b;
+	return x->version < y->version ? -1 : x->version > y->version;
+}
+
+static void sha256_hex(const char *data, size_t len, char out[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	if (!EVP_Digest(data, len, md, &n, EVP_sha256(), NULL))
+		n = 0;
+	for (unsigned int i = 0; i < n && i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+	out[2 * (n < 32 ? n : 32)] = '\0';
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	size_t cap = 4096, n = 0, got;
+	char *buf = xmalloc(cap);
+	while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+		n += got;
+		if (n + 1 == cap)
+			buf = xrealloc(buf, cap *= 2);
+	}
+	bool bad = ferror(f);
+	fclose(f);
+	if (bad) {
+		free(buf);
+		errno = EIO;
+		return NULL;
+	}
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+/* Reads every migration file of dir; logs skipped names. Returns 0, or 65 with err. */
+static int load_files(struct sql_source *ss, char *err, size_t errlen)
+{
+	const char *dir = ss->cfg->sql_dir;
+	DIR *d = opendir(dir);
+	if (!d) {
+		set_err(err, errlen, "--sql-dir: cannot read the directory '%s': %s", dir, strerror(errno));
+		return MTR_EXIT_INCONSISTENT;
+	}
+	size_t cap = 0;
+	struct dirent *e;
+	int code = 0;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		char *path = xasprintf("%s/%s", dir, e->d_name);
+		struct stat st;
+		if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+			free(path);
+			continue;
+		}
+		uint64_t version;
+		char name[256];
+		int m = source_sql_parse_name(e->d_name, &version, name, sizeof name);
+		if (m == 0) {
+			log_event(LOG_WARN, "plan.skipped", LOG_FIELDS(LF_S("file", e->d_name), LF_S("dir", dir)),
+				  "skipping '%s': not a migration file (expected <version>_<name>.sql, "
+				  "version in digits)",
+				  e->d_name);
+			free(path);
+			continue;
+		}
+		if (m < 0) {
+			set_err(err, errlen, "%s: the version does not fit in 64 bits; use at most 20 digits "
+				"(e.g. a timestamp such as 20250121093000)", path);
+			free(path);
+			code = MTR_EXIT_INCONSISTENT;
+			break;
+		}
+		size_t len = 0;
+		char *sql = read_file(path, &len);
+		if (!sql) {
+			set_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+			free(path);
+			code = MTR_EXIT_INCONSISTENT;
+			break;
+		}
+		if (strlen(sql) != len) {
+			set_err(err, errlen, "%s: contains a NUL byte; a migration must be text", path);
+			free(sql);
+			free(path);
+			code = MTR_EXIT_INCONSISTENT;
+			break;
+		}
+		bool blank = true;
+		for (const char *p = sql; *p && blank; p++)
+			blank = isspace((unsigned char)*p);
+		if (blank) {
+			set_err(err, errlen, "%s: the file is empty; a migration must hold SQL (delete the "
+				"file if it is not meant to be one)", path);
+			free(sql);
+			free(path);
+			code = MTR_EXIT_INCONSISTENT;
+			break;
+		}
+		free(path);
+		if (ss->nfiles == cap)
+			ss->files = xrealloc(ss->files, (cap = cap ? cap * 2 : 64) * sizeof *ss->files);
+		struct sql_file *f = &ss->files[ss->nfiles++];
+		memset(f, 0, sizeof *f);
+		f->version = version;
+		snprintf(f->vtext, sizeof f->vtext, "%" PRIu64, version);
+		f->name = xstrdup(name);
+		f->file = xstrdup(e->d_name);
+		f->sql = sql;
+		f->no_tx = source_sql_no_transaction(sql);
+		sha256_hex(sql, len, f->checksum);
+	}
+	closedir(d);
+	if (code)
+		return code;
+	qsort(ss->files, ss->nfiles, sizeof *ss->files, by_version);
+	for (size_t i = 1; i < ss->nfiles; i++) {
+		if (ss->files[i].version == ss->files[i - 1].version) {
+			set_err(err, errlen, "%s/%s and %s/%s have the same version %s; give one of them "
+				"a new version above every other", dir, ss->files[i - 1].file, dir,
+				ss->files[i].file, ss->files[i].vtext);
+			return MTR_EXIT_INCONSISTENT;
+		}
+	}
+	return 0;
+}
+
+/* ---- the database's record ------------------------------------------------------------- */
+
+/* "schema"."table", quoted for SQL (caller frees). */
+static char *qualified(PGconn *conn, const struct sql_source *ss)
+{
+	char *s = PQescapeIdentifier(conn, ss->schema, strlen(ss->schema));
+	char *t = PQescapeIdentifier(conn, ss->table, strlen(ss->table));
+	char *q = xasprintf("%s.%s", s ? s : "\"?\"", t ? t : "\"?\"");
+	PQfreemem(s);
+	PQfreemem(t);
+	return q;
+}
+
+static bool query_ok(PGresult *res, char *err, size_t errlen, const char *what)
+{
+	ExecStatusType st = PQresultStatus(res);
+	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+		return true;
+	set_err(err, errlen, "%s: %s", what, res ? PQresultErrorMessage(res) : "no result");
+	return false;
+}
+
+/* Reads the history table, if there is one. Returns false on a database error. */
+static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_schema, char *err,
+			 size_t errlen)
+{
+	const char *params[2] = {ss->schema, ss->table};
+	PGresult *res = PQexecParams(
+		conn,
+		"SELECT (SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1 "
+		"AND tablename = $2), (SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1)",
+		2, NULL, params, NULL, NULL, 0);
+	if (!query_ok(res, err, errlen, "reading the catalog")) {
+		PQclear(res);
+		return false;
+	}
+	ss->history_exists = atoi(PQgetvalue(res, 0, 0)) > 0;
+	*tables_in_schema = atol(PQgetvalue(res, 0, 1));
+	PQclear(res);
+	if (!ss->history_exists)
+		return true;
+	char *q = qualified(conn, ss);
+	char *sql = xasprintf("SELECT h.version::text, h.name, h.checksum, h.success FROM %s h "
+			      "ORDER BY h.version", q);
+	free(q);
+	res = PQexec(conn, sql);
+	free(sql);
+	if (!query_ok(res, err, errlen, "reading the history table")) {
+		PQclear(res);
+		return false;
+	}
+	int n = PQntuples(res);
+	ss->applied = xcalloc((size_t)n + 1, sizeof *ss->applied);
+	for (int i = 0; i < n; i++) {
+		struct applied *a = &ss->applied[ss->napplied++];
+		snprintf(a->vtext, sizeof a->vtext, "%s", PQgetvalue(res, i, 0));
+		a->version = strtoull(a->vtext, NULL, 10);
+		a->name = xstrdup(PQgetvalue(res, i, 1));
+		snprintf(a->checksum, sizeof a->checksum, "%s", PQgetvalue(res, i, 2));
+		a->success = strcmp(PQgetvalue(res, i, 3), "t") == 0;
+	}
+	PQclear(res);
+	return true;
+}
+
+/* ---- plan and check ---------------------------------------------------------------------- */
+
+struct problems {
+	char **items;
+	size_t n;
+};
+
+static void problem(struct problems *p, const char *kind, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void problem(struct problems *p, const char *kind, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *msg = NULL;
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = xstrdup(fmt);
+	va_end(ap);
+	p->items = xrealloc(p->items, (p->n + 1) * sizeof *p->items);
+	p->items[p->n++] = msg;
+	log_event(LOG_ERROR, "check.failed", LOG_FIELDS(LF_S("problem", kind)), "%s", msg);
+}
+
+static const struct sql_file *find_file(const struct sql_source *ss, uint64_t v)
+{
+	for (size_t i = 0; i < ss->nfiles; i++)
+		if (ss->files[i].version == v)
+			return &ss->files[i];
+	return NULL;
+}
+
+static const struct applied *find_applied(const struct sql_source *ss, uint64_t v)
+{
+	for (size_t i = 0; i < ss->napplied; i++)
+		if (ss->applied[i].version == v)
+			return &ss->applied[i];
+	return NULL;
+}
+
+static void check_state(struct sql_source *ss, PGconn *conn, long tables, struct problems *pr)
+{
+	const char *dir = ss->cfg->sql_dir;
+	char *hist = qualified(conn, ss);
+	uint64_t max_applied = 0;
+	bool any_applied = false;
+	ss->do_repair = false;
+	ss->do_baseline = false;
+	for (size_t i = 0; i < ss->napplied; i++) {
+		const struct applied *a = &ss->applied[i];
+		if (!a->success) {
+			if (ss->has_repair && ss->repair == a->version) {
+				ss->do_repair = true;
+				continue;
+			}
+			problem(pr, "failed",
+				"migration %s (%s) is recorded as failed: it ran outside a transaction "
+				"and did not finish, so part of it may be applied. Check what it left in "
+				"the database and repair it by hand, then run once with --repair-failed %s "
+				"(or DELETE FROM %s WHERE version = %s AND NOT success) to apply it again",
+				a->vtext, a->name, a->vtext, hist, a->vtext);
+			continue;
+		}
+		if (!any_applied || a->version > max_applied)
+			max_applied = a->version;
+		any_applied = true;
+		const struct sql_file *f = find_file(ss, a->version);
+		if (!f) {
+			problem(pr, "missing",
+				"applied migration %s (%s) not found locally in %s: the image is older "
+				"than the database, or the file was renamed or removed. Deploy an image "
+				"that has it; if it is gone for good, DELETE FROM %s WHERE version = %s",
+				a->vtext, a->name, dir, hist, a->vtext);
+		} else if (strcmp(f->checksum, a->checksum) != 0) {
+			problem(pr, "checksum",
+				"migration %s was changed after it was applied: %s/%s has checksum %s, "
+				"the database recorded %s. Restore the file as it was and put the change "
+				"in a new migration",
+				a->vtext, dir, f->file, f->checksum, a->checksum);
+		}
+	}
+	if (ss->has_repair && !ss->do_repair)
+		log_event(LOG_WARN, "plan.repair",
+			  LOG_FIELDS(LF_S("version", ss->cfg->repair_failed)),
+			  "--repair-failed %s: no failed record of that version; nothing to repair",
+			  ss->cfg->repair_failed);
+	if (!ss->history_exists || ss->napplied == 0) {
+		if (ss->has_baseline)
+			ss->do_baseline = true;
+		else if (tables > (ss->history_exists ? 1 : 0))
+			problem(pr, "no_history",
+				"the database has %ld tables in schema %s but no migration history in "
+				"%s: it was set up without migrate-then-run. Record what it already has "
+				"with --baseline VERSION (the last migration its schema contains); files up "
+				"to VERSION are then marked applied without running",
+				tables - (ss->history_exists ? 1 : 0), ss->schema, hist);
+	} else if (ss->has_baseline) {
+		log_event(LOG_WARN, "plan.baseline", LOG_FIELDS(LF_S("version", ss->cfg->baseline)),
+			  "--baseline %s ignored: the history table already records migrations",
+			  ss->cfg->baseline);
+	}
+	/* What is pending, and whether any of it comes too late. */
+	ss->pending = xcalloc(ss->nfiles + 1, sizeof *ss->pending);
+	for (size_t i = 0; i < ss->nfiles; i++) {
+		const struct sql_file *f = &ss->files[i];
+		const struct applied *a = find_applied(ss, f->version);
+		if (a && (a->success || !ss->do_repair || ss->repair != f->version))
+			continue;
+		if (ss->do_baseline && f->version <= ss->baseline)
+			continue;
+		if (any_applied && f->version < max_applied && !ss->cfg->allow_out_of_order) {
+			char maxtext[24];
+			snprintf(maxtext, sizeof maxtext, "%" PRIu64, max_applied);
+			problem(pr, "out_of_order",
+				"pending migration %s/%s (version %s) is older than the newest applied "
+				"migration %s: it was added out of order. Give it a version above %s, or "
+				"pass --allow-out-of-order if it is independent of the later ones",
+				dir, f->file, f->vtext, maxtext, maxtext);
+		}
+		ss->pending[ss->npending++] = i;
+	}
+	free(hist);
+}
+
+static void print_report(const struct sql_source *ss, const struct problems *pr)
+{
+	if (ss->cfg->log_format == LOG_FORMAT_JSON) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON *applied = cJSON_AddArrayToObject(o, "applied");
+		for (size_t i = 0; i < ss->napplied; i++) {
+			cJSON *a = cJSON_CreateObject();
+			cJSON_AddStringToObject(a, "version", ss->applied[i].vtext);
+			cJSON_AddStringToObject(a, "name", ss->applied[i].name);
+			cJSON_AddBoolToObject(a, "success", ss->applied[i].success);
+			cJSON_AddItemToArray(applied, a);
+		}
+		cJSON *pending = cJSON_AddArrayToObject(o, "pending");
+		for (size_t i = 0; i < ss->npending; i++) {
+			const struct sql_file *f = &ss->files[ss->pending[i]];
+			cJSON *p = cJSON_CreateObject();
+			cJSON_AddStringToObject(p, "version", f->vtext);
+			cJSON_AddStringToObject(p, "file", f->file);
+			cJSON_AddBoolToObject(p, "no_transaction", f->no_tx);
+			cJSON_AddItemToArray(pending, p);
+		}
+		cJSON *probs = cJSON_AddArrayToObject(o, "problems");
+		for (size_t i = 0; i < pr->n; i++)
+			cJSON_AddItemToArray(probs, cJSON_CreateString(pr->items[i]));
+		cJSON_AddBoolToObject(o, "consistent", pr->n == 0);
+		char *text = cJSON_PrintUnformatted(o);
+		if (text)
+			printf("%s\n", text);
+		cJSON_free(text);
+		cJSON_Delete(o);
+		return;
+	}
+	printf("history: %s.%s (%s)\n", ss->schema, ss->table,
+	       ss->history_exists ? "present" : "not created yet");
+	for (size_t i = 0; i < ss->napplied; i++)
+		printf("applied  %-20s %s%s\n", ss->applied[i].vtext, ss->applied[i].name,
+		       ss->applied[i].success ? "" : "  [FAILED]");
+	for (size_t i = 0; i < ss->npending; i++)
+		printf("pending  %-20s %s%s\n", ss->files[ss->pending[i]].vtext,
+		       ss->files[ss->pending[i]].file,
+		       ss->files[ss->pending[i]].no_tx ? "  [no transaction]" : "");
+	for (size_t i = 0; i < pr->n; i++)
+		printf("problem: %s\n", pr->items[i]);
+	printf("%s: %zu applied, %zu pending, %zu problem%s\n", pr->n ? "INCONSISTENT" : "consistent",
+	       ss->napplied, ss->npending, pr->n, pr->n == 1 ? "" : "s");
+}
+
+static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, bool report,
+		    size_t *pending)
+{
+	struct sql_source *ss = self;
+	(void)ctx;
+	char err[1024];
+	free_files(ss);
+	int code = load_files(ss, err, sizeof err);
+	if (code) {
+		log_event(LOG_ERROR, "check.failed",
+			  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
+		return code;
+	}
+	long tables = 0;
+	if (!read_history(conn, ss, &tables, err, sizeof err)) {
+		log_event(LOG_ERROR, "plan.failed", LOG_FIELDS(LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
+			  "%s", err);
+		return MTR_EXIT_TEMPFAIL;
+	}
+	struct problems pr = {0};
+	check_state(ss, conn, tables, &pr);
+	if (report)
+		print_report(ss, &pr);
+	code = pr.n ? MTR_EXIT_INCONSISTENT : 0;
+	if (pr.n)
+		log_event(LOG_ERROR, "check.refused",
+			  LOG_FIELDS(LF_I("problems", pr.n), LF_I("exit_code", code)),
+			  "refusing to migrate: %zu problem%s with the migrations in %s (see check.failed "
+			  "above); nothing was changed",
+			  pr.n, pr.n == 1 ? "" : "s", ss->cfg->sql_dir);
+	else
+		log_event(LOG_INFO, "plan.ready",
+			  LOG_FIELDS(LF_I("applied", ss->napplied), LF_I("pending", ss->npending),
+				     LF_S("from", ss->napplied ? ss->applied[ss->napplied - 1].vtext : NULL),
+				     LF_S("to", ss->npending ? ss->files[ss->pending[ss->npending - 1]].vtext
+							     : NULL)),
+			  "%zu migration%s pending", ss->npending, ss->npending == 1 ? "" : "s");
+	for (size_t i = 0; i < pr.n; i++)
+		free(pr.items[i]);
+	free(pr.items);
+	*pending = ss->npending + (ss->do_baseline || ss->do_repair);
+	return code;
+}
+
+/* ---- applying ------------------------------------------------------------------------------ */
+
+static bool exec_simple(PGconn *conn, const char *sql, char *err, size_t errlen)
+{
+	PGresult *res = PQexec(conn, sql);
+	bool ok = query_ok(res, err, errlen, sql);
+	PQclear(res);
+	return ok;
+}
+
+static char *applied_by(void)
+{
+	char host[256] = "unknown";
+	gethostname(host, sizeof host - 1);
+	return xasprintf("%s:%d", host, (int)getpid());
+}
+
+static bool ensure_history(PGconn *conn, struct sql_source *ss, char *err, size_t errlen)
+{
+	char *q = qualified(conn, ss);
+	char *s = PQescapeIdentifier(conn, ss->schema, strlen(ss->schema));
+	char *sql = xasprintf(
+		"BEGIN; SET LOCAL client_min_messages = warning; CREATE SCHEMA IF NOT EXISTS %s; "
+		"CREATE TABLE IF NOT EXISTS %s ("
+		"version numeric(20,0) PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, "
+		"applied_at timestamptz NOT NULL DEFAULT now(), duration_ms bigint NOT NULL DEFAULT 0, "
+		"applied_by text NOT NULL, success boolean NOT NULL); COMMIT",
+		s ? s : "public", q);
+	PQfreemem(s);
+	bool ok = exec_simple(conn, sql, err, errlen);
+	if (!ok)
+		exec_simple(conn, "ROLLBACK", err + strlen(err), 0);
+	free(sql);
+	free(q);
+	return ok;
+}
+
+/* Records a history row; with update, turns an existing success=false row into success. */
+static bool record(PGconn *conn, const struct sql_source *ss, const struct sql_file *f,
+		   int64_t duration_ms, bool success, const char *by, char *err, size_t errlen)
+{
+	char *q = qualified(conn, ss);
+	char *sql = xasprintf(
+		"INSERT INTO %s (version, name, checksum, duration_ms, applied_by, success) "
+		"VALUES ($1::numeric, $2, $3, $4::bigint, $5, $6::boolean) "
+		"ON CONFLICT (version) DO UPDATE SET success = EXCLUDED.success, "
+		"duration_ms = EXCLUDED.duration_ms, applied_at = now(), applied_by = EXCLUDED.applied_by",
+		q);
+	char dur[32];
+	snprintf(dur, sizeof dur, "%lld", (long long)duration_ms);
+	const char *params[6] = {f->vtext, f->name, f->checksum, dur, by, success ? "true" : "false"};
+	PGresult *res = PQexecParams(conn, sql, 6, NULL, params, NULL, NULL, 0);
+	bool ok = query_ok(res, err, errlen, "recording the migration in the history table");
+	PQclear(res);
+	free(sql);
+	free(q);
+	return ok;
+}
+
+/* Whether a failure means the connection or the server went away. */
+static bool lost(PGconn *conn, const char *state)
+{
+	return PQstatus(conn) == CONNECTION_BAD || (state && strncmp(state, "08", 2) == 0) ||
+	       (state && (strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 ||
+			  strcmp(state, "57P03") == 0));
+}
+
+static bool retryable(const char *state)
+{
+	return state && (strcmp(state, "55P03") == 0 || strcmp(state, "40P01") == 0 ||
+			 strcmp(state, "40001") == 0);
+}
+
+static const char *field(const PGresult *res, int code)
+{
+	const char *v = res ? PQresultErrorField(res, code) : NULL;
+	return v ? v : "";
+}
+
+static void fail_step(const struct sql_source *ss, const struct sql_file *f, const PGresult *res,
+		      PGconn *conn, struct migrate_outcome *out)
+{
+	long line = 0, col = 0;
+	const char *pos = field(res, PG_DIAG_STATEMENT_POSITION);
+	if (*pos)
+		source_sql_position(f->sql, atol(pos), &line, &col);
+	const char *msg = res ? field(res, PG_DIAG_MESSAGE_PRIMARY) : PQerrorMessage(conn);
+	char where[64] = "";
+	if (line)
+		snprintf(where, sizeof where, ":%ld:%ld", line, col);
+	const char *detail = field(res, PG_DIAG_MESSAGE_DETAIL), *hint = field(res, PG_DIAG_MESSAGE_HINT);
+	log_event(LOG_ERROR, "migrate.failed",
+		  LOG_FIELDS(LF_S("file", f->file), LF_S("version", f->vtext),
+			     LF_S("sqlstate", field(res, PG_DIAG_SQLSTATE)), LF_S("error", msg),
+			     LF_S("detail", *detail ? detail : NULL), LF_S("hint", *hint ? hint : NULL),
+			     LF_S("context", *field(res, PG_DIAG_CONTEXT) ? field(res, PG_DIAG_CONTEXT) : NULL),
+			     LF_I("line", line), LF_I("column", col), LF_B("no_transaction", f->no_tx),
+			     LF_I("exit_code", MTR_EXIT_MIGRATION)),
+		  "%s/%s%s: %s (SQLSTATE %s)%s%s%s%s; %s",
+		  ss->cfg->sql_dir, f->file, where, msg, field(res, PG_DIAG_SQLSTATE),
+		  *detail ? "; detail: " : "", detail, *hint ? "; hint: " : "", hint,
+		  f->no_tx ? "it ran outside a transaction and is recorded as failed: check what it "
+			     "changed, repair, then use --repair-failed"
+			   : "it was rolled back; migrations before it stay applied, the app was not "
+			     "started");
+	out->result = MIGRATE_FAILED;
+	out->code = MTR_EXIT_MIGRATION;
+}
+
+/* Applies one file. Returns 0 when done, 1 to retry it (lock timeout, deadlock,
+ * serialization), -1 when out is final. */
+static int apply_one(PGconn *conn, const struct sql_source *ss, const struct sql_file *f,
+		     int stop_fd, const char *by, struct migrate_outcome *out, char *state_out)
+{
+	char err[1024] = "";
+	char setup[160];
+	int64_t start = now_ms();
+	bool interrupted = false;
+	state_out[0] = '\0';
+	if (f->no_tx) {
+		if (!record(conn, ss, f, 0, false, by, err, sizeof err))
+			goto db_error;
+	} else {
+		snprintf(setup, sizeof setup, "BEGIN; SET LOCAL lock_timeout = %lld; SET LOCAL statement_timeout = %lld",
+			 (long long)ss->cfg->migration_lock_timeout_ms,
+			 (long long)ss->cfg->statement_timeout_ms);
+		if (!exec_simple(conn, setup, err, sizeof err))
+			goto db_error;
+	}
+	PGresult *res = pg_exec(conn, f->sql, stop_fd, &interrupted);
+	ExecStatusType st = PQresultStatus(res);
+	if (res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY)) {
+		PQclear(res);
+		int64_t ms = now_ms() - start;
+		if (!record(conn, ss, f, ms, true, by, err, sizeof err) ||
+		    (!f->no_tx && !exec_simple(conn, "COMMIT", err, sizeof err)))
+			goto db_error;
+		log_event(LOG_INFO, "migrate.step",
+			  LOG_FIELDS(LF_S("version", f->vtext), LF_S("file", f->file), LF_I("duration_ms", ms),
+				     LF_B("no_transaction", f->no_tx)),
+			  "applied %s", f->file);
+		return 0;
+	}
+	const char *state = field(res, PG_DIAG_SQLSTATE);
+	snprintf(state_out, 6, "%s", state);
+	if (!f->no_tx && PQstatus(conn) == CONNECTION_OK) {
+		char ignored[8];
+		exec_simple(conn, "ROLLBACK", ignored, 0);
+	}
+	if (interrupted) {
+		PQclear(res);
+		out->result = MIGRATE_STOPPED;
+		return -1;
+	}
+	if (lost(conn, state)) {
+		snprintf(out->how, sizeof out->how, "%s: the database connection was lost (%s)", f->file,
+			 *state ? state : "no answer");
+		PQclear(res);
+		out->result = MIGRATE_LOST;
+		return -1;
+	}
+	if (!f->no_tx && retryable(state)) {
+		PQclear(res);
+		return 1;
+	}
+	fail_step(ss, f, res, conn, out);
+	PQclear(res);
+	return -1;
+db_error:
+	if (PQstatus(conn) != CONNECTION_OK) {
+		snprintf(out->how, sizeof out->how, "%s: the database connection was lost", f->file);
+		out->result = MIGRATE_LOST;
+		return -1;
+	}
+	log_event(LOG_ERROR, "migrate.failed",
+		  LOG_FIELDS(LF_S("file", f->file), LF_S("error", err), LF_I("exit_code", MTR_EXIT_MIGRATION)),
+		  "%s: %s", f->file, err);
+	out->result = MIGRATE_FAILED;
+	out->code = MTR_EXIT_MIGRATION;
+	return -1;
+}
+
+static bool write_bookkeeping(PGconn *conn, struct sql_source *ss, const char *by, char *err,
+			      size_t errlen)
+{
+	if (!ensure_history(conn, ss, err, errlen))
+		return false;
+	if (ss->do_repair) {
+		char *q = qualified(conn, ss);
+		char *sql = xasprintf("DELETE FROM %s WHERE version = %s AND NOT success", q,
+				      ss->cfg->repair_failed);
+		bool ok = exec_simple(conn, sql, err, errlen);
+		free(sql);
+		free(q);
+		if (!ok)
+			return false;
+		log_event(LOG_INFO, "migrate.repair", LOG_FIELDS(LF_S("version", ss->cfg->repair_failed)),
+			  "forgot the failed record of %s; it is applied again now", ss->cfg->repair_failed);
+	}
+	if (ss->do_baseline) {
+		size_t n = 0;
+		if (!exec_simple(conn, "BEGIN", err, errlen))
+			return false;
+		for (size_t i = 0; i < ss->nfiles; i++) {
+			if (ss->files[i].version > ss->baseline)
+				break;
+			char *tag = xasprintf("baseline by %s", by);
+			bool ok = record(conn, ss, &ss->files[i], 0, true, tag, err, errlen);
+			free(tag);
+			if (!ok) {
+				char ignored[8];
+				exec_simple(conn, "ROLLBACK", ignored, 0);
+				return false;
+			}
+			n++;
+		}
+		if (!exec_simple(conn, "COMMIT", err, errlen))
+			return false;
+		log_event(LOG_INFO, "migrate.baseline",
+			  LOG_FIELDS(LF_S("version", ss->cfg->baseline), LF_I("recorded", n)),
+			  "recorded %zu migration%s up to %s as applied without running them", n,
+			  n == 1 ? "" : "s", ss->cfg->baseline);
+	}
+	return true;
+}
+
+static void sql_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
+			struct migrate_outcome *out)
+{
+	struct sql_source *ss = self;
+	memset(out, 0, sizeof *out);
+	char err[1024] = "";
+	char *by = applied_by();
+	sigset_t stops;
+	sigemptyset(&stops);
+	sigaddset(&stops, SIGTERM);
+	sigaddset(&stops, SIGINT);
+	sigaddset(&stops, SIGQUIT);
+	int stop_fd = signalfd(-1, &stops, SFD_CLOEXEC | SFD_NONBLOCK);
+	int64_t start = now_ms();
+	if (!write_bookkeeping(conn, ss, by, err, sizeof err)) {
+		if (PQstatus(conn) != CONNECTION_OK) {
+			out->result = MIGRATE_LOST;
+			snprintf(out->how, sizeof out->how, "the database connection was lost");
+		} else {
+			log_event(LOG_ERROR, "migrate.failed",
+				  LOG_FIELDS(LF_S("error", err), LF_I("exit_code", MTR_EXIT_MIGRATION)),
+				  "cannot write the history table %s.%s: %s", ss->schema, ss->table, err);
+			out->result = MIGRATE_FAILED;
+			out->code = MTR_EXIT_MIGRATION;
+		}
+		goto done;
+	}
+	for (size_t i = 0; i < ss->npending; i++) {
+		const struct sql_file *f = &ss->files[ss->pending[i]];
+		struct backoff b;
+		backoff_init(&b, 500, 10000, (uint64_t)getpid() ^ (uint64_t)now_ms());
+		for (long tries = 0;; tries++) {
+			char state[8];
+			int r = apply_one(conn, ss, f, stop_fd, by, out, state);
+			if (r == 0)
+				break;
+			if (r < 0)
+				goto done;
+			if (tries >= ctx->cfg->retries) {
+				log_event(LOG_ERROR, "migrate.failed",
+					  LOG_FIELDS(LF_S("file", f->file), LF_S("sqlstate", state),
+						     LF_I("attempts", tries + 1), LF_B("transient", true),
+						     LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
+					  "%s/%s: still blocked (SQLSTATE %s) after %ld attempts; another "
+					  "session holds locks it needs: find it in pg_locks, or raise "
+					  "--migration-lock-timeout / --retries",
+					  ss->cfg->sql_dir, f->file, state, tries + 1);
+				out->result = MIGRATE_FAILED;
+				out->code = MTR_EXIT_TEMPFAIL;
+				goto done;
+			}
+			int64_t delay = backoff_next(&b);
+			log_event(LOG_WARN, "migrate.retry",
+				  LOG_FIELDS(LF_S("file", f->file), LF_S("sqlstate", state),
+					     LF_I("attempt", tries + 1), LF_I("delay_ms", delay)),
+				  "%s: %s (SQLSTATE %s); rolled back, retrying in %lldms", f->file,
+				  strcmp(state, "55P03") == 0 ? "lock not available within lock_timeout"
+							       : "deadlock or serialization failure",
+				  state, (long long)delay);
+			int sig = signals_sleep(ctx->sigs, delay);
+			if (sig) {
+				out->result = MIGRATE_STOPPED;
+				out->signo = sig;
+				goto done;
+			}
+		}
+	}
+	log_event(LOG_INFO, "migrate.done",
+		  LOG_FIELDS(LF_I("applied", ss->npending), LF_I("duration_ms", now_ms() - start)),
+		  "%zu migration%s applied", ss->npending, ss->npending == 1 ? "" : "s");
+	out->result = MIGRATE_OK;
+done:
+	if (out->result == MIGRATE_STOPPED && !out->signo) {
+		struct signalfd_siginfo si;
+		out->signo = read(stop_fd, &si, sizeof si) == (ssize_t)sizeof si ? (int)si.ssi_signo : SIGTERM;
+	}
+	if (stop_fd >= 0)
+		close(stop_fd);
+	free(by);
+}
+
+static void sql_destroy(void *self)
+{
+	struct sql_source *ss = self;
+	free_files(ss);
+	free(ss->schema);
+	free(ss->table);
+	free(ss);
+}
+
+bool source_sql_open(const struct config *cfg, struct source *src, char *err, size_t errlen)
+{
+	const char *h = cfg->history_table;
+	const char *dot = strchr(h, '.');
+	if (!dot || dot == h || !dot[1] || strchr(dot + 1, '.')) {
+		set_err(err, errlen, "--history-table: expected SCHEMA.TABLE, got '%s'", h);
+		return false;
+	}
+	struct sql_source *ss = xcalloc(1, sizeof *ss);
+	ss->cfg = cfg;
+	ss->schema = xstrndup(h, (size_t)(dot - h));
+	ss->table = xstrdup(dot + 1);
+	if (cfg->baseline) {
+		ss->has_baseline = parse_version(cfg->baseline, &ss->baseline);
+		if (!ss->has_baseline) {
+			set_err(err, errlen, "--baseline: expected a version (digits), got '%s'", cfg->baseline);
+			sql_destroy(ss);
+			return false;
+		}
+	}
+	if (cfg->repair_failed) {
+		ss->has_repair = parse_version(cfg->repair_failed, &ss->repair);
+		if (!ss->has_repair) {
+			set_err(err, errlen, "--repair-failed: expected a version (digits), got '%s'",
+				cfg->repair_failed);
+			sql_destroy(ss);
+			return false;
+		}
+	}
+	src->kind = "sql";
+	src->self = ss;
+	src->plan = sql_plan;
+	src->migrate = sql_migrate;
+	src->destroy = sql_destroy;
+	return true;
+}
