@@ -263,3 +263,25 @@ def test_killed_lock_holder_is_taken_over(pg, db, tmp_path):
     assert '"event":"lock.wait"' in err
     assert pg.psql(db, "SELECT string_agg(version::text, ',' ORDER BY version) FROM audit") == "1,2,3"
     assert history(pg, db) == ["0:true", "1:true", "2:true", "3:true"]
+
+
+def test_sigterm_during_a_sql_migration_cancels_and_rolls_back(pg, db, tmp_path):
+    d = write(tmp_path / "m", {"1_slow.sql": "CREATE TABLE slow (x int);\nSELECT pg_sleep(60);\n"})
+    marker = tmp_path / "app-started"
+    p = subprocess.Popen([binary(), "--sql-dir", str(d), "--", "touch", str(marker)],
+                         env=clean_env(DATABASE_URL=pg.url(db)), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 15
+    while time.time() < deadline and pg.psql(
+            db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()") != "1":
+        time.sleep(0.02)
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=15)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert time.time() - t0 < 3
+    assert not marker.exists()
+    assert '"phase":"migrate"' in err
+    assert pg.psql(db, "SELECT to_regclass('slow') IS NULL") == "t"
+    assert history(pg, db) == []
+    assert pg.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()") == "0"

@@ -9,7 +9,8 @@ int main(void)
 		const char *name;
 		void (*fn)(void);
 	} groups[] = {{"argv", test_argv},   {"config", test_config}, {"redact", test_redact},
-		      {"retry", test_retry}, {"log", test_log},       {"pg", test_pg}};
+		      {"retry", test_retry}, {"log", test_log},       {"pg", test_pg},
+		      {"sql", test_sql}};
 	for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
 		int before = unit_failures;
 		groups[i].fn();

@@ -28,5 +28,6 @@ void test_redact(void);
 void test_retry(void);
 void test_log(void);
 void test_pg(void);
+void test_sql(void);
 
 #endif

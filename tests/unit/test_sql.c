@@ -1,0 +1,68 @@
+/* SQL migration file names, directives, error positions and the lock key. */
+#include "mtr/lock.h"
+#include "mtr/source_sql.h"
+#include "unit.h"
+
+#include <inttypes.h>
+
+void test_sql(void)
+{
+	static const struct {
+		const char *file;
+		int want;
+		uint64_t version;
+		const char *name;
+	} names[] = {
+		{"0001_init.sql", 1, 1, "init"},
+		{"20250121093000_add_users.sql", 1, 20250121093000ULL, "add_users"},
+		{"10_x_y.sql", 1, 10, "x_y"},
+		{"18446744073709551615_max.sql", 1, UINT64_MAX, "max"},
+		{"18446744073709551616_over.sql", -1, 0, NULL},
+		{"init.sql", 0, 0, NULL},
+		{"V1__flyway.sql", 0, 0, NULL},
+		{"1_.sql", 0, 0, NULL},
+		{"1_a.SQL", 0, 0, NULL},
+		{"1-a.sql", 0, 0, NULL},
+		{"1_a.sql.bak", 0, 0, NULL},
+		{"_1_a.sql", 0, 0, NULL},
+	};
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		uint64_t v = 0;
+		char name[64] = "";
+		int got = source_sql_parse_name(names[i].file, &v, name, sizeof name);
+		CHECK(got == names[i].want, "%s: %d, want %d", names[i].file, got, names[i].want);
+		if (got == 1 && names[i].want == 1) {
+			CHECK(v == names[i].version, "%s: version %" PRIu64, names[i].file, v);
+			const char *got_name = name;
+			CHECK_STR(got_name, names[i].name, names[i].file);
+		}
+	}
+
+	static const struct {
+		const char *text;
+		long pos, line, col;
+	} pos[] = {
+		{"SELECT x;", 8, 1, 8},
+		{"a\nbc\ndef", 7, 3, 2},
+		{"é\nxyz", 4, 2, 2},      /* é is one character, two bytes */
+		{"ab", 1, 1, 1},
+		{"ab", 99, 1, 3},
+	};
+	for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++) {
+		long line, col;
+		source_sql_position(pos[i].text, pos[i].pos, &line, &col);
+		CHECK(line == pos[i].line && col == pos[i].col, "pos %ld in '%s': %ld:%ld, want %ld:%ld",
+		      pos[i].pos, pos[i].text, line, col, pos[i].line, pos[i].col);
+	}
+
+	CHECK(source_sql_no_transaction("-- migrate-then-run: no-transaction\nCREATE INDEX"), "directive");
+	CHECK(source_sql_no_transaction("-- migrate-then-run: no-transaction  \r\nX"), "trailing blanks");
+	CHECK(!source_sql_no_transaction("\n-- migrate-then-run: no-transaction\n"), "not first line");
+	CHECK(!source_sql_no_transaction("-- migrate-then-run: no-transactions\n"), "other word");
+
+	/* The key is part of the documented interface: it must never change. */
+	CHECK(lock_key("public.mtr_schema_history") == lock_key("public.mtr_schema_history"), "stable");
+	CHECK(lock_key("public.mtr_schema_history") != lock_key("app.mtr_schema_history"), "distinct");
+	CHECK(lock_key("") == (int64_t)0xcbf29ce484222325ULL, "FNV-1a offset basis");
+	CHECK(lock_key("a") == (int64_t)0xaf63dc4c8601ec8cULL, "FNV-1a of 'a'");
+}
