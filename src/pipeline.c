@@ -110,8 +110,6 @@ static int take_lock(const struct config *cfg, PGconn *conn, const struct sigsta
 	struct pg_error err;
 	switch (lock_acquire(conn, lock_name(cfg), cfg->lock_timeout_ms, sigs, &signo, &err)) {
 	case LOCK_ACQUIRED:
-		/* Held while a long command runs: a server-side idle timeout must not drop it. */
-		PQclear(PQexec(conn, "SET idle_session_timeout = 0"));
 		return 0;
 	case LOCK_INTERRUPTED:
 		return stopped("lock", signo);
@@ -216,6 +214,9 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 			log_event(LOG_INFO, "migrate.skipped", NULL, "nothing to migrate");
 			break;
 		} else {
+			/* Held while a long migration runs: a server-side idle timeout must not drop
+			 * the lock's session (the setting is unknown before PostgreSQL 14: ignored). */
+			PQclear(PQexec(conn, "SET idle_session_timeout = 0"));
 			src.migrate(src.self, conn, &ctx, &out);
 		}
 		if (out.result == MIGRATE_OK)

@@ -10,6 +10,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <openssl/evp.h>
@@ -143,36 +144,58 @@ static int by_version(const void *a, const void *b)
 	return x->version < y->version ? -1 : x->version > y->version;
 }
 
-static void sha256_hex(const char *data, size_t len, char out[65])
+/* SHA-256 of data as lowercase hex. The digest is fetched once per plan: an implicit fetch
+ * for each of hundreds of files would cost more than the hashing itself. */
+static void sha256_hex(EVP_MD_CTX *ctx, const EVP_MD *md, const char *data, size_t len, char out[65])
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
+	static const char hex[] = "0123456789abcdef";
+	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int n = 0;
-	if (!EVP_Digest(data, len, md, &n, EVP_sha256(), NULL))
+	if (!EVP_DigestInit_ex(ctx, md, NULL) || !EVP_DigestUpdate(ctx, data, len) ||
+	    !EVP_DigestFinal_ex(ctx, digest, &n) || n != 32)
 		n = 0;
-	for (unsigned int i = 0; i < n && i < 32; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
-	out[2 * (n < 32 ? n : 32)] = '\0';
+	for (unsigned int i = 0; i < n; i++) {
+		out[2 * i] = hex[digest[i] >> 4];
+		out[2 * i + 1] = hex[digest[i] & 15];
+	}
+	out[2 * n] = '\0';
 }
 
-static char *read_file(const char *path, size_t *len)
+/* Reads a whole regular file relative to dirfd (caller frees). NULL with errno on failure;
+ * errno EISDIR-like (ENOTSUP) marks "not a regular file". Few system calls: a plan reads
+ * hundreds of these on every start. */
+static char *read_file(int dirfd, const char *name, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f)
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
 		return NULL;
-	size_t cap = 4096, n = 0, got;
-	char *buf = xmalloc(cap);
-	while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-		n += got;
-		if (n + 1 == cap)
-			buf = xrealloc(buf, cap *= 2);
-	}
-	bool bad = ferror(f);
-	fclose(f);
-	if (bad) {
-		free(buf);
-		errno = EIO;
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		int e = S_ISREG(st.st_mode) ? errno : ENOTSUP;
+		close(fd);
+		errno = e;
 		return NULL;
 	}
+	size_t cap = (size_t)st.st_size + 1, n = 0;
+	char *buf = xmalloc(cap + 1);
+	for (;;) {
+		ssize_t got = read(fd, buf + n, cap - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			int e = errno;
+			free(buf);
+			close(fd);
+			errno = e;
+			return NULL;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+		if (n == cap) /* it grew while we read */
+			buf = xrealloc(buf, (cap *= 2) + 1);
+	}
+	close(fd);
 	buf[n] = '\0';
 	*len = n;
 	return buf;
@@ -190,15 +213,14 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 	size_t cap = 0;
 	struct dirent *e;
 	int code = 0;
+	EVP_MD *md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	EVP_MD_CTX *mdctx = EVP_MD_CTX_new();
 	while ((e = readdir(d)) != NULL) {
 		if (e->d_name[0] == '.')
 			continue;
-		char *path = xasprintf("%s/%s", dir, e->d_name);
-		struct stat st;
-		if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
-			free(path);
+		if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN && e->d_type != DT_LNK)
 			continue;
-		}
+		char *path = xasprintf("%s/%s", dir, e->d_name);
 		uint64_t version;
 		char name[256];
 		int m = source_sql_parse_name(e->d_name, &version, name, sizeof name);
@@ -218,7 +240,11 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 			break;
 		}
 		size_t len = 0;
-		char *sql = read_file(path, &len);
+		char *sql = read_file(dirfd(d), e->d_name, &len);
+		if (!sql && errno == ENOTSUP) {
+			free(path); /* a directory or device named like a migration: not ours */
+			continue;
+		}
 		if (!sql) {
 			set_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
 			free(path);
@@ -254,9 +280,11 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 		f->file = xstrdup(e->d_name);
 		f->sql = sql;
 		f->no_tx = source_sql_no_transaction(sql);
-		sha256_hex(sql, len, f->checksum);
+		sha256_hex(mdctx, md, sql, len, f->checksum);
 	}
 	closedir(d);
+	EVP_MD_CTX_free(mdctx);
+	EVP_MD_free(md);
 	if (code)
 		return code;
 	qsort(ss->files, ss->nfiles, sizeof *ss->files, by_version);
@@ -297,22 +325,34 @@ static bool query_ok(PGresult *res, char *err, size_t errlen, const char *what)
 static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_schema, char *err,
 			 size_t errlen)
 {
-	const char *params[2] = {ss->schema, ss->table};
-	PGresult *res = PQexecParams(
-		conn,
-		"SELECT (SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1 "
-		"AND tablename = $2), (SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1)",
-		2, NULL, params, NULL, NULL, 0);
+	char *q = qualified(conn, ss);
+	const char *params[2] = {q, ss->schema};
+	/* to_regclass is cheap; counting the schema's tables only matters without a history. */
+	PGresult *res = PQexecParams(conn, "SELECT pg_catalog.to_regclass($1) IS NOT NULL", 1, NULL,
+				     params, NULL, NULL, 0);
 	if (!query_ok(res, err, errlen, "reading the catalog")) {
 		PQclear(res);
+		free(q);
 		return false;
 	}
-	ss->history_exists = atoi(PQgetvalue(res, 0, 0)) > 0;
-	*tables_in_schema = atol(PQgetvalue(res, 0, 1));
+	ss->history_exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
 	PQclear(res);
-	if (!ss->history_exists)
+	*tables_in_schema = 0;
+	if (!ss->history_exists) {
+		res = PQexecParams(conn,
+				   "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+				   "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+				   1, NULL, params + 1, NULL, NULL, 0);
+		if (!query_ok(res, err, errlen, "reading the catalog")) {
+			PQclear(res);
+			free(q);
+			return false;
+		}
+		*tables_in_schema = atol(PQgetvalue(res, 0, 0));
+		PQclear(res);
+		free(q);
 		return true;
-	char *q = qualified(conn, ss);
+	}
 	char *sql = xasprintf("SELECT h.version::text, h.name, h.checksum, h.success FROM %s h "
 			      "ORDER BY h.version", q);
 	free(q);
@@ -359,19 +399,34 @@ static void problem(struct problems *p, const char *kind, const char *fmt, ...)
 	log_event(LOG_ERROR, "check.failed", LOG_FIELDS(LF_S("problem", kind)), "%s", msg);
 }
 
+/* Both lists are sorted by version: binary search keeps a plan of thousands linear-ish. */
 static const struct sql_file *find_file(const struct sql_source *ss, uint64_t v)
 {
-	for (size_t i = 0; i < ss->nfiles; i++)
-		if (ss->files[i].version == v)
-			return &ss->files[i];
+	size_t lo = 0, hi = ss->nfiles;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (ss->files[mid].version == v)
+			return &ss->files[mid];
+		if (ss->files[mid].version < v)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return NULL;
 }
 
 static const struct applied *find_applied(const struct sql_source *ss, uint64_t v)
 {
-	for (size_t i = 0; i < ss->napplied; i++)
-		if (ss->applied[i].version == v)
-			return &ss->applied[i];
+	size_t lo = 0, hi = ss->napplied;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (ss->applied[mid].version == v)
+			return &ss->applied[mid];
+		if (ss->applied[mid].version < v)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return NULL;
 }
 
@@ -629,13 +684,14 @@ static const char *field(const PGresult *res, int code)
 	return v ? v : "";
 }
 
+/* offset: characters sent before the file's text in the same query string. */
 static void fail_step(const struct sql_source *ss, const struct sql_file *f, const PGresult *res,
-		      PGconn *conn, struct migrate_outcome *out)
+		      PGconn *conn, long offset, struct migrate_outcome *out)
 {
 	long line = 0, col = 0;
 	const char *pos = field(res, PG_DIAG_STATEMENT_POSITION);
-	if (*pos)
-		source_sql_position(f->sql, atol(pos), &line, &col);
+	if (*pos && atol(pos) > offset)
+		source_sql_position(f->sql, atol(pos) - offset, &line, &col);
 	const char *msg = res ? field(res, PG_DIAG_MESSAGE_PRIMARY) : PQerrorMessage(conn);
 	char where[64] = "";
 	if (line)
@@ -659,33 +715,57 @@ static void fail_step(const struct sql_source *ss, const struct sql_file *f, con
 	out->code = MTR_EXIT_MIGRATION;
 }
 
+/* The query that applies a transactional file in one round trip: settings, the file, its
+ * history row, COMMIT. *offset is the length of what precedes the file (ASCII), so that an
+ * error position maps back to the file. Caller frees. */
+static char *one_trip(PGconn *conn, const struct sql_source *ss, const struct sql_file *f,
+		      const char *by, long *offset)
+{
+	char *prefix = xasprintf("BEGIN; SET LOCAL lock_timeout = %lld; SET LOCAL statement_timeout = %lld;\n",
+				 (long long)ss->cfg->migration_lock_timeout_ms,
+				 (long long)ss->cfg->statement_timeout_ms);
+	char *q = qualified(conn, ss);
+	char *name = PQescapeLiteral(conn, f->name, strlen(f->name));
+	char *who = PQescapeLiteral(conn, by, strlen(by));
+	/* "\n;" ends a last statement without a semicolon, and a last line that is a comment. */
+	char *sql = xasprintf(
+		"%s%s\n;\nINSERT INTO %s (version, name, checksum, duration_ms, applied_by, success) "
+		"VALUES (%s, %s, '%s', (EXTRACT(epoch FROM pg_catalog.clock_timestamp() - "
+		"pg_catalog.now()) * 1000)::bigint, %s, true); COMMIT",
+		prefix, f->sql, q, f->vtext, name ? name : "''", f->checksum, who ? who : "''");
+	*offset = (long)strlen(prefix);
+	PQfreemem(name);
+	PQfreemem(who);
+	free(q);
+	free(prefix);
+	return sql;
+}
+
 /* Applies one file. Returns 0 when done, 1 to retry it (lock timeout, deadlock,
  * serialization), -1 when out is final. */
 static int apply_one(PGconn *conn, const struct sql_source *ss, const struct sql_file *f,
 		     int stop_fd, const char *by, struct migrate_outcome *out, char *state_out)
 {
 	char err[1024] = "";
-	char setup[160];
 	int64_t start = now_ms();
 	bool interrupted = false;
+	long offset = 0;
+	char *sql = NULL;
 	state_out[0] = '\0';
 	if (f->no_tx) {
 		if (!record(conn, ss, f, 0, false, by, err, sizeof err))
 			goto db_error;
 	} else {
-		snprintf(setup, sizeof setup, "BEGIN; SET LOCAL lock_timeout = %lld; SET LOCAL statement_timeout = %lld",
-			 (long long)ss->cfg->migration_lock_timeout_ms,
-			 (long long)ss->cfg->statement_timeout_ms);
-		if (!exec_simple(conn, setup, err, sizeof err))
-			goto db_error;
+		sql = one_trip(conn, ss, f, by, &offset);
 	}
-	PGresult *res = pg_exec(conn, f->sql, stop_fd, &interrupted);
+	PGresult *res = pg_exec(conn, sql ? sql : f->sql, stop_fd, &interrupted);
+	free(sql);
 	ExecStatusType st = PQresultStatus(res);
-	if (res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY)) {
+	if (res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) &&
+	    PQtransactionStatus(conn) == PQTRANS_IDLE) {
 		PQclear(res);
 		int64_t ms = now_ms() - start;
-		if (!record(conn, ss, f, ms, true, by, err, sizeof err) ||
-		    (!f->no_tx && !exec_simple(conn, "COMMIT", err, sizeof err)))
+		if (f->no_tx && !record(conn, ss, f, ms, true, by, err, sizeof err))
 			goto db_error;
 		log_event(LOG_INFO, "migrate.step",
 			  LOG_FIELDS(LF_S("version", f->vtext), LF_S("file", f->file), LF_I("duration_ms", ms),
@@ -695,7 +775,7 @@ static int apply_one(PGconn *conn, const struct sql_source *ss, const struct sql
 	}
 	const char *state = field(res, PG_DIAG_SQLSTATE);
 	snprintf(state_out, 6, "%s", state);
-	if (!f->no_tx && PQstatus(conn) == CONNECTION_OK) {
+	if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
 		char ignored[8];
 		exec_simple(conn, "ROLLBACK", ignored, 0);
 	}
@@ -715,7 +795,20 @@ static int apply_one(PGconn *conn, const struct sql_source *ss, const struct sql
 		PQclear(res);
 		return 1;
 	}
-	fail_step(ss, f, res, conn, out);
+	if (res && PQresultStatus(res) != PGRES_FATAL_ERROR) {
+		/* It succeeded but left a transaction open or closed ours: a BEGIN/COMMIT of its own. */
+		log_event(LOG_ERROR, "migrate.failed",
+			  LOG_FIELDS(LF_S("file", f->file), LF_I("exit_code", MTR_EXIT_MIGRATION)),
+			  "%s/%s: the file controls transactions itself (BEGIN, COMMIT or ROLLBACK); "
+			  "remove those statements (each file already runs in its own transaction), "
+			  "or mark it -- migrate-then-run: no-transaction",
+			  ss->cfg->sql_dir, f->file);
+		PQclear(res);
+		out->result = MIGRATE_FAILED;
+		out->code = MTR_EXIT_MIGRATION;
+		return -1;
+	}
+	fail_step(ss, f, res, conn, offset, out);
 	PQclear(res);
 	return -1;
 db_error:

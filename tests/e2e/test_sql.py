@@ -208,7 +208,7 @@ def test_terminated_backend_and_server_restart_mid_run(cluster_factory, tmp_path
         deadline = time.time() + 20
         while time.time() < deadline:
             if c.psql("postgres", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                      "WHERE query LIKE 'INSERT INTO audit%' AND application_name = 'migrate-then-run'") == "1":
+                      "WHERE query LIKE '%INSERT INTO audit%' AND application_name = 'migrate-then-run'") == "1":
                 return
             time.sleep(0.05)
 
@@ -285,3 +285,11 @@ def test_sigterm_during_a_sql_migration_cancels_and_rolls_back(pg, db, tmp_path)
     assert pg.psql(db, "SELECT to_regclass('slow') IS NULL") == "t"
     assert history(pg, db) == []
     assert pg.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()") == "0"
+
+
+def test_trailing_comment_without_newline_and_notices(pg, db, tmp_path):
+    d = write(tmp_path / "m", {"1_a.sql": "DO $$ BEGIN RAISE NOTICE 'hello from 1'; END $$;\nCREATE TABLE a (x int) -- no newline"})
+    r = sql_run(pg.url(db), d)
+    assert r.code == 0, r
+    assert [e["msg"] for e in r.named("db.notice")] == ["hello from 1"]
+    assert history(pg, db) == ["1:true"]
