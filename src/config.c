@@ -62,6 +62,15 @@ static const struct option_def options[] = {
 	{"check", "MTR_CHECK", T_FLAG, "false", NULL,
 	 "print the plan (applied, pending, problems) and exit 0 if consistent, 65 if not; change "
 	 "nothing", F(check), NULL, false},
+	{"alembic-version-table", "MTR_ALEMBIC_VERSION_TABLE", T_STRING, "alembic_version",
+	 "[SCHEMA.]TABLE", "Alembic's version table (as env.py configures it)",
+	 F(alembic_version_table), NULL, false},
+	{"alembic-baseline", "MTR_ALEMBIC_BASELINE", T_STRING, NULL, "REV",
+	 "on a non-empty database without a version table: stamp REV first, then upgrade",
+	 F(alembic_baseline), NULL, false},
+	{"repair-version-table", "MTR_REPAIR_VERSION_TABLE", T_FLAG, "false", NULL,
+	 "delete alembic_version rows that are ancestors of another row (stale), then go on",
+	 F(repair_version_table), NULL, false},
 	{"python", "MTR_PYTHON", T_STRING, "python3", "PATH", "Python interpreter for --alembic-ini",
 	 F(python), NULL, false},
 	{"migrate-cmd", "MTR_MIGRATE_CMD", T_STRING, NULL, "CMD",
@@ -337,8 +346,9 @@ static bool check_combination(struct config *cfg, char *err, size_t errlen)
 			cfg->migrate_cmd ? "--migrate-cmd" : "--alembic-ini");
 		return false;
 	}
-	if (cfg->check && !cfg->sql_dir) {
-		set_err(err, errlen, "--check: expected --sql-dir (a command cannot report a plan)");
+	if (cfg->check && !cfg->sql_dir && !cfg->alembic_ini) {
+		set_err(err, errlen,
+			"--check: expected --sql-dir or --alembic-ini (a command cannot report a plan)");
 		return false;
 	}
 	if (cfg->wait_max_interval_ms <= 0) {
@@ -459,6 +469,8 @@ void config_free(struct config *cfg)
 	free(cfg->history_table);
 	free(cfg->baseline);
 	free(cfg->repair_failed);
+	free(cfg->alembic_version_table);
+	free(cfg->alembic_baseline);
 	memset(cfg, 0, sizeof *cfg);
 }
 

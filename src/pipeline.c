@@ -165,9 +165,7 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 	log_event(LOG_INFO, "pipeline.start",
 		  LOG_FIELDS(LF_S("version", MTR_VERSION), LF_I("pid", getpid()), LF_S("mode", mode),
 			     LF_S("database_from", cfg->database_url_from), LF_S("source", src.kind),
-			     LF_S("migrate_command",
-				  cfg->sql_dir ? NULL : source_cmd_describe(&src)),
-			     LF_S("sql_dir", cfg->sql_dir)),
+			     LF_S(cfg->sql_dir ? "sql_dir" : "migrate_command", src.describe)),
 		  "migrate-then-run %s starting", MTR_VERSION);
 
 	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
@@ -211,7 +209,7 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 			snprintf(out.how, sizeof out.how, "the database connection was lost while locking or planning");
 			code = 0;
 		} else if (pending == 0) {
-			log_event(LOG_INFO, "migrate.skipped", NULL, "nothing to migrate");
+			log_event(LOG_INFO, "migrate.skip", NULL, "nothing to migrate");
 			break;
 		} else {
 			/* Held while a long migration runs: a server-side idle timeout must not drop

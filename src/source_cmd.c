@@ -8,6 +8,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,7 @@ bool source_cmd_argv(const struct config *cfg, char ***argv, char *err, size_t e
 	v[n++] = xstrdup("-c");
 	v[n++] = xstrdup(cfg->alembic_ini);
 	v[n++] = xstrdup("upgrade");
-	v[n++] = xstrdup("head");
+	v[n++] = xstrdup("heads"); /* the same as head for one head; right for labeled branches */
 	*argv = v;
 	return true;
 }
@@ -89,9 +90,51 @@ static bool looks_like_error(const char *line)
 	       strstr(line, "FAILED") || strstr(line, "FATAL");
 }
 
+const char *source_cmd_line_sqlstate(const char *line)
+{
+	static const struct {
+		const char *name, *state;
+	} classes[] = {
+		{"DuplicateColumn", "42701"}, {"DuplicateTable", "42P07"}, {"DuplicateObject", "42710"},
+		{"DuplicateSchema", "42P06"}, {"UndefinedTable", "42P01"}, {"UndefinedColumn", "42703"},
+		{"UndefinedObject", "42704"}, {"UndefinedFunction", "42883"}, {"SyntaxError", "42601"},
+		{"UniqueViolation", "23505"}, {"NotNullViolation", "23502"},
+		{"ForeignKeyViolation", "23503"}, {"CheckViolation", "23514"},
+		{"LockNotAvailable", "55P03"}, {"DeadlockDetected", "40P01"},
+		{"SerializationFailure", "40001"}, {"InsufficientPrivilege", "42501"},
+	};
+	static const char *const prefixes[] = {"psycopg2.errors.", "psycopg.errors.",
+					       "asyncpg.exceptions."};
+	for (size_t k = 0; k < sizeof prefixes / sizeof prefixes[0]; k++) {
+		const char *hit = strstr(line, prefixes[k]);
+		if (!hit)
+			continue;
+		hit += strlen(prefixes[k]);
+		for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++) {
+			size_t n = strlen(classes[i].name);
+			if (strncmp(hit, classes[i].name, n) != 0)
+				continue;
+			/* asyncpg spells them DuplicateColumnError */
+			if (!isalnum((unsigned char)hit[n]) || strncmp(hit + n, "Error", 5) == 0)
+				return classes[i].state;
+		}
+	}
+	return NULL;
+}
+
 static void on_line(void *ctx, const char *stream, const char *line)
 {
 	struct cmd_outcome *out = ctx;
+	const char *state = source_cmd_line_sqlstate(line);
+	if (state && !out->sqlstate[0])
+		snprintf(out->sqlstate, sizeof out->sqlstate, "%s", state);
+	/* Alembic: "INFO  [alembic.runtime.migration] Running upgrade 0003 -> 0004, message" */
+	const char *run = strstr(line, "Running upgrade ");
+	const char *arrow = run ? strstr(run, "-> ") : NULL;
+	if (arrow) {
+		size_t n = strcspn(arrow + 3, ", ");
+		snprintf(out->revision, sizeof out->revision, "%.*s", (int)n, arrow + 3);
+	}
 	if (source_cmd_line_lost_connection(line))
 		out->lost_connection = true;
 	if (looks_like_error(line))
@@ -251,6 +294,8 @@ static void cmd_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 		  how, out.last_error[0] ? "; last error: " : "", out.last_error);
 	res->result = MIGRATE_FAILED;
 	res->code = MTR_EXIT_MIGRATION;
+	snprintf(res->sqlstate, sizeof res->sqlstate, "%s", out.sqlstate);
+	snprintf(res->revision, sizeof res->revision, "%s", out.revision);
 }
 
 static void cmd_destroy(void *self)
@@ -270,14 +315,10 @@ bool source_cmd_open(const struct config *cfg, struct source *src, char *err, si
 	cs->argv = argv;
 	cs->joined = argv_join(argv);
 	src->kind = "command";
+	src->describe = cs->joined;
 	src->self = cs;
 	src->plan = cmd_plan;
 	src->migrate = cmd_migrate;
 	src->destroy = cmd_destroy;
 	return true;
-}
-
-const char *source_cmd_describe(const struct source *src)
-{
-	return ((const struct cmd_source *)src->self)->joined;
 }

@@ -989,6 +989,7 @@ bool source_sql_open(const struct config *cfg, struct source *src, char *err, si
 		}
 	}
 	src->kind = "sql";
+	src->describe = cfg->sql_dir;
 	src->self = ss;
 	src->plan = sql_plan;
 	src->migrate = sql_migrate;

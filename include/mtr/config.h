@@ -27,6 +27,9 @@ struct config {
 	int64_t statement_timeout_ms;
 	int64_t lock_timeout_ms;
 	bool check;
+	char *alembic_version_table;
+	char *alembic_baseline;
+	bool repair_version_table;
 	bool migrate_only;
 	int64_t wait_timeout_ms;
 	int64_t wait_max_interval_ms;

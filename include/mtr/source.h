@@ -31,10 +31,13 @@ struct migrate_outcome {
 	int code;
 	int signo;
 	char how[160]; /* for MIGRATE_LOST: what happened, for the retry log line */
+	char sqlstate[6];  /* a command's failure: the SQLSTATE its output names, if any */
+	char revision[64]; /* a command's failure: the revision it was applying, if it said */
 };
 
 struct source {
-	const char *kind; /* "sql", "command" */
+	const char *kind;     /* "sql", "alembic", "command" */
+	const char *describe; /* for logs: the directory, or the command line (owned by self) */
 	void *self;
 	/* Reads what the source holds and what the database has applied; logs and returns an
 	 * exit code (65 for an inconsistency) or 0 with *pending set. With report, prints the

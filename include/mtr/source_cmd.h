@@ -21,15 +21,18 @@ struct cmd_outcome {
 	struct proc_result proc;
 	bool lost_connection; /* the output says the database connection went away */
 	char last_error[512]; /* the last output line that looks like an error, for the summary */
+	char sqlstate[6];     /* from a driver's error class in the output (psycopg2.errors.X) */
+	char revision[64];    /* the revision Alembic said it was running last */
 };
+
+/* The SQLSTATE behind a driver's error class name in a line of output (psycopg2.errors.
+ * DuplicateColumn → 42701; also psycopg and asyncpg names), or NULL. */
+const char *source_cmd_line_sqlstate(const char *line);
 
 /* The command source: runs it (always: a command cannot say what is pending); its output
  * lines become migrate.output events; a failure while the database went away is MIGRATE_LOST. */
 struct source;
 bool source_cmd_open(const struct config *cfg, struct source *src, char *err, size_t errlen) MTR_MUST_CHECK;
-
-/* The command line it runs, for logs (owned by the source). */
-const char *source_cmd_describe(const struct source *src);
 
 /* Whether a line of a tool's output reports that the database connection was lost. */
 bool source_cmd_line_lost_connection(const char *line);

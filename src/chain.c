@@ -1,0 +1,474 @@
+/* The revision graph of a migration set (Alembic's down_revision links) and its checks. */
+#include "mtr/chain.h"
+#include "mtr/util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void chain_add(struct chain *c, const struct rev *r)
+{
+	c->revs = xrealloc(c->revs, (c->n + 1) * sizeof *c->revs);
+	c->revs[c->n++] = *r;
+}
+
+static void free_list(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+void rev_free(struct rev *r)
+{
+	free(r->id);
+	free(r->file);
+	free_list(r->down, r->ndown);
+	free_list(r->depends, r->ndepends);
+	free_list(r->labels, r->nlabels);
+	memset(r, 0, sizeof *r);
+}
+
+void chain_free(struct chain *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		rev_free(&c->revs[i]);
+	free(c->revs);
+	c->revs = NULL;
+	c->n = 0;
+}
+
+void chain_problems_free(struct chain_problems *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		free(p->items[i].msg);
+	free(p->items);
+	p->items = NULL;
+	p->n = 0;
+}
+
+static void add_problem(struct chain_problems *p, const char *kind, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void add_problem(struct chain_problems *p, const char *kind, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *msg = NULL;
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = xstrdup(fmt);
+	va_end(ap);
+	p->items = xrealloc(p->items, (p->n + 1) * sizeof *p->items);
+	p->items[p->n].kind = kind;
+	p->items[p->n++].msg = msg;
+}
+
+long chain_find(const struct chain *c, const char *id)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (strcmp(c->revs[i].id, id) == 0)
+			return (long)i;
+	return -1;
+}
+
+/* How many revisions name i as a parent. */
+static size_t children(const struct chain *c, size_t i, size_t *only)
+{
+	size_t n = 0;
+	for (size_t k = 0; k < c->n; k++)
+		for (size_t d = 0; d < c->revs[k].ndown; d++)
+			if (strcmp(c->revs[k].down[d], c->revs[i].id) == 0) {
+				if (only)
+					*only = k;
+				n++;
+			}
+	return n;
+}
+
+size_t chain_heads(const struct chain *c, size_t *out, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < c->n && n < max; i++)
+		if (children(c, i, NULL) == 0 && chain_find(c, c->revs[i].id) == (long)i)
+			out[n++] = i;
+	return n;
+}
+
+size_t chain_roots(const struct chain *c, size_t *out, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < c->n && n < max; i++)
+		if (c->revs[i].ndown == 0 && chain_find(c, c->revs[i].id) == (long)i)
+			out[n++] = i;
+	return n;
+}
+
+/* A head whose own line of revisions (back to where it branched off) declares a label. */
+static bool head_labeled(const struct chain *c, size_t head)
+{
+	size_t cur = head;
+	for (size_t steps = 0; steps <= c->n; steps++) {
+		const struct rev *r = &c->revs[cur];
+		if (r->nlabels)
+			return true;
+		if (r->ndown != 1)
+			return false;
+		long parent = chain_find(c, r->down[0]);
+		if (parent < 0 || children(c, (size_t)parent, NULL) > 1)
+			return false;
+		cur = (size_t)parent;
+	}
+	return false;
+}
+
+/* A root whose line (forward while it does not branch) declares a label. */
+static bool root_labeled(const struct chain *c, size_t root)
+{
+	size_t cur = root;
+	for (size_t steps = 0; steps <= c->n; steps++) {
+		if (c->revs[cur].nlabels)
+			return true;
+		size_t next;
+		if (children(c, cur, &next) != 1)
+			return false;
+		cur = next;
+	}
+	return false;
+}
+
+bool chain_is_ancestor(const struct chain *c, size_t a, size_t b)
+{
+	if (a == b)
+		return true;
+	bool *seen = xcalloc(c->n, sizeof *seen);
+	size_t *stack = xmalloc((c->n + 1) * sizeof *stack), top = 0;
+	bool found = false;
+	stack[top++] = b;
+	seen[b] = true;
+	while (top && !found) {
+		const struct rev *r = &c->revs[stack[--top]];
+		for (size_t k = 0; k < r->ndown + r->ndepends && !found; k++) {
+			const char *pid = k < r->ndown ? r->down[k] : r->depends[k - r->ndown];
+			long p = chain_find(c, pid);
+			if (p < 0 || seen[p])
+				continue;
+			if ((size_t)p == a)
+				found = true;
+			seen[p] = true;
+			stack[top++] = (size_t)p;
+		}
+	}
+	free(seen);
+	free(stack);
+	return found;
+}
+
+size_t chain_pending(const struct chain *c, const size_t *at, size_t nat, size_t *out)
+{
+	bool *done = xcalloc(c->n + 1, sizeof *done);
+	for (size_t i = 0; i < c->n; i++)
+		for (size_t k = 0; k < nat && !done[i]; k++)
+			done[i] = chain_is_ancestor(c, i, at[k]);
+	/* Kahn's order over what is left: a revision once all of its parents are done. */
+	size_t n = 0;
+	for (bool progress = true; progress;) {
+		progress = false;
+		for (size_t i = 0; i < c->n; i++) {
+			if (done[i] || chain_find(c, c->revs[i].id) != (long)i)
+				continue;
+			const struct rev *r = &c->revs[i];
+			bool ready = true;
+			for (size_t k = 0; k < r->ndown + r->ndepends && ready; k++) {
+				long p = chain_find(c, k < r->ndown ? r->down[k] : r->depends[k - r->ndown]);
+				ready = p < 0 || done[p];
+			}
+			if (ready) {
+				done[i] = true;
+				out[n++] = i;
+				progress = true;
+			}
+		}
+	}
+	free(done);
+	return n;
+}
+
+/* The last path component of a file, without ".py". Caller frees. */
+static char *stem(const char *file)
+{
+	const char *slash = strrchr(file, '/');
+	const char *base = slash ? slash + 1 : file;
+	size_t n = strlen(base);
+	if (n > 3 && strcmp(base + n - 3, ".py") == 0)
+		n -= 3;
+	return xstrndup(base, n);
+}
+
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	if (la > 64 || lb > 64)
+		return 99;
+	size_t row[65];
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t prev = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t cur = row[j];
+			size_t best = prev + (a[i - 1] != b[j - 1]);
+			if (row[j] + 1 < best)
+				best = row[j] + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			prev = cur;
+		}
+	}
+	return row[lb];
+}
+
+static void check_dangling(const struct chain *c, struct chain_problems *p)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		const struct rev *r = &c->revs[i];
+		for (size_t k = 0; k < r->ndown + r->ndepends; k++) {
+			bool is_down = k < r->ndown;
+			const char *name = is_down ? r->down[k] : r->depends[k - r->ndown];
+			if (chain_find(c, name) >= 0)
+				continue;
+			const char *what = is_down ? "down_revision" : "depends_on";
+			char hint[512] = "";
+			for (size_t m = 0; m < c->n && !hint[0]; m++) {
+				char *st = stem(c->revs[m].file);
+				if (strcmp(st, name) == 0)
+					snprintf(hint, sizeof hint,
+						 "; '%s' is the file name of %s, whose revision id is '%s': "
+						 "set %s = '%s' in %s",
+						 name, c->revs[m].file, c->revs[m].id, what, c->revs[m].id, r->file);
+				free(st);
+			}
+			for (size_t m = 0; m < c->n && !hint[0]; m++) {
+				const char *id = c->revs[m].id;
+				if (edit_distance(id, name) <= 2 ||
+				    (strlen(name) >= 4 && strncmp(id, name, strlen(name)) == 0))
+					snprintf(hint, sizeof hint, "; did you mean '%s' (%s)?", id,
+						 c->revs[m].file);
+			}
+			add_problem(p, "dangling",
+				    "%s:%d: %s names revision '%s', which no migration file declares%s%s",
+				    r->file, is_down ? r->down_line : r->line, what, name,
+				    hint[0] ? "" : "; restore the missing file or correct the id", hint);
+		}
+	}
+}
+
+/* Cycles through down_revision: depth-first with colors; each back edge prints its loop. */
+static void check_cycles(const struct chain *c, struct chain_problems *p)
+{
+	enum { WHITE, GREY, BLACK };
+	int *color = xcalloc(c->n + 1, sizeof *color);
+	size_t *path = xmalloc((c->n + 1) * sizeof *path);
+	size_t *next = xcalloc(c->n + 1, sizeof *next);
+	for (size_t s = 0; s < c->n; s++) {
+		if (color[s] != WHITE)
+			continue;
+		size_t depth = 0;
+		path[depth++] = s;
+		color[s] = GREY;
+		next[s] = 0;
+		while (depth) {
+			size_t u = path[depth - 1];
+			const struct rev *r = &c->revs[u];
+			if (next[u] >= r->ndown) {
+				color[u] = BLACK;
+				depth--;
+				continue;
+			}
+			long v = chain_find(c, r->down[next[u]++]);
+			if (v < 0)
+				continue;
+			if (color[v] == GREY) {
+				/* The loop is the path from v to u, then back to v. */
+				size_t from = 0;
+				while (path[from] != (size_t)v)
+					from++;
+				size_t cap = 64;
+				char *loop = xmalloc(cap);
+				loop[0] = '\0';
+				for (size_t k = from; k <= depth; k++) {
+					const struct rev *x = &c->revs[k < depth ? path[k] : (size_t)v];
+					char *part = xasprintf("%s%s (%s)", k == from ? "" : " -> ", x->id, x->file);
+					while (strlen(loop) + strlen(part) + 1 > cap)
+						loop = xrealloc(loop, cap *= 2);
+					strcat(loop, part);
+					free(part);
+				}
+				add_problem(p, "cycle",
+					    "the down_revision links form a cycle: %s (each names the next "
+					    "as its parent); break it by pointing one of them at its real "
+					    "predecessor",
+					    loop);
+				free(loop);
+			} else if (color[v] == WHITE) {
+				color[v] = GREY;
+				next[v] = 0;
+				path[depth++] = (size_t)v;
+			}
+		}
+	}
+	free(color);
+	free(path);
+	free(next);
+}
+
+/* The ids of the line a root starts, for messages: "0004 -> 0005 -> 0006". Caller frees. */
+static char *describe_line(const struct chain *c, size_t root, size_t *head)
+{
+	size_t cap = 128;
+	char *s = xmalloc(cap);
+	s[0] = '\0';
+	size_t cur = root, count = 0;
+	for (;;) {
+		const char *id = c->revs[cur].id;
+		while (strlen(s) + strlen(id) + 8 > cap)
+			s = xrealloc(s, cap *= 2);
+		if (count < 6) {
+			if (count)
+				strcat(s, " -> ");
+			strcat(s, id);
+		}
+		count++;
+		size_t nx;
+		if (children(c, cur, &nx) != 1 || count > c->n)
+			break;
+		cur = nx;
+	}
+	if (count > 6) {
+		char *more = xasprintf("%s -> ... -> %s", s, c->revs[cur].id);
+		free(s);
+		s = more;
+	}
+	*head = cur;
+	return s;
+}
+
+static int by_file(const void *a, const void *b, void *arg)
+{
+	const struct chain *c = arg;
+	return strcmp(c->revs[*(const size_t *)a].file, c->revs[*(const size_t *)b].file);
+}
+
+static void check_roots_and_heads(const struct chain *c, struct chain_problems *p)
+{
+	size_t *roots = xmalloc((c->n + 1) * sizeof *roots);
+	size_t *heads = xmalloc((c->n + 1) * sizeof *heads);
+	size_t nroots = chain_roots(c, roots, c->n), nheads = chain_heads(c, heads, c->n);
+	size_t unlabeled_roots = 0, unlabeled_heads = 0;
+	for (size_t i = 0; i < nroots; i++)
+		unlabeled_roots += !root_labeled(c, roots[i]);
+	for (size_t i = 0; i < nheads; i++)
+		unlabeled_heads += !head_labeled(c, heads[i]);
+	if (unlabeled_roots > 1) {
+		/* Every revision in file-name order: a root right after another line's head is
+		 * almost always the continuation of that line. */
+		size_t *order = xmalloc(c->n * sizeof *order);
+		for (size_t i = 0; i < c->n; i++)
+			order[i] = i;
+		qsort_r(order, c->n, sizeof *order, by_file, (void *)c);
+		size_t cap = 256;
+		char *lines = xmalloc(cap), *fixes = xmalloc(cap);
+		lines[0] = fixes[0] = '\0';
+		size_t fcap = cap;
+		for (size_t i = 0; i < nroots; i++) {
+			if (root_labeled(c, roots[i]))
+				continue;
+			size_t head;
+			char *line = describe_line(c, roots[i], &head);
+			char *part = xasprintf("%s%s (%s, starting %s)", lines[0] ? "; " : "", line,
+					       c->revs[roots[i]].file, c->revs[roots[i]].id);
+			while (strlen(lines) + strlen(part) + 1 > cap)
+				lines = xrealloc(lines, cap *= 2);
+			strcat(lines, part);
+			free(part);
+			free(line);
+			size_t pos = 0;
+			while (order[pos] != roots[i])
+				pos++;
+			if (pos == 0)
+				continue;
+			size_t prev = order[pos - 1];
+			if (children(c, prev, NULL) == 0 && !chain_is_ancestor(c, roots[i], prev)) {
+				char *fix = xasprintf("%sset down_revision = '%s' in %s", fixes[0] ? "; " : "",
+						      c->revs[prev].id, c->revs[roots[i]].file);
+				while (strlen(fixes) + strlen(fix) + 1 > fcap)
+					fixes = xrealloc(fixes, fcap *= 2);
+				strcat(fixes, fix);
+				free(fix);
+			}
+		}
+		add_problem(p, "roots",
+			    "the migrations form %zu independent chains, each with its own first "
+			    "revision (down_revision = None): %s. Alembic would apply them as unrelated "
+			    "histories. %s%s",
+			    unlabeled_roots, lines,
+			    fixes[0] ? "Join them: " : "Point each later chain's first revision at the "
+						       "head of the chain it continues (down_revision), "
+						       "or restore the missing migrations",
+			    fixes);
+		free(lines);
+		free(fixes);
+		free(order);
+	}
+	if (unlabeled_heads > 1 && unlabeled_heads > unlabeled_roots) {
+		size_t cap = 256;
+		char *list = xmalloc(cap), *ids = xmalloc(cap);
+		list[0] = ids[0] = '\0';
+		for (size_t i = 0; i < nheads; i++) {
+			if (head_labeled(c, heads[i]))
+				continue;
+			char *part = xasprintf("%s%s (%s)", list[0] ? ", " : "", c->revs[heads[i]].id,
+					       c->revs[heads[i]].file);
+			while (strlen(list) + strlen(part) + 1 > cap || strlen(ids) + strlen(part) + 1 > cap) {
+				cap *= 2;
+				list = xrealloc(list, cap);
+				ids = xrealloc(ids, cap);
+			}
+			strcat(list, part);
+			strcat(ids, " ");
+			strcat(ids, c->revs[heads[i]].id);
+			free(part);
+		}
+		add_problem(p, "heads",
+			    "the migrations have %zu heads and none of the branches declares "
+			    "branch_labels: %s. Merge them with: alembic merge -m \"merge heads\"%s",
+			    unlabeled_heads, list, ids);
+		free(list);
+		free(ids);
+	}
+	free(roots);
+	free(heads);
+}
+
+size_t chain_check(const struct chain *c, struct chain_problems *p)
+{
+	for (size_t i = 0; i < c->n; i++)
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(c->revs[i].id, c->revs[k].id) == 0)
+				add_problem(p, "duplicate",
+					    "revision id '%s' is declared twice: %s:%d and %s:%d; give "
+					    "one of them a new id (and fix the down_revision that points "
+					    "at it)",
+					    c->revs[i].id, c->revs[k].file, c->revs[k].line, c->revs[i].file,
+					    c->revs[i].line);
+	size_t before = p->n;
+	check_dangling(c, p);
+	bool dangling = p->n > before;
+	check_cycles(c, p);
+	/* A dangling link also makes an extra head or root: saying so twice would mislead. */
+	if (!dangling)
+		check_roots_and_heads(c, p);
+	return p->n;
+}

@@ -1,0 +1,1084 @@
+/* Alembic projects: read the ini and every revision file as text, check the graph and the
+ * database's alembic_version, and start Python only when something is pending. */
+#include "mtr/source_alembic.h"
+#include "mtr/chain.h"
+#include "mtr/exitcode.h"
+#include "mtr/log.h"
+#include "mtr/source.h"
+#include "mtr/source_cmd.h"
+
+#include <cJSON.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* ---- alembic.ini ---------------------------------------------------------------------------- */
+
+struct ini_entry {
+	char *section, *key, *value;
+};
+
+struct ini {
+	struct ini_entry *e;
+	size_t n;
+};
+
+static void ini_free(struct ini *ini)
+{
+	for (size_t i = 0; i < ini->n; i++) {
+		free(ini->e[i].section);
+		free(ini->e[i].key);
+		free(ini->e[i].value);
+	}
+	free(ini->e);
+}
+
+static char *trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	size_t n = strlen(s);
+	while (n && isspace((unsigned char)s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+/* configparser's shape: [section], key = value or key: value, indented continuation lines,
+ * # and ; comment lines; keys are case-insensitive. */
+static bool alembic_ini_parse(const char *text, struct ini *ini, char *err, size_t errlen)
+{
+	char *copy = xstrdup(text), *save = NULL, *section = NULL;
+	int lineno = 0;
+	memset(ini, 0, sizeof *ini);
+	for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		lineno++;
+		char *t = trim(line);
+		if (!*t || *t == '#' || *t == ';')
+			continue;
+		if (isspace((unsigned char)line[0]) && ini->n && section) {
+			struct ini_entry *last = &ini->e[ini->n - 1];
+			char *joined = xasprintf("%s\n%s", last->value, t);
+			free(last->value);
+			last->value = joined;
+			continue;
+		}
+		if (*t == '[') {
+			char *end = strchr(t, ']');
+			if (!end) {
+				set_err(err, errlen, "line %d: unterminated section header '%s'", lineno, t);
+				goto fail;
+			}
+			free(section);
+			section = xstrndup(t + 1, (size_t)(end - t - 1));
+			continue;
+		}
+		char *sep = strpbrk(t, "=:");
+		if (!sep || !section) {
+			set_err(err, errlen, "line %d: expected key = value inside a [section], got '%s'",
+				lineno, t);
+			goto fail;
+		}
+		*sep = '\0';
+		ini->e = xrealloc(ini->e, (ini->n + 1) * sizeof *ini->e);
+		struct ini_entry *e = &ini->e[ini->n++];
+		e->section = xstrdup(section);
+		e->key = xstrdup(trim(t));
+		for (char *k = e->key; *k; k++)
+			*k = (char)tolower((unsigned char)*k);
+		e->value = xstrdup(trim(sep + 1));
+	}
+	free(section);
+	free(copy);
+	return true;
+fail:
+	free(section);
+	free(copy);
+	ini_free(ini);
+	return false;
+}
+
+static const char *ini_raw(const struct ini *ini, const char *section, const char *key)
+{
+	const char *v = NULL;
+	for (size_t i = 0; i < ini->n; i++)
+		if (strcmp(ini->e[i].key, key) == 0 &&
+		    (strcmp(ini->e[i].section, section) == 0 || strcmp(ini->e[i].section, "DEFAULT") == 0))
+			v = ini->e[i].value;
+	return v;
+}
+
+/* The value with %(here)s, %(name)s (from the same section or DEFAULT) and %% expanded, as
+ * Alembic's ConfigParser does. Caller frees; NULL when the key is absent. */
+static char *ini_get(const struct ini *ini, const char *section, const char *key, const char *here,
+		     int depth)
+{
+	const char *raw = ini_raw(ini, section, key);
+	if (!raw)
+		return NULL;
+	size_t cap = strlen(raw) + 64, n = 0;
+	char *out = xmalloc(cap);
+	for (const char *p = raw; *p;) {
+		const char *add = NULL;
+		char *owned = NULL;
+		size_t addlen = 0;
+		if (p[0] == '%' && p[1] == '%') {
+			add = "%";
+			addlen = 1;
+			p += 2;
+		} else if (p[0] == '%' && p[1] == '(' && strchr(p, ')') && depth < 10) {
+			const char *close = strchr(p, ')');
+			char *name = xstrndup(p + 2, (size_t)(close - p - 2));
+			p = close + 1;
+			if (*p == 's')
+				p++;
+			if (strcmp(name, "here") == 0)
+				add = here;
+			else
+				add = owned = ini_get(ini, section, name, here, depth + 1);
+			addlen = add ? strlen(add) : 0;
+			free(name);
+		} else {
+			add = p++;
+			addlen = 1;
+		}
+		while (n + addlen + 1 > cap)
+			out = xrealloc(out, cap *= 2);
+		if (addlen)
+			memcpy(out + n, add, addlen);
+		n += addlen;
+		free(owned);
+	}
+	out[n] = '\0';
+	return out;
+}
+
+/* ---- revision files, read as text ------------------------------------------------------------ */
+
+struct pyvalue {
+	bool none;
+	char **items;
+	size_t n;
+};
+
+static void pyvalue_free(struct pyvalue *v)
+{
+	for (size_t i = 0; i < v->n; i++)
+		free(v->items[i]);
+	free(v->items);
+	memset(v, 0, sizeof *v);
+}
+
+static const char *skip_space(const char *p, bool newlines, int *line)
+{
+	for (;;) {
+		if (*p == ' ' || *p == '\t' || *p == '\r')
+			p++;
+		else if (*p == '\\' && p[1] == '\n') {
+			p += 2;
+			(*line)++;
+		} else if (newlines && *p == '\n') {
+			p++;
+			(*line)++;
+		} else if (newlines && *p == '#') {
+			while (*p && *p != '\n')
+				p++;
+		} else {
+			return p;
+		}
+	}
+}
+
+/* A Python string literal ('…' or "…", with an optional r/u prefix). NULL if p is not one. */
+static char *py_string(const char **pp)
+{
+	const char *p = *pp;
+	if (*p == 'r' || *p == 'u' || *p == 'R' || *p == 'U')
+		p++;
+	char q = *p;
+	if (q != '\'' && q != '"')
+		return NULL;
+	if (p[1] == q && p[2] == q)
+		return NULL; /* a triple-quoted string is not an id */
+	size_t cap = 32, n = 0;
+	char *out = xmalloc(cap);
+	for (p++; *p && *p != q && *p != '\n'; p++) {
+		if (*p == '\\' && p[1] && p[1] != '\n')
+			p++;
+		if (n + 2 > cap)
+			out = xrealloc(out, cap *= 2);
+		out[n++] = *p;
+	}
+	if (*p != q) {
+		free(out);
+		return NULL;
+	}
+	out[n] = '\0';
+	*pp = p + 1;
+	return out;
+}
+
+/* None, a string, or a tuple/list of strings, possibly over several lines. */
+static bool py_literal(const char **pp, int *line, struct pyvalue *v)
+{
+	const char *p = skip_space(*pp, false, line);
+	memset(v, 0, sizeof *v);
+	if (strncmp(p, "None", 4) == 0 && !isalnum((unsigned char)p[4]) && p[4] != '_') {
+		v->none = true;
+		*pp = p + 4;
+		return true;
+	}
+	char *s = py_string(&p);
+	if (s) {
+		v->items = xmalloc(sizeof *v->items);
+		v->items[v->n++] = s;
+		*pp = p;
+		return true;
+	}
+	char close = *p == '(' ? ')' : *p == '[' ? ']' : 0;
+	if (!close)
+		return false;
+	p++;
+	for (;;) {
+		p = skip_space(p, true, line);
+		if (*p == close) {
+			*pp = p + 1;
+			return true;
+		}
+		s = py_string(&p);
+		if (!s) {
+			pyvalue_free(v);
+			return false;
+		}
+		v->items = xrealloc(v->items, (v->n + 1) * sizeof *v->items);
+		v->items[v->n++] = s;
+		p = skip_space(p, true, line);
+		if (*p == ',')
+			p++;
+		else if (*p != close) {
+			pyvalue_free(v);
+			return false;
+		}
+	}
+}
+
+static const char *const KEYS[] = {"revision", "down_revision", "branch_labels", "depends_on"};
+
+/* Parses one revision file's text into r (file and strings owned by r). False with err naming
+ * file:line when a value is not a literal, or when there is no revision at all. */
+bool alembic_parse_revision(const char *text, const char *file, struct rev *r, char *err, size_t errlen)
+{
+	memset(r, 0, sizeof *r);
+	r->file = xstrdup(file);
+	int line = 1;
+	bool in_triple = false;
+	char triple = 0;
+	bool at_line_start = true;
+	for (const char *p = text; *p;) {
+		if (in_triple) {
+			if (p[0] == triple && p[1] == triple && p[2] == triple) {
+				in_triple = false;
+				p += 3;
+				continue;
+			}
+			if (*p == '\\' && p[1])
+				p++;
+			if (*p == '\n') {
+				line++;
+				at_line_start = true;
+			} else {
+				at_line_start = false;
+			}
+			p++;
+			continue;
+		}
+		if (at_line_start) {
+			at_line_start = false;
+			for (size_t k = 0; k < sizeof KEYS / sizeof KEYS[0]; k++) {
+				size_t n = strlen(KEYS[k]);
+				if (strncmp(p, KEYS[k], n) != 0 || isalnum((unsigned char)p[n]) || p[n] == '_')
+					continue;
+				const char *q = p + n;
+				int vline = line;
+				q = skip_space(q, false, &line);
+				if (*q == ':') { /* an annotation: up to the '=' */
+					while (*q && *q != '=' && *q != '\n')
+						q++;
+				}
+				if (*q != '=' || q[1] == '=')
+					break;
+				q++;
+				struct pyvalue v;
+				if (!py_literal(&q, &line, &v)) {
+					set_err(err, errlen,
+						"%s:%d: %s is not a literal (expected None, 'id', \"id\" or a "
+						"tuple or list of them); revision files are read as text and "
+						"their values are never guessed",
+						file, vline, KEYS[k]);
+					return false;
+				}
+				if (k == 0) {
+					if (v.none || v.n != 1) {
+						set_err(err, errlen, "%s:%d: revision must be one string id", file,
+							vline);
+						pyvalue_free(&v);
+						return false;
+					}
+					free(r->id);
+					r->id = xstrdup(v.items[0]);
+					r->line = vline;
+					pyvalue_free(&v);
+				} else {
+					char ***dst = k == 1 ? &r->down : k == 2 ? &r->labels : &r->depends;
+					size_t *dn = k == 1 ? &r->ndown : k == 2 ? &r->nlabels : &r->ndepends;
+					for (size_t i = 0; i < *dn; i++)
+						free((*dst)[i]);
+					free(*dst);
+					*dst = v.items;
+					*dn = v.n;
+					if (k == 1)
+						r->down_line = vline;
+				}
+				p = q;
+				break;
+			}
+			continue;
+		}
+		if ((p[0] == '"' || p[0] == '\'') && p[1] == p[0] && p[2] == p[0]) {
+			in_triple = true;
+			triple = p[0];
+			p += 3;
+			continue;
+		}
+		if (*p == '#') {
+			while (*p && *p != '\n')
+				p++;
+			continue;
+		}
+		if (*p == '\'' || *p == '"') {
+			char *s = py_string(&p);
+			free(s);
+			if (s)
+				continue;
+		}
+		if (*p == '\n') {
+			line++;
+			at_line_start = true;
+		}
+		p++;
+	}
+	if (!r->id) {
+		set_err(err, errlen,
+			"%s: no `revision = '...'` line; every file in a versions directory must be an "
+			"Alembic revision (move other files elsewhere)",
+			file);
+		return false;
+	}
+	return true;
+}
+
+/* ---- the source ------------------------------------------------------------------------------ */
+
+struct alembic_source {
+	const struct config *cfg;
+	char *ini_path, *ini_dir;
+	char **dirs;   /* where revision files live */
+	size_t ndirs;
+	bool recursive;
+	struct source cmd; /* runs the tool */
+	/* plan results */
+	struct chain chain;
+	char **db_revs;
+	size_t ndb;
+	bool table_exists;
+	bool do_baseline, do_repair;
+	char **stale;
+	size_t nstale;
+	size_t *heads;
+	size_t nheads;
+	size_t *pending;
+	size_t npending;
+};
+
+static void free_plan(struct alembic_source *as)
+{
+	chain_free(&as->chain);
+	for (size_t i = 0; i < as->ndb; i++)
+		free(as->db_revs[i]);
+	free(as->db_revs);
+	for (size_t i = 0; i < as->nstale; i++)
+		free(as->stale[i]);
+	free(as->stale);
+	free(as->heads);
+	free(as->pending);
+	as->db_revs = as->stale = NULL;
+	as->heads = as->pending = NULL;
+	as->ndb = as->nstale = as->nheads = as->npending = 0;
+}
+
+/* Shortens a path under the ini's directory for messages: versions/0004_x.py. */
+static char *display_path(const struct alembic_source *as, const char *path)
+{
+	size_t n = strlen(as->ini_dir);
+	if (strncmp(path, as->ini_dir, n) == 0 && path[n] == '/')
+		return xstrdup(path + n + 1);
+	return xstrdup(path);
+}
+
+static bool is_revision_file(const char *name)
+{
+	size_t n = strlen(name);
+	return n > 3 && strcmp(name + n - 3, ".py") == 0 && strncmp(name, "__init__", 8) != 0 &&
+	       name[0] != '.' && name[0] != '#' && name[0] != '~';
+}
+
+static int scan_dir(struct alembic_source *as, const char *dir, char *err, size_t errlen)
+{
+	DIR *d = opendir(dir);
+	if (!d) {
+		set_err(err, errlen, "%s: cannot read the Alembic versions directory '%s': %s",
+			as->ini_path, dir, strerror(errno));
+		return MTR_EXIT_INCONSISTENT;
+	}
+	struct dirent *e;
+	int code = 0;
+	while ((e = readdir(d)) != NULL && !code) {
+		if (e->d_name[0] == '.')
+			continue;
+		char *path = xasprintf("%s/%s", dir, e->d_name);
+		struct stat st;
+		if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+			if (as->recursive && strcmp(e->d_name, "__pycache__") != 0)
+				code = scan_dir(as, path, err, errlen);
+			free(path);
+			continue;
+		}
+		if (!S_ISREG(st.st_mode) || !is_revision_file(e->d_name)) {
+			free(path);
+			continue;
+		}
+		FILE *f = fopen(path, "rb");
+		char *text = NULL;
+		size_t len = 0;
+		if (f) {
+			text = xmalloc((size_t)st.st_size + 1);
+			len = fread(text, 1, (size_t)st.st_size, f);
+			text[len] = '\0';
+			fclose(f);
+		}
+		char *shown = display_path(as, path);
+		if (!text) {
+			set_err(err, errlen, "%s: cannot read: %s", shown, strerror(errno));
+			code = MTR_EXIT_INCONSISTENT;
+		} else {
+			struct rev r;
+			if (alembic_parse_revision(text, shown, &r, err, errlen)) {
+				chain_add(&as->chain, &r);
+			} else {
+				rev_free(&r);
+				code = MTR_EXIT_INCONSISTENT;
+			}
+		}
+		free(text);
+		free(shown);
+		free(path);
+	}
+	closedir(d);
+	return code;
+}
+
+/* ---- the database ---------------------------------------------------------------------------- */
+
+static bool read_versions(PGconn *conn, struct alembic_source *as, long *tables, char *err, size_t errlen)
+{
+	const char *params[1] = {as->cfg->alembic_version_table};
+	PGresult *res = PQexecParams(
+		conn,
+		"SELECT pg_catalog.to_regclass($1) IS NOT NULL, (SELECT count(*) FROM pg_catalog.pg_class c "
+		"JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+		"AND n.nspname = pg_catalog.current_schema())",
+		1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		set_err(err, errlen, "reading the catalog: %s", PQresultErrorMessage(res));
+		PQclear(res);
+		return false;
+	}
+	as->table_exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	*tables = atol(PQgetvalue(res, 0, 1));
+	PQclear(res);
+	if (!as->table_exists)
+		return true;
+	char *sql = xasprintf("SELECT version_num FROM %s ORDER BY 1", as->cfg->alembic_version_table);
+	res = PQexec(conn, sql);
+	free(sql);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		set_err(err, errlen, "reading %s: %s", as->cfg->alembic_version_table,
+			PQresultErrorMessage(res));
+		PQclear(res);
+		return false;
+	}
+	as->ndb = (size_t)PQntuples(res);
+	as->db_revs = xcalloc(as->ndb + 1, sizeof *as->db_revs);
+	for (size_t i = 0; i < as->ndb; i++)
+		as->db_revs[i] = xstrdup(PQgetvalue(res, (int)i, 0));
+	PQclear(res);
+	return true;
+}
+
+/* ---- plan ------------------------------------------------------------------------------------ */
+
+static void problem(struct chain_problems *p, const char *kind, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void problem(struct chain_problems *p, const char *kind, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *msg = NULL;
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = xstrdup(fmt);
+	va_end(ap);
+	p->items = xrealloc(p->items, (p->n + 1) * sizeof *p->items);
+	p->items[p->n].kind = kind;
+	p->items[p->n++].msg = msg;
+}
+
+static char *join_ids(const struct chain *c, const size_t *idx, size_t n)
+{
+	size_t cap = 64, len = 0;
+	char *s = xmalloc(cap);
+	s[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		const char *id = c->revs[idx[i]].id;
+		while (len + strlen(id) + 3 > cap)
+			s = xrealloc(s, cap *= 2);
+		len += (size_t)sprintf(s + len, "%s%s", i ? ", " : "", id);
+	}
+	return s;
+}
+
+static void check_database(struct alembic_source *as, long tables, struct chain_problems *p)
+{
+	const struct config *cfg = as->cfg;
+	const struct chain *c = &as->chain;
+	const char *table = cfg->alembic_version_table;
+	as->do_baseline = false;
+	if (!as->table_exists) {
+		if (cfg->alembic_baseline) {
+			if (chain_find(c, cfg->alembic_baseline) < 0)
+				problem(p, "baseline",
+					"--alembic-baseline %s: no revision file declares that id",
+					cfg->alembic_baseline);
+			else
+				as->do_baseline = true;
+		} else if (tables > 0) {
+			problem(p, "no_version_table",
+				"the database has %ld tables but no %s table: it was not set up by "
+				"Alembic, or by another tool. Running upgrade head would replay every "
+				"migration on top of it. Find the revision its schema matches and stamp "
+				"it: --alembic-baseline REV (or: alembic stamp REV)",
+				tables, table);
+		}
+		return;
+	}
+	size_t *at = xmalloc((as->ndb + 1) * sizeof *at), nat = 0;
+	for (size_t i = 0; i < as->ndb; i++) {
+		long k = chain_find(c, as->db_revs[i]);
+		if (k < 0) {
+			problem(p, "unknown_revision",
+				"the database is at revision '%s' (%s), which no revision file here "
+				"declares: the image is older than the database, or migrations were "
+				"lost. Running alembic would fail with \"Can't locate revision "
+				"identified by '%s'\". Deploy an image that has it (or restore the file)",
+				as->db_revs[i], table, as->db_revs[i]);
+			continue;
+		}
+		at[nat++] = (size_t)k;
+	}
+	/* A row that is an ancestor of another row is stale (the incident's 0003 beside 0004). */
+	for (size_t i = 0; i < nat; i++) {
+		for (size_t k = 0; k < nat; k++) {
+			if (i == k || !chain_is_ancestor(c, at[i], at[k]) || at[i] == at[k])
+				continue;
+			const char *old = c->revs[at[i]].id, *newer = c->revs[at[k]].id;
+			if (cfg->repair_version_table) {
+				as->stale = xrealloc(as->stale, (as->nstale + 1) * sizeof *as->stale);
+				as->stale[as->nstale++] = xstrdup(old);
+				as->do_repair = true;
+			} else {
+				problem(p, "stale_row",
+					"%s holds both '%s' and '%s', but '%s' (%s) is an ancestor of "
+					"'%s' (%s): the row '%s' is stale, left by a hand repair. Alembic "
+					"would say \"Requested revision %s overlaps with other requested "
+					"revisions\". Remove it: --repair-version-table (or DELETE FROM %s "
+					"WHERE version_num = '%s')",
+					table, old, newer, old, c->revs[at[i]].file, newer, c->revs[at[k]].file,
+					old, newer, table, old);
+			}
+			break;
+		}
+	}
+	free(at);
+}
+
+static size_t db_positions(const struct alembic_source *as, size_t *at)
+{
+	size_t nat = 0;
+	if (as->do_baseline) {
+		at[nat++] = (size_t)chain_find(&as->chain, as->cfg->alembic_baseline);
+		return nat;
+	}
+	for (size_t i = 0; i < as->ndb; i++) {
+		long k = chain_find(&as->chain, as->db_revs[i]);
+		bool stale = false;
+		for (size_t s = 0; s < as->nstale; s++)
+			stale = stale || strcmp(as->stale[s], as->db_revs[i]) == 0;
+		if (k >= 0 && !stale)
+			at[nat++] = (size_t)k;
+	}
+	return nat;
+}
+
+static void print_report(const struct alembic_source *as, const struct chain_problems *p)
+{
+	const struct chain *c = &as->chain;
+	size_t *roots = xmalloc((c->n + 1) * sizeof *roots);
+	size_t nroots = chain_roots(c, roots, c->n);
+	char *r = join_ids(c, roots, nroots), *h = join_ids(c, as->heads, as->nheads);
+	char *pend = join_ids(c, as->pending, as->npending);
+	if (as->cfg->log_format == LOG_FORMAT_JSON) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddNumberToObject(o, "revisions", (double)c->n);
+		cJSON *a = cJSON_AddArrayToObject(o, "roots");
+		for (size_t i = 0; i < nroots; i++)
+			cJSON_AddItemToArray(a, cJSON_CreateString(c->revs[roots[i]].id));
+		a = cJSON_AddArrayToObject(o, "heads");
+		for (size_t i = 0; i < as->nheads; i++)
+			cJSON_AddItemToArray(a, cJSON_CreateString(c->revs[as->heads[i]].id));
+		a = cJSON_AddArrayToObject(o, "database");
+		for (size_t i = 0; i < as->ndb; i++)
+			cJSON_AddItemToArray(a, cJSON_CreateString(as->db_revs[i]));
+		a = cJSON_AddArrayToObject(o, "pending");
+		for (size_t i = 0; i < as->npending; i++)
+			cJSON_AddItemToArray(a, cJSON_CreateString(c->revs[as->pending[i]].id));
+		a = cJSON_AddArrayToObject(o, "problems");
+		for (size_t i = 0; i < p->n; i++)
+			cJSON_AddItemToArray(a, cJSON_CreateString(p->items[i].msg));
+		cJSON_AddBoolToObject(o, "consistent", p->n == 0);
+		char *text = cJSON_PrintUnformatted(o);
+		if (text)
+			printf("%s\n", text);
+		cJSON_free(text);
+		cJSON_Delete(o);
+	} else {
+		printf("revisions: %zu; roots: %s; heads: %s\n", c->n, r, h);
+		printf("database: ");
+		if (!as->table_exists)
+			printf("no %s table\n", as->cfg->alembic_version_table);
+		for (size_t i = 0; i < as->ndb; i++)
+			printf("%s%s", i ? ", " : "", as->db_revs[i]);
+		if (as->table_exists)
+			printf("%s\n", as->ndb ? "" : "(empty)");
+		printf("pending: %s\n", as->npending ? pend : "none");
+		for (size_t i = 0; i < p->n; i++)
+			printf("problem: %s\n", p->items[i].msg);
+		printf("%s: %zu problem%s\n", p->n ? "INCONSISTENT" : "consistent", p->n,
+		       p->n == 1 ? "" : "s");
+	}
+	free(r);
+	free(h);
+	free(pend);
+	free(roots);
+}
+
+static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, bool report,
+			size_t *pending)
+{
+	struct alembic_source *as = self;
+	(void)ctx;
+	char err[1024];
+	free_plan(as);
+	as->do_repair = false;
+	for (size_t i = 0; i < as->ndirs; i++) {
+		int code = scan_dir(as, as->dirs[i], err, sizeof err);
+		if (code) {
+			log_event(LOG_ERROR, "check.failed",
+				  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
+			return code;
+		}
+	}
+	if (as->chain.n == 0) {
+		log_event(LOG_ERROR, "check.failed",
+			  LOG_FIELDS(LF_S("problem", "empty"), LF_I("exit_code", MTR_EXIT_INCONSISTENT)),
+			  "%s: no revision files in %s; check script_location / version_locations",
+			  as->ini_path, as->dirs[0]);
+		return MTR_EXIT_INCONSISTENT;
+	}
+	struct chain_problems p = {0};
+	chain_check(&as->chain, &p);
+	long tables = 0;
+	if (!read_versions(conn, as, &tables, err, sizeof err)) {
+		chain_problems_free(&p);
+		log_event(LOG_ERROR, "plan.failed", LOG_FIELDS(LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
+			  "%s", err);
+		return MTR_EXIT_TEMPFAIL;
+	}
+	check_database(as, tables, &p);
+	as->heads = xmalloc((as->chain.n + 1) * sizeof *as->heads);
+	as->nheads = chain_heads(&as->chain, as->heads, as->chain.n);
+	as->pending = xmalloc((as->chain.n + 1) * sizeof *as->pending);
+	if (p.n == 0) {
+		size_t *at = xmalloc((as->ndb + 2) * sizeof *at);
+		size_t nat = db_positions(as, at);
+		as->npending = chain_pending(&as->chain, at, nat, as->pending);
+		free(at);
+	}
+	for (size_t i = 0; i < p.n; i++)
+		log_event(LOG_ERROR, "check.failed", LOG_FIELDS(LF_S("problem", p.items[i].kind)), "%s",
+			  p.items[i].msg);
+	if (report)
+		print_report(as, &p);
+	int code = p.n ? MTR_EXIT_INCONSISTENT : 0;
+	if (p.n) {
+		log_event(LOG_ERROR, "check.refused",
+			  LOG_FIELDS(LF_I("problems", p.n), LF_I("exit_code", code)),
+			  "refusing to migrate: %zu problem%s with the Alembic project %s (see "
+			  "check.failed above); nothing was changed, Alembic was not started",
+			  p.n, p.n == 1 ? "" : "s", as->ini_path);
+	} else {
+		char *from = xmalloc(1);
+		from[0] = '\0';
+		for (size_t i = 0; i < as->ndb; i++) {
+			char *n = xasprintf("%s%s%s", from, i ? "," : "", as->db_revs[i]);
+			free(from);
+			from = n;
+		}
+		char *to = join_ids(&as->chain, as->heads, as->nheads);
+		log_event(LOG_INFO, "plan.ready",
+			  LOG_FIELDS(LF_I("revisions", as->chain.n), LF_I("pending", as->npending),
+				     LF_S("from", as->ndb ? from : NULL), LF_S("to", to)),
+			  "%zu Alembic revision%s pending", as->npending, as->npending == 1 ? "" : "s");
+		free(from);
+		free(to);
+	}
+	chain_problems_free(&p);
+	*pending = as->npending + as->do_repair + as->do_baseline;
+	return code;
+}
+
+/* ---- migrate --------------------------------------------------------------------------------- */
+
+static bool exec_ok(PGconn *conn, const char *sql, char *err, size_t errlen)
+{
+	PGresult *res = PQexec(conn, sql);
+	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+	if (!ok)
+		set_err(err, errlen, "%s", PQresultErrorMessage(res));
+	PQclear(res);
+	return ok;
+}
+
+static bool bookkeeping(PGconn *conn, struct alembic_source *as, char *err, size_t errlen)
+{
+	const char *table = as->cfg->alembic_version_table;
+	if (as->do_baseline) {
+		char *rev = PQescapeLiteral(conn, as->cfg->alembic_baseline, strlen(as->cfg->alembic_baseline));
+		char *sql = xasprintf("BEGIN; CREATE TABLE %s (version_num varchar(32) NOT NULL, "
+				      "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)); "
+				      "INSERT INTO %s VALUES (%s); COMMIT",
+				      table, table, rev ? rev : "''");
+		bool ok = exec_ok(conn, sql, err, errlen);
+		free(sql);
+		PQfreemem(rev);
+		if (!ok) {
+			PQclear(PQexec(conn, "ROLLBACK"));
+			return false;
+		}
+		log_event(LOG_INFO, "migrate.baseline", LOG_FIELDS(LF_S("revision", as->cfg->alembic_baseline)),
+			  "stamped %s with %s (--alembic-baseline): revisions up to it count as applied",
+			  table, as->cfg->alembic_baseline);
+	}
+	if (as->do_repair) {
+		if (!exec_ok(conn, "BEGIN", err, errlen))
+			return false;
+		for (size_t i = 0; i < as->nstale; i++) {
+			char *rev = PQescapeLiteral(conn, as->stale[i], strlen(as->stale[i]));
+			char *sql = xasprintf("DELETE FROM %s WHERE version_num = %s", table, rev ? rev : "''");
+			bool ok = exec_ok(conn, sql, err, errlen);
+			free(sql);
+			PQfreemem(rev);
+			if (!ok) {
+				PQclear(PQexec(conn, "ROLLBACK"));
+				return false;
+			}
+			log_event(LOG_WARN, "migrate.repair",
+				  LOG_FIELDS(LF_S("table", table), LF_S("removed", as->stale[i])),
+				  "removed the stale row '%s' from %s (an ancestor of another row; "
+				  "--repair-version-table)",
+				  as->stale[i], table);
+		}
+		if (!exec_ok(conn, "COMMIT", err, errlen))
+			return false;
+	}
+	return true;
+}
+
+/* Explains a failure whose SQLSTATE says the schema and the revision history disagree. */
+static void diagnose(const struct alembic_source *as, const struct migrate_outcome *out, long tables)
+{
+	const char *s = out->sqlstate;
+	const char *rev = out->revision[0] ? out->revision : "?";
+	if (!strcmp(s, "42701") || !strcmp(s, "42P07") || !strcmp(s, "42710")) {
+		log_event(LOG_ERROR, "migrate.diagnosis",
+			  LOG_FIELDS(LF_S("kind", "schema_drift"), LF_S("sqlstate", s), LF_S("revision", rev)),
+			  "schema drift: revision %s tried to create something the database already has "
+			  "(SQLSTATE %s): the change was made outside Alembic, or %s was not updated "
+			  "after it. This is permanent; retrying cannot help. Check the schema, then "
+			  "record the revision as applied: alembic stamp %s",
+			  rev, s, as->cfg->alembic_version_table, rev);
+	} else if (!strcmp(s, "42P01")) {
+		long k = chain_find(&as->chain, rev);
+		bool first = k >= 0 && as->chain.revs[k].ndown == 0;
+		if (first && tables <= 1)
+			log_event(LOG_ERROR, "migrate.diagnosis",
+				  LOG_FIELDS(LF_S("kind", "missing_history"), LF_S("sqlstate", s),
+					     LF_S("revision", rev)),
+				  "revision %s (%s) is the first of its chain yet uses a table that does "
+				  "not exist, on an empty database: the chain is probably missing its "
+				  "earlier migrations (they may exist only in another checkout)",
+				  rev, as->chain.revs[k].file);
+	}
+}
+
+static void alembic_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
+			    struct migrate_outcome *out)
+{
+	struct alembic_source *as = self;
+	char err[1024];
+	memset(out, 0, sizeof *out);
+	if (!bookkeeping(conn, as, err, sizeof err)) {
+		if (PQstatus(conn) != CONNECTION_OK) {
+			out->result = MIGRATE_LOST;
+			snprintf(out->how, sizeof out->how, "the database connection was lost");
+			return;
+		}
+		log_event(LOG_ERROR, "migrate.failed",
+			  LOG_FIELDS(LF_S("error", err), LF_I("exit_code", MTR_EXIT_MIGRATION)),
+			  "cannot update %s: %s", as->cfg->alembic_version_table, err);
+		out->result = MIGRATE_FAILED;
+		out->code = MTR_EXIT_MIGRATION;
+		return;
+	}
+	if (as->npending == 0) {
+		out->result = MIGRATE_OK;
+		return;
+	}
+	long tables_before = 0;
+	bool had_table = as->table_exists;
+	as->cmd.migrate(as->cmd.self, conn, ctx, out);
+	if (out->result == MIGRATE_FAILED) {
+		char e2[256];
+		for (size_t i = 0; i < as->ndb; i++)
+			free(as->db_revs[i]);
+		free(as->db_revs);
+		as->db_revs = NULL;
+		as->ndb = 0;
+		if (read_versions(conn, as, &tables_before, e2, sizeof e2))
+			diagnose(as, out, had_table ? 2 : tables_before);
+		return;
+	}
+	if (out->result != MIGRATE_OK)
+		return;
+	/* Confirm where the database is now: the heads, and nothing else. */
+	for (size_t i = 0; i < as->ndb; i++)
+		free(as->db_revs[i]);
+	free(as->db_revs);
+	as->db_revs = NULL;
+	as->ndb = 0;
+	long tables;
+	if (!read_versions(conn, as, &tables, err, sizeof err)) {
+		log_event(LOG_WARN, "migrate.verify", LOG_FIELDS(LF_S("error", err)),
+			  "cannot confirm the database's revision after Alembic ran: %s", err);
+		return;
+	}
+	/* At the heads: nothing left pending from where the rows say we are (Alembic leaves out
+	 * a head that another head depends_on, so the rows need not list every head). */
+	size_t *at = xmalloc((as->ndb + 1) * sizeof *at), nat = 0;
+	bool at_heads = as->ndb > 0;
+	for (size_t i = 0; i < as->ndb; i++) {
+		long k = chain_find(&as->chain, as->db_revs[i]);
+		if (k < 0)
+			at_heads = false;
+		else
+			at[nat++] = (size_t)k;
+	}
+	size_t *left = xmalloc((as->chain.n + 1) * sizeof *left);
+	if (at_heads && chain_pending(&as->chain, at, nat, left) > 0)
+		at_heads = false;
+	free(left);
+	free(at);
+	char *to = join_ids(&as->chain, as->heads, as->nheads);
+	if (!at_heads) {
+		log_event(LOG_ERROR, "migrate.failed",
+			  LOG_FIELDS(LF_S("expected", to), LF_I("exit_code", MTR_EXIT_MIGRATION)),
+			  "Alembic exited 0 but %s does not hold the head revision(s) %s; check the "
+			  "migration command (--migrate-cmd) and env.py's version table settings",
+			  as->cfg->alembic_version_table, to);
+		out->result = MIGRATE_FAILED;
+		out->code = MTR_EXIT_MIGRATION;
+	} else {
+		char *applied = join_ids(&as->chain, as->pending, as->npending);
+		log_event(LOG_INFO, "migrate.revisions",
+			  LOG_FIELDS(LF_S("to", to), LF_S("applied", applied), LF_I("count", as->npending)),
+			  "the database is at %s; applied %s", to, applied);
+		free(applied);
+	}
+	free(to);
+}
+
+static void alembic_destroy(void *self)
+{
+	struct alembic_source *as = self;
+	free_plan(as);
+	if (as->cmd.destroy)
+		as->cmd.destroy(as->cmd.self);
+	for (size_t i = 0; i < as->ndirs; i++)
+		free(as->dirs[i]);
+	free(as->dirs);
+	free(as->ini_path);
+	free(as->ini_dir);
+	free(as);
+}
+
+/* Splits version_locations as Alembic does for the given version_path_separator. */
+static bool split_locations(const char *value, const char *sep, char ***out, size_t *n)
+{
+	const char *chars;
+	if (!sep)
+		chars = " ,"; /* the legacy rule: spaces and/or commas */
+	else if (!strcmp(sep, "space"))
+		chars = " ";
+	else if (!strcmp(sep, "os") || !strcmp(sep, ":"))
+		chars = ":";
+	else if (!strcmp(sep, ";"))
+		chars = ";";
+	else if (!strcmp(sep, "newline"))
+		chars = "\n";
+	else
+		return false;
+	char *copy = xstrdup(value), *save = NULL;
+	for (char *t = strtok_r(copy, chars, &save); t; t = strtok_r(NULL, chars, &save)) {
+		char *s = trim(t);
+		if (!*s)
+			continue;
+		*out = xrealloc(*out, (*n + 1) * sizeof **out);
+		(*out)[(*n)++] = xstrdup(s);
+	}
+	free(copy);
+	return true;
+}
+
+bool source_alembic_open(const struct config *cfg, struct source *src, char *err, size_t errlen)
+{
+	struct alembic_source *as = xcalloc(1, sizeof *as);
+	as->cfg = cfg;
+	char *real = realpath(cfg->alembic_ini, NULL);
+	as->ini_path = xstrdup(cfg->alembic_ini);
+	FILE *f = real ? fopen(real, "rb") : NULL;
+	if (!f) {
+		set_err(err, errlen, "--alembic-ini: cannot read '%s': %s", cfg->alembic_ini, strerror(errno));
+		free(real);
+		alembic_destroy(as);
+		return false;
+	}
+	char *copy = xstrdup(real);
+	as->ini_dir = xstrdup(dirname(copy));
+	free(copy);
+	free(real);
+	size_t cap = 4096, len = 0, got;
+	char *text = xmalloc(cap);
+	while ((got = fread(text + len, 1, cap - len - 1, f)) > 0)
+		if ((len += got) + 1 == cap)
+			text = xrealloc(text, cap *= 2);
+	text[len] = '\0';
+	fclose(f);
+	struct ini ini;
+	char perr[256];
+	bool parsed = alembic_ini_parse(text, &ini, perr, sizeof perr);
+	free(text);
+	if (!parsed) {
+		set_err(err, errlen, "--alembic-ini: %s: %s", cfg->alembic_ini, perr);
+		alembic_destroy(as);
+		return false;
+	}
+	char *loc = ini_get(&ini, "alembic", "script_location", as->ini_dir, 0);
+	char *vloc = ini_get(&ini, "alembic", "version_locations", as->ini_dir, 0);
+	char *vsep = ini_get(&ini, "alembic", "version_path_separator", as->ini_dir, 0);
+	char *rec = ini_get(&ini, "alembic", "recursive_version_locations", as->ini_dir, 0);
+	ini_free(&ini);
+	bool ok = false;
+	if (!loc) {
+		set_err(err, errlen, "--alembic-ini: %s has no script_location in its [alembic] section",
+			cfg->alembic_ini);
+		goto out;
+	}
+	struct stat st;
+	const char *colon = strchr(loc, ':');
+	if (colon && loc[0] != '/' && stat(loc, &st) != 0) {
+		set_err(err, errlen,
+			"--alembic-ini: script_location = %s is a package resource (package:path), "
+			"which is not supported; give a directory (e.g. %%(here)s/migrations)",
+			loc);
+		goto out;
+	}
+	char *base = loc[0] == '/' ? xstrdup(loc) : xasprintf("%s/%s", as->ini_dir, loc);
+	if (vloc) {
+		if (!split_locations(vloc, vsep, &as->dirs, &as->ndirs)) {
+			set_err(err, errlen,
+				"--alembic-ini: version_path_separator = %s: expected space, os, :, ; or "
+				"newline",
+				vsep);
+			free(base);
+			goto out;
+		}
+		for (size_t i = 0; i < as->ndirs; i++) {
+			if (as->dirs[i][0] != '/') {
+				char *abs = xasprintf("%s/%s", as->ini_dir, as->dirs[i]);
+				free(as->dirs[i]);
+				as->dirs[i] = abs;
+			}
+		}
+	}
+	if (as->ndirs == 0) {
+		as->dirs = xrealloc(as->dirs, sizeof *as->dirs);
+		as->dirs[as->ndirs++] = xasprintf("%s/versions", base);
+	}
+	free(base);
+	bool b = false;
+	as->recursive = rec && config_parse_bool(rec, &b) && b;
+	/* The tool: --migrate-cmd, else PYTHON -m alembic -c INI upgrade head. */
+	if (!source_cmd_open(cfg, &as->cmd, err, errlen))
+		goto out;
+	ok = true;
+out:
+	free(loc);
+	free(vloc);
+	free(vsep);
+	free(rec);
+	if (!ok) {
+		alembic_destroy(as);
+		return false;
+	}
+	src->kind = "alembic";
+	src->describe = as->cmd.describe;
+	src->self = as;
+	src->plan = alembic_plan;
+	src->migrate = alembic_migrate;
+	src->destroy = alembic_destroy;
+	return true;
+}

@@ -1,0 +1,173 @@
+"""Alembic projects: the revision graph and the database are checked before Python starts."""
+import json
+import os
+import pathlib
+
+import pytest
+
+from conftest import PYTHON, ROOT, clean_env, run
+
+FIX = ROOT / "tests" / "fixtures" / "alembic"
+
+
+def ini(name):
+    return str(FIX / name / "alembic.ini")
+
+
+def go(pg, db, name, *extra, check=False, marker=None):
+    """Runs the tool on a fixture; with marker, Alembic runs through a wrapper that records it."""
+    args = ["--alembic-ini", ini(name), "--python", PYTHON, *extra]
+    if marker:
+        args += ["--migrate-cmd", f"sh -c 'echo ran >> {marker}; exec {PYTHON} -m alembic -c {ini(name)} upgrade heads'"]
+    args += ["--check"] if check else ["--migrate-only"]
+    return run(args, env=clean_env(DATABASE_URL=pg.url(db)), timeout=120)
+
+
+def make_project(tmp_path, files):
+    """A project of our own revision files, with the example's env.py and logging setup."""
+    proj = tmp_path / "proj"
+    (proj / "versions").mkdir(parents=True)
+    text = (ROOT / "docker" / "example" / "alembic.ini").read_text().replace(
+        "script_location = %(here)s/migrations",
+        f"script_location = {ROOT}/docker/example/migrations\nversion_locations = %(here)s/versions")
+    (proj / "alembic.ini").write_text(text)
+    for name, body in files.items():
+        (proj / "versions" / name).write_text(body)
+    return str(proj / "alembic.ini")
+
+
+def versions(pg, db):
+    out = pg.psql(db, "SELECT string_agg(version_num, ',' ORDER BY version_num) FROM alembic_version")
+    return out
+
+
+def problems(r):
+    return [e for e in r.named("check.failed")]
+
+
+@pytest.mark.parametrize("name,head", [("linear", "c47d09e3f8b1"), ("annotated", "1a6f4c98b7e2"),
+                                       ("merge", "m3"), ("merge_list", "m3"), ("branches", "x2")])
+def test_healthy_projects_migrate_then_skip_python(pg, db, tmp_path, name, head):
+    marker = tmp_path / "alembic-ran"
+    r = go(pg, db, name, marker=marker)
+    assert r.code == 0, r
+    assert versions(pg, db) == head
+    assert marker.read_text() == "ran\n"
+    # At head: nothing pending, so no Python at all.
+    r = go(pg, db, name, marker=marker)
+    assert r.code == 0, r
+    assert r.named("migrate.skip")
+    assert marker.read_text() == "ran\n"
+
+
+def test_two_independent_chains_are_refused_with_the_exact_fix(pg, db):
+    r = go(pg, db, "two_chains")
+    assert r.code == 65, r
+    [p] = problems(r)
+    assert p["problem"] == "roots"
+    assert "0001 -> 0002 -> 0003" in p["msg"] and "0004 -> 0005 -> 0006" in p["msg"]
+    assert "set down_revision = '0003' in versions/0004_asyncpg_compatibility_fixes.py" in p["msg"]
+    assert pg.psql(db, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0"
+
+
+@pytest.mark.parametrize("name,kind,words", [
+    ("dangling", "dangling", ["versions/0003_add_size.py:", "'0002_add_color' is the file name of versions/0002_add_color.py",
+                              "set down_revision = '0002'"]),
+    ("duplicate", "duplicate", ["'0002' is declared twice", "versions/0002_add_color.py", "versions/0002_add_colour.py"]),
+    ("cycle", "cycle", ["cycle", "c2", "c3", "c4"]),
+])
+def test_broken_graphs(pg, db, name, kind, words):
+    r = go(pg, db, name)
+    assert r.code == 65, r
+    found = problems(r)
+    assert [p["problem"] for p in found] == [kind]
+    for w in words:
+        assert w in found[0]["msg"]
+    assert pg.psql(db, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == "0"
+
+
+def test_unknown_revision_in_the_database(pg, db):
+    assert go(pg, db, "linear").code == 0
+    pg.psql(db, "UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    r = go(pg, db, "linear")
+    assert r.code == 65, r
+    msg = problems(r)[0]["msg"]
+    assert "'ffffffffffff'" in msg and "older than the database" in msg
+
+
+def test_stale_ancestor_row_is_named_and_repaired_only_on_request(pg, db):
+    assert go(pg, db, "linear").code == 0
+    pg.psql(db, "INSERT INTO alembic_version VALUES ('8e15b6d0c2a9')")
+    r = go(pg, db, "linear")
+    assert r.code == 65, r
+    msg = problems(r)[0]["msg"]
+    assert "'8e15b6d0c2a9'" in msg and "stale" in msg and "--repair-version-table" in msg
+    assert versions(pg, db) == "8e15b6d0c2a9,c47d09e3f8b1"
+    r = go(pg, db, "linear", "--repair-version-table")
+    assert r.code == 0, r
+    assert r.named("migrate.repair")[0]["removed"] == "8e15b6d0c2a9"
+    assert versions(pg, db) == "c47d09e3f8b1"
+
+
+def test_non_empty_database_without_version_table(pg, db):
+    pg.psql(db, "CREATE TABLE widgets (id int)")
+    r = go(pg, db, "linear")
+    assert r.code == 65, r
+    assert "--alembic-baseline REV" in problems(r)[0]["msg"]
+    r = go(pg, db, "linear", "--alembic-baseline", "3f9c2a7b1d04")
+    assert r.code == 0, r
+    assert versions(pg, db) == "c47d09e3f8b1"
+
+
+def test_schema_drift_is_explained(pg, db):
+    # The column the last revision adds is already there: the incident's DuplicateColumn.
+    assert run(["--alembic-ini", ini("linear"), "--python", PYTHON, "--migrate-only"],
+               env=clean_env(DATABASE_URL=pg.url(db))).code == 0
+    pg.psql(db, "UPDATE alembic_version SET version_num = '8e15b6d0c2a9'")
+    r = go(pg, db, "linear")
+    assert r.code == 70, r
+    d = r.named("migrate.diagnosis")[0]
+    assert d["kind"] == "schema_drift" and d["sqlstate"] == "42701" and d["revision"] == "c47d09e3f8b1"
+    assert "alembic stamp c47d09e3f8b1" in d["msg"]
+
+
+def test_check_reports_graph_and_database(pg, db):
+    r = go(pg, db, "linear", check=True)
+    assert r.code == 0, r
+    rep = json.loads(r.stdout)
+    assert rep["roots"] == ["3f9c2a7b1d04"] and rep["heads"] == ["c47d09e3f8b1"]
+    assert rep["pending"] == ["3f9c2a7b1d04", "8e15b6d0c2a9", "c47d09e3f8b1"]
+    assert rep["consistent"] is True
+    assert pg.psql(db, "SELECT to_regclass('alembic_version') IS NULL") == "t"
+    r = go(pg, db, "two_chains", check=True)
+    assert r.code == 65
+    assert json.loads(r.stdout)["consistent"] is False
+
+
+def test_revision_that_is_not_a_literal(pg, db, tmp_path):
+    path = make_project(tmp_path, {"0001_a.py": '"""a\n\nrevision = \'docstring\'\n"""\nREV = "0001"\n'
+                                                'revision = REV\ndown_revision = None\n'})
+    r = run(["--alembic-ini", path, "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 65, r
+    assert "versions/0001_a.py:6: revision is not a literal" in problems(r)[0]["msg"]
+
+
+def test_package_resource_script_location_is_unsupported(tmp_path):
+    (tmp_path / "alembic.ini").write_text("[alembic]\nscript_location = myapp:migrations\n")
+    r = run(["--alembic-ini", str(tmp_path / "alembic.ini"), "--migrate-only"],
+            env=clean_env(DATABASE_URL="postgresql://u@127.0.0.1:1/d"))
+    assert r.code == 64, r
+    assert "package resource" in r.events[-1]["msg"]
+
+
+def test_first_revision_using_a_missing_table_suggests_lost_history(pg, db, tmp_path):
+    # The incident's image: only 0004 onwards, the first of them with down_revision = None.
+    path = make_project(tmp_path, {"0004_asyncpg_compatibility_fixes.py":
+        "from alembic import op\n\nrevision = '0004'\ndown_revision = None\n\n\n"
+        "def upgrade():\n    op.execute('ALTER TABLE embeddings ADD COLUMN vec text')\n"})
+    r = run(["--alembic-ini", path, "--python", PYTHON, "--migrate-only"],
+            env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 70, r
+    d = r.named("migrate.diagnosis")[0]
+    assert d["kind"] == "missing_history" and d["revision"] == "0004"
+    assert "missing its earlier migrations" in d["msg"]
