@@ -34,6 +34,9 @@ PYTEST    := /usr/bin/python3 -m pytest
 .PHONY: all deps install uninstall clean test unit e2e demo bench
 all: $(BIN)
 
+# make static / make test-static: a fully static musl binary (see mk/static.mk).
+-include mk/static.mk
+
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/mtr/*.h) Makefile VERSION
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<

@@ -17,16 +17,21 @@ done
 . "$ROOT/bench/cluster.bash"
 bench_database_url
 
-/usr/bin/python3 - "$BIN" "$url" "$RUNS" "$SIGNALS" <<'PY'
+# The static build, when there is one, is measured too: it is what images ship.
+STATIC="$ROOT/build/static/migrate-then-run.stripped"
+[ -x "$STATIC" ] || STATIC=""
+
+/usr/bin/python3 - "$BIN" "$url" "$RUNS" "$SIGNALS" "$STATIC" <<'PY'
 import os, pathlib, shutil, signal, statistics, subprocess, sys, time
 
-bin_, url, runs, nsig = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+bin_, url, runs, nsig, static = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 env = {k: v for k, v in os.environ.items() if not k.startswith("MTR_")}
 env.update(DATABASE_URL=url, MTR_LOG_LEVEL="warn")
 # Each supervisor runs as PID 1 of a new PID namespace when we may (root), as in a container.
 ns = ["unshare", "--pid", "--fork", "--mount-proc"] if os.geteuid() == 0 else []
 sups = {
     "migrate-then-run": [bin_, "--init", "--migrate-cmd", "true", "--"],
+    **({"migrate-then-run (static)": [static, "--init", "--migrate-cmd", "true", "--"]} if static else {}),
     "tini": [shutil.which("tini"), *([] if ns else ["-s"]), "--"],
     "dumb-init": [shutil.which("dumb-init"), "--"],
 }

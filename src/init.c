@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -282,6 +283,41 @@ void init_reexec(char *const *argv, const struct init_opts *o, const struct sigs
 		  "cannot re-exec a lean supervisor (%s); supervising in place", strerror(e));
 }
 
+/* The supervisor runs a few kilobytes of code for weeks. The kernel maps file pages around
+ * each fault (fault-around) and the loader touches every shared library at start, so megabytes
+ * of text show as resident. Drop the page-table entries of every executable mapping (ours and
+ * the libraries') and ask for no read-around: only the pages actually used come back. Text is
+ * never written, so nothing is lost; writable and relocated mappings are left alone. */
+extern char __executable_start[], etext[];
+
+static void shed_range(uintptr_t start, uintptr_t end)
+{
+	if (end > start && madvise((void *)start, end - start, MADV_RANDOM) == 0)
+		(void)madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
+static void shed_text(void)
+{
+	FILE *maps = fopen("/proc/self/maps", "re");
+	if (!maps) {
+		long page = sysconf(_SC_PAGESIZE);
+		shed_range((uintptr_t)__executable_start & ~(uintptr_t)(page - 1),
+			   ((uintptr_t)etext + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1));
+		return;
+	}
+	char line[512];
+	while (fgets(line, sizeof line, maps)) {
+		unsigned long lo, hi;
+		char perms[8], path[256] = "";
+		if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %255s", &lo, &hi, perms, path) < 3)
+			continue;
+		/* file-backed, executable, never written: r-xp with a path (not [vdso]) */
+		if (strcmp(perms, "r-xp") == 0 && path[0] == '/')
+			shed_range(lo, hi);
+	}
+	fclose(maps);
+}
+
 bool init_resume(int argc, char **argv, int *code)
 {
 	const char *state = getenv(SUPERVISE_ENV);
@@ -304,6 +340,7 @@ bool init_resume(int argc, char **argv, int *code)
 	sigs.orig_pipe.sa_handler = pipe_ignored ? SIG_IGN : SIG_DFL;
 	log_init((enum log_format)fmt, (enum log_level)lvl);
 	struct init_opts o = {stop_ms, group != 0};
+	shed_text();
 	*code = init_run(&argv[2], &o, &sigs);
 	return true;
 }

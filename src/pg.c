@@ -81,7 +81,10 @@ enum pg_status pg_classify_connect_error(const char *msg, bool needs_password)
 	static const char *const config[] = {
 		"invalid connection option", "invalid URI", "missing \"=\" after", "invalid port number",
 		"invalid sslmode value", "invalid integer value", "does not support SSL, but SSL was required",
-		"unterminated quoted string", "invalid percent-encoded token", "invalid value for parameter"};
+		"unterminated quoted string", "invalid percent-encoded token", "invalid value for parameter",
+		/* TLS verification: waiting will not make a certificate match */
+		"certificate verify failed", "does not match host name", "root certificate file",
+		"could not read root certificate", "certificate present, but not private key"};
 	if (needs_password)
 		return PG_AUTH;
 	if (!msg)

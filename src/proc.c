@@ -109,12 +109,11 @@ int proc_execvpe(const char *file, char *const *argv, char *const *envp)
 }
 
 /* In the child: wire up descriptors, restore signals, exec; report errno on errfd if it fails. */
-static void child_exec(const struct proc_spec *spec, int out, int err, int errfd)
+static void child_exec(const struct proc_spec *spec, int in, int out, int err, int errfd)
 {
 	/* Its own process group: a stop signal reaches whatever it started, too (sh -c …). */
 	setpgid(0, 0);
-	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 ||
+	if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 ||
 	    dup2(err, STDERR_FILENO) < 0)
 		goto fail;
 	if (spec->cwd && chdir(spec->cwd) < 0)
@@ -132,10 +131,12 @@ fail:;
 bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, struct proc_result *r)
 {
 	memset(r, 0, sizeof *r);
-	int outp[2] = {-1, -1}, errp[2] = {-1, -1}, execp[2] = {-1, -1}, sfd = -1;
+	int outp[2] = {-1, -1}, errp[2] = {-1, -1}, execp[2] = {-1, -1}, inp[2] = {-1, -1}, sfd = -1;
 	int64_t start = now_ms();
 	bool started = false;
-	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(execp, O_CLOEXEC) < 0) {
+	/* stdin: a pipe already at end of file, which needs no /dev/null (an empty root has none). */
+	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(execp, O_CLOEXEC) < 0 ||
+	    pipe2(inp, O_CLOEXEC) < 0) {
 		set_err(r->err, sizeof r->err, "pipe: %s", strerror(errno));
 		r->outcome = PROC_NOT_EXEC;
 		goto fail;
@@ -152,8 +153,10 @@ bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, str
 		r->outcome = PROC_NOT_EXEC;
 		goto fail;
 	}
+	close(inp[1]);
+	inp[1] = -1;
 	if (pid == 0)
-		child_exec(spec, outp[1], errp[1], execp[1]);
+		child_exec(spec, inp[0], outp[1], errp[1], execp[1]);
 	setpgid(pid, pid); /* on both sides, so that kill(-pid) cannot race the child */
 	close(outp[1]);
 	close(errp[1]);
@@ -240,7 +243,7 @@ bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, str
 	}
 fail:
 	r->duration_ms = now_ms() - start;
-	int fds_to_close[] = {outp[0], outp[1], errp[0], errp[1], execp[0], execp[1], sfd};
+	int fds_to_close[] = {outp[0], outp[1], errp[0], errp[1], execp[0], execp[1], inp[0], inp[1], sfd};
 	for (size_t i = 0; i < sizeof fds_to_close / sizeof fds_to_close[0]; i++)
 		if (fds_to_close[i] >= 0)
 			close(fds_to_close[i]);

@@ -43,6 +43,25 @@ def supervisor(kind, pg_url, group=False, extra=()):
     return [binary(), "--migrate-cmd", "true", *(["--signal-group"] if group else []), *extra, "--"]
 
 
+_started = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers():
+    """A test that fails half-way must not leave its namespace running: SIGKILL to its PID 1
+    ends every process in it."""
+    yield
+    while _started:
+        p = _started.pop()
+        if p.proc.poll() is None:
+            try:
+                os.kill(p.pid or p.find(), signal.SIGKILL)
+            except (OSError, AssertionError):
+                pass
+            p.proc.kill()
+            p.proc.wait()
+
+
 class Pid1:
     """The supervisor at PID 1 of a new PID namespace; .pid is its pid as seen from here."""
 
@@ -50,6 +69,7 @@ class Pid1:
         self.proc = subprocess.Popen([*UNSHARE, *argv], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.pid = None
+        _started.append(self)
 
     def find(self):
         deadline = time.monotonic() + 10

@@ -23,6 +23,8 @@ void test_pg(void)
 		{"FATAL:  database \"nope\" does not exist", PG_NO_DATABASE},
 		{"invalid sslmode value: \"maybe\"", PG_CONFIG},
 		{"invalid port number: \"abc\"", PG_CONFIG},
+		{"SSL error: certificate verify failed", PG_CONFIG},
+		{"server certificate for \"127.0.0.1\" does not match host name \"db\"", PG_CONFIG},
 		{"something nobody has seen before", PG_TRANSIENT},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
