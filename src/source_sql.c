@@ -162,38 +162,32 @@ static void sha256_hex(EVP_MD_CTX *ctx, const EVP_MD *md, const char *data, size
 }
 
 /* Reads a whole regular file relative to dirfd (caller frees). NULL with errno on failure;
- * errno EISDIR-like (ENOTSUP) marks "not a regular file". Few system calls: a plan reads
- * hundreds of these on every start. */
+ * ENOTSUP marks "not a regular file". Three system calls for a usual file: a plan reads
+ * hundreds of these on every start, and a short read of a regular file means its end. */
 static char *read_file(int dirfd, const char *name, size_t *len)
 {
+	static char chunk[16384]; /* reused: a fresh buffer per file would fault in new pages */
 	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
 		return NULL;
-	struct stat st;
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		int e = S_ISREG(st.st_mode) ? errno : ENOTSUP;
-		close(fd);
-		errno = e;
-		return NULL;
-	}
-	size_t cap = (size_t)st.st_size + 1, n = 0;
-	char *buf = xmalloc(cap + 1);
+	char *buf = NULL;
+	size_t n = 0;
 	for (;;) {
-		ssize_t got = read(fd, buf + n, cap - n);
+		ssize_t got = read(fd, chunk, sizeof chunk);
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0) {
-			int e = errno;
+			int e = errno == EISDIR ? ENOTSUP : errno;
 			free(buf);
 			close(fd);
 			errno = e;
 			return NULL;
 		}
-		if (got == 0)
-			break;
+		buf = xrealloc(buf, n + (size_t)got + 1);
+		memcpy(buf + n, chunk, (size_t)got);
 		n += (size_t)got;
-		if (n == cap) /* it grew while we read */
-			buf = xrealloc(buf, (cap *= 2) + 1);
+		if (got < (ssize_t)sizeof chunk)
+			break;
 	}
 	close(fd);
 	buf[n] = '\0';
