@@ -3,7 +3,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-BIN="$ROOT/build/migrate-then-run"
+BIN="${MTR_BIN:-$ROOT/build/migrate-then-run}"
 PSQL=/usr/lib/postgresql/15/bin/psql
 RUNS="${RUNS:-15}"
 

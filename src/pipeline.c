@@ -189,16 +189,25 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 		struct migrate_outcome out = {0};
 		size_t pending = 0;
 		if (cfg->check) { /* no lock, no change: a report */
-			code = src.plan(src.self, conn, &ctx, true, &pending);
+			code = src.plan(src.self, conn, &ctx, PLAN_REPORT, &pending);
 			goto done;
 		}
-		int lock = take_lock(cfg, conn, sigs);
+		/* The common start has nothing to do: a look without the lock settles it (a
+		 * replica mid-migration can only make this look show work, never hide it). Work,
+		 * or anything that looks wrong, is decided again under the lock. */
+		int lock = 0;
+		code = src.plan(src.self, conn, &ctx, PLAN_QUIET, &pending);
+		if (code == 0 && pending == 0) {
+			log_event(LOG_INFO, "migrate.skip", NULL, "nothing to migrate");
+			break;
+		}
+		lock = take_lock(cfg, conn, sigs);
 		if (lock > 0) {
 			code = lock;
 			goto done;
 		}
 		if (lock == 0) {
-			code = src.plan(src.self, conn, &ctx, false, &pending);
+			code = src.plan(src.self, conn, &ctx, 0, &pending);
 			if (code == MTR_EXIT_TEMPFAIL && PQstatus(conn) != CONNECTION_OK)
 				code = -1; /* lost while planning: like a lost lock */
 			else if (code)

@@ -496,36 +496,40 @@ static int scan_dir(struct alembic_source *as, const char *dir, char *err, size_
 
 static bool read_versions(PGconn *conn, struct alembic_source *as, long *tables, char *err, size_t errlen)
 {
-	const char *params[1] = {as->cfg->alembic_version_table};
-	PGresult *res = PQexecParams(
-		conn,
-		"SELECT pg_catalog.to_regclass($1) IS NOT NULL, (SELECT count(*) FROM pg_catalog.pg_class c "
-		"JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
-		"AND n.nspname = pg_catalog.current_schema())",
-		1, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		set_err(err, errlen, "reading the catalog: %s", PQresultErrorMessage(res));
-		PQclear(res);
-		return false;
-	}
-	as->table_exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	*tables = atol(PQgetvalue(res, 0, 1));
-	PQclear(res);
-	if (!as->table_exists)
-		return true;
+	/* The usual case in one round trip: the table is there. Only when it is not (42P01, or
+	 * 3F000 for a missing schema) is the schema counted, to tell a new database from one
+	 * set up without Alembic. */
+	*tables = 0;
 	char *sql = xasprintf("SELECT version_num FROM %s ORDER BY 1", as->cfg->alembic_version_table);
-	res = PQexec(conn, sql);
+	PGresult *res = PQexec(conn, sql);
 	free(sql);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+		as->table_exists = true;
+		as->ndb = (size_t)PQntuples(res);
+		as->db_revs = xcalloc(as->ndb + 1, sizeof *as->db_revs);
+		for (size_t i = 0; i < as->ndb; i++)
+			as->db_revs[i] = xstrdup(PQgetvalue(res, (int)i, 0));
+		PQclear(res);
+		return true;
+	}
+	if (!state || (strcmp(state, "42P01") != 0 && strcmp(state, "3F000") != 0)) {
 		set_err(err, errlen, "reading %s: %s", as->cfg->alembic_version_table,
 			PQresultErrorMessage(res));
 		PQclear(res);
 		return false;
 	}
-	as->ndb = (size_t)PQntuples(res);
-	as->db_revs = xcalloc(as->ndb + 1, sizeof *as->db_revs);
-	for (size_t i = 0; i < as->ndb; i++)
-		as->db_revs[i] = xstrdup(PQgetvalue(res, (int)i, 0));
+	PQclear(res);
+	as->table_exists = false;
+	res = PQexec(conn, "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+			   "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+			   "AND n.nspname = pg_catalog.current_schema()");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		set_err(err, errlen, "reading the catalog: %s", PQresultErrorMessage(res));
+		PQclear(res);
+		return false;
+	}
+	*tables = atol(PQgetvalue(res, 0, 0));
 	PQclear(res);
 	return true;
 }
@@ -696,7 +700,7 @@ static void print_report(const struct alembic_source *as, const struct chain_pro
 	free(roots);
 }
 
-static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, bool report,
+static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int flags,
 			size_t *pending)
 {
 	struct alembic_source *as = self;
@@ -738,13 +742,18 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 		as->npending = chain_pending(&as->chain, at, nat, as->pending);
 		free(at);
 	}
-	for (size_t i = 0; i < p.n; i++)
+	bool quiet = flags & PLAN_QUIET;
+	for (size_t i = 0; i < p.n && !quiet; i++)
 		log_event(LOG_ERROR, "check.failed", LOG_FIELDS(LF_S("problem", p.items[i].kind)), "%s",
 			  p.items[i].msg);
-	if (report)
+	if (flags & PLAN_REPORT)
 		print_report(as, &p);
 	int code = p.n ? MTR_EXIT_INCONSISTENT : 0;
-	if (p.n) {
+	if (p.n && quiet) {
+		/* the locked plan will say it */
+	} else if (quiet && as->npending + as->do_repair + as->do_baseline > 0) {
+		/* pending: the locked plan will say what */
+	} else if (p.n) {
 		log_event(LOG_ERROR, "check.refused",
 			  LOG_FIELDS(LF_I("problems", p.n), LF_I("exit_code", code)),
 			  "refusing to migrate: %zu problem%s with the Alembic project %s (see "

@@ -219,13 +219,13 @@ static bool is_url(const char *s)
 	return s && (strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0);
 }
 
-static int cmd_plan(void *self, PGconn *conn, const struct source_ctx *ctx, bool report,
+static int cmd_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int flags,
 		    size_t *pending)
 {
 	(void)self;
 	(void)conn;
 	(void)ctx;
-	(void)report;
+	(void)flags;
 	*pending = 1; /* a command cannot say what it would do: it always runs */
 	return 0;
 }

@@ -380,6 +380,8 @@ struct problems {
 static void problem(struct problems *p, const char *kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+static bool quiet_problems; /* set for the duration of a PLAN_QUIET plan */
+
 static void problem(struct problems *p, const char *kind, const char *fmt, ...)
 {
 	va_list ap;
@@ -390,7 +392,8 @@ static void problem(struct problems *p, const char *kind, const char *fmt, ...)
 	va_end(ap);
 	p->items = xrealloc(p->items, (p->n + 1) * sizeof *p->items);
 	p->items[p->n++] = msg;
-	log_event(LOG_ERROR, "check.failed", LOG_FIELDS(LF_S("problem", kind)), "%s", msg);
+	if (!quiet_problems)
+		log_event(LOG_ERROR, "check.failed", LOG_FIELDS(LF_S("problem", kind)), "%s", msg);
 }
 
 /* Both lists are sorted by version: binary search keeps a plan of thousands linear-ish. */
@@ -555,7 +558,7 @@ static void print_report(const struct sql_source *ss, const struct problems *pr)
 	       ss->napplied, ss->npending, pr->n, pr->n == 1 ? "" : "s");
 }
 
-static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, bool report,
+static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int flags,
 		    size_t *pending)
 {
 	struct sql_source *ss = self;
@@ -575,17 +578,20 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, bool
 		return MTR_EXIT_TEMPFAIL;
 	}
 	struct problems pr = {0};
+	bool quiet = flags & PLAN_QUIET;
+	quiet_problems = quiet;
 	check_state(ss, conn, tables, &pr);
-	if (report)
+	quiet_problems = false;
+	if (flags & PLAN_REPORT)
 		print_report(ss, &pr);
 	code = pr.n ? MTR_EXIT_INCONSISTENT : 0;
-	if (pr.n)
+	if (pr.n && !quiet)
 		log_event(LOG_ERROR, "check.refused",
 			  LOG_FIELDS(LF_I("problems", pr.n), LF_I("exit_code", code)),
 			  "refusing to migrate: %zu problem%s with the migrations in %s (see check.failed "
 			  "above); nothing was changed",
 			  pr.n, pr.n == 1 ? "" : "s", ss->cfg->sql_dir);
-	else
+	else if (!pr.n && (!quiet || ss->npending == 0))
 		log_event(LOG_INFO, "plan.ready",
 			  LOG_FIELDS(LF_I("applied", ss->napplied), LF_I("pending", ss->npending),
 				     LF_S("from", ss->napplied ? ss->applied[ss->napplied - 1].vtext : NULL),

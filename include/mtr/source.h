@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+enum plan_flags { PLAN_REPORT = 1, PLAN_QUIET = 2 };
+
 /* What the phases around a source give it. */
 struct source_ctx {
 	const struct config *cfg;
@@ -40,9 +42,11 @@ struct source {
 	const char *describe; /* for logs: the directory, or the command line (owned by self) */
 	void *self;
 	/* Reads what the source holds and what the database has applied; logs and returns an
-	 * exit code (65 for an inconsistency) or 0 with *pending set. With report, prints the
-	 * plan to stdout (--check). conn is the locked connection (or any, for --check). */
-	int (*plan)(void *self, PGconn *conn, const struct source_ctx *ctx, bool report,
+	 * exit code (65 for an inconsistency) or 0 with *pending set. PLAN_REPORT prints the
+	 * plan to stdout (--check). PLAN_QUIET (a look before taking the lock, which a replica
+	 * that is migrating right now may make stale) logs no problem: only a locked plan may
+	 * refuse. */
+	int (*plan)(void *self, PGconn *conn, const struct source_ctx *ctx, int flags,
 		    size_t *pending);
 	/* Applies what plan() found pending. */
 	void (*migrate)(void *self, PGconn *conn, const struct source_ctx *ctx,
