@@ -79,7 +79,7 @@ ours = statistics.median(samples["ours"]) / 1e6
 ref = statistics.median(samples["alembic"]) / 1e6
 what = "median wall time, 50 revisions, nothing pending"
 print(f"{'what':<48} {'ours ms':>8} {'alembic ms':>10} {'ratio':>7} {'runs':>5}")
-print(f"{what:<48} {ours:>8.2f} {ref:>10.2f} {ours / ref:>6.2f}x {runs:>5}")
+print(f"{what:<48} {ours:>8.2f} {ref:>10.2f} {ours / ref:>6.3f}x {runs:>5}")
 print("  ours: migrate-then-run --alembic-ini tests/fixtures/alembic/long50/alembic.ini --python /usr/bin/python3 -- /bin/true")
 print("  alembic: /usr/bin/python3 -m alembic -c tests/fixtures/alembic/long50/alembic.ini upgrade head")
 print("target: <= 0.05")

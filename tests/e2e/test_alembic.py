@@ -171,3 +171,14 @@ def test_first_revision_using_a_missing_table_suggests_lost_history(pg, db, tmp_
     d = r.named("migrate.diagnosis")[0]
     assert d["kind"] == "missing_history" and d["revision"] == "0004"
     assert "missing its earlier migrations" in d["msg"]
+
+
+def test_database_behind_the_head_is_brought_up(pg, db, tmp_path):
+    assert go(pg, db, "linear").code == 0
+    pg.psql(db, "ALTER TABLE widgets DROP COLUMN color; UPDATE alembic_version SET version_num = '8e15b6d0c2a9'")
+    r = go(pg, db, "linear")
+    assert r.code == 0, r
+    ready = r.named("plan.ready")[-1]
+    assert ready["from"] == "8e15b6d0c2a9" and ready["pending"] == 1
+    assert r.named("migrate.revisions")[0]["applied"] == "c47d09e3f8b1"
+    assert versions(pg, db) == "c47d09e3f8b1"

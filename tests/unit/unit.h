@@ -29,5 +29,6 @@ void test_retry(void);
 void test_log(void);
 void test_pg(void);
 void test_sql(void);
+void test_alembic(void);
 
 #endif
