@@ -39,31 +39,6 @@ void chain_free(struct chain *c)
 	c->n = 0;
 }
 
-void chain_problems_free(struct chain_problems *p)
-{
-	for (size_t i = 0; i < p->n; i++)
-		free(p->items[i].msg);
-	free(p->items);
-	p->items = NULL;
-	p->n = 0;
-}
-
-static void add_problem(struct chain_problems *p, const char *kind, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void add_problem(struct chain_problems *p, const char *kind, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	char *msg = NULL;
-	if (vasprintf(&msg, fmt, ap) < 0)
-		msg = xstrdup(fmt);
-	va_end(ap);
-	p->items = xrealloc(p->items, (p->n + 1) * sizeof *p->items);
-	p->items[p->n].kind = kind;
-	p->items[p->n++].msg = msg;
-}
-
 long chain_find(const struct chain *c, const char *id)
 {
 	for (size_t i = 0; i < c->n; i++)
@@ -230,7 +205,7 @@ static size_t edit_distance(const char *a, const char *b)
 	return row[lb];
 }
 
-static void check_dangling(const struct chain *c, struct chain_problems *p)
+static void check_dangling(const struct chain *c, struct problems *p)
 {
 	for (size_t i = 0; i < c->n; i++) {
 		const struct rev *r = &c->revs[i];
@@ -257,7 +232,7 @@ static void check_dangling(const struct chain *c, struct chain_problems *p)
 					snprintf(hint, sizeof hint, "; did you mean '%s' (%s)?", id,
 						 c->revs[m].file);
 			}
-			add_problem(p, "dangling",
+			problems_add(p, "dangling",
 				    "%s:%d: %s names revision '%s', which no migration file declares%s%s",
 				    r->file, is_down ? r->down_line : r->line, what, name,
 				    hint[0] ? "" : "; restore the missing file or correct the id", hint);
@@ -266,7 +241,7 @@ static void check_dangling(const struct chain *c, struct chain_problems *p)
 }
 
 /* Cycles through down_revision: depth-first with colors; each back edge prints its loop. */
-static void check_cycles(const struct chain *c, struct chain_problems *p)
+static void check_cycles(const struct chain *c, struct problems *p)
 {
 	enum { WHITE, GREY, BLACK };
 	int *color = xcalloc(c->n + 1, sizeof *color);
@@ -306,7 +281,7 @@ static void check_cycles(const struct chain *c, struct chain_problems *p)
 					strcat(loop, part);
 					free(part);
 				}
-				add_problem(p, "cycle",
+				problems_add(p, "cycle",
 					    "the down_revision links form a cycle: %s (each names the next "
 					    "as its parent); break it by pointing one of them at its real "
 					    "predecessor",
@@ -361,7 +336,7 @@ static int by_file(const void *a, const void *b, void *arg)
 	return strcmp(c->revs[*(const size_t *)a].file, c->revs[*(const size_t *)b].file);
 }
 
-static void check_roots_and_heads(const struct chain *c, struct chain_problems *p)
+static void check_roots_and_heads(const struct chain *c, struct problems *p)
 {
 	size_t *roots = xmalloc((c->n + 1) * sizeof *roots);
 	size_t *heads = xmalloc((c->n + 1) * sizeof *heads);
@@ -409,7 +384,7 @@ static void check_roots_and_heads(const struct chain *c, struct chain_problems *
 				free(fix);
 			}
 		}
-		add_problem(p, "roots",
+		problems_add(p, "roots",
 			    "the migrations form %zu independent chains, each with its own first "
 			    "revision (down_revision = None): %s. Alembic would apply them as unrelated "
 			    "histories. %s%s",
@@ -441,7 +416,7 @@ static void check_roots_and_heads(const struct chain *c, struct chain_problems *
 			strcat(ids, c->revs[heads[i]].id);
 			free(part);
 		}
-		add_problem(p, "heads",
+		problems_add(p, "heads",
 			    "the migrations have %zu heads and none of the branches declares "
 			    "branch_labels: %s. Merge them with: alembic merge -m \"merge heads\"%s",
 			    unlabeled_heads, list, ids);
@@ -452,12 +427,12 @@ static void check_roots_and_heads(const struct chain *c, struct chain_problems *
 	free(heads);
 }
 
-size_t chain_check(const struct chain *c, struct chain_problems *p)
+size_t chain_check(const struct chain *c, struct problems *p)
 {
 	for (size_t i = 0; i < c->n; i++)
 		for (size_t k = 0; k < i; k++)
 			if (strcmp(c->revs[i].id, c->revs[k].id) == 0)
-				add_problem(p, "duplicate",
+				problems_add(p, "duplicate",
 					    "revision id '%s' is declared twice: %s:%d and %s:%d; give "
 					    "one of them a new id (and fix the down_revision that points "
 					    "at it)",

@@ -536,22 +536,6 @@ static bool read_versions(PGconn *conn, struct alembic_source *as, long *tables,
 
 /* ---- plan ------------------------------------------------------------------------------------ */
 
-static void problem(struct chain_problems *p, const char *kind, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void problem(struct chain_problems *p, const char *kind, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	char *msg = NULL;
-	if (vasprintf(&msg, fmt, ap) < 0)
-		msg = xstrdup(fmt);
-	va_end(ap);
-	p->items = xrealloc(p->items, (p->n + 1) * sizeof *p->items);
-	p->items[p->n].kind = kind;
-	p->items[p->n++].msg = msg;
-}
-
 static char *join_ids(const struct chain *c, const size_t *idx, size_t n)
 {
 	size_t cap = 64, len = 0;
@@ -566,7 +550,7 @@ static char *join_ids(const struct chain *c, const size_t *idx, size_t n)
 	return s;
 }
 
-static void check_database(struct alembic_source *as, long tables, struct chain_problems *p)
+static void check_database(struct alembic_source *as, long tables, struct problems *p)
 {
 	const struct config *cfg = as->cfg;
 	const struct chain *c = &as->chain;
@@ -575,13 +559,13 @@ static void check_database(struct alembic_source *as, long tables, struct chain_
 	if (!as->table_exists) {
 		if (cfg->alembic_baseline) {
 			if (chain_find(c, cfg->alembic_baseline) < 0)
-				problem(p, "baseline",
+				problems_add(p, "baseline",
 					"--alembic-baseline %s: no revision file declares that id",
 					cfg->alembic_baseline);
 			else
 				as->do_baseline = true;
 		} else if (tables > 0) {
-			problem(p, "no_version_table",
+			problems_add(p, "no_version_table",
 				"the database has %ld tables but no %s table: it was not set up by "
 				"Alembic, or by another tool. Running upgrade head would replay every "
 				"migration on top of it. Find the revision its schema matches and stamp "
@@ -594,7 +578,7 @@ static void check_database(struct alembic_source *as, long tables, struct chain_
 	for (size_t i = 0; i < as->ndb; i++) {
 		long k = chain_find(c, as->db_revs[i]);
 		if (k < 0) {
-			problem(p, "unknown_revision",
+			problems_add(p, "unknown_revision",
 				"the database is at revision '%s' (%s), which no revision file here "
 				"declares: the image is older than the database, or migrations were "
 				"lost. Running alembic would fail with \"Can't locate revision "
@@ -615,7 +599,7 @@ static void check_database(struct alembic_source *as, long tables, struct chain_
 				as->stale[as->nstale++] = xstrdup(old);
 				as->do_repair = true;
 			} else {
-				problem(p, "stale_row",
+				problems_add(p, "stale_row",
 					"%s holds both '%s' and '%s', but '%s' (%s) is an ancestor of "
 					"'%s' (%s): the row '%s' is stale, left by a hand repair. Alembic "
 					"would say \"Requested revision %s overlaps with other requested "
@@ -648,7 +632,7 @@ static size_t db_positions(const struct alembic_source *as, size_t *at)
 	return nat;
 }
 
-static void print_report(const struct alembic_source *as, const struct chain_problems *p)
+static void print_report(const struct alembic_source *as, const struct problems *p)
 {
 	const struct chain *c = &as->chain;
 	size_t *roots = xmalloc((c->n + 1) * sizeof *roots);
@@ -723,11 +707,11 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 			  as->ini_path, as->dirs[0]);
 		return MTR_EXIT_INCONSISTENT;
 	}
-	struct chain_problems p = {0};
+	struct problems p = {0};
 	chain_check(&as->chain, &p);
 	long tables = 0;
 	if (!read_versions(conn, as, &tables, err, sizeof err)) {
-		chain_problems_free(&p);
+		problems_free(&p);
 		log_event(LOG_ERROR, "plan.failed", LOG_FIELDS(LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
 			  "%s", err);
 		return MTR_EXIT_TEMPFAIL;
@@ -743,9 +727,8 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 		free(at);
 	}
 	bool quiet = flags & PLAN_QUIET;
-	for (size_t i = 0; i < p.n && !quiet; i++)
-		log_event(LOG_ERROR, "check.failed", LOG_FIELDS(LF_S("problem", p.items[i].kind)), "%s",
-			  p.items[i].msg);
+	if (!quiet)
+		problems_log(&p);
 	if (flags & PLAN_REPORT)
 		print_report(as, &p);
 	int code = p.n ? MTR_EXIT_INCONSISTENT : 0;
@@ -775,7 +758,7 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 		free(from);
 		free(to);
 	}
-	chain_problems_free(&p);
+	problems_free(&p);
 	*pending = as->npending + as->do_repair + as->do_baseline;
 	return code;
 }

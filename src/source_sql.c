@@ -3,6 +3,7 @@
 #include "mtr/exitcode.h"
 #include "mtr/log.h"
 #include "mtr/pg.h"
+#include "mtr/problems.h"
 #include "mtr/retry.h"
 #include "mtr/source.h"
 
@@ -372,30 +373,6 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 
 /* ---- plan and check ---------------------------------------------------------------------- */
 
-struct problems {
-	char **items;
-	size_t n;
-};
-
-static void problem(struct problems *p, const char *kind, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static bool quiet_problems; /* set for the duration of a PLAN_QUIET plan */
-
-static void problem(struct problems *p, const char *kind, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	char *msg = NULL;
-	if (vasprintf(&msg, fmt, ap) < 0)
-		msg = xstrdup(fmt);
-	va_end(ap);
-	p->items = xrealloc(p->items, (p->n + 1) * sizeof *p->items);
-	p->items[p->n++] = msg;
-	if (!quiet_problems)
-		log_event(LOG_ERROR, "check.failed", LOG_FIELDS(LF_S("problem", kind)), "%s", msg);
-}
-
 /* Both lists are sorted by version: binary search keeps a plan of thousands linear-ish. */
 static const struct sql_file *find_file(const struct sql_source *ss, uint64_t v)
 {
@@ -442,7 +419,7 @@ static void check_state(struct sql_source *ss, PGconn *conn, long tables, struct
 				ss->do_repair = true;
 				continue;
 			}
-			problem(pr, "failed",
+			problems_add(pr, "failed",
 				"migration %s (%s) is recorded as failed: it ran outside a transaction "
 				"and did not finish, so part of it may be applied. Check what it left in "
 				"the database and repair it by hand, then run once with --repair-failed %s "
@@ -455,13 +432,13 @@ static void check_state(struct sql_source *ss, PGconn *conn, long tables, struct
 		any_applied = true;
 		const struct sql_file *f = find_file(ss, a->version);
 		if (!f) {
-			problem(pr, "missing",
+			problems_add(pr, "missing",
 				"applied migration %s (%s) not found locally in %s: the image is older "
 				"than the database, or the file was renamed or removed. Deploy an image "
 				"that has it; if it is gone for good, DELETE FROM %s WHERE version = %s",
 				a->vtext, a->name, dir, hist, a->vtext);
 		} else if (strcmp(f->checksum, a->checksum) != 0) {
-			problem(pr, "checksum",
+			problems_add(pr, "checksum",
 				"migration %s was changed after it was applied: %s/%s has checksum %s, "
 				"the database recorded %s. Restore the file as it was and put the change "
 				"in a new migration",
@@ -477,7 +454,7 @@ static void check_state(struct sql_source *ss, PGconn *conn, long tables, struct
 		if (ss->has_baseline)
 			ss->do_baseline = true;
 		else if (tables > (ss->history_exists ? 1 : 0))
-			problem(pr, "no_history",
+			problems_add(pr, "no_history",
 				"the database has %ld tables in schema %s but no migration history in "
 				"%s: it was set up without migrate-then-run. Record what it already has "
 				"with --baseline VERSION (the last migration its schema contains); files up "
@@ -500,7 +477,7 @@ static void check_state(struct sql_source *ss, PGconn *conn, long tables, struct
 		if (any_applied && f->version < max_applied && !ss->cfg->allow_out_of_order) {
 			char maxtext[24];
 			snprintf(maxtext, sizeof maxtext, "%" PRIu64, max_applied);
-			problem(pr, "out_of_order",
+			problems_add(pr, "out_of_order",
 				"pending migration %s/%s (version %s) is older than the newest applied "
 				"migration %s: it was added out of order. Give it a version above %s, or "
 				"pass --allow-out-of-order if it is independent of the later ones",
@@ -534,7 +511,7 @@ static void print_report(const struct sql_source *ss, const struct problems *pr)
 		}
 		cJSON *probs = cJSON_AddArrayToObject(o, "problems");
 		for (size_t i = 0; i < pr->n; i++)
-			cJSON_AddItemToArray(probs, cJSON_CreateString(pr->items[i]));
+			cJSON_AddItemToArray(probs, cJSON_CreateString(pr->items[i].msg));
 		cJSON_AddBoolToObject(o, "consistent", pr->n == 0);
 		char *text = cJSON_PrintUnformatted(o);
 		if (text)
@@ -553,7 +530,7 @@ static void print_report(const struct sql_source *ss, const struct problems *pr)
 		       ss->files[ss->pending[i]].file,
 		       ss->files[ss->pending[i]].no_tx ? "  [no transaction]" : "");
 	for (size_t i = 0; i < pr->n; i++)
-		printf("problem: %s\n", pr->items[i]);
+		printf("problem: %s\n", pr->items[i].msg);
 	printf("%s: %zu applied, %zu pending, %zu problem%s\n", pr->n ? "INCONSISTENT" : "consistent",
 	       ss->napplied, ss->npending, pr->n, pr->n == 1 ? "" : "s");
 }
@@ -579,9 +556,9 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	}
 	struct problems pr = {0};
 	bool quiet = flags & PLAN_QUIET;
-	quiet_problems = quiet;
 	check_state(ss, conn, tables, &pr);
-	quiet_problems = false;
+	if (!quiet)
+		problems_log(&pr);
 	if (flags & PLAN_REPORT)
 		print_report(ss, &pr);
 	code = pr.n ? MTR_EXIT_INCONSISTENT : 0;
@@ -598,9 +575,7 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 				     LF_S("to", ss->npending ? ss->files[ss->pending[ss->npending - 1]].vtext
 							     : NULL)),
 			  "%zu migration%s pending", ss->npending, ss->npending == 1 ? "" : "s");
-	for (size_t i = 0; i < pr.n; i++)
-		free(pr.items[i]);
-	free(pr.items);
+	problems_free(&pr);
 	*pending = ss->npending + (ss->do_baseline || ss->do_repair);
 	return code;
 }

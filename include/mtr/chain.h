@@ -2,6 +2,8 @@
 #ifndef MTR_CHAIN_H
 #define MTR_CHAIN_H
 
+#include "mtr/problems.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -23,26 +25,14 @@ struct chain {
 	size_t n;
 };
 
-/* One finding: what kind, and the whole message with the fix. */
-struct chain_problem {
-	const char *kind; /* "roots", "heads", "dangling", "duplicate", "cycle" */
-	char *msg;
-};
-
-struct chain_problems {
-	struct chain_problem *items;
-	size_t n;
-};
-
 /* Takes ownership of the strings of r (copies the struct). */
 void chain_add(struct chain *c, const struct rev *r);
 void chain_free(struct chain *c);
 void rev_free(struct rev *r); /* its strings; not r itself */
-void chain_problems_free(struct chain_problems *p);
 
 /* Checks the graph: duplicate ids, dangling down_revision/depends_on (with close matches),
  * cycles, more than one root, more than one unlabeled head. Appends to p; returns p->n. */
-size_t chain_check(const struct chain *c, struct chain_problems *p);
+size_t chain_check(const struct chain *c, struct problems *p);
 
 /* Index of id, or -1. */
 long chain_find(const struct chain *c, const char *id);

@@ -80,7 +80,7 @@ static void build(struct chain *c, const char *const *specs, size_t n)
 static void expect(const char *const *specs, size_t n, const char *kind, const char *words)
 {
 	struct chain c = {0};
-	struct chain_problems p = {0};
+	struct problems p = {0};
 	build(&c, specs, n);
 	chain_check(&c, &p);
 	if (!kind) {
@@ -91,7 +91,7 @@ static void expect(const char *const *specs, size_t n, const char *kind, const c
 		if (p.n)
 			CHECK(strstr(p.items[0].msg, words) != NULL, "'%s' lacks '%s'", p.items[0].msg, words);
 	}
-	chain_problems_free(&p);
+	problems_free(&p);
 	chain_free(&c);
 }
 
