@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 #include <time.h>
 
 void signals_block(struct sigstate *st)
@@ -79,4 +81,28 @@ const char *signals_name(int signo)
 			return names[i].name;
 	snprintf(other, sizeof other, "signal %d", signo);
 	return other;
+}
+
+int signals_stop_fd(void)
+{
+	sigset_t stops;
+	sigemptyset(&stops);
+	sigaddset(&stops, SIGTERM);
+	sigaddset(&stops, SIGINT);
+	sigaddset(&stops, SIGQUIT);
+	return signalfd(-1, &stops, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+int signals_stop_read(int fd)
+{
+	struct signalfd_siginfo si;
+	if (fd >= 0 && read(fd, &si, sizeof si) == (ssize_t)sizeof si)
+		return (int)si.ssi_signo;
+	return SIGTERM;
+}
+
+void signals_stop_close(int fd)
+{
+	if (fd >= 0)
+		close(fd);
 }

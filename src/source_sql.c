@@ -851,12 +851,7 @@ static void sql_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 	memset(out, 0, sizeof *out);
 	char err[1024] = "";
 	char *by = applied_by();
-	sigset_t stops;
-	sigemptyset(&stops);
-	sigaddset(&stops, SIGTERM);
-	sigaddset(&stops, SIGINT);
-	sigaddset(&stops, SIGQUIT);
-	int stop_fd = signalfd(-1, &stops, SFD_CLOEXEC | SFD_NONBLOCK);
+	int stop_fd = signals_stop_fd();
 	int64_t start = now_ms();
 	if (!write_bookkeeping(conn, ss, by, err, sizeof err)) {
 		if (PQstatus(conn) != CONNECTION_OK) {
@@ -917,11 +912,9 @@ static void sql_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 	out->result = MIGRATE_OK;
 done:
 	if (out->result == MIGRATE_STOPPED && !out->signo) {
-		struct signalfd_siginfo si;
-		out->signo = read(stop_fd, &si, sizeof si) == (ssize_t)sizeof si ? (int)si.ssi_signo : SIGTERM;
+		out->signo = signals_stop_read(stop_fd);
 	}
-	if (stop_fd >= 0)
-		close(stop_fd);
+	signals_stop_close(stop_fd);
 	free(by);
 }
 

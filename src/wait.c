@@ -41,12 +41,7 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 {
 	memset(r, 0, sizeof *r);
 	/* Readable when a stop signal is pending: ends a connection attempt in progress. */
-	sigset_t stops;
-	sigemptyset(&stops);
-	sigaddset(&stops, SIGTERM);
-	sigaddset(&stops, SIGINT);
-	sigaddset(&stops, SIGQUIT);
-	int stop_fd = signalfd(-1, &stops, SFD_CLOEXEC | SFD_NONBLOCK);
+	int stop_fd = signals_stop_fd();
 	int64_t start = now_ms(), deadline = start + o->timeout_ms;
 	struct backoff b;
 	backoff_init(&b, 100, o->max_interval_ms, (uint64_t)getpid() * 2654435761u ^ (uint64_t)start);
@@ -68,10 +63,8 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 			break;
 		}
 		if (st == PG_INTERRUPTED) {
-			struct signalfd_siginfo si;
 			r->status = WAIT_INTERRUPTED;
-			r->signo = read(stop_fd, &si, sizeof si) == (ssize_t)sizeof si ? (int)si.ssi_signo
-										    : SIGTERM;
+			r->signo = signals_stop_read(stop_fd);
 			break;
 		}
 		log_event(LOG_DEBUG, "wait.attempt",
@@ -105,6 +98,5 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 			break;
 		}
 	}
-	if (stop_fd >= 0)
-		close(stop_fd);
+	signals_stop_close(stop_fd);
 }

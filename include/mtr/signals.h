@@ -26,6 +26,13 @@ bool signals_is_stop(int signo);
 /* "SIGTERM", "SIGINT" … for logs; "signal N" for the rest (static storage). */
 const char *signals_name(int signo);
 
+/* A descriptor that turns readable while a stop signal is pending (for poll() beside a
+ * socket), without consuming it; -1 if none can be made. signals_stop_read() takes the
+ * signal and returns its number (SIGTERM if it cannot tell). */
+int signals_stop_fd(void);
+int signals_stop_read(int fd);
+void signals_stop_close(int fd);
+
 /* Sleeps up to ms milliseconds, returning early with the number of a stop signal if one
  * arrives (0 when the time ran out). Other blocked signals are consumed and ignored. */
 int signals_sleep(const struct sigstate *st, int64_t ms);
