@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 /* T_AUTO is a flag that may also be left to the tool: an int, -1 (auto), 0 or 1. */
-enum opt_type { T_STRING, T_DURATION, T_COUNT, T_FLAG, T_AUTO, T_CHOICE, T_HELP, T_VERSION };
+enum opt_type { T_STRING, T_DURATION, T_COUNT, T_FLAG, T_AUTO, T_CHOICE, T_HELP, T_VERSION, T_HEALTH };
 
 struct option_def {
 	const char *name;     /* long flag without "--" */
@@ -26,6 +26,7 @@ struct option_def {
 
 static const char *const log_formats[] = {"json", "text", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const on_failures[] = {"exit", "hold", NULL};
 
 #define F(field) offsetof(struct config, field)
 
@@ -103,6 +104,32 @@ static const struct option_def options[] = {
 	{"signal-group", "MTR_SIGNAL_GROUP", T_FLAG, "false", NULL,
 	 "forward signals to the app's whole process group, not only the app", F(signal_group),
 	 NULL, false},
+	{"on-failure", "MTR_ON_FAILURE", T_CHOICE, NULL, "exit|hold",
+	 "after a failure: exit (pausing longer each time the same failure repeats), or hold: "
+	 "stay up without the app and retry (default: exit with --migrate-only, else hold)",
+	 F(on_failure), on_failures, false},
+	{"failure-backoff", "MTR_FAILURE_BACKOFF", T_DURATION, "5s", "DURATION",
+	 "exit policy: first pause before exiting when a permanent failure repeats (doubles each time)",
+	 F(failure_backoff_ms), NULL, false},
+	{"failure-backoff-max", "MTR_FAILURE_BACKOFF_MAX", T_DURATION, "5m", "DURATION",
+	 "exit policy: longest such pause", F(failure_backoff_max_ms), NULL, false},
+	{"hold-interval", "MTR_HOLD_INTERVAL", T_DURATION, "1m", "DURATION",
+	 "hold policy: first wait before trying again (doubles each time; SIGHUP retries at once)",
+	 F(hold_interval_ms), NULL, false},
+	{"hold-max-interval", "MTR_HOLD_MAX_INTERVAL", T_DURATION, "30m", "DURATION",
+	 "hold policy: longest wait between tries", F(hold_max_interval_ms), NULL, false},
+	{"hold-reminder", "MTR_HOLD_REMINDER", T_DURATION, "10m", "DURATION",
+	 "hold policy: how often to log a one-line failure.holding reminder", F(hold_reminder_ms),
+	 NULL, false},
+	{"state-dir", "MTR_STATE_DIR", T_STRING, NULL, "DIR",
+	 "keep the last failure here across restarts (a volume); default: a table in the database",
+	 F(state_dir), NULL, false},
+	{"status-file", "MTR_STATUS_FILE", T_STRING, NULL, "PATH",
+	 "keep the current state (waiting, locked-out, migrating, failed-holding, running) in PATH",
+	 F(status_file), NULL, false},
+	{"health", NULL, T_HEALTH, NULL, NULL,
+	 "with --status-file: exit 0 if the app is running, else 1 (HEALTHCHECK, probes)", 0, NULL,
+	 false},
 	{"help", NULL, T_HELP, NULL, NULL, "print this help and exit", 0, NULL, false},
 	{"version", NULL, T_VERSION, NULL, NULL, "print the version and exit", 0, NULL, false},
 };
@@ -229,6 +256,7 @@ static bool set_value(struct config *cfg, const struct option_def *o, const char
 		break;
 	case T_HELP:
 	case T_VERSION:
+	case T_HEALTH:
 		return true;
 	}
 	set_err(err, errlen, "%s: expected %s, got '%s'", where, expected(o), value);
@@ -351,6 +379,12 @@ static bool check_combination(struct config *cfg, char *err, size_t errlen)
 			"--check: expected --sql-dir or --alembic-ini (a command cannot report a plan)");
 		return false;
 	}
+	if (cfg->on_failure < 0)
+		cfg->on_failure = cfg->migrate_only ? ON_FAILURE_EXIT : ON_FAILURE_HOLD;
+	if (cfg->hold_interval_ms <= 0 || cfg->hold_reminder_ms <= 0) {
+		set_err(err, errlen, "--hold-interval and --hold-reminder: expected durations above 0");
+		return false;
+	}
 	if (cfg->wait_max_interval_ms <= 0) {
 		set_err(err, errlen, "--wait-max-interval: expected a duration above 0, got 0");
 		return false;
@@ -386,6 +420,8 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv, char 
 {
 	memset(cfg, 0, sizeof *cfg);
 	cfg->log_format = -1;
+	cfg->on_failure = -1;
+	bool health = false;
 	if (!apply_defaults_and_env(cfg, err, errlen))
 		return CONFIG_ERROR;
 	bool url_from_flag = false;
@@ -424,6 +460,11 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv, char 
 			return CONFIG_HELP;
 		if (o->type == T_VERSION)
 			return CONFIG_VERSION;
+		if (o->type == T_HEALTH) {
+			health = true;
+			i++;
+			continue;
+		}
 		char where[80];
 		snprintf(where, sizeof where, "--%s", o->name);
 		const char *value;
@@ -452,6 +493,13 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv, char 
 	cfg->app_argc = argc - i;
 	if (cfg->log_format < 0)
 		cfg->log_format = isatty(STDERR_FILENO) ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON;
+	if (health) {
+		if (!cfg->status_file) {
+			set_err(err, errlen, "--health: expected --status-file PATH (or MTR_STATUS_FILE)");
+			return CONFIG_ERROR;
+		}
+		return CONFIG_HEALTH;
+	}
 	if (!apply_fallback_env(cfg, err, errlen) || !check_combination(cfg, err, errlen))
 		return CONFIG_ERROR;
 	return CONFIG_OK;
@@ -471,6 +519,8 @@ void config_free(struct config *cfg)
 	free(cfg->repair_failed);
 	free(cfg->alembic_version_table);
 	free(cfg->alembic_baseline);
+	free(cfg->state_dir);
+	free(cfg->status_file);
 	memset(cfg, 0, sizeof *cfg);
 }
 

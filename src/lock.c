@@ -2,6 +2,7 @@
 #include "mtr/lock.h"
 #include "mtr/log.h"
 #include "mtr/retry.h"
+#include "mtr/status.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -11,12 +12,7 @@
 
 int64_t lock_key(const char *name)
 {
-	uint64_t h = 0xcbf29ce484222325ULL;
-	for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-		h ^= *p;
-		h *= 0x100000001b3ULL;
-	}
-	return (int64_t)h;
+	return (int64_t)fnv1a(name, strlen(name), FNV_OFFSET);
 }
 
 /* Logs who holds the lock: pid, application, client, since when, and what it runs. */
@@ -83,6 +79,8 @@ enum lock_status lock_acquire(PGconn *conn, const char *name, int64_t timeout_ms
 		}
 		int64_t now = now_ms();
 		if (!reported || now >= next_report) {
+			if (!reported)
+				status_set(STATUS_LOCKED_OUT, "lock", 1, "another replica holds the migration lock");
 			log_holder(conn, key, now - start);
 			reported = true;
 			next_report = now + 5000;

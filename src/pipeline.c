@@ -1,10 +1,12 @@
 /* The phases in order: wait, migrate, run. Decides what is logged, retried, and the exit code. */
 #include "mtr/pipeline.h"
 #include "mtr/argv.h"
+#include "mtr/breaker.h"
 #include "mtr/exitcode.h"
 #include "mtr/init.h"
 #include "mtr/lock.h"
 #include "mtr/source.h"
+#include "mtr/status.h"
 #include "mtr/log.h"
 #include "mtr/redact.h"
 #include "mtr/retry.h"
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define URL_HINT                                                                              \
@@ -138,13 +141,228 @@ static void notice_to_log(void *arg, const PGresult *res)
 		  "%s", msg ? msg : "");
 }
 
+/* One run of the phases up to (not including) the app: wait, lock, plan, check, migrate,
+ * with in-process retries of a lost connection. Returns 0, or the exit code with f saying
+ * what failed; conn-related resources are released either way. */
+static int migrate_once(const struct config *cfg, const struct sigstate *sigs, struct source *src,
+			const struct pg_target *target, long run, struct failure *f)
+{
+	int code = MTR_EXIT_OK;
+	PGconn *conn = NULL;
+	uint64_t fingerprint = 0;
+	memset(f, 0, sizeof *f);
+	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
+	struct backoff retry_backoff;
+	backoff_init(&retry_backoff, 1000, 30000, (uint64_t)getpid() ^ (uint64_t)now_ms());
+	for (long attempt = 0;; attempt++) {
+		struct wait_result w;
+		status_set(STATUS_WAITING, "wait", run + 1, NULL);
+		wait_for_database(target, &wopts, sigs, &w);
+		if (w.status != WAIT_READY) {
+			code = wait_failed(cfg, &w);
+			f->phase = "wait";
+			f->transient = w.status == WAIT_TIMEOUT;
+			snprintf(f->error, sizeof f->error, "%s", w.last.msg);
+			goto done;
+		}
+		conn = w.conn;
+		PQsetNoticeReceiver(conn, notice_to_log, NULL);
+		log_event(LOG_INFO, "wait.ready",
+			  LOG_FIELDS(LF_I("attempts", w.attempts), LF_I("elapsed_ms", w.elapsed_ms),
+				     LF_S("server_version", PQparameterStatus(conn, "server_version")),
+				     LF_S("database", PQdb(conn))),
+			  "database is ready");
+		struct source_ctx ctx = {cfg, target, w.start_time, sigs, attempt, &fingerprint};
+		struct migrate_outcome out = {0};
+		size_t pending = 0;
+		f->phase = "check";
+		if (cfg->check) { /* no lock, no change: a report */
+			code = src->plan(src->self, conn, &ctx, PLAN_REPORT, &pending);
+			goto done;
+		}
+		/* The common start has nothing to do: a look without the lock settles it (a
+		 * replica mid-migration can only make this look show work, never hide it). Work,
+		 * or anything that looks wrong, is decided again under the lock. */
+		code = src->plan(src->self, conn, &ctx, PLAN_QUIET, &pending);
+		if (code == 0 && pending == 0) {
+			log_event(LOG_INFO, "migrate.skip", NULL, "nothing to migrate");
+			break;
+		}
+		f->phase = "lock";
+		int lock = take_lock(cfg, conn, sigs);
+		if (lock > 0) {
+			code = lock;
+			f->transient = code == MTR_EXIT_TEMPFAIL;
+			snprintf(f->error, sizeof f->error, "the migration lock stayed taken");
+			goto done;
+		}
+		if (lock == 0) {
+			f->phase = "check";
+			code = src->plan(src->self, conn, &ctx, 0, &pending);
+			if (code == MTR_EXIT_TEMPFAIL && PQstatus(conn) != CONNECTION_OK) {
+				code = -1; /* lost while planning: like a lost lock */
+			} else if (code) {
+				f->transient = code == MTR_EXIT_TEMPFAIL;
+				snprintf(f->error, sizeof f->error, "%s",
+					 code == MTR_EXIT_INCONSISTENT
+						 ? "the migrations and the database disagree (see check.failed)"
+						 : "the migrations could not be planned");
+				goto done;
+			}
+		}
+		if (lock < 0 || code < 0) {
+			out.result = MIGRATE_LOST;
+			snprintf(out.how, sizeof out.how, "the database connection was lost while locking or planning");
+			code = 0;
+		} else if (pending == 0) {
+			log_event(LOG_INFO, "migrate.skip", NULL, "nothing to migrate");
+			break;
+		} else {
+			status_set(STATUS_MIGRATING, "migrate", run + 1, NULL);
+			/* Held while a long migration runs: a server-side idle timeout must not drop
+			 * the lock's session (the setting is unknown before PostgreSQL 14: ignored). */
+			PQclear(PQexec(conn, "SET idle_session_timeout = 0"));
+			src->migrate(src->self, conn, &ctx, &out);
+		}
+		f->phase = "migrate";
+		if (out.result == MIGRATE_OK)
+			break;
+		if (out.result == MIGRATE_STOPPED) {
+			code = stopped("migrate", out.signo);
+			goto done;
+		}
+		if (out.result == MIGRATE_FAILED) {
+			code = out.code;
+			snprintf(f->sqlstate, sizeof f->sqlstate, "%s", out.sqlstate);
+			snprintf(f->revision, sizeof f->revision, "%s", out.revision);
+			f->transient = breaker_classify(code, out.sqlstate) == FAILURE_TRANSIENT;
+			snprintf(f->error, sizeof f->error, "a migration failed (exit %d%s%s)", code,
+				 out.sqlstate[0] ? ", SQLSTATE " : "", out.sqlstate);
+			goto done;
+		}
+		/* MIGRATE_LOST: the server went away. Wait for it again, re-lock, re-plan. */
+		PQfinish(conn);
+		conn = NULL;
+		if (attempt >= cfg->retries) {
+			log_event(LOG_ERROR, "migrate.failed",
+				  LOG_FIELDS(LF_B("transient", true), LF_I("attempts", attempt + 1),
+					     LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
+				  "%s, %ld times; giving up (raise --retries, or check why the server "
+				  "restarts)",
+				  out.how, attempt + 1);
+			code = MTR_EXIT_TEMPFAIL;
+			f->transient = true;
+			snprintf(f->error, sizeof f->error, "%s", out.how);
+			goto done;
+		}
+		int64_t delay = backoff_next(&retry_backoff);
+		log_event(LOG_WARN, "migrate.retry",
+			  LOG_FIELDS(LF_I("attempt", attempt + 1), LF_I("retries", cfg->retries),
+				     LF_I("delay_ms", delay)),
+			  "%s; waiting for the database and retrying", out.how);
+		int sig = signals_sleep(sigs, delay);
+		if (sig) {
+			code = stopped("migrate", sig);
+			goto done;
+		}
+	}
+	/* Success: forget the last failure; closing releases the lock for the next replica. */
+	breaker_clear(cfg, conn);
+done:
+	if (code && fingerprint)
+		snprintf(f->fingerprint, sizeof f->fingerprint, "%016llx", (unsigned long long)fingerprint);
+	f->code = code;
+	PQfinish(conn);
+	return code;
+}
+
+static void iso_time(long long ms, char *buf, size_t len)
+{
+	time_t secs = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&secs, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* --on-failure=exit: a permanent failure seen again pauses before exiting, longer each time,
+ * so that even an immediate restart policy cannot hammer the database. */
+static int exit_after(const struct config *cfg, const struct pg_target *target,
+		      const struct failure *f, const struct sigstate *sigs)
+{
+	if (f->transient)
+		return f->code; /* the orchestrator's own backoff is right for these */
+	struct failure_memory m;
+	breaker_record(cfg, target, f, &m);
+	int64_t pause = breaker_pause(m.count, cfg->failure_backoff_ms, cfg->failure_backoff_max_ms);
+	if (pause > 0) {
+		char first[32];
+		iso_time(m.first_ms, first, sizeof first);
+		log_event(LOG_WARN, "failure.repeat",
+			  LOG_FIELDS(LF_I("count", m.count), LF_S("first", first), LF_S("phase", f->phase),
+				     LF_I("exit_code", f->code), LF_I("pause_ms", pause)),
+			  "the same failure again (%ld times in a row since %s); pausing %llds before "
+			  "exiting, so that restarts do not hammer the database",
+			  m.count, first, (long long)(pause / 1000));
+		(void)signals_sleep(sigs, pause); /* a stop signal ends the pause, not the exit code */
+	}
+	return f->code;
+}
+
+enum hold_result { HOLD_RETRY, HOLD_STOP };
+
+/* --on-failure=hold: stay up without the app; retry on a doubling schedule, or at once on
+ * SIGHUP; a reminder line now and then; SIGTERM/SIGINT end it. */
+static enum hold_result hold_after(const struct config *cfg, const struct failure *f,
+				   const struct sigstate *sigs, int64_t *interval, long run)
+{
+	int64_t start = now_ms(), retry_at = start + *interval, remind_at = start + cfg->hold_reminder_ms;
+	status_set(STATUS_HOLDING, f->phase, run + 1, f->error);
+	log_event(LOG_WARN, "failure.hold",
+		  LOG_FIELDS(LF_S("phase", f->phase), LF_I("exit_code", f->code),
+			     LF_I("retry_in_ms", *interval), LF_I("pid", getpid())),
+		  "holding after the failure above: the app is not started; retrying in %llds, or "
+		  "at once on SIGHUP (docker kill -s HUP <container>); SIGTERM exits with %d",
+		  (long long)(*interval / 1000), f->code);
+	int64_t next = *interval * 2;
+	*interval = next < cfg->hold_max_interval_ms ? next : cfg->hold_max_interval_ms;
+	for (;;) {
+		int64_t now = now_ms();
+		if (now >= retry_at)
+			return HOLD_RETRY;
+		if (now >= remind_at) {
+			log_event(LOG_WARN, "failure.holding",
+				  LOG_FIELDS(LF_S("phase", f->phase), LF_I("exit_code", f->code),
+					     LF_I("held_ms", now - start), LF_I("retry_in_ms", retry_at - now)),
+				  "still holding after a %s failure (exit %d): %s", f->phase, f->code,
+				  f->error);
+			remind_at = now + cfg->hold_reminder_ms;
+		}
+		int64_t wake = retry_at < remind_at ? retry_at : remind_at;
+		int64_t wait = wake - now_ms();
+		struct timespec ts = {(time_t)(wait / 1000), (long)(wait % 1000) * 1000000L};
+		int sig = wait > 0 ? sigtimedwait(&sigs->blocked, NULL, &ts) : 0;
+		if (sig == SIGHUP) {
+			log_event(LOG_INFO, "failure.retry", LOG_FIELDS(LF_S("signal", "SIGHUP")),
+				  "SIGHUP: trying again now");
+			return HOLD_RETRY;
+		}
+		if (sig > 0 && signals_is_stop(sig)) {
+			log_event(LOG_WARN, "stop.signal",
+				  LOG_FIELDS(LF_S("phase", "hold"), LF_S("signal", signals_name(sig)),
+					     LF_I("exit_code", f->code)),
+				  "stopped by %s while holding; exiting with the failure's code %d",
+				  signals_name(sig), f->code);
+			return HOLD_STOP;
+		}
+	}
+}
+
 int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 {
 	char err[512];
-	int code = MTR_EXIT_OK;
-	PGconn *conn = NULL;
 	struct source src = {0};
 	register_secrets(cfg);
+	status_init(cfg->status_file);
 
 	struct pg_target target = {cfg->database_url, cfg->pgpassword};
 	struct pg_error perr;
@@ -165,118 +383,39 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 	log_event(LOG_INFO, "pipeline.start",
 		  LOG_FIELDS(LF_S("version", MTR_VERSION), LF_I("pid", getpid()), LF_S("mode", mode),
 			     LF_S("database_from", cfg->database_url_from), LF_S("source", src.kind),
-			     LF_S(cfg->sql_dir ? "sql_dir" : "migrate_command", src.describe)),
+			     LF_S(cfg->sql_dir ? "sql_dir" : "migrate_command", src.describe),
+			     LF_S("on_failure", cfg->on_failure == ON_FAILURE_HOLD ? "hold" : "exit")),
 		  "migrate-then-run %s starting", MTR_VERSION);
 
-	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
-	struct backoff retry_backoff;
-	backoff_init(&retry_backoff, 1000, 30000, (uint64_t)getpid() ^ (uint64_t)now_ms());
-	for (long attempt = 0;; attempt++) {
-		struct wait_result w;
-		wait_for_database(&target, &wopts, sigs, &w);
-		if (w.status != WAIT_READY) {
-			code = wait_failed(cfg, &w);
-			goto done;
-		}
-		conn = w.conn;
-		PQsetNoticeReceiver(conn, notice_to_log, NULL);
-		log_event(LOG_INFO, "wait.ready",
-			  LOG_FIELDS(LF_I("attempts", w.attempts), LF_I("elapsed_ms", w.elapsed_ms),
-				     LF_S("server_version", PQparameterStatus(conn, "server_version")),
-				     LF_S("database", PQdb(conn))),
-			  "database is ready");
-		struct source_ctx ctx = {cfg, &target, w.start_time, sigs, attempt};
-		struct migrate_outcome out = {0};
-		size_t pending = 0;
-		if (cfg->check) { /* no lock, no change: a report */
-			code = src.plan(src.self, conn, &ctx, PLAN_REPORT, &pending);
-			goto done;
-		}
-		/* The common start has nothing to do: a look without the lock settles it (a
-		 * replica mid-migration can only make this look show work, never hide it). Work,
-		 * or anything that looks wrong, is decided again under the lock. */
-		int lock = 0;
-		code = src.plan(src.self, conn, &ctx, PLAN_QUIET, &pending);
-		if (code == 0 && pending == 0) {
-			log_event(LOG_INFO, "migrate.skip", NULL, "nothing to migrate");
+	int64_t hold_interval = cfg->hold_interval_ms;
+	for (long run = 0;; run++) {
+		struct failure f;
+		int code = migrate_once(cfg, sigs, &src, &target, run, &f);
+		if (code == 0)
 			break;
+		/* A check, a configuration error or a stop signal ends here, whatever the policy. */
+		if (cfg->check || code == MTR_EXIT_USAGE || code >= MTR_EXIT_SIGNAL_BASE ||
+		    cfg->on_failure == ON_FAILURE_EXIT) {
+			if (!cfg->check && code != MTR_EXIT_USAGE && code < MTR_EXIT_SIGNAL_BASE)
+				code = exit_after(cfg, &target, &f, sigs);
+			src.destroy(src.self);
+			return code;
 		}
-		lock = take_lock(cfg, conn, sigs);
-		if (lock > 0) {
-			code = lock;
-			goto done;
-		}
-		if (lock == 0) {
-			code = src.plan(src.self, conn, &ctx, 0, &pending);
-			if (code == MTR_EXIT_TEMPFAIL && PQstatus(conn) != CONNECTION_OK)
-				code = -1; /* lost while planning: like a lost lock */
-			else if (code)
-				goto done;
-		}
-		if (lock < 0 || code < 0) {
-			out.result = MIGRATE_LOST;
-			snprintf(out.how, sizeof out.how, "the database connection was lost while locking or planning");
-			code = 0;
-		} else if (pending == 0) {
-			log_event(LOG_INFO, "migrate.skip", NULL, "nothing to migrate");
-			break;
-		} else {
-			/* Held while a long migration runs: a server-side idle timeout must not drop
-			 * the lock's session (the setting is unknown before PostgreSQL 14: ignored). */
-			PQclear(PQexec(conn, "SET idle_session_timeout = 0"));
-			src.migrate(src.self, conn, &ctx, &out);
-		}
-		if (out.result == MIGRATE_OK)
-			break;
-		if (out.result == MIGRATE_STOPPED) {
-			code = stopped("migrate", out.signo);
-			goto done;
-		}
-		if (out.result == MIGRATE_FAILED) {
-			code = out.code;
-			goto done;
-		}
-		/* MIGRATE_LOST: the server went away. Wait for it again, re-lock, re-plan. */
-		PQfinish(conn);
-		conn = NULL;
-		if (attempt >= cfg->retries) {
-			log_event(LOG_ERROR, "migrate.failed",
-				  LOG_FIELDS(LF_B("transient", true), LF_I("attempts", attempt + 1),
-					     LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
-				  "%s, %ld times; giving up (raise --retries, or check why the server "
-				  "restarts)",
-				  out.how, attempt + 1);
-			code = MTR_EXIT_TEMPFAIL;
-			goto done;
-		}
-		int64_t delay = backoff_next(&retry_backoff);
-		log_event(LOG_WARN, "migrate.retry",
-			  LOG_FIELDS(LF_I("attempt", attempt + 1), LF_I("retries", cfg->retries),
-				     LF_I("delay_ms", delay)),
-			  "%s; waiting for the database and retrying", out.how);
-		int sig = signals_sleep(sigs, delay);
-		if (sig) {
-			code = stopped("migrate", sig);
-			goto done;
+		if (hold_after(cfg, &f, sigs, &hold_interval, run) == HOLD_STOP) {
+			src.destroy(src.self);
+			return code;
 		}
 	}
-	/* Releases the lock with the session: the next replica finds nothing pending. */
-	PQfinish(conn);
-	conn = NULL;
 	src.destroy(src.self);
 	if (cfg->migrate_only) {
 		log_event(LOG_INFO, "pipeline.done", NULL, "migrations are up to date; exiting (--migrate-only)");
 		return MTR_EXIT_OK;
 	}
+	status_set(STATUS_RUNNING, "run", 1, NULL);
 	if (cfg->init == 1 || (cfg->init == -1 && getpid() == 1)) {
 		struct init_opts io = {cfg->stop_timeout_ms, cfg->signal_group};
 		init_reexec(cfg->app_argv, &io, sigs, cfg->log_format, cfg->log_level);
 		return init_run(cfg->app_argv, &io, sigs);
 	}
 	return run_exec(cfg->app_argv, sigs);
-done:
-	PQfinish(conn);
-	if (src.destroy)
-		src.destroy(src.self);
-	return code;
 }

@@ -523,7 +523,7 @@ static bool read_versions(PGconn *conn, struct alembic_source *as, long *tables,
 	as->table_exists = false;
 	res = PQexec(conn, "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
 			   "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
-			   "AND n.nspname = pg_catalog.current_schema()");
+			   "AND n.nspname = pg_catalog.current_schema() AND c.relname <> 'mtr_failure_state'");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		set_err(err, errlen, "reading the catalog: %s", PQresultErrorMessage(res));
 		PQclear(res);
@@ -688,7 +688,6 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 			size_t *pending)
 {
 	struct alembic_source *as = self;
-	(void)ctx;
 	char err[1024];
 	free_plan(as);
 	as->do_repair = false;
@@ -760,6 +759,10 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 	}
 	problems_free(&p);
 	*pending = as->npending + as->do_repair + as->do_baseline;
+	uint64_t h = FNV_OFFSET;
+	for (size_t i = 0; i < as->chain.n; i++)
+		h = fnv1a(as->chain.revs[i].id, strlen(as->chain.revs[i].id) + 1, h);
+	*ctx->fingerprint = h;
 	return code;
 }
 

@@ -222,10 +222,10 @@ static bool is_url(const char *s)
 static int cmd_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int flags,
 		    size_t *pending)
 {
-	(void)self;
 	(void)conn;
-	(void)ctx;
 	(void)flags;
+	struct cmd_source *cs = self;
+	*ctx->fingerprint = fnv1a(cs->joined, strlen(cs->joined), FNV_OFFSET);
 	*pending = 1; /* a command cannot say what it would do: it always runs */
 	return 0;
 }

@@ -336,7 +336,8 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 	if (!ss->history_exists) {
 		res = PQexecParams(conn,
 				   "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-				   "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+				   "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') "
+				   "AND c.relname <> 'mtr_failure_state'",
 				   1, NULL, params + 1, NULL, NULL, 0);
 		if (!query_ok(res, err, errlen, "reading the catalog")) {
 			PQclear(res);
@@ -539,7 +540,6 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 		    size_t *pending)
 {
 	struct sql_source *ss = self;
-	(void)ctx;
 	char err[1024];
 	free_files(ss);
 	int code = load_files(ss, err, sizeof err);
@@ -577,6 +577,10 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 			  "%zu migration%s pending", ss->npending, ss->npending == 1 ? "" : "s");
 	problems_free(&pr);
 	*pending = ss->npending + (ss->do_baseline || ss->do_repair);
+	uint64_t h = FNV_OFFSET;
+	for (size_t i = 0; i < ss->nfiles; i++)
+		h = fnv1a(ss->files[i].checksum, strlen(ss->files[i].checksum), h);
+	*ctx->fingerprint = h;
 	return code;
 }
 

@@ -124,3 +124,12 @@ char *read_secret_file(const char *path)
 	buf[len] = '\0';
 	return buf;
 }
+
+uint64_t fnv1a(const void *data, size_t len, uint64_t h)
+{
+	for (const unsigned char *p = data; len--; p++) {
+		h ^= *p;
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}

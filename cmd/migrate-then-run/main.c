@@ -5,6 +5,7 @@
 #include "mtr/log.h"
 #include "mtr/pipeline.h"
 #include "mtr/signals.h"
+#include "mtr/status.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -39,6 +40,9 @@ int main(int argc, char **argv)
 	case CONFIG_VERSION:
 		printf("migrate-then-run %s\n", MTR_VERSION);
 		code = MTR_EXIT_OK;
+		break;
+	case CONFIG_HEALTH:
+		code = status_health(cfg.status_file);
 		break;
 	case CONFIG_ERROR:
 		if (cfg.log_format >= 0)

@@ -30,6 +30,14 @@ struct config {
 	char *alembic_version_table;
 	char *alembic_baseline;
 	bool repair_version_table;
+	int on_failure;             /* enum on_failure; -1 until resolved */
+	int64_t failure_backoff_ms;
+	int64_t failure_backoff_max_ms;
+	int64_t hold_interval_ms;
+	int64_t hold_max_interval_ms;
+	int64_t hold_reminder_ms;
+	char *state_dir;
+	char *status_file;
 	bool migrate_only;
 	int64_t wait_timeout_ms;
 	int64_t wait_max_interval_ms;
@@ -43,7 +51,9 @@ struct config {
 	int app_argc;
 };
 
-enum config_result { CONFIG_OK, CONFIG_HELP, CONFIG_VERSION, CONFIG_ERROR };
+enum on_failure { ON_FAILURE_EXIT, ON_FAILURE_HOLD };
+
+enum config_result { CONFIG_OK, CONFIG_HELP, CONFIG_VERSION, CONFIG_HEALTH, CONFIG_ERROR };
 
 /* Fills cfg from defaults, then MTR_* (and NAME_FILE) environment, then argv. On CONFIG_ERROR,
  * err holds one line naming the option or variable and what was expected. The caller owns

@@ -19,6 +19,7 @@ struct source_ctx {
 	const char *start_time; /* the server's start time when we connected: restarts show */
 	const struct sigstate *sigs;
 	long attempt;           /* 0 on the first try */
+	uint64_t *fingerprint;  /* plan() stores a hash of the migration set it read here */
 };
 
 enum migrate_result {

@@ -16,6 +16,10 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* FNV-1a 64 of len bytes, continuing from h (start with FNV_OFFSET). */
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+uint64_t fnv1a(const void *data, size_t len, uint64_t h);
+
 /* Milliseconds on the monotonic clock. */
 int64_t now_ms(void);
 

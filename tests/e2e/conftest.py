@@ -110,6 +110,9 @@ def clean_env(**extra):
     env = {k: v for k, v in os.environ.items()
            if not (k.startswith("MTR_") or k.startswith("PG") or k.startswith("DATABASE_URL"))}
     env["MTR_LOG_FORMAT"] = "json"
+    # Most tests want the exit code of one run; the policy tests set their own.
+    env["MTR_ON_FAILURE"] = "exit"
+    env["MTR_FAILURE_BACKOFF"] = "100ms"
     env.update({k: v for k, v in extra.items() if v is not None})
     return env
 

@@ -1,0 +1,223 @@
+/* No restart storms: which failures are transient, and the memory of the last failure across
+ * restarts (a file in --state-dir, else a one-row table in the target database). */
+#include "mtr/breaker.h"
+#include "mtr/exitcode.h"
+#include "mtr/log.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STATE_FILE "migrate-then-run.state.json"
+#define STATE_TABLE "public.mtr_failure_state"
+
+enum failure_class breaker_classify(int code, const char *sqlstate)
+{
+	if (sqlstate && *sqlstate)
+		return pg_sqlstate_is_transient(sqlstate) ? FAILURE_TRANSIENT : FAILURE_PERMANENT;
+	switch (code) {
+	case MTR_EXIT_UNAVAILABLE: /* not ready in time: may be ready next time */
+	case MTR_EXIT_TEMPFAIL:
+		return FAILURE_TRANSIENT;
+	default:
+		return FAILURE_PERMANENT;
+	}
+}
+
+void breaker_signature(const struct failure *f, char *out, size_t len)
+{
+	snprintf(out, len, "%d:%s:%s:%s:%s", f->code, f->phase ? f->phase : "", f->sqlstate,
+		 f->revision, f->fingerprint);
+}
+
+int64_t breaker_pause(long n, int64_t base_ms, int64_t cap_ms)
+{
+	if (n <= 1)
+		return 0;
+	int64_t d = base_ms;
+	for (long i = 1; i < n - 1 && d < cap_ms; i++)
+		d *= 2;
+	return d < cap_ms ? d : cap_ms;
+}
+
+static long long wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool breaker_parse_state(const char *text, struct failure_memory *m)
+{
+	cJSON *o = cJSON_Parse(text);
+	const cJSON *sig = cJSON_GetObjectItemCaseSensitive(o, "signature");
+	const cJSON *count = cJSON_GetObjectItemCaseSensitive(o, "count");
+	const cJSON *first = cJSON_GetObjectItemCaseSensitive(o, "first_ms");
+	const cJSON *last = cJSON_GetObjectItemCaseSensitive(o, "last_ms");
+	bool ok = cJSON_IsString(sig) && cJSON_IsNumber(count) && count->valuedouble >= 1 &&
+		  cJSON_IsNumber(first) && cJSON_IsNumber(last);
+	if (ok) {
+		snprintf(m->signature, sizeof m->signature, "%s", sig->valuestring);
+		m->count = (long)count->valuedouble;
+		m->first_ms = (long long)first->valuedouble;
+		m->last_ms = (long long)last->valuedouble;
+	}
+	cJSON_Delete(o);
+	return ok;
+}
+
+static char *state_path(const struct config *cfg)
+{
+	return xasprintf("%s/%s", cfg->state_dir, STATE_FILE);
+}
+
+/* Reads the file; a missing one is no memory, a corrupt one is reported and ignored (the
+ * next write replaces it). */
+static void load_file(const struct config *cfg, struct failure_memory *m)
+{
+	char *path = state_path(cfg);
+	char *text = read_secret_file(path);
+	if (text && !breaker_parse_state(text, m)) {
+		log_event(LOG_WARN, "state.corrupt", LOG_FIELDS(LF_S("path", path)),
+			  "the failure state in %s is not readable as a state record; starting afresh "
+			  "(it will be replaced)",
+			  path);
+		memset(m, 0, sizeof *m);
+	} else if (!text && errno != ENOENT) {
+		log_event(LOG_WARN, "state.unreadable", LOG_FIELDS(LF_S("path", path), LF_S("error", strerror(errno))),
+			  "cannot read the failure state %s: %s", path, strerror(errno));
+	}
+	free(text);
+	free(path);
+}
+
+/* Writes the file atomically: a temporary file, fsync, rename. */
+static void store_file(const struct config *cfg, const struct failure_memory *m)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "signature", m->signature);
+	cJSON_AddNumberToObject(o, "count", (double)m->count);
+	cJSON_AddNumberToObject(o, "first_ms", (double)m->first_ms);
+	cJSON_AddNumberToObject(o, "last_ms", (double)m->last_ms);
+	char *text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	char *path = state_path(cfg);
+	char *tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
+	mkdir(cfg->state_dir, 0700);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	bool ok = fd >= 0 && text;
+	if (ok) {
+		size_t len = strlen(text);
+		ok = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0;
+	}
+	if (fd >= 0 && close(fd) != 0)
+		ok = false;
+	if (!ok || rename(tmp, path) != 0) {
+		log_event(LOG_WARN, "state.unwritable", LOG_FIELDS(LF_S("path", path), LF_S("error", strerror(errno))),
+			  "cannot write the failure state %s: %s; restarts will not be spaced out",
+			  path, strerror(errno));
+		unlink(tmp);
+	}
+	free(tmp);
+	free(path);
+	cJSON_free(text);
+}
+
+/* The database variant: one row, updated in one statement. False when unreachable. */
+static bool record_db(const struct pg_target *t, const char *sig, struct failure_memory *m)
+{
+	enum pg_status st;
+	struct pg_error err;
+	PGconn *conn = pg_connect(t, 3000, -1, &st, &err);
+	if (!conn)
+		return false;
+	PQclear(PQexec(conn, "SET client_min_messages = warning"));
+	PGresult *res = PQexec(conn, "CREATE TABLE IF NOT EXISTS " STATE_TABLE " (id int PRIMARY KEY "
+				     "CHECK (id = 1), signature text NOT NULL, count bigint NOT NULL, "
+				     "first_at timestamptz NOT NULL, last_at timestamptz NOT NULL)");
+	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+	PQclear(res);
+	const char *params[1] = {sig};
+	if (ok) {
+		res = PQexecParams(conn,
+				   "INSERT INTO " STATE_TABLE " VALUES (1, $1, 1, now(), now()) "
+				   "ON CONFLICT (id) DO UPDATE SET "
+				   "count = CASE WHEN " STATE_TABLE ".signature = $1 THEN " STATE_TABLE ".count + 1 ELSE 1 END, "
+				   "first_at = CASE WHEN " STATE_TABLE ".signature = $1 THEN " STATE_TABLE ".first_at ELSE now() END, "
+				   "signature = $1, last_at = now() "
+				   "RETURNING count, (extract(epoch FROM first_at) * 1000)::bigint, "
+				   "(extract(epoch FROM last_at) * 1000)::bigint",
+				   1, NULL, params, NULL, NULL, 0);
+		ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+		if (ok) {
+			snprintf(m->signature, sizeof m->signature, "%s", sig);
+			m->count = atol(PQgetvalue(res, 0, 0));
+			m->first_ms = atoll(PQgetvalue(res, 0, 1));
+			m->last_ms = atoll(PQgetvalue(res, 0, 2));
+		}
+		PQclear(res);
+	}
+	PQfinish(conn);
+	return ok;
+}
+
+void breaker_record(const struct config *cfg, const struct pg_target *t, const struct failure *f,
+		    struct failure_memory *m)
+{
+	char sig[200];
+	breaker_signature(f, sig, sizeof sig);
+	memset(m, 0, sizeof *m);
+	long long now = wall_ms();
+	if (!cfg->state_dir) {
+		if (record_db(t, sig, m))
+			return;
+		/* Not reachable (the failure may be exactly that): nothing is remembered. */
+		snprintf(m->signature, sizeof m->signature, "%s", sig);
+		m->count = 1;
+		m->first_ms = m->last_ms = now;
+		return;
+	}
+	struct failure_memory old = {0};
+	load_file(cfg, &old);
+	snprintf(m->signature, sizeof m->signature, "%s", sig);
+	m->last_ms = now;
+	if (old.count >= 1 && strcmp(old.signature, sig) == 0) {
+		m->count = old.count + 1;
+		m->first_ms = old.first_ms;
+	} else {
+		m->count = 1;
+		m->first_ms = now;
+	}
+	store_file(cfg, m);
+}
+
+void breaker_clear(const struct config *cfg, PGconn *conn)
+{
+	if (cfg->state_dir) {
+		char *path = state_path(cfg);
+		if (unlink(path) == 0)
+			log_event(LOG_INFO, "state.cleared", LOG_FIELDS(LF_S("path", path)),
+				  "the last failure is forgotten after this success");
+		free(path);
+		return;
+	}
+	if (!conn)
+		return;
+	/* One round trip, and no write at all while there is nothing to forget. */
+	PGresult *res = PQexec(conn, "SELECT pg_catalog.to_regclass('" STATE_TABLE "') IS NOT NULL");
+	bool exists = PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	if (exists) {
+		res = PQexec(conn, "DELETE FROM " STATE_TABLE);
+		if (PQresultStatus(res) == PGRES_COMMAND_OK && atoi(PQcmdTuples(res)) > 0)
+			log_event(LOG_INFO, "state.cleared", LOG_FIELDS(LF_S("table", STATE_TABLE)),
+				  "the last failure is forgotten after this success");
+		PQclear(res);
+	}
+}

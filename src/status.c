@@ -1,0 +1,90 @@
+/* The status file: where the tool is now (waiting, migrating, holding, running), for probes. */
+#include "mtr/status.h"
+#include "mtr/util.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static char *g_path;
+static char g_state[32];
+static char g_since[40];
+
+void status_init(const char *path)
+{
+	free(g_path);
+	g_path = path ? xstrdup(path) : NULL;
+	g_state[0] = '\0';
+}
+
+static void utc_now(char *buf, size_t len)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void status_set(const char *state, const char *phase, long attempt, const char *last_error)
+{
+	if (!g_path)
+		return;
+	if (strcmp(g_state, state) != 0) {
+		snprintf(g_state, sizeof g_state, "%s", state);
+		utc_now(g_since, sizeof g_since);
+	}
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "state", state);
+	cJSON_AddStringToObject(o, "phase", phase);
+	cJSON_AddStringToObject(o, "since", g_since);
+	cJSON_AddNumberToObject(o, "attempt", (double)attempt);
+	if (last_error)
+		cJSON_AddStringToObject(o, "last_error", last_error);
+	else
+		cJSON_AddNullToObject(o, "last_error");
+	cJSON_AddNumberToObject(o, "pid", (double)getpid());
+	char *text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (!text)
+		return;
+	char *tmp = xasprintf("%s.tmp.%d", g_path, (int)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		size_t len = strlen(text);
+		bool ok = write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1;
+		ok = close(fd) == 0 && ok;
+		if (!ok || rename(tmp, g_path) != 0)
+			unlink(tmp);
+	}
+	free(tmp);
+	cJSON_free(text);
+}
+
+int status_health(const char *path)
+{
+	char *text = read_secret_file(path);
+	if (!text) {
+		fprintf(stderr, "migrate-then-run --health: cannot read %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	cJSON *o = cJSON_Parse(text);
+	free(text);
+	const cJSON *state = cJSON_GetObjectItemCaseSensitive(o, "state");
+	const cJSON *pid = cJSON_GetObjectItemCaseSensitive(o, "pid");
+	int code = 1;
+	if (cJSON_IsString(state) && strcmp(state->valuestring, STATUS_RUNNING) == 0 &&
+	    cJSON_IsNumber(pid) && (kill((pid_t)pid->valuedouble, 0) == 0 || errno == EPERM))
+		code = 0;
+	if (code)
+		fprintf(stderr, "migrate-then-run --health: %s\n",
+			cJSON_IsString(state) ? state->valuestring : "no state in the status file");
+	cJSON_Delete(o);
+	return code;
+}
