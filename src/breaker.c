@@ -38,10 +38,10 @@ void breaker_signature(const struct failure *f, char *out, size_t len)
 
 int64_t breaker_pause(long n, int64_t base_ms, int64_t cap_ms)
 {
-	if (n <= 1)
+	if (n < 1)
 		return 0;
 	int64_t d = base_ms;
-	for (long i = 1; i < n - 1 && d < cap_ms; i++)
+	for (long i = 0; i < n && d < cap_ms; i++)
 		d *= 2;
 	return d < cap_ms ? d : cap_ms;
 }

@@ -297,12 +297,13 @@ static int exit_after(const struct config *cfg, const struct pg_target *target,
 	if (pause > 0) {
 		char first[32];
 		iso_time(m.first_ms, first, sizeof first);
-		log_event(LOG_WARN, "failure.repeat",
+		log_event(LOG_WARN, m.count > 1 ? "failure.repeat" : "failure.pause",
 			  LOG_FIELDS(LF_I("count", m.count), LF_S("first", first), LF_S("phase", f->phase),
 				     LF_I("exit_code", f->code), LF_I("pause_ms", pause)),
-			  "the same failure again (%ld times in a row since %s); pausing %llds before "
-			  "exiting, so that restarts do not hammer the database",
-			  m.count, first, (long long)(pause / 1000));
+			  "%s (%ld time%s in a row since %s); pausing %llds before exiting, so that "
+			  "restarts do not hammer the database (longer each time it repeats)",
+			  m.count > 1 ? "the same failure again" : "a permanent failure", m.count,
+			  m.count == 1 ? "" : "s", first, (long long)(pause / 1000));
 		(void)signals_sleep(sigs, pause); /* a stop signal ends the pause, not the exit code */
 	}
 	return f->code;

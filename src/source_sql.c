@@ -692,6 +692,8 @@ static void fail_step(const struct sql_source *ss, const struct sql_file *f, con
 			     "started");
 	out->result = MIGRATE_FAILED;
 	out->code = MTR_EXIT_MIGRATION;
+	snprintf(out->sqlstate, sizeof out->sqlstate, "%s", field(res, PG_DIAG_SQLSTATE));
+	snprintf(out->revision, sizeof out->revision, "%s", f->vtext);
 }
 
 /* The query that applies a transactional file in one round trip: settings, the file, its

@@ -39,8 +39,8 @@ struct failure_memory {
 	long long last_ms;
 };
 
-/* The pause before exiting after the n-th consecutive run with one permanent failure:
- * 0 for n = 1, else min(cap, base * 2^(n-1)). */
+/* The pause before exiting after the n-th consecutive run that ended with one permanent
+ * failure (n >= 1): min(cap, base * 2^n), so 2, 4, 8 … times the base. */
 int64_t breaker_pause(long n, int64_t base_ms, int64_t cap_ms);
 
 /* Records f (count grows when the signature is the one remembered) in --state-dir, else in a

@@ -114,6 +114,8 @@ def clean_env(**extra):
     env["MTR_ON_FAILURE"] = "exit"
     env["MTR_FAILURE_BACKOFF"] = "100ms"
     env.update({k: v for k, v in extra.items() if v is not None})
+    for k in [k for k, v in extra.items() if v is None]:  # None: leave the variable unset
+        env.pop(k, None)
     return env
 
 
