@@ -306,3 +306,18 @@ def test_text_log_format(pg, db):
     assert r.returncode == 0
     assert re.search(r"^\d{4}-\d\d-\d\dT[\d:.]+Z info  wait\.ready: database is ready attempts=1",
                      r.stderr, re.M), r.stderr
+
+
+def test_readme_lists_every_event():
+    import glob
+    names = set()
+    for path in glob.glob(str(ROOT / "src" / "*.c")):
+        text = pathlib.Path(path).read_text()
+        # log_event(LEVEL, "event", …) and log_event(LEVEL, cond ? "event.a" : "event.b", …)
+        names |= set(re.findall(r'log_event\([^"]*?"([a-z]+\.[a-z_]+)"', text, re.S))
+        for pair in re.findall(r'\? "([a-z]+\.[a-z_]+)"\s*:\s*"([a-z]+\.[a-z_]+)"', text):
+            names |= set(pair)
+    assert len(names) > 30
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(n for n in names if f"`{n}`" not in readme)
+    assert not missing, f"README's event table lacks {missing}"

@@ -10,7 +10,8 @@ int main(void)
 		void (*fn)(void);
 	} groups[] = {{"argv", test_argv},   {"config", test_config}, {"redact", test_redact},
 		      {"retry", test_retry}, {"log", test_log},       {"pg", test_pg},
-		      {"sql", test_sql},     {"alembic", test_alembic}};
+		      {"sql", test_sql},     {"alembic", test_alembic},
+		      {"breaker", test_breaker}};
 	for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
 		int before = unit_failures;
 		groups[i].fn();

@@ -19,8 +19,11 @@ extern int unit_checks, unit_failures;
 	} while (0)
 
 #define CHECK_STR(got, want, ctx)                                                           \
-	CHECK((got) && strcmp((got), (want)) == 0, "%s: got '%s', want '%s'", (ctx),         \
-	      (got) ? (got) : "(null)", (want))
+	do {                                                                                \
+		const char *got_ = (got);                                                   \
+		CHECK(got_ && strcmp(got_, (want)) == 0, "%s: got '%s', want '%s'", (ctx),  \
+		      got_ ? got_ : "(null)", (want));                                      \
+	} while (0)
 
 void test_argv(void);
 void test_config(void);
@@ -30,5 +33,6 @@ void test_log(void);
 void test_pg(void);
 void test_sql(void);
 void test_alembic(void);
+void test_breaker(void);
 
 #endif
