@@ -33,6 +33,7 @@ DATABASE_URL="$("$PGTMP" url "$tmp" postgres)"
 export DATABASE_URL
 (sleep 2 && "$PGTMP" start "$tmp" >/dev/null && echo "==> PostgreSQL is up" >&2) &
 export MTR_LOG_FORMAT=text
+export MTR_BACKUP_DIR="$tmp/backups"  # a backup is taken before migrating
 export PYTHONDONTWRITEBYTECODE=1  # keep __pycache__ out of docker/example
 
 cd "$ROOT"

@@ -27,6 +27,7 @@ struct option_def {
 static const char *const log_formats[] = {"json", "text", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const on_failures[] = {"exit", "hold", NULL};
+static const char *const backup_modes[] = {"required", "optional", "off", "always", NULL};
 
 #define F(field) offsetof(struct config, field)
 
@@ -104,6 +105,16 @@ static const struct option_def options[] = {
 	{"signal-group", "MTR_SIGNAL_GROUP", T_FLAG, "false", NULL,
 	 "forward signals to the app's whole process group, not only the app", F(signal_group),
 	 NULL, false},
+	{"backup", "MTR_BACKUP", T_CHOICE, NULL, "required|optional|off|always",
+	 "pg_dump before migrating: required (no backup, no migration), optional (warn), off, or "
+	 "always (even with nothing pending); default: required when pg_dump is on PATH, else off",
+	 F(backup_mode), backup_modes, false},
+	{"backup-dir", "MTR_BACKUP_DIR", T_STRING, NULL, "DIR",
+	 "where backups go (created 0700; default /var/backups/migrate-then-run as root, else ./backups)",
+	 F(backup_dir), NULL, false},
+	{"backup-keep", "MTR_BACKUP_KEEP", T_COUNT, "5", "N",
+	 "backups of this database to keep; older ones of ours are removed", F(backup_keep), NULL,
+	 false},
 	{"on-failure", "MTR_ON_FAILURE", T_CHOICE, NULL, "exit|hold",
 	 "after a failure: exit (pausing longer each time the same failure repeats), or hold: "
 	 "stay up without the app and retry (default: exit with --migrate-only, else hold)",
@@ -340,8 +351,29 @@ static const struct option_def *find_option(const char *name, size_t len)
 	return NULL;
 }
 
+/* Whether a program is on PATH (for the default backup policy). */
+static bool on_path(const char *name)
+{
+	const char *path = getenv("PATH");
+	if (!path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	char *copy = xstrdup(path), *save = NULL;
+	bool found = false;
+	for (char *dir = strtok_r(copy, ":", &save); dir && !found; dir = strtok_r(NULL, ":", &save)) {
+		char *full = xasprintf("%s/%s", *dir ? dir : ".", name);
+		found = access(full, X_OK) == 0;
+		free(full);
+	}
+	free(copy);
+	return found;
+}
+
 static bool check_combination(struct config *cfg, char *err, size_t errlen)
 {
+	if (cfg->backup_mode < 0) { /* the default: back up when we can */
+		cfg->backup_mode = on_path("pg_dump") ? BACKUP_REQUIRED : BACKUP_OFF;
+		cfg->backup_defaulted_off = cfg->backup_mode == BACKUP_OFF;
+	}
 	if (cfg->check && cfg->app_argc > 0) {
 		set_err(err, errlen, "--check: expected no app command, got '%s' (drop one of the two)",
 			cfg->app_argv[0]);
@@ -421,6 +453,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv, char 
 	memset(cfg, 0, sizeof *cfg);
 	cfg->log_format = -1;
 	cfg->on_failure = -1;
+	cfg->backup_mode = -1;
 	bool health = false;
 	if (!apply_defaults_and_env(cfg, err, errlen))
 		return CONFIG_ERROR;
@@ -521,6 +554,7 @@ void config_free(struct config *cfg)
 	free(cfg->alembic_baseline);
 	free(cfg->state_dir);
 	free(cfg->status_file);
+	free(cfg->backup_dir);
 	memset(cfg, 0, sizeof *cfg);
 }
 

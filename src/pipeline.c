@@ -1,6 +1,7 @@
 /* The phases in order: wait, migrate, run. Decides what is logged, retried, and the exit code. */
 #include "mtr/pipeline.h"
 #include "mtr/argv.h"
+#include "mtr/backup.h"
 #include "mtr/breaker.h"
 #include "mtr/exitcode.h"
 #include "mtr/init.h"
@@ -141,6 +142,39 @@ static void notice_to_log(void *arg, const PGresult *res)
 		  "%s", msg ? msg : "");
 }
 
+/* Phase 6 under the lock, before anything is applied. Returns 0 or the exit code. */
+static int take_backup(const struct config *cfg, PGconn *conn, const struct plan_info *info,
+		       const struct sigstate *sigs, char *path, size_t pathlen, struct failure *f)
+{
+	struct backup_opts bo = {cfg->backup_dir ? cfg->backup_dir : backup_default_dir(),
+				 cfg->backup_keep, "pg_dump", "pg_restore"};
+	struct backup_result br;
+	int code = backup_run(&bo, conn, info->from, info->to, sigs, &br);
+	if (code >= MTR_EXIT_SIGNAL_BASE) {
+		return stopped("backup", br.signo);
+	}
+	if (code == 0) {
+		snprintf(path, pathlen, "%s", br.path);
+		log_event(LOG_INFO, "backup.done",
+			  LOG_FIELDS(LF_S("path", br.path), LF_I("bytes", br.bytes), LF_I("duration_ms", br.ms),
+				     LF_I("verify_ms", br.verify_ms)),
+			  "backed up to %s (%lld bytes, verified)", br.path, br.bytes);
+		return 0;
+	}
+	if (cfg->backup_mode == BACKUP_OPTIONAL) {
+		log_event(LOG_WARN, "backup.failed",
+			  LOG_FIELDS(LF_S("error", br.err), LF_B("required", false)),
+			  "backup failed, going on without one (--backup=optional): %s", br.err);
+		return 0;
+	}
+	log_event(LOG_ERROR, "backup.failed",
+		  LOG_FIELDS(LF_S("error", br.err), LF_B("required", true), LF_I("exit_code", code)),
+		  "backup failed, so nothing was migrated: %s (or pass --backup=optional / off)",
+		  br.err);
+	snprintf(f->error, sizeof f->error, "%.1000s", br.err);
+	return code;
+}
+
 /* One run of the phases up to (not including) the app: wait, lock, plan, check, migrate,
  * with in-process retries of a lost connection. Returns 0, or the exit code with f saying
  * what failed; conn-related resources are released either way. */
@@ -149,7 +183,8 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 {
 	int code = MTR_EXIT_OK;
 	PGconn *conn = NULL;
-	uint64_t fingerprint = 0;
+	struct plan_info info = {0};
+	char backup_path[4096] = "";
 	memset(f, 0, sizeof *f);
 	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
 	struct backoff retry_backoff;
@@ -172,7 +207,7 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 				     LF_S("server_version", PQparameterStatus(conn, "server_version")),
 				     LF_S("database", PQdb(conn))),
 			  "database is ready");
-		struct source_ctx ctx = {cfg, target, w.start_time, sigs, attempt, &fingerprint};
+		struct source_ctx ctx = {cfg, target, w.start_time, sigs, attempt, &info};
 		struct migrate_outcome out = {0};
 		size_t pending = 0;
 		f->phase = "check";
@@ -214,10 +249,21 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 			out.result = MIGRATE_LOST;
 			snprintf(out.how, sizeof out.how, "the database connection was lost while locking or planning");
 			code = 0;
-		} else if (pending == 0) {
+		} else if (pending == 0 && cfg->backup_mode != BACKUP_ALWAYS) {
 			log_event(LOG_INFO, "migrate.skip", NULL, "nothing to migrate");
 			break;
 		} else {
+			if (!backup_path[0] && cfg->backup_mode != BACKUP_OFF) {
+				f->phase = "backup";
+				status_set(STATUS_MIGRATING, "backup", run + 1, NULL);
+				code = take_backup(cfg, conn, &info, sigs, backup_path, sizeof backup_path, f);
+				if (code)
+					goto done;
+			}
+			if (pending == 0) {
+				log_event(LOG_INFO, "migrate.skip", NULL, "nothing to migrate");
+				break;
+			}
 			status_set(STATUS_MIGRATING, "migrate", run + 1, NULL);
 			/* Held while a long migration runs: a server-side idle timeout must not drop
 			 * the lock's session (the setting is unknown before PostgreSQL 14: ignored). */
@@ -233,6 +279,12 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 		}
 		if (out.result == MIGRATE_FAILED) {
 			code = out.code;
+			if (backup_path[0])
+				log_event(LOG_ERROR, "backup.restore",
+					  LOG_FIELDS(LF_S("path", backup_path), LF_S("database", PQdb(conn))),
+					  "the database as it was before this run is in %s; to go back to it: "
+					  "pg_restore --clean --if-exists --no-owner --dbname=%s %s",
+					  backup_path, PQdb(conn), backup_path);
 			snprintf(f->sqlstate, sizeof f->sqlstate, "%s", out.sqlstate);
 			snprintf(f->revision, sizeof f->revision, "%s", out.revision);
 			f->transient = breaker_classify(code, out.sqlstate) == FAILURE_TRANSIENT;
@@ -269,8 +321,9 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 	/* Success: forget the last failure; closing releases the lock for the next replica. */
 	breaker_clear(cfg, conn);
 done:
-	if (code && fingerprint)
-		snprintf(f->fingerprint, sizeof f->fingerprint, "%016llx", (unsigned long long)fingerprint);
+	if (code && info.fingerprint)
+		snprintf(f->fingerprint, sizeof f->fingerprint, "%016llx",
+			 (unsigned long long)info.fingerprint);
 	f->code = code;
 	PQfinish(conn);
 	return code;
@@ -388,6 +441,10 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 			     LF_S("on_failure", cfg->on_failure == ON_FAILURE_HOLD ? "hold" : "exit")),
 		  "migrate-then-run %s starting", MTR_VERSION);
 
+	if (cfg->backup_defaulted_off)
+		log_event(LOG_INFO, "backup.off", NULL,
+			  "no pg_dump on PATH: migrating without a backup (install the PostgreSQL client, "
+			  "or say --backup=off to silence this)");
 	int64_t hold_interval = cfg->hold_interval_ms;
 	for (long run = 0;; run++) {
 		struct failure f;

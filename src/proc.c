@@ -156,7 +156,7 @@ bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, str
 	close(inp[1]);
 	inp[1] = -1;
 	if (pid == 0)
-		child_exec(spec, inp[0], outp[1], errp[1], execp[1]);
+		child_exec(spec, inp[0], spec->stdout_to_fd ? spec->stdout_fd : outp[1], errp[1], execp[1]);
 	setpgid(pid, pid); /* on both sides, so that kill(-pid) cannot race the child */
 	close(outp[1]);
 	close(errp[1]);
@@ -184,9 +184,23 @@ bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, str
 	bool exited = false;
 	int status = 0;
 	int64_t kill_at = -1, drain_until = -1;
+	int64_t next_tick = spec->on_tick ? now_ms() + spec->tick_ms : -1;
+	if (spec->stdout_to_fd) { /* nothing of it comes through us */
+		close(out.fd);
+		out.fd = -1;
+	}
 	while (!exited || out.fd >= 0 || err.fd >= 0) {
 		struct pollfd fds[3] = {{sfd, POLLIN, 0}, {out.fd, POLLIN, 0}, {err.fd, POLLIN, 0}};
 		int timeout = 1000;
+		if (next_tick >= 0) {
+			int64_t now = now_ms();
+			if (now >= next_tick) {
+				spec->on_tick(ctx);
+				next_tick = now + spec->tick_ms;
+			}
+			if (next_tick - now < timeout)
+				timeout = (int)(next_tick - now);
+		}
 		if (drain_until >= 0) {
 			/* The child is gone; a grandchild may still hold the pipes. Do not wait forever. */
 			int64_t left = drain_until - now_ms();

@@ -762,7 +762,10 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 	uint64_t h = FNV_OFFSET;
 	for (size_t i = 0; i < as->chain.n; i++)
 		h = fnv1a(as->chain.revs[i].id, strlen(as->chain.revs[i].id) + 1, h);
-	*ctx->fingerprint = h;
+	ctx->info->fingerprint = h;
+	snprintf(ctx->info->from, sizeof ctx->info->from, "%s", as->ndb ? as->db_revs[as->ndb - 1] : "");
+	snprintf(ctx->info->to, sizeof ctx->info->to, "%s",
+		 as->nheads ? as->chain.revs[as->heads[as->nheads - 1]].id : "");
 	return code;
 }
 

@@ -225,7 +225,8 @@ static int cmd_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	(void)conn;
 	(void)flags;
 	struct cmd_source *cs = self;
-	*ctx->fingerprint = fnv1a(cs->joined, strlen(cs->joined), FNV_OFFSET);
+	ctx->info->fingerprint = fnv1a(cs->joined, strlen(cs->joined), FNV_OFFSET);
+	snprintf(ctx->info->to, sizeof ctx->info->to, "command");
 	*pending = 1; /* a command cannot say what it would do: it always runs */
 	return 0;
 }

@@ -580,7 +580,11 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	uint64_t h = FNV_OFFSET;
 	for (size_t i = 0; i < ss->nfiles; i++)
 		h = fnv1a(ss->files[i].checksum, strlen(ss->files[i].checksum), h);
-	*ctx->fingerprint = h;
+	ctx->info->fingerprint = h;
+	snprintf(ctx->info->from, sizeof ctx->info->from, "%s",
+		 ss->napplied ? ss->applied[ss->napplied - 1].vtext : "");
+	snprintf(ctx->info->to, sizeof ctx->info->to, "%s",
+		 ss->npending ? ss->files[ss->pending[ss->npending - 1]].vtext : ctx->info->from);
 	return code;
 }
 

@@ -38,6 +38,10 @@ struct config {
 	int64_t hold_reminder_ms;
 	char *state_dir;
 	char *status_file;
+	int backup_mode;            /* enum backup_mode; -1: required if pg_dump is on PATH, else off */
+	char *backup_dir;
+	bool backup_defaulted_off;  /* off only because no pg_dump was found */
+	long backup_keep;
 	bool migrate_only;
 	int64_t wait_timeout_ms;
 	int64_t wait_max_interval_ms;
@@ -52,6 +56,7 @@ struct config {
 };
 
 enum on_failure { ON_FAILURE_EXIT, ON_FAILURE_HOLD };
+enum backup_mode { BACKUP_REQUIRED, BACKUP_OPTIONAL, BACKUP_OFF, BACKUP_ALWAYS };
 
 enum config_result { CONFIG_OK, CONFIG_HELP, CONFIG_VERSION, CONFIG_HEALTH, CONFIG_ERROR };
 

@@ -14,6 +14,10 @@ struct proc_spec {
 	char *const *envp;       /* the child's whole environment */
 	const struct sigstate *sigs;
 	int64_t stop_grace_ms;   /* after forwarding a stop signal, SIGKILL after this long */
+	bool stdout_to_fd;       /* the child's stdout goes to stdout_fd instead of on_line */
+	int stdout_fd;
+	void (*on_tick)(void *ctx); /* called every tick_ms while the child runs, if set */
+	int64_t tick_ms;
 };
 
 /* Called for each line (without the newline) the child writes; stream is "stdout"/"stderr". */

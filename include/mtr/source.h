@@ -12,6 +12,13 @@
 
 enum plan_flags { PLAN_REPORT = 1, PLAN_QUIET = 2 };
 
+/* What plan() found, for the phases after it (backup names, failure signatures). */
+struct plan_info {
+	uint64_t fingerprint; /* a hash of the migration set */
+	char from[64];        /* where the database is ("" when new) */
+	char to[64];          /* where it will be */
+};
+
 /* What the phases around a source give it. */
 struct source_ctx {
 	const struct config *cfg;
@@ -19,7 +26,7 @@ struct source_ctx {
 	const char *start_time; /* the server's start time when we connected: restarts show */
 	const struct sigstate *sigs;
 	long attempt;           /* 0 on the first try */
-	uint64_t *fingerprint;  /* plan() stores a hash of the migration set it read here */
+	struct plan_info *info; /* plan() reports here what it read */
 };
 
 enum migrate_result {

@@ -113,6 +113,7 @@ def clean_env(**extra):
     # Most tests want the exit code of one run; the policy tests set their own.
     env["MTR_ON_FAILURE"] = "exit"
     env["MTR_FAILURE_BACKOFF"] = "100ms"
+    env["MTR_BACKUP"] = "off"  # the backup tests turn it on
     env.update({k: v for k, v in extra.items() if v is not None})
     for k in [k for k, v in extra.items() if v is None]:  # None: leave the variable unset
         env.pop(k, None)

@@ -1,4 +1,5 @@
 /* Failure classes, the pause schedule, signatures and the state record. */
+#include "mtr/backup.h"
 #include "mtr/breaker.h"
 #include "mtr/exitcode.h"
 #include "unit.h"
@@ -51,4 +52,10 @@ void test_breaker(void)
 	CHECK(!breaker_parse_state("{not json", &m), "corrupt");
 	CHECK(!breaker_parse_state("{\"signature\":\"x\",\"count\":0,\"first_ms\":1,\"last_ms\":2}", &m), "count 0");
 	CHECK(!breaker_parse_state("[]", &m), "not an object");
+
+	/* pg_dump --version, as Debian and upstream print it */
+	CHECK(backup_parse_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n") == 15, "15");
+	CHECK(backup_parse_version("pg_dump (PostgreSQL) 9.6.24\n") == 9, "9.6");
+	CHECK(backup_parse_version("pg_dump (PostgreSQL) 17beta1\n") == 17, "17beta1");
+	CHECK(backup_parse_version("something else") == -1, "garbage");
 }

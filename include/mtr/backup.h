@@ -1,0 +1,41 @@
+/* Phase 6: pg_dump before migrating, to a private file that is verified, then kept or rotated. */
+#ifndef MTR_BACKUP_H
+#define MTR_BACKUP_H
+
+#include "mtr/signals.h"
+
+#include <libpq-fe.h>
+#include <stdint.h>
+
+struct backup_opts {
+	const char *dir;        /* created 0700 when missing */
+	long keep;              /* our backups of this database kept after a new one */
+	const char *pg_dump;    /* looked up on PATH */
+	const char *pg_restore;
+};
+
+struct backup_result {
+	int code;           /* 0, 73, or 128+n when a stop signal ended it */
+	int signo;
+	char path[4096];    /* the verified backup */
+	long long bytes;
+	int64_t ms;         /* dump and verification */
+	int64_t verify_ms;
+	char err[2048];     /* what failed and what to do */
+};
+
+/* The default --backup-dir: /var/backups/migrate-then-run as root, else ./backups. */
+const char *backup_default_dir(void);
+
+/* Dumps conn's database with pg_dump -Fc (connection settings and password through the
+ * environment, never argv) to dir/mtr-DB-YYYYmmddTHHMMSSZ-FROM-to-TO.dump: written 0600 under
+ * a temporary name, read back completely with pg_restore --list, fsynced, renamed, then
+ * older ones beyond keep removed. Logs backup.progress every 5 s. Returns r->code; on
+ * failure nothing partial is left. */
+int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, const char *to,
+	       const struct sigstate *sigs, struct backup_result *r);
+
+/* The major version in `pg_dump --version` output, or -1. */
+int backup_parse_version(const char *text);
+
+#endif

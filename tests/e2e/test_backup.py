@@ -1,0 +1,137 @@
+"""Backups with the real pg_dump and pg_restore before migrating: one per pending run, private,
+verified, rotated, and no migration without one."""
+import os
+import resource
+import signal
+import stat
+import subprocess
+import time
+
+import pytest
+
+from conftest import PASSWORD, binary, clean_env, run
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+def write(d, files):
+    d.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (d / name).write_text(text)
+    return d
+
+
+def backups(d):
+    return sorted(p.name for p in d.iterdir() if p.name.endswith(".dump")) if d.exists() else []
+
+
+def go(pg, db, mig, bdir, *extra, env_extra=None, **kw):
+    env = clean_env(DATABASE_URL=pg.url(db), MTR_BACKUP=None, **(env_extra or {}))
+    return run(["--sql-dir", str(mig), "--backup-dir", str(bdir), *extra, "--migrate-only"], env=env, **kw)
+
+
+def test_one_private_verified_backup_that_restores_the_old_state(pg, db, tmp_path):
+    pg.psql(db, "CREATE TABLE keep (x int); INSERT INTO keep SELECT generate_series(1, 100)")
+    mig = write(tmp_path / "m", {"1_add.sql": "ALTER TABLE keep ADD COLUMN y int; CREATE TABLE new (z int);\n"})
+    bdir = tmp_path / "backups"
+    r = go(pg, db, mig, bdir, "--baseline", "0")
+    assert r.code == 0, r
+    names = backups(bdir)
+    assert len(names) == 1 and names[0].startswith(f"mtr-{db}-") and names[0].endswith("-empty-to-1.dump"), names
+    assert stat.S_IMODE(bdir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((bdir / names[0]).stat().st_mode) == 0o600
+    done = r.named("backup.done")[0]
+    assert done["path"].endswith(names[0]) and done["bytes"] == (bdir / names[0]).stat().st_size
+    assert PASSWORD not in r.stderr
+    # Restored into a scratch database, it is the database as it was before the migration.
+    pg.psql("postgres", f"CREATE DATABASE {db}_restored")
+    subprocess.run([f"{PG_BIN}/pg_restore", "--no-owner", "-d", pg.url(f"{db}_restored"), str(bdir / names[0])],
+                   check=True, capture_output=True)
+    cols = "SELECT string_agg(table_name || '.' || column_name, ',' ORDER BY 1) FROM information_schema.columns WHERE table_schema = 'public' AND table_name IN ('keep', 'new')"
+    assert pg.psql(f"{db}_restored", cols) == "keep.x"
+    assert pg.psql(f"{db}_restored", "SELECT sum(x) FROM keep") == "5050"
+    # Nothing pending now: no second backup.
+    r = go(pg, db, mig, bdir)
+    assert r.code == 0 and not r.named("backup.done")
+    assert backups(bdir) == names
+
+
+def test_no_backup_no_migration_and_nothing_partial(pg, db, tmp_path):
+    mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the backup directory should be\n")
+    r = go(pg, db, mig, blocker)
+    assert r.code == 73, r
+    assert "backup failed, so nothing was migrated" in r.named("backup.failed")[0]["msg"]
+    assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
+
+    # A file size limit stands in for a full disk: pg_dump is cut off half-way.
+    pg.psql(db, "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS pad FROM generate_series(1, 20000) g")
+    bdir = tmp_path / "backups"
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+    r = go(pg, db, mig, bdir, "--baseline", "0", preexec_fn=limit)
+    assert r.code == 73, r
+    assert list(bdir.iterdir()) == [], "a partial backup was left behind"
+    assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
+    # Optional: the same failure is a warning, and the migration goes on.
+    r = go(pg, db, mig, bdir, "--baseline", "0", "--backup", "optional", preexec_fn=limit)
+    assert r.code == 0, r
+    assert r.named("backup.failed")[0]["required"] is False
+    assert pg.psql(db, "SELECT to_regclass('a') IS NOT NULL") == "t"
+
+
+def test_retention_keeps_n_of_ours_and_nothing_else_is_touched(pg, db, tmp_path):
+    bdir = tmp_path / "backups"
+    bdir.mkdir(mode=0o700)
+    (bdir / "notes.txt").write_text("mine\n")
+    (bdir / "mtr-otherdb-20200101T000000Z-1-to-2.dump").write_text("another database's\n")
+    mig = tmp_path / "m"
+    for v in range(1, 5):
+        write(mig, {f"{v}_t.sql": f"CREATE TABLE t{v} (x int);\n"})
+        r = go(pg, db, mig, bdir, "--backup-keep", "2")
+        assert r.code == 0, r
+        time.sleep(1.1)  # backup names carry the second
+    ours = [n for n in backups(bdir) if n.startswith(f"mtr-{db}-")]
+    assert len(ours) == 2 and ours[-1].endswith("-3-to-4.dump"), ours
+    assert (bdir / "notes.txt").exists() and (bdir / "mtr-otherdb-20200101T000000Z-1-to-2.dump").exists()
+
+
+def test_missing_and_old_pg_dump(pg, db, tmp_path):
+    mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
+    bdir = tmp_path / "backups"
+    r = go(pg, db, mig, bdir, "--backup", "required", env_extra={"PATH": "/nonexistent"})
+    assert r.code == 73, r
+    assert "postgresql-client-15" in r.named("backup.failed")[0]["msg"]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_dump").write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 13.4'\n")
+    (fake / "pg_dump").chmod(0o755)
+    r = go(pg, db, mig, bdir, "--backup", "required", env_extra={"PATH": f"{fake}:/usr/bin:/bin"})
+    assert r.code == 73, r
+    msg = r.named("backup.failed")[0]["msg"]
+    assert "version 13" in msg and "version 15" in msg
+    assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
+
+
+def test_sigterm_during_pg_dump_removes_the_partial_file(pg, db, tmp_path):
+    mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_dump").write_text(
+        f"#!/bin/sh\n[ \"$1\" = --version ] && exec {PG_BIN}/pg_dump --version\n"
+        "printf 'PGDMP'; exec sleep 30\n")
+    (fake / "pg_dump").chmod(0o755)
+    bdir = tmp_path / "backups"
+    env = clean_env(DATABASE_URL=pg.url(db), MTR_BACKUP=None, PATH=f"{fake}:/usr/bin:/bin")
+    p = subprocess.Popen([binary(), "--sql-dir", str(mig), "--backup-dir", str(bdir), "--migrate-only"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (bdir.exists() and any(bdir.iterdir())):
+        time.sleep(0.02)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=10)
+    assert p.returncode == 143, err
+    assert '"phase":"backup"' in err
+    assert list(bdir.iterdir()) == []
+    assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
