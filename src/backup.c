@@ -137,6 +137,17 @@ static void rotate(const char *dir, const char *prefix, long keep)
 	size_t plen = strlen(prefix);
 	while ((e = readdir(d)) != NULL) {
 		size_t len = strlen(e->d_name);
+		/* A partial file of this database from a run that was killed: only the lock holder
+		 * backs up a database, so it is nobody's now. */
+		if (e->d_name[0] == '.' && strncmp(e->d_name + 1, prefix, plen) == 0 &&
+		    strstr(e->d_name, ".partial.")) {
+			char *stale = xasprintf("%s/%s", dir, e->d_name);
+			if (unlink(stale) == 0)
+				log_event(LOG_INFO, "backup.rotated", LOG_FIELDS(LF_S("path", stale), LF_I("keep", keep)),
+					  "removed %s, left by an interrupted backup", stale);
+			free(stale);
+			continue;
+		}
 		/* <prefix><YYYYmmddTHHMMSSZ>-….dump */
 		if (strncmp(e->d_name, prefix, plen) != 0 || len < plen + 17 || strcmp(e->d_name + len - 5, ".dump") != 0 ||
 		    e->d_name[plen + 8] != 'T' || e->d_name[plen + 15] != 'Z')
@@ -198,7 +209,17 @@ int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, cons
 		     o->pg_dump, PQserverVersion(conn) / 10000);
 		goto out;
 	}
+	if (pr.stop_signal) {
+		r->signo = pr.stop_signal;
+		r->code = MTR_EXIT_SIGNAL_BASE + pr.stop_signal;
+		goto out;
+	}
 	int dump_major = backup_parse_version(l.text), server_major = PQserverVersion(conn) / 10000;
+	if (pr.outcome != PROC_EXITED || pr.exit_code != 0 || dump_major < 0) {
+		fail(r, MTR_EXIT_BACKUP, "%s --version did not answer as pg_dump does (%s); check the "
+		     "PostgreSQL client installation", o->pg_dump, l.len ? l.text : "no output");
+		goto out;
+	}
 	if (dump_major < server_major) {
 		fail(r, MTR_EXIT_BACKUP,
 		     "pg_dump is version %d but the server is version %d: pg_dump cannot dump a newer "

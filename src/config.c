@@ -120,7 +120,7 @@ static const struct option_def options[] = {
 	 "stay up without the app and retry (default: exit with --migrate-only, else hold)",
 	 F(on_failure), on_failures, false},
 	{"failure-backoff", "MTR_FAILURE_BACKOFF", T_DURATION, "5s", "DURATION",
-	 "exit policy: first pause before exiting when a permanent failure repeats (doubles each time)",
+	 "exit policy: a permanent failure pauses twice this before exiting, doubling as it repeats",
 	 F(failure_backoff_ms), NULL, false},
 	{"failure-backoff-max", "MTR_FAILURE_BACKOFF_MAX", T_DURATION, "5m", "DURATION",
 	 "exit policy: longest such pause", F(failure_backoff_max_ms), NULL, false},
@@ -409,6 +409,11 @@ static bool check_combination(struct config *cfg, char *err, size_t errlen)
 	if (cfg->check && !cfg->sql_dir && !cfg->alembic_ini) {
 		set_err(err, errlen,
 			"--check: expected --sql-dir or --alembic-ini (a command cannot report a plan)");
+		return false;
+	}
+	if (cfg->backup_keep < 1) {
+		set_err(err, errlen, "--backup-keep: expected 1 or more (the new backup is always kept), got %ld",
+			cfg->backup_keep);
 		return false;
 	}
 	if (cfg->on_failure < 0)

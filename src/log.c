@@ -261,3 +261,8 @@ void log_event(enum log_level level, const char *event, const struct log_field *
 	free(line);
 	errno = saved;
 }
+
+char *log_redact(const char *text)
+{
+	return redact(text, (const char *const *)g_secrets, g_nsecrets);
+}

@@ -40,6 +40,10 @@ static void register_secrets(const struct config *cfg)
 		if (colon && at && colon < at) {
 			char *loose = xstrndup(colon + 1, (size_t)(at - colon - 1));
 			log_add_secret(loose);
+			/* libpq splits at the first '@': the rest shows up as a "host name" */
+			for (char *piece = strchr(loose, '@'); piece; piece = strchr(piece + 1, '@'))
+				if (piece[1])
+					log_add_secret(piece + 1);
 			free(loose);
 		}
 		/* A conninfo string: password=... is hidden by pattern. */
@@ -142,6 +146,8 @@ static void notice_to_log(void *arg, const PGresult *res)
 		  "%s", msg ? msg : "");
 }
 
+#define BACKUP_PATH_MAX 4096
+
 /* Phase 6 under the lock, before anything is applied. Returns 0 or the exit code. */
 static int take_backup(const struct config *cfg, PGconn *conn, const struct plan_info *info,
 		       const struct sigstate *sigs, char *path, size_t pathlen, struct failure *f)
@@ -179,12 +185,11 @@ static int take_backup(const struct config *cfg, PGconn *conn, const struct plan
  * with in-process retries of a lost connection. Returns 0, or the exit code with f saying
  * what failed; conn-related resources are released either way. */
 static int migrate_once(const struct config *cfg, const struct sigstate *sigs, struct source *src,
-			const struct pg_target *target, long run, struct failure *f)
+			const struct pg_target *target, long run, char *backup_path, struct failure *f)
 {
 	int code = MTR_EXIT_OK;
 	PGconn *conn = NULL;
 	struct plan_info info = {0};
-	char backup_path[4096] = "";
 	memset(f, 0, sizeof *f);
 	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
 	struct backoff retry_backoff;
@@ -256,7 +261,7 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 			if (!backup_path[0] && cfg->backup_mode != BACKUP_OFF) {
 				f->phase = "backup";
 				status_set(STATUS_MIGRATING, "backup", run + 1, NULL);
-				code = take_backup(cfg, conn, &info, sigs, backup_path, sizeof backup_path, f);
+				code = take_backup(cfg, conn, &info, sigs, backup_path, BACKUP_PATH_MAX, f);
 				if (code)
 					goto done;
 			}
@@ -282,9 +287,11 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 			if (backup_path[0])
 				log_event(LOG_ERROR, "backup.restore",
 					  LOG_FIELDS(LF_S("path", backup_path), LF_S("database", PQdb(conn))),
-					  "the database as it was before this run is in %s; to go back to it: "
-					  "pg_restore --clean --if-exists --no-owner --dbname=%s %s",
-					  backup_path, PQdb(conn), backup_path);
+					  "the database as it was before migrating is in %s. To go back to it, "
+					  "recreate the database empty (dropdb/createdb %s) and run: pg_restore "
+					  "--no-owner --host=%s --port=%s --username=%s --dbname=%s %s",
+					  backup_path, PQdb(conn), PQhost(conn), PQport(conn), PQuser(conn),
+					  PQdb(conn), backup_path);
 			snprintf(f->sqlstate, sizeof f->sqlstate, "%s", out.sqlstate);
 			snprintf(f->revision, sizeof f->revision, "%s", out.revision);
 			f->transient = breaker_classify(code, out.sqlstate) == FAILURE_TRANSIENT;
@@ -446,9 +453,12 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 			  "no pg_dump on PATH: migrating without a backup (install the PostgreSQL client, "
 			  "or say --backup=off to silence this)");
 	int64_t hold_interval = cfg->hold_interval_ms;
+	/* One backup per process: retries while holding keep the one from before the failure
+	 * (and the rotation cannot push it out). */
+	char backup_path[BACKUP_PATH_MAX] = "";
 	for (long run = 0;; run++) {
 		struct failure f;
-		int code = migrate_once(cfg, sigs, &src, &target, run, &f);
+		int code = migrate_once(cfg, sigs, &src, &target, run, backup_path, &f);
 		if (code == 0)
 			break;
 		/* A check, a configuration error or a stop signal ends here, whatever the policy. */

@@ -1,5 +1,6 @@
 /* The status file: where the tool is now (waiting, migrating, holding, running), for probes. */
 #include "mtr/status.h"
+#include "mtr/log.h"
 #include "mtr/util.h"
 
 #include <cJSON.h>
@@ -21,6 +22,8 @@ void status_init(const char *path)
 	free(g_path);
 	g_path = path ? xstrdup(path) : NULL;
 	g_state[0] = '\0';
+	if (g_path)
+		unlink(g_path); /* a "running" left by an earlier start must not answer for this one */
 }
 
 static void utc_now(char *buf, size_t len)
@@ -45,8 +48,11 @@ void status_set(const char *state, const char *phase, long attempt, const char *
 	cJSON_AddStringToObject(o, "phase", phase);
 	cJSON_AddStringToObject(o, "since", g_since);
 	cJSON_AddNumberToObject(o, "attempt", (double)attempt);
-	if (last_error)
-		cJSON_AddStringToObject(o, "last_error", last_error);
+	if (last_error) {
+		char *clean = log_redact(last_error);
+		cJSON_AddStringToObject(o, "last_error", clean);
+		free(clean);
+	}
 	else
 		cJSON_AddNullToObject(o, "last_error");
 	cJSON_AddNumberToObject(o, "pid", (double)getpid());
@@ -55,7 +61,7 @@ void status_set(const char *state, const char *phase, long attempt, const char *
 	if (!text)
 		return;
 	char *tmp = xasprintf("%s.tmp.%d", g_path, (int)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (fd >= 0) {
 		size_t len = strlen(text);
 		bool ok = write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1;
@@ -80,7 +86,8 @@ int status_health(const char *path)
 	const cJSON *pid = cJSON_GetObjectItemCaseSensitive(o, "pid");
 	int code = 1;
 	if (cJSON_IsString(state) && strcmp(state->valuestring, STATUS_RUNNING) == 0 &&
-	    cJSON_IsNumber(pid) && (kill((pid_t)pid->valuedouble, 0) == 0 || errno == EPERM))
+	    cJSON_IsNumber(pid) && pid->valuedouble >= 1 &&
+	    (kill((pid_t)pid->valuedouble, 0) == 0 || errno == EPERM))
 		code = 0;
 	if (code)
 		fprintf(stderr, "migrate-then-run --health: %s\n",

@@ -38,6 +38,9 @@ void log_event(enum log_level level, const char *event, const struct log_field *
 char *log_format_line(enum log_format format, long long ts_ms, enum log_level level,
 		      const char *event, const struct log_field *fields, const char *msg);
 
+/* A copy of text with every known secret and password pattern hidden (caller frees). */
+char *log_redact(const char *text);
+
 /* Names and parsing of levels ("debug", "info", "warn", "error"). */
 const char *log_level_name(enum log_level level);
 

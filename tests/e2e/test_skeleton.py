@@ -265,6 +265,7 @@ def test_stop_signal_during_wait(tmp_path):
     (["--migrate-cmd", "alembic upgrade head && uvicorn app", "app"], "--migrate-cmd"),
     (["--database-url", "postgresql://h/d?bogus=1", "--migrate-cmd", "true", "app"], "--database-url"),
     (["--migrate-only", "app"], "--migrate-only"),
+    (["--backup-keep", "0", "--migrate-cmd", "true", "app"], "--backup-keep"),
 ])
 def test_bad_options_exit_64(args, named):
     r = run(args)
@@ -321,3 +322,11 @@ def test_readme_lists_every_event():
     readme = (ROOT / "README.md").read_text()
     missing = sorted(n for n in names if f"`{n}`" not in readme)
     assert not missing, f"README's event table lacks {missing}"
+
+
+def test_password_with_an_unencoded_at_sign_stays_hidden():
+    # libpq splits the user-info at the first '@': the rest of the password becomes a host name.
+    r = run(["--wait-timeout", "1s", "--migrate-cmd", "true", "--", "true"],
+            env=clean_env(DATABASE_URL=f"postgresql://postgres:S@CRETPW@127.0.0.1:{free_port()}/d"))
+    assert r.code in (64, 69), r
+    assert "CRETPW" not in r.stderr
