@@ -37,7 +37,7 @@ static const struct option_def options[] = {
 	 "PostgreSQL URL or conninfo string; else DATABASE_URL, else libpq's PG* variables",
 	 F(database_url), NULL, true},
 	{"alembic-ini", "MTR_ALEMBIC_INI", T_STRING, NULL, "PATH",
-	 "Alembic project: migrate with PYTHON -m alembic -c PATH upgrade head", F(alembic_ini), NULL,
+	 "Alembic project: check, then migrate with PYTHON -m alembic -c PATH upgrade heads", F(alembic_ini), NULL,
 	 false},
 	{"sql-dir", "MTR_SQL_DIR", T_STRING, NULL, "DIR",
 	 "SQL migrations: DIR/<version>_<name>.sql, applied natively in numeric order", F(sql_dir),
