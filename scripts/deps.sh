@@ -9,7 +9,7 @@ PACKAGES=(
     libpq-dev libcurl4-openssl-dev libcjson-dev libssl-dev
     postgresql-15 postgresql-client-15
     python3 python3-pytest python3-alembic python3-psycopg2 python3-yaml
-    util-linux tini openssl
+    util-linux tini openssl nginx-light
 )
 
 if [ "${1:-}" = "--list" ]; then

@@ -1,5 +1,6 @@
 /* Configuration: one option table drives parsing (flags > MTR_* environment > defaults) and --help. */
 #include "mtr/config.h"
+#include "mtr/http.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -10,7 +11,8 @@
 #include <unistd.h>
 
 /* T_AUTO is a flag that may also be left to the tool: an int, -1 (auto), 0 or 1. */
-enum opt_type { T_STRING, T_DURATION, T_COUNT, T_FLAG, T_AUTO, T_CHOICE, T_HELP, T_VERSION, T_HEALTH };
+/* T_LIST repeats: each flag adds a value; its variable holds them separated by white space. */
+enum opt_type { T_STRING, T_LIST, T_DURATION, T_COUNT, T_FLAG, T_AUTO, T_CHOICE, T_HELP, T_VERSION, T_HEALTH };
 
 struct option_def {
 	const char *name;     /* long flag without "--" */
@@ -28,6 +30,7 @@ static const char *const log_formats[] = {"json", "text", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const on_failures[] = {"exit", "hold", NULL};
 static const char *const backup_modes[] = {"required", "optional", "off", "always", NULL};
+static const char *const notify_ons[] = {"failure", "success,failure", "failure,success", "success", NULL};
 
 #define F(field) offsetof(struct config, field)
 
@@ -88,6 +91,9 @@ static const struct option_def options[] = {
 	{"wait-max-interval", "MTR_WAIT_MAX_INTERVAL", T_DURATION, "2s", "DURATION",
 	 "longest pause between connection attempts (backoff cap)", F(wait_max_interval_ms), NULL,
 	 false},
+	{"wait-http", "MTR_WAIT_HTTP", T_LIST, NULL, "URL",
+	 "also wait until URL answers 2xx to a GET (repeatable; same deadline and backoff)",
+	 F(wait_http), NULL, false},
 	{"retries", "MTR_RETRIES", T_COUNT, "3", "N",
 	 "retries of a migration that failed because the database went away", F(retries), NULL, false},
 	{"log-format", "MTR_LOG_FORMAT", T_CHOICE, NULL, "json|text",
@@ -110,8 +116,13 @@ static const struct option_def options[] = {
 	 "always (even with nothing pending); default: required when pg_dump is on PATH, else off",
 	 F(backup_mode), backup_modes, false},
 	{"backup-dir", "MTR_BACKUP_DIR", T_STRING, NULL, "DIR",
-	 "where backups go (created 0700; default /var/backups/migrate-then-run as root, else ./backups)",
+	 "where backups go (created 0700; default /var/backups/migrate-then-run as root, else "
+	 "./backups); none: keep no local copy (with --backup-upload-url)",
 	 F(backup_dir), NULL, false},
+	{"backup-upload-url", "MTR_BACKUP_UPLOAD_URL", T_STRING, NULL, "URL",
+	 "also stream each backup to this URL with an HTTP PUT (S3/GCS presigned URL, WebDAV; a URL "
+	 "ending in / gets the file name appended); its failure counts as the backup's",
+	 F(backup_upload_url), NULL, true},
 	{"backup-keep", "MTR_BACKUP_KEEP", T_COUNT, "5", "N",
 	 "backups of this database to keep; older ones of ours are removed", F(backup_keep), NULL,
 	 false},
@@ -138,6 +149,17 @@ static const struct option_def options[] = {
 	{"status-file", "MTR_STATUS_FILE", T_STRING, NULL, "PATH",
 	 "keep the current state (waiting, locked-out, migrating, failed-holding, running) in PATH",
 	 F(status_file), NULL, false},
+	{"notify-url", "MTR_NOTIFY_URL", T_LIST, NULL, "URL",
+	 "POST a JSON report of a failure (see --notify-on) to URL (repeatable); never changes the "
+	 "exit code", F(notify_url), NULL, true},
+	{"notify-on", "MTR_NOTIFY_ON", T_CHOICE, "failure", "failure|success,failure",
+	 "when to notify: failures, or also successful migrations", F(notify_on), notify_ons, false},
+	{"notify-timeout", "MTR_NOTIFY_TIMEOUT", T_DURATION, "10s", "DURATION",
+	 "longest time notifying may take, retries included (each try: 5s at most)",
+	 F(notify_timeout_ms), NULL, false},
+	{"ca-file", "MTR_CA_FILE", T_STRING, NULL, "PATH",
+	 "CA certificates for HTTPS (default: CURL_CA_BUNDLE, SSL_CERT_FILE, else "
+	 "/etc/ssl/certs/ca-certificates.crt)", F(ca_file), NULL, false},
 	{"health", NULL, T_HEALTH, NULL, NULL,
 	 "with --status-file: exit 0 if the app is running, else 1 (HEALTHCHECK, probes)", 0, NULL,
 	 false},
@@ -216,12 +238,41 @@ static const char *expected(const struct option_def *o)
 	}
 }
 
-/* Stores value into the option's field; `where` names the flag or variable for errors. */
+static void strlist_clear(struct strlist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+/* Stores value into the option's field; `where` names the flag or variable for errors. A
+ * list option adds to its values when `append`, else replaces them. */
 static bool set_value(struct config *cfg, const struct option_def *o, const char *value,
-		      const char *where, char *err, size_t errlen)
+		      const char *where, bool append, char *err, size_t errlen)
 {
 	char *field = (char *)cfg + o->off;
 	switch (o->type) {
+	case T_LIST: {
+		struct strlist *l = (struct strlist *)(void *)field;
+		if (!append)
+			strlist_clear(l);
+		size_t added = 0;
+		for (const char *p = value; *p;) {
+			size_t len = strcspn(p, " \t\r\n");
+			if (len) {
+				l->v = xrealloc(l->v, (l->n + 1) * sizeof *l->v);
+				l->v[l->n++] = xstrndup(p, len);
+				added++;
+			}
+			p += len + strspn(p + len, " \t\r\n");
+		}
+		if (added)
+			return true;
+		set_err(err, errlen, "%s: expected %s, got an empty string", where, o->metavar);
+		return false;
+	}
 	case T_STRING: {
 		if (!*value) {
 			set_err(err, errlen, "%s: expected %s, got an empty string", where,
@@ -279,7 +330,7 @@ static bool set_value(struct config *cfg, const struct option_def *o, const char
 static bool getenv_secret(const char *name, char **out, const char **from, char *err,
 			  size_t errlen)
 {
-	static char file_names[4][64];
+	static char file_names[8][64];
 	static size_t used;
 	char file_var[64];
 	snprintf(file_var, sizeof file_var, "%s_FILE", name);
@@ -307,7 +358,7 @@ static bool getenv_secret(const char *name, char **out, const char **from, char 
 		return false;
 	}
 	/* A stable copy of the variable's name for cfg->database_url_from. */
-	char *slot = file_names[used++ % 4];
+	char *slot = file_names[used++ % 8];
 	snprintf(slot, sizeof file_names[0], "%s", file_var);
 	*from = slot;
 	return true;
@@ -317,7 +368,7 @@ static bool apply_defaults_and_env(struct config *cfg, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		const struct option_def *o = &options[i];
-		if (o->def && !set_value(cfg, o, o->def, o->name, err, errlen))
+		if (o->def && !set_value(cfg, o, o->def, o->name, false, err, errlen))
 			return false;
 		if (!o->env)
 			continue;
@@ -327,7 +378,7 @@ static bool apply_defaults_and_env(struct config *cfg, char *err, size_t errlen)
 			if (!getenv_secret(o->env, &v, &from, err, errlen))
 				return false;
 			if (v) {
-				bool ok = set_value(cfg, o, v, from, err, errlen);
+				bool ok = set_value(cfg, o, v, from, false, err, errlen);
 				free(v);
 				if (!ok)
 					return false;
@@ -337,7 +388,7 @@ static bool apply_defaults_and_env(struct config *cfg, char *err, size_t errlen)
 			continue;
 		}
 		const char *v = getenv(o->env);
-		if (v && *v && !set_value(cfg, o, v, o->env, err, errlen))
+		if (v && *v && !set_value(cfg, o, v, o->env, false, err, errlen))
 			return false;
 	}
 	return true;
@@ -368,11 +419,48 @@ static bool on_path(const char *name)
 	return found;
 }
 
+/* Every URL option names an http(s) URL libcurl accepts. */
+static bool check_urls(const struct config *cfg, char *err, size_t errlen)
+{
+	struct {
+		const char *opt;
+		const struct strlist *list;
+	} lists[] = {{"--wait-http", &cfg->wait_http}, {"--notify-url", &cfg->notify_url}};
+	char why[256];
+	for (size_t k = 0; k < 2; k++)
+		for (size_t i = 0; i < lists[k].list->n; i++)
+			if (!http_check_url(lists[k].list->v[i], why, sizeof why)) {
+				char *pub = http_url_public(lists[k].list->v[i], true);
+				set_err(err, errlen, "%s: %s: '%s'", lists[k].opt, why, pub);
+				free(pub);
+				return false;
+			}
+	if (cfg->backup_upload_url && !http_check_url(cfg->backup_upload_url, why, sizeof why)) {
+		char *pub = http_url_public(cfg->backup_upload_url, false);
+		set_err(err, errlen, "--backup-upload-url: %s: '%s'", why, pub);
+		free(pub);
+		return false;
+	}
+	return true;
+}
+
 static bool check_combination(struct config *cfg, char *err, size_t errlen)
 {
-	if (cfg->backup_mode < 0) { /* the default: back up when we can */
-		cfg->backup_mode = on_path("pg_dump") ? BACKUP_REQUIRED : BACKUP_OFF;
+	if (cfg->backup_mode < 0) { /* the default: back up when we can, and when asked to upload */
+		cfg->backup_mode = on_path("pg_dump") || cfg->backup_upload_url ? BACKUP_REQUIRED : BACKUP_OFF;
 		cfg->backup_defaulted_off = cfg->backup_mode == BACKUP_OFF;
+	}
+	if (!check_urls(cfg, err, errlen))
+		return false;
+	if (cfg->backup_upload_url && cfg->backup_mode == BACKUP_OFF) {
+		set_err(err, errlen, "--backup-upload-url: expected backups on, got --backup=off (drop one of the two)");
+		return false;
+	}
+	if (cfg->backup_dir && strcmp(cfg->backup_dir, BACKUP_DIR_NONE) == 0 && !cfg->backup_upload_url &&
+	    cfg->backup_mode != BACKUP_OFF) {
+		set_err(err, errlen, "--backup-dir none: expected --backup-upload-url (else the backup "
+			"would go nowhere), or --backup=off");
+		return false;
 	}
 	if (cfg->check && cfg->app_argc > 0) {
 		set_err(err, errlen, "--check: expected no app command, got '%s' (drop one of the two)",
@@ -463,6 +551,7 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv, char 
 	if (!apply_defaults_and_env(cfg, err, errlen))
 		return CONFIG_ERROR;
 	bool url_from_flag = false;
+	bool seen[N_OPTIONS] = {false};
 	int i = 1;
 	while (i < argc) {
 		const char *a = argv[i];
@@ -516,10 +605,13 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv, char 
 			value = argv[++i];
 		} else {
 			set_err(err, errlen, "%s: expected %s after it, got nothing", where,
-				o->type == T_STRING ? o->metavar : expected(o));
+				o->type == T_STRING || o->type == T_LIST ? o->metavar : expected(o));
 			return CONFIG_ERROR;
 		}
-		if (!set_value(cfg, o, value, where, err, errlen))
+		/* a list given by flags replaces the environment's, then grows */
+		bool append = seen[o - options];
+		seen[o - options] = true;
+		if (!set_value(cfg, o, value, where, append, err, errlen))
 			return CONFIG_ERROR;
 		if (o->off == F(database_url))
 			url_from_flag = true;
@@ -560,6 +652,10 @@ void config_free(struct config *cfg)
 	free(cfg->state_dir);
 	free(cfg->status_file);
 	free(cfg->backup_dir);
+	free(cfg->backup_upload_url);
+	free(cfg->ca_file);
+	strlist_clear(&cfg->wait_http);
+	strlist_clear(&cfg->notify_url);
 	memset(cfg, 0, sizeof *cfg);
 }
 

@@ -4,8 +4,10 @@
 #include "mtr/backup.h"
 #include "mtr/breaker.h"
 #include "mtr/exitcode.h"
+#include "mtr/http.h"
 #include "mtr/init.h"
 #include "mtr/lock.h"
+#include "mtr/notify.h"
 #include "mtr/source.h"
 #include "mtr/status.h"
 #include "mtr/log.h"
@@ -50,7 +52,21 @@ static void register_secrets(const struct config *cfg)
 	}
 	log_add_secret(cfg->pgpassword);
 	log_add_secret(getenv("PGPASSWORD"));
+	if (cfg->backup_upload_url)
+		http_register_secrets(cfg->backup_upload_url, false);
+	for (size_t i = 0; i < cfg->notify_url.n; i++)
+		http_register_secrets(cfg->notify_url.v[i], true);
+	for (size_t i = 0; i < cfg->wait_http.n; i++)
+		http_register_secrets(cfg->wait_http.v[i], false);
 }
+
+/* What one run did, for the webhook report: timings and where the database went. */
+struct run_report {
+	int64_t wait_ms, backup_ms, migrate_ms;
+	char from[64], to[64];
+	char database[64];
+	bool applied; /* migrations ran and succeeded */
+};
 
 static int stopped(const char *phase, int signo)
 {
@@ -105,6 +121,31 @@ static int wait_failed(const struct config *cfg, const struct wait_result *w)
 	}
 }
 
+/* --wait-http, after the database answered: each URL by the same deadline. */
+static int wait_http(const struct config *cfg, int64_t deadline_ms, const struct sigstate *sigs,
+		     struct failure *f)
+{
+	struct wait_opts o = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
+	struct wait_http_result r;
+	wait_for_http(cfg->wait_http.v, cfg->wait_http.n, &o, deadline_ms, sigs, &r);
+	if (r.status == WAIT_READY)
+		return 0;
+	f->phase = "wait";
+	if (r.status == WAIT_INTERRUPTED)
+		return stopped("wait", r.signo);
+	char *pub = http_url_public(r.url, false);
+	log_event(LOG_ERROR, "wait.failed",
+		  LOG_FIELDS(LF_S("reason", "http_timeout"), LF_S("url", pub), LF_I("attempts", r.attempts),
+			     LF_S("error", r.last), LF_I("exit_code", MTR_EXIT_UNAVAILABLE)),
+		  "%s did not answer 2xx within --wait-timeout %lldms (%u attempts); last: %s; check "
+		  "that the service runs and is reachable from here, or raise --wait-timeout",
+		  pub, (long long)cfg->wait_timeout_ms, r.attempts, r.last);
+	f->transient = true;
+	snprintf(f->error, sizeof f->error, "%s", r.last);
+	free(pub);
+	return MTR_EXIT_UNAVAILABLE;
+}
+
 /* The lock's name: the SQL source's history table, else one name for every command. */
 static const char *lock_name(const struct config *cfg)
 {
@@ -152,8 +193,10 @@ static void notice_to_log(void *arg, const PGresult *res)
 static int take_backup(const struct config *cfg, PGconn *conn, const struct plan_info *info,
 		       const struct sigstate *sigs, char *path, size_t pathlen, struct failure *f)
 {
-	struct backup_opts bo = {cfg->backup_dir ? cfg->backup_dir : backup_default_dir(),
-				 cfg->backup_keep, "pg_dump", "pg_restore"};
+	const char *dir = cfg->backup_dir ? cfg->backup_dir : backup_default_dir();
+	if (strcmp(dir, BACKUP_DIR_NONE) == 0)
+		dir = NULL;
+	struct backup_opts bo = {dir, cfg->backup_keep, "pg_dump", "pg_restore", cfg->backup_upload_url};
 	struct backup_result br;
 	int code = backup_run(&bo, conn, info->from, info->to, sigs, &br);
 	if (code >= MTR_EXIT_SIGNAL_BASE) {
@@ -162,9 +205,13 @@ static int take_backup(const struct config *cfg, PGconn *conn, const struct plan
 	if (code == 0) {
 		snprintf(path, pathlen, "%s", br.path);
 		log_event(LOG_INFO, "backup.done",
-			  LOG_FIELDS(LF_S("path", br.path), LF_I("bytes", br.bytes), LF_I("duration_ms", br.ms),
-				     LF_I("verify_ms", br.verify_ms)),
-			  "backed up to %s (%lld bytes, verified)", br.path, br.bytes);
+			  LOG_FIELDS(LF_S("path", br.path[0] ? br.path : NULL), LF_I("bytes", br.bytes),
+				     LF_I("duration_ms", br.ms), LF_I("verify_ms", br.verify_ms),
+				     LF_S("uploaded_to", br.uploaded[0] ? br.uploaded : NULL),
+				     LF_I("upload_attempts", br.upload_attempts), LF_B("streamed", br.streamed)),
+			  "backed up to %s%s%s (%lld bytes%s)", br.path[0] ? br.path : br.uploaded,
+			  br.path[0] && br.uploaded[0] ? " and " : "", br.path[0] && br.uploaded[0] ? br.uploaded : "",
+			  br.bytes, br.path[0] ? ", verified" : ", not kept locally: not read back");
 		return 0;
 	}
 	if (cfg->backup_mode == BACKUP_OPTIONAL) {
@@ -185,18 +232,21 @@ static int take_backup(const struct config *cfg, PGconn *conn, const struct plan
  * with in-process retries of a lost connection. Returns 0, or the exit code with f saying
  * what failed; conn-related resources are released either way. */
 static int migrate_once(const struct config *cfg, const struct sigstate *sigs, struct source *src,
-			const struct pg_target *target, long run, char *backup_path, struct failure *f)
+			const struct pg_target *target, long run, char *backup_path, struct failure *f,
+			struct run_report *rep)
 {
 	int code = MTR_EXIT_OK;
 	PGconn *conn = NULL;
 	struct plan_info info = {0};
 	memset(f, 0, sizeof *f);
+	memset(rep, 0, sizeof *rep);
 	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
 	struct backoff retry_backoff;
 	backoff_init(&retry_backoff, 1000, 30000, (uint64_t)getpid() ^ (uint64_t)now_ms());
 	for (long attempt = 0;; attempt++) {
 		struct wait_result w;
 		status_set(STATUS_WAITING, "wait", run + 1, NULL);
+		int64_t wait_start = now_ms();
 		wait_for_database(target, &wopts, sigs, &w);
 		if (w.status != WAIT_READY) {
 			code = wait_failed(cfg, &w);
@@ -206,6 +256,13 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 			goto done;
 		}
 		conn = w.conn;
+		snprintf(rep->database, sizeof rep->database, "%s", PQdb(conn));
+		if (cfg->wait_http.n) {
+			code = wait_http(cfg, wait_start + cfg->wait_timeout_ms, sigs, f);
+			if (code)
+				goto done;
+		}
+		rep->wait_ms += now_ms() - wait_start;
 		PQsetNoticeReceiver(conn, notice_to_log, NULL);
 		log_event(LOG_INFO, "wait.ready",
 			  LOG_FIELDS(LF_I("attempts", w.attempts), LF_I("elapsed_ms", w.elapsed_ms),
@@ -261,7 +318,9 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 			if (!backup_path[0] && cfg->backup_mode != BACKUP_OFF) {
 				f->phase = "backup";
 				status_set(STATUS_MIGRATING, "backup", run + 1, NULL);
+				int64_t backup_start = now_ms();
 				code = take_backup(cfg, conn, &info, sigs, backup_path, BACKUP_PATH_MAX, f);
+				rep->backup_ms += now_ms() - backup_start;
 				if (code)
 					goto done;
 			}
@@ -273,7 +332,10 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 			/* Held while a long migration runs: a server-side idle timeout must not drop
 			 * the lock's session (the setting is unknown before PostgreSQL 14: ignored). */
 			PQclear(PQexec(conn, "SET idle_session_timeout = 0"));
+			int64_t migrate_start = now_ms();
 			src->migrate(src->self, conn, &ctx, &out);
+			rep->migrate_ms += now_ms() - migrate_start;
+			rep->applied = out.result == MIGRATE_OK;
 		}
 		f->phase = "migrate";
 		if (out.result == MIGRATE_OK)
@@ -294,6 +356,8 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 					  PQdb(conn), backup_path);
 			snprintf(f->sqlstate, sizeof f->sqlstate, "%s", out.sqlstate);
 			snprintf(f->revision, sizeof f->revision, "%s", out.revision);
+			snprintf(f->message, sizeof f->message, "%s", out.message);
+			snprintf(f->file, sizeof f->file, "%s", out.file);
 			f->transient = breaker_classify(code, out.sqlstate) == FAILURE_TRANSIENT;
 			snprintf(f->error, sizeof f->error, "a migration failed (exit %d%s%s)", code,
 				 out.sqlstate[0] ? ", SQLSTATE " : "", out.sqlstate);
@@ -328,6 +392,8 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 	/* Success: forget the last failure; closing releases the lock for the next replica. */
 	breaker_clear(cfg, conn);
 done:
+	snprintf(rep->from, sizeof rep->from, "%s", info.from);
+	snprintf(rep->to, sizeof rep->to, "%s", info.to);
 	if (code && info.fingerprint)
 		snprintf(f->fingerprint, sizeof f->fingerprint, "%016llx",
 			 (unsigned long long)info.fingerprint);
@@ -418,12 +484,40 @@ static enum hold_result hold_after(const struct config *cfg, const struct failur
 	}
 }
 
+/* The webhook report of a run that ended with `code` (0: success). */
+static void notify(const struct config *cfg, const struct run_report *rep, const struct failure *f,
+		   int code, const char *backup_path, int64_t start)
+{
+	struct notify_report n = {
+		.event = code ? "failure" : "success",
+		.phase = code ? f->phase : "migrate",
+		.exit_code = code,
+		.message = f->message[0] ? f->message : f->error,
+		.sqlstate = f->sqlstate,
+		.file = f->file,
+		.revision = f->revision,
+		.from = rep->from,
+		.to = rep->to,
+		.backup_path = backup_path,
+		.database = rep->database,
+		.wait_ms = rep->wait_ms,
+		.backup_ms = rep->backup_ms,
+		.migrate_ms = rep->migrate_ms,
+		.total_ms = now_ms() - start,
+	};
+	/* A stop signal cuts the report short; the outcome stays what it was. */
+	(void)notify_send(cfg, &n);
+}
+
 int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 {
+	int64_t start = now_ms();
 	char err[512];
 	struct source src = {0};
 	register_secrets(cfg);
 	status_init(cfg->status_file);
+	if (cfg->backup_upload_url || cfg->notify_url.n || cfg->wait_http.n)
+		http_setup(cfg->ca_file); /* libcurl's start-up costs time: only when it is used */
 
 	struct pg_target target = {cfg->database_url, cfg->pgpassword};
 	struct pg_error perr;
@@ -456,11 +550,17 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 	/* One backup per process: retries while holding keep the one from before the failure
 	 * (and the rotation cannot push it out). */
 	char backup_path[BACKUP_PATH_MAX] = "";
+	struct run_report rep;
 	for (long run = 0;; run++) {
 		struct failure f;
-		int code = migrate_once(cfg, sigs, &src, &target, run, backup_path, &f);
-		if (code == 0)
+		int code = migrate_once(cfg, sigs, &src, &target, run, backup_path, &f, &rep);
+		if (code == 0) {
+			if (rep.applied)
+				notify(cfg, &rep, &f, 0, backup_path, start);
 			break;
+		}
+		if (!cfg->check && code < MTR_EXIT_SIGNAL_BASE)
+			notify(cfg, &rep, &f, code, backup_path, start);
 		/* A check, a configuration error or a stop signal ends here, whatever the policy. */
 		if (cfg->check || code == MTR_EXIT_USAGE || code >= MTR_EXIT_SIGNAL_BASE ||
 		    cfg->on_failure == ON_FAILURE_EXIT) {

@@ -868,6 +868,8 @@ static void alembic_migrate(void *self, PGconn *conn, const struct source_ctx *c
 		log_event(LOG_ERROR, "migrate.failed",
 			  LOG_FIELDS(LF_S("error", err), LF_I("exit_code", MTR_EXIT_MIGRATION)),
 			  "cannot update %s: %s", as->cfg->alembic_version_table, err);
+		snprintf(out->message, sizeof out->message, "cannot update %.100s: %.300s",
+			 as->cfg->alembic_version_table, err);
 		out->result = MIGRATE_FAILED;
 		out->code = MTR_EXIT_MIGRATION;
 		return;
@@ -888,6 +890,9 @@ static void alembic_migrate(void *self, PGconn *conn, const struct source_ctx *c
 		as->ndb = 0;
 		if (read_versions(conn, as, &tables_before, e2, sizeof e2))
 			diagnose(as, out, had_table ? 2 : tables_before);
+		long k = out->revision[0] ? chain_find(&as->chain, out->revision) : -1;
+		if (k >= 0)
+			snprintf(out->file, sizeof out->file, "%s", as->chain.revs[k].file);
 		return;
 	}
 	if (out->result != MIGRATE_OK)
@@ -927,6 +932,8 @@ static void alembic_migrate(void *self, PGconn *conn, const struct source_ctx *c
 			  "Alembic exited 0 but %s does not hold the head revision(s) %s; check the "
 			  "migration command (--migrate-cmd) and env.py's version table settings",
 			  as->cfg->alembic_version_table, to);
+		snprintf(out->message, sizeof out->message, "Alembic exited 0 but %s does not hold the head "
+			 "revision(s) %s", as->cfg->alembic_version_table, to);
 		out->result = MIGRATE_FAILED;
 		out->code = MTR_EXIT_MIGRATION;
 	} else {

@@ -297,6 +297,10 @@ static void cmd_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 	res->code = MTR_EXIT_MIGRATION;
 	snprintf(res->sqlstate, sizeof res->sqlstate, "%s", out.sqlstate);
 	snprintf(res->revision, sizeof res->revision, "%s", out.revision);
+	if (out.last_error[0])
+		snprintf(res->message, sizeof res->message, "%s", out.last_error);
+	else
+		snprintf(res->message, sizeof res->message, "the migration command %s", how);
 }
 
 static void cmd_destroy(void *self)

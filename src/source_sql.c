@@ -697,6 +697,8 @@ static void fail_step(const struct sql_source *ss, const struct sql_file *f, con
 	out->code = MTR_EXIT_MIGRATION;
 	snprintf(out->sqlstate, sizeof out->sqlstate, "%s", field(res, PG_DIAG_SQLSTATE));
 	snprintf(out->revision, sizeof out->revision, "%s", f->vtext);
+	snprintf(out->message, sizeof out->message, "%s", msg);
+	snprintf(out->file, sizeof out->file, "%s%s", f->file, where);
 }
 
 /* The query that applies a transactional file in one round trip: settings, the file, its
@@ -787,6 +789,8 @@ static int apply_one(PGconn *conn, const struct sql_source *ss, const struct sql
 			  "remove those statements (each file already runs in its own transaction), "
 			  "or mark it -- migrate-then-run: no-transaction",
 			  ss->cfg->sql_dir, f->file);
+		snprintf(out->message, sizeof out->message, "the file controls transactions itself");
+		snprintf(out->file, sizeof out->file, "%s", f->file);
 		PQclear(res);
 		out->result = MIGRATE_FAILED;
 		out->code = MTR_EXIT_MIGRATION;
@@ -804,6 +808,8 @@ db_error:
 	log_event(LOG_ERROR, "migrate.failed",
 		  LOG_FIELDS(LF_S("file", f->file), LF_S("error", err), LF_I("exit_code", MTR_EXIT_MIGRATION)),
 		  "%s: %s", f->file, err);
+	snprintf(out->message, sizeof out->message, "%s", err);
+	snprintf(out->file, sizeof out->file, "%s", f->file);
 	out->result = MIGRATE_FAILED;
 	out->code = MTR_EXIT_MIGRATION;
 	return -1;

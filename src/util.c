@@ -20,6 +20,12 @@ static void out_of_memory(size_t n)
 	_exit(70);
 }
 
+void die_oom(void)
+{
+	out_of_memory(0);
+	_exit(70); /* not reached */
+}
+
 void *xmalloc(size_t n)
 {
 	void *p = malloc(n ? n : 1);

@@ -1,9 +1,11 @@
 /* Phase 2: wait until PostgreSQL accepts an authenticated connection and is not in recovery. */
 #include "mtr/wait.h"
+#include "mtr/http.h"
 #include "mtr/log.h"
 #include "mtr/retry.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -96,6 +98,58 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 			r->elapsed_ms = now_ms() - start;
 			break;
 		}
+	}
+	signals_stop_close(stop_fd);
+}
+
+void wait_for_http(char *const *urls, size_t n, const struct wait_opts *o, int64_t deadline_ms,
+		   const struct sigstate *sigs, struct wait_http_result *r)
+{
+	memset(r, 0, sizeof *r);
+	r->status = WAIT_READY;
+	int stop_fd = signals_stop_fd();
+	int64_t start = now_ms();
+	for (size_t i = 0; i < n && r->status == WAIT_READY; i++) {
+		struct backoff b;
+		backoff_init(&b, 100, o->max_interval_ms, (uint64_t)getpid() * 2654435761u ^ (uint64_t)now_ms());
+		char *pub = http_url_public(urls[i], false);
+		for (unsigned attempt = 1;; attempt++) {
+			int64_t left = deadline_ms - now_ms();
+			struct http_result hr;
+			r->url = urls[i];
+			r->attempts = attempt;
+			if (http_get(urls[i], left < 10000 ? (left > 100 ? left : 100) : 10000, stop_fd, &hr)) {
+				log_event(LOG_INFO, "wait.http.ready",
+					  LOG_FIELDS(LF_S("url", pub), LF_I("status", hr.status),
+						     LF_I("attempts", attempt), LF_I("elapsed_ms", now_ms() - start)),
+					  "%s answers", pub);
+				break;
+			}
+			snprintf(r->last, sizeof r->last, "%s", hr.err);
+			if (hr.signo) {
+				r->status = WAIT_INTERRUPTED;
+				r->signo = hr.signo;
+				break;
+			}
+			if (attempt == 1)
+				log_event(LOG_INFO, "wait.http.waiting",
+					  LOG_FIELDS(LF_S("url", pub), LF_S("error", hr.err),
+						     LF_I("timeout_ms", deadline_ms - now_ms())),
+					  "waiting for %s (%s)", pub, hr.err);
+			left = deadline_ms - now_ms();
+			if (left <= 0) {
+				r->status = WAIT_TIMEOUT;
+				break;
+			}
+			int64_t delay = backoff_next(&b);
+			int sig = signals_sleep(sigs, delay < left ? delay : left);
+			if (sig) {
+				r->status = WAIT_INTERRUPTED;
+				r->signo = sig;
+				break;
+			}
+		}
+		free(pub);
 	}
 	signals_stop_close(stop_fd);
 }

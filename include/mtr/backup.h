@@ -8,10 +8,11 @@
 #include <stdint.h>
 
 struct backup_opts {
-	const char *dir;        /* created 0700 when missing */
+	const char *dir;        /* created 0700 when missing; NULL: no local copy (upload only) */
 	long keep;              /* our backups of this database kept after a new one */
 	const char *pg_dump;    /* looked up on PATH */
 	const char *pg_restore;
+	const char *upload_url; /* also PUT the dump here (NULL: no upload) */
 };
 
 struct backup_result {
@@ -22,6 +23,9 @@ struct backup_result {
 	int64_t ms;         /* dump and verification */
 	int64_t verify_ms;
 	char err[2048];     /* what failed and what to do */
+	char uploaded[1024]; /* where the upload went (http_url_public), "" if none */
+	unsigned upload_attempts;
+	bool streamed;      /* the upload ran while pg_dump wrote */
 };
 
 /* The default --backup-dir: /var/backups/migrate-then-run as root, else ./backups. */
@@ -31,7 +35,11 @@ const char *backup_default_dir(void);
  * environment, never argv) to dir/mtr-DB-YYYYmmddTHHMMSSZ-FROM-to-TO.dump: written 0600 under
  * a temporary name, read back completely with pg_restore --list, fsynced, renamed, then
  * older ones beyond keep removed. Logs backup.progress every 5 s. Returns r->code; on
- * failure nothing partial is left. */
+ * failure nothing partial is left.
+ * With upload_url, the dump is also streamed to it by an HTTP PUT as pg_dump writes it (a
+ * presigned S3/GCS URL needs the length first: the verified file is sent after the dump);
+ * the server sees a complete body only once the dump is complete and verified. 5xx answers
+ * and connection failures are retried from the local file (without one, by dumping again). */
 int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, const char *to,
 	       const struct sigstate *sigs, struct backup_result *r);
 

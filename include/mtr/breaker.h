@@ -19,6 +19,8 @@ struct failure {
 	char revision[64];     /* revision, version or file, when one is to blame */
 	char fingerprint[17];  /* of the migration set, when it was read */
 	char error[1024];      /* one line for the status file and reminders */
+	char message[512];     /* the underlying error (the database's, the command's) */
+	char file[256];        /* the migration file to blame, when known */
 };
 
 enum failure_class { FAILURE_TRANSIENT, FAILURE_PERMANENT };

@@ -10,6 +10,12 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* A repeatable option's values, in order. */
+struct strlist {
+	char **v;
+	size_t n;
+};
+
 struct config {
 	char *database_url;         /* NULL: libpq's PG* variables and defaults */
 	const char *database_url_from; /* where it came from, for logs: "--database-url", "DATABASE_URL_FILE" … */
@@ -42,6 +48,12 @@ struct config {
 	char *backup_dir;
 	bool backup_defaulted_off;  /* off only because no pg_dump was found */
 	long backup_keep;
+	char *backup_upload_url;    /* PUT the dump here as well (secret: may be presigned) */
+	struct strlist wait_http;   /* --wait-http: URLs that must answer 2xx */
+	struct strlist notify_url;  /* --notify-url: webhooks */
+	int notify_on;              /* enum notify_on */
+	int64_t notify_timeout_ms;
+	char *ca_file;
 	bool migrate_only;
 	int64_t wait_timeout_ms;
 	int64_t wait_max_interval_ms;
@@ -57,6 +69,11 @@ struct config {
 
 enum on_failure { ON_FAILURE_EXIT, ON_FAILURE_HOLD };
 enum backup_mode { BACKUP_REQUIRED, BACKUP_OPTIONAL, BACKUP_OFF, BACKUP_ALWAYS };
+/* --notify-on values, in the option table's order. */
+enum notify_on { NOTIFY_FAILURE, NOTIFY_SUCCESS_FAILURE, NOTIFY_FAILURE_SUCCESS, NOTIFY_SUCCESS };
+
+/* --backup-dir none: upload only, keep no local file. */
+#define BACKUP_DIR_NONE "none"
 
 enum config_result { CONFIG_OK, CONFIG_HELP, CONFIG_VERSION, CONFIG_HEALTH, CONFIG_ERROR };
 

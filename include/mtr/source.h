@@ -43,6 +43,8 @@ struct migrate_outcome {
 	char how[160]; /* for MIGRATE_LOST: what happened, for the retry log line */
 	char sqlstate[6];  /* a command's failure: the SQLSTATE its output names, if any */
 	char revision[64]; /* a command's failure: the revision it was applying, if it said */
+	char message[512]; /* a failure's error message, one line */
+	char file[256];    /* the migration file to blame (file:line:column when known) */
 };
 
 struct source {

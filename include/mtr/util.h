@@ -14,6 +14,8 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
+/* What the x* functions do when memory runs out, for a library's allocation that failed. */
+void die_oom(void) __attribute__((noreturn));
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* FNV-1a 64 of len bytes, continuing from h (start with FNV_OFFSET). */

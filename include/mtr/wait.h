@@ -36,4 +36,17 @@ struct wait_result {
 void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 		       const struct sigstate *sigs, struct wait_result *r);
 
+struct wait_http_result {
+	enum wait_status status;  /* WAIT_READY, WAIT_TIMEOUT or WAIT_INTERRUPTED */
+	const char *url;          /* the URL that did not answer 2xx in time */
+	unsigned attempts;
+	int signo;
+	char last[512];           /* its last error, URL shown as http_url_public does */
+};
+
+/* --wait-http: GETs each URL with the same backoff until it answers 2xx, by deadline_ms (a
+ * now_ms() time). Logs wait.http.waiting (once per URL) and wait.http.ready events. */
+void wait_for_http(char *const *urls, size_t n, const struct wait_opts *o, int64_t deadline_ms,
+		   const struct sigstate *sigs, struct wait_http_result *r);
+
 #endif

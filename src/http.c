@@ -1,0 +1,357 @@
+/* HTTP through libcurl: --wait-http probes, the backup upload and --notify-url webhooks. */
+#include "mtr/http.h"
+#include "mtr/log.h"
+#include "mtr/redact.h"
+#include "mtr/retry.h"
+#include "mtr/signals.h"
+#include "mtr/util.h"
+
+#include <curl/curl.h>
+#include <ctype.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Set once by http_setup, before any transfer or thread: read-only afterwards. */
+static const char *ca_bundle;
+
+void http_setup(const char *ca_file)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	const char *env_ca = getenv("CURL_CA_BUNDLE");
+	if (!env_ca || !*env_ca)
+		env_ca = getenv("SSL_CERT_FILE");
+	ca_bundle = ca_file && *ca_file ? ca_file : env_ca && *env_ca ? env_ca : NULL;
+}
+
+bool http_check_url(const char *url, char *err, size_t errlen)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL;
+	CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, 0);
+	bool ok = false;
+	if (rc != CURLUE_OK) {
+		set_err(err, errlen, "not a URL (%s)", curl_url_strerror(rc));
+	} else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+		   (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
+		set_err(err, errlen, "expected an http:// or https:// URL, got the scheme '%s'",
+			scheme ? scheme : "");
+	} else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host) {
+		set_err(err, errlen, "expected a host name in the URL");
+	} else {
+		ok = true;
+	}
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return ok;
+}
+
+char *http_url_public(const char *url, bool hide_path)
+{
+	const char *sep = strstr(url, "://");
+	const char *auth = sep ? sep + 3 : url;
+	size_t alen = strcspn(auth, "/?#");
+	/* user-info ends at the last '@' of the authority */
+	const char *host = auth;
+	for (const char *p = auth; p < auth + alen; p++)
+		if (*p == '@')
+			host = p + 1;
+	const char *path = auth + alen;
+	size_t plen = strcspn(path, "?#");
+	bool query = path[plen] == '?';
+	bool path_hidden = hide_path && plen > 1;
+	return xasprintf("%.*s%s%.*s%.*s%s%s", (int)(auth - url), url, host != auth ? REDACTED "@" : "",
+			 (int)(auth + alen - host), host, path_hidden ? 0 : (int)plen, path,
+			 path_hidden ? "/" REDACTED : "", query ? "?" REDACTED : "");
+}
+
+void http_register_secrets(const char *url, bool hide_path)
+{
+	char *pw = redact_url_password(url);
+	log_add_secret(pw);
+	free(pw);
+	const char *sep = strstr(url, "://");
+	const char *auth = sep ? sep + 3 : url;
+	const char *path = auth + strcspn(auth, "/?#");
+	const char *query = strchr(path, '?');
+	if (query && query[1])
+		log_add_secret(query + 1);
+	if (hide_path && *path == '/' && path[1]) {
+		char *p = xstrndup(path + 1, strcspn(path + 1, "?#"));
+		/* a short path such as "hook" is no token, and hiding it would hide the word */
+		if (strlen(p) >= 8)
+			log_add_secret(p);
+		free(p);
+	}
+}
+
+bool http_retryable(const struct http_result *r)
+{
+	if (r->signo)
+		return false;
+	if (r->status == 0)
+		return r->curl_code != CURLE_URL_MALFORMAT && r->curl_code != CURLE_UNSUPPORTED_PROTOCOL &&
+		       r->curl_code != CURLE_ABORTED_BY_CALLBACK && r->curl_code != CURLE_PEER_FAILED_VERIFICATION &&
+		       r->curl_code != CURLE_SSL_CACERT_BADFILE && r->curl_code != CURLE_READ_ERROR;
+	return r->status >= 500 || r->status == 408 || r->status == 429;
+}
+
+/* One transfer's context: the stop conditions and the start of the response body (an S3 or
+ * WebDAV server explains a refusal there). */
+struct xfer {
+	const volatile int *abort_flag;
+	int stop_fd;
+	int signo;
+	http_read_fn read_fn;
+	void *read_ctx;
+	char body[256];
+	size_t body_len;
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+static int on_progress(void *p, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct xfer *x = p;
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	if (x->abort_flag && *x->abort_flag)
+		return 1;
+	if (x->stop_fd >= 0) {
+		struct pollfd pfd = {x->stop_fd, POLLIN, 0};
+		if (poll(&pfd, 1, 0) == 1) {
+			x->signo = signals_stop_read(x->stop_fd);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *p)
+{
+	struct xfer *x = p;
+	size_t len = size * n;
+	for (size_t i = 0; i < len && x->body_len + 1 < sizeof x->body; i++) {
+		unsigned char c = (unsigned char)data[i];
+		if (isspace(c) && (x->body_len == 0 || x->body[x->body_len - 1] == ' '))
+			continue; /* one line: runs of white space become one space */
+		x->body[x->body_len++] = isspace(c) ? ' ' : (isprint(c) ? (char)c : '?');
+	}
+	x->body[x->body_len] = '\0';
+	return len;
+}
+
+static size_t on_read(char *buf, size_t size, size_t n, void *p)
+{
+	struct xfer *x = p;
+	size_t got = x->read_fn(buf, size * n, x->read_ctx);
+	return got == HTTP_READ_ABORT ? CURL_READFUNC_ABORT : got;
+}
+
+static CURL *easy_new(const char *url, struct xfer *x)
+{
+	CURL *c = curl_easy_init();
+	if (!c)
+		return NULL;
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "migrate-then-run/" MTR_VERSION);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
+	if (ca_bundle)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca_bundle);
+	return c;
+}
+
+/* Fills r from a finished transfer; true for a 2xx answer. */
+static bool finish(CURL *c, CURLcode rc, const char *url, bool hide_path, struct xfer *x,
+		   struct http_result *r)
+{
+	memset(r, 0, sizeof *r);
+	r->curl_code = (int)rc;
+	r->signo = x->signo;
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+	char *pub = http_url_public(url, hide_path);
+	if (rc == CURLE_OK && r->status >= 200 && r->status < 300) {
+		free(pub);
+		return true;
+	}
+	if (rc == CURLE_OK)
+		snprintf(r->err, sizeof r->err, "%s answered HTTP %ld%s%s", pub, r->status,
+			 x->body_len ? ": " : "", x->body);
+	else if (x->signo)
+		snprintf(r->err, sizeof r->err, "%s: stopped by %s", pub, signals_name(x->signo));
+	else
+		snprintf(r->err, sizeof r->err, "%s: %s", pub, x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+	free(pub);
+	/* the server's words may quote the URL back, query string and all */
+	char *safe = log_redact(r->err);
+	snprintf(r->err, sizeof r->err, "%s", safe);
+	free(safe);
+	return false;
+}
+
+static bool no_handle(struct http_result *r)
+{
+	memset(r, 0, sizeof *r);
+	r->curl_code = CURLE_OUT_OF_MEMORY;
+	snprintf(r->err, sizeof r->err, "cannot start an HTTP request (out of memory)");
+	return false;
+}
+
+bool http_get(const char *url, int64_t timeout_ms, int stop_fd, struct http_result *r)
+{
+	struct xfer x = {.stop_fd = stop_fd};
+	CURL *c = easy_new(url, &x);
+	if (!c)
+		return no_handle(r);
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : 1));
+	if (timeout_ms < 10000)
+		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : 1));
+	bool ok = finish(c, curl_easy_perform(c), url, false, &x, r);
+	curl_easy_cleanup(c);
+	return ok;
+}
+
+bool http_put(const char *url, http_read_fn read_fn, void *ctx, long long length,
+	      const volatile int *abort_flag, int stop_fd, struct http_result *r)
+{
+	struct xfer x = {.abort_flag = abort_flag, .stop_fd = stop_fd, .read_fn = read_fn, .read_ctx = ctx};
+	CURL *c = easy_new(url, &x);
+	if (!c)
+		return no_handle(r);
+	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/octet-stream");
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+	curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+	curl_easy_setopt(c, CURLOPT_READDATA, &x);
+	if (length >= 0)
+		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)length);
+	/* no overall limit (a dump takes as long as it takes), but a server that stops taking
+	 * data for a minute is gone */
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+	bool ok = finish(c, curl_easy_perform(c), url, false, &x, r);
+	curl_easy_cleanup(c);
+	curl_slist_free_all(h);
+	return ok;
+}
+
+struct post {
+	CURL *easy;
+	struct xfer x;
+	unsigned attempts;
+	int64_t next_at;
+	bool done;
+};
+
+void http_post_json_all(const char *const *urls, size_t n, const char *body, int64_t per_try_ms,
+			unsigned retries, int64_t deadline_ms, int stop_fd, bool *ok,
+			struct http_result *results)
+{
+	CURLM *multi = curl_multi_init();
+	struct post *p = xcalloc(n ? n : 1, sizeof *p);
+	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+	struct backoff b;
+	backoff_init(&b, 500, 2000, (uint64_t)getpid() ^ (uint64_t)now_ms());
+	int signo = 0;
+	for (size_t i = 0; i < n; i++) {
+		ok[i] = false;
+		memset(&results[i], 0, sizeof results[i]);
+		snprintf(results[i].err, sizeof results[i].err, "not sent before the notify timeout");
+		p[i].x.stop_fd = -1;
+	}
+	for (;;) {
+		int64_t now = now_ms();
+		size_t active = 0, waiting = 0;
+		int64_t wake = deadline_ms;
+		for (size_t i = 0; i < n && multi && !signo; i++) {
+			if (p[i].done || p[i].easy) {
+				active += p[i].easy != NULL;
+				continue;
+			}
+			if (p[i].next_at > now) {
+				waiting++;
+				wake = p[i].next_at < wake ? p[i].next_at : wake;
+				continue;
+			}
+			int64_t left = deadline_ms - now;
+			if (left <= 0)
+				break;
+			memset(&p[i].x, 0, sizeof p[i].x);
+			p[i].x.stop_fd = -1;
+			p[i].easy = easy_new(urls[i], &p[i].x);
+			if (!p[i].easy) {
+				p[i].done = true;
+				continue;
+			}
+			long t = (long)(left < per_try_ms ? left : per_try_ms);
+			curl_easy_setopt(p[i].easy, CURLOPT_TIMEOUT_MS, t);
+			curl_easy_setopt(p[i].easy, CURLOPT_CONNECTTIMEOUT_MS, t);
+			curl_easy_setopt(p[i].easy, CURLOPT_HTTPHEADER, h);
+			curl_easy_setopt(p[i].easy, CURLOPT_POSTFIELDS, body);
+			curl_easy_setopt(p[i].easy, CURLOPT_PRIVATE, (void *)&p[i]);
+			curl_multi_add_handle(multi, p[i].easy);
+			p[i].attempts++;
+			active++;
+		}
+		if (!multi || signo || (active == 0 && waiting == 0) || now >= deadline_ms)
+			break;
+		int running = 0;
+		curl_multi_perform(multi, &running);
+		CURLMsg *m;
+		int left_msgs;
+		while ((m = curl_multi_info_read(multi, &left_msgs)) != NULL) {
+			if (m->msg != CURLMSG_DONE)
+				continue;
+			struct post *q = NULL;
+			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
+			size_t i = (size_t)(q - p);
+			ok[i] = finish(q->easy, m->data.result, urls[i], true, &q->x, &results[i]);
+			curl_multi_remove_handle(multi, q->easy);
+			curl_easy_cleanup(q->easy);
+			q->easy = NULL;
+			if (ok[i] || !http_retryable(&results[i]) || q->attempts > retries)
+				q->done = true;
+			else
+				q->next_at = now_ms() + backoff_next(&b);
+		}
+		if (running == 0 && active > 0)
+			continue; /* something finished: schedule the next tries at once */
+		int64_t wait = wake - now_ms();
+		if (wait > 1000)
+			wait = 1000;
+		if (wait < 0)
+			wait = 0;
+		struct curl_waitfd extra = {stop_fd, CURL_WAIT_POLLIN, 0};
+		int nfds = 0;
+		curl_multi_poll(multi, stop_fd >= 0 ? &extra : NULL, stop_fd >= 0 ? 1 : 0, (int)wait, &nfds);
+		if (stop_fd >= 0 && (extra.revents & CURL_WAIT_POLLIN))
+			signo = signals_stop_read(stop_fd);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].easy) {
+			curl_multi_remove_handle(multi, p[i].easy);
+			curl_easy_cleanup(p[i].easy);
+		}
+		if (signo && !ok[i]) {
+			results[i].signo = signo;
+			snprintf(results[i].err, sizeof results[i].err, "not sent: stopped by %s",
+				 signals_name(signo));
+		}
+	}
+	curl_slist_free_all(h);
+	curl_multi_cleanup(multi);
+	free(p);
+}

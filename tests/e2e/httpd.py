@@ -1,0 +1,156 @@
+"""Real HTTP servers on 127.0.0.1 for the upload, webhook and --wait-http tests:
+Debian's nginx with WebDAV PUT, and small Python servers whose answers a test scripts."""
+import http.server
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+NGINX = "/usr/sbin/nginx"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    """nginx serving and accepting PUTs into a temp dir (dav_methods PUT), as the harness's
+    own process tree; stop() ends it."""
+
+    def __init__(self):
+        self.base = pathlib.Path(tempfile.mkdtemp(prefix="mtr-nginx-"))
+        self.root = self.base / "www"
+        self.root.mkdir()
+        self.port = free_port()
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf = self.base / "nginx.conf"
+        conf.write_text(f"""
+{user}
+daemon off;
+master_process off;
+worker_processes 1;
+pid {self.base}/nginx.pid;
+error_log {self.base}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log {self.base}/access.log;
+    client_body_temp_path {self.base}/body;
+    proxy_temp_path {self.base}/proxy;
+    fastcgi_temp_path {self.base}/fastcgi;
+    uwsgi_temp_path {self.base}/uwsgi;
+    scgi_temp_path {self.base}/scgi;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {self.root};
+        client_max_body_size 0;
+        location / {{
+            dav_methods PUT;
+            create_full_put_path on;
+            dav_access user:rw;
+        }}
+    }}
+}}
+""")
+        self.proc = subprocess.Popen([NGINX, "-p", str(self.base), "-c", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_port(self.port, self.proc)
+
+    def url(self, path=""):
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def access_log(self):
+        return (self.base / "access.log").read_text()
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def wait_port(port, proc=None, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode(errors='replace')}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Recorder:
+    """A threaded HTTP server answering each request with the next status of a script (the
+    last one repeats), recording method, path, headers and the whole body (chunked too).
+    hang=True: accept, read the request, never answer."""
+
+    def __init__(self, statuses=(200,), hang=False, port=None):
+        self.statuses = list(statuses)
+        self.hang = hang
+        self.requests = []
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+        self.port = port or free_port()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def body(self):
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            return data
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                n = int(self.headers.get("Content-Length", 0))
+                return self.rfile.read(n) if n else b""
+
+            def handle_any(self):
+                try:
+                    body = self.body()
+                except (ValueError, OSError):
+                    body = None  # cut off: the client gave up
+                with outer.lock:
+                    outer.requests.append({"method": self.command, "path": self.path,
+                                           "headers": dict(self.headers), "body": body,
+                                           "time": time.monotonic()})
+                    status = outer.statuses[min(len(outer.requests), len(outer.statuses)) - 1]
+                if outer.hang:
+                    outer.release.wait(60)
+                    return
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_PUT = do_POST = handle_any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path=""):
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def stop(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,293 @@
+"""HTTP with real servers on 127.0.0.1: the backup streamed to nginx (WebDAV PUT), retried on
+5xx; webhooks on failure and success; --wait-http for a service that starts late."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import PASSWORD, binary, clean_env, run
+from httpd import Nginx, Recorder, free_port, wait_port
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+@pytest.fixture
+def nginx():
+    n = Nginx()
+    yield n
+    n.stop()
+
+
+def write(d, files):
+    d.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (d / name).write_text(text)
+    return d
+
+
+def migrations(tmp_path, failing=False):
+    files = {"1_a.sql": "CREATE TABLE a (x int); INSERT INTO a SELECT generate_series(1, 50000);\n"}
+    if failing:
+        files["2_bad.sql"] = "CREATE TABLE b (y int);\nINSERT INTO missing VALUES (1);\n"
+    return write(tmp_path / "m", files)
+
+
+def backup_env(pg, db, **extra):
+    return clean_env(DATABASE_URL=pg.url(db), MTR_BACKUP="required", **extra)
+
+
+def test_backup_streams_to_nginx_and_equals_the_local_file(pg, db, tmp_path, nginx):
+    pg.psql(db, "CREATE TABLE keep AS SELECT g AS x, md5(g::text) AS h FROM generate_series(1, 20000) g")
+    bdir = tmp_path / "backups"
+    r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir),
+             "--backup-upload-url", nginx.url("dumps/"), "--baseline", "0", "--migrate-only"],
+            env=backup_env(pg, db))
+    assert r.code == 0, r
+    [local] = list(bdir.glob("*.dump"))
+    remote = nginx.root / "dumps" / local.name
+    assert remote.read_bytes() == local.read_bytes()
+    done = r.named("backup.done")[0]
+    assert done["streamed"] is True and done["upload_attempts"] == 1
+    assert done["uploaded_to"] == nginx.url("dumps/" + local.name)
+    # The uploaded dump restores the database as it was before the migration.
+    pg.psql("postgres", f"CREATE DATABASE {db}_r")
+    subprocess.run([f"{PG_BIN}/pg_restore", "--no-owner", "-d", pg.url(f"{db}_r"), str(remote)],
+                   check=True, capture_output=True)
+    assert pg.psql(f"{db}_r", "SELECT count(*) FROM keep") == "20000"
+    assert pg.psql(f"{db}_r", "SELECT to_regclass('a') IS NULL") == "t"
+
+
+def test_upload_retried_after_two_500s_then_201(pg, db, tmp_path):
+    srv = Recorder(statuses=(500, 500, 201))
+    try:
+        bdir = tmp_path / "backups"
+        r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir),
+                 "--backup-upload-url", srv.url("b/x.dump?token=s3cr3t-query-value"), "--migrate-only"],
+                env=backup_env(pg, db))
+        assert r.code == 0, r
+        puts = [q for q in srv.requests if q["method"] == "PUT"]
+        assert len(puts) == 3
+        [local] = list(bdir.glob("*.dump"))
+        assert puts[-1]["body"] == local.read_bytes()
+        assert puts[-1]["path"] == "/b/x.dump?token=s3cr3t-query-value"
+        assert len(r.named("backup.upload.retry")) == 2
+        assert r.named("backup.done")[0]["upload_attempts"] == 3
+        # the query string is a credential: never in the logs
+        assert "s3cr3t-query-value" not in r.stderr
+        assert "x.dump?***" in r.stderr
+        assert pg.psql(db, "SELECT count(*) FROM a") == "50000"
+    finally:
+        srv.stop()
+
+
+def test_upload_refused_means_no_migration_and_keeps_the_local_backup(pg, db, tmp_path):
+    srv = Recorder(statuses=(403,))
+    try:
+        bdir = tmp_path / "backups"
+        r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir),
+                 "--backup-upload-url", srv.url("x.dump"), "--migrate-only"], env=backup_env(pg, db))
+        assert r.code == 73, r
+        assert len([q for q in srv.requests if q["method"] == "PUT"]) == 1  # a 403 is not retried
+        err = r.named("backup.failed")[0]["error"]
+        assert "HTTP 403" in err and "local backup is kept" in err
+        assert len(list(bdir.glob("*.dump"))) == 1
+        assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
+        # optional: warn and migrate
+        r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir), "--backup=optional",
+                 "--backup-upload-url", srv.url("x.dump"), "--migrate-only"], env=backup_env(pg, db))
+        assert r.code == 0, r
+        assert r.named("backup.failed")[0]["required"] is False
+    finally:
+        srv.stop()
+
+
+def test_upload_only_with_backup_dir_none(pg, db, tmp_path, nginx):
+    pg.psql(db, "CREATE TABLE keep (x int)")
+    r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", "none", "--baseline", "0",
+             "--backup-upload-url", nginx.url("only.dump"), "--migrate-only"],
+            env=backup_env(pg, db), cwd=str(tmp_path))
+    assert r.code == 0, r
+    remote = nginx.root / "only.dump"
+    listing = subprocess.run([f"{PG_BIN}/pg_restore", "--list", str(remote)], capture_output=True, text=True)
+    assert listing.returncode == 0 and "TABLE public keep" in listing.stdout
+    assert r.named("backup.done")[0]["bytes"] == remote.stat().st_size
+    assert not (tmp_path / "backups").exists()
+
+
+def test_failed_dump_never_completes_the_upload(pg, db, tmp_path, nginx):
+    # pg_dump fails (a permission error part-way would do too): the server must not get a
+    # complete, plausible-looking object.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_dump").write_text(
+        "#!/bin/sh\n[ \"$1\" = --version ] && exec " + PG_BIN + "/pg_dump --version\n"
+        + PG_BIN + "/pg_dump \"$@\" | head -c 2000; exit 1\n")
+    (fake / "pg_dump").chmod(0o755)
+    env = backup_env(pg, db, PATH=f"{fake}:{PG_BIN}:{os.environ['PATH']}")
+    r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(tmp_path / "b"),
+             "--backup-upload-url", nginx.url("cut.dump"), "--migrate-only"], env=env)
+    assert r.code == 73, r
+    assert not (nginx.root / "cut.dump").exists()
+    assert not list((tmp_path / "b").iterdir())
+
+
+def test_sigterm_during_streamed_upload_to_a_stalled_server(pg, db, tmp_path):
+    srv = Recorder(hang=True)
+    try:
+        bdir = tmp_path / "backups"
+        p = subprocess.Popen([binary(), "--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir),
+                              "--backup-upload-url", srv.url("x.dump"), "--migrate-only"],
+                             env=backup_env(pg, db), stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not srv.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=15)
+        assert p.returncode == 143, err
+        assert not list(bdir.iterdir()) if bdir.exists() else True
+        assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
+    finally:
+        srv.stop()
+
+
+def test_webhook_reports_a_failed_migration(pg, db, tmp_path):
+    hook = Recorder(statuses=(200,))
+    try:
+        url = hook.url("hooks/T0KEN-abcdef123456")
+        r = run(["--sql-dir", str(migrations(tmp_path, failing=True)), "--backup-dir", str(tmp_path / "b"),
+                 "--notify-url", url, "--migrate-only"], env=backup_env(pg, db))
+        assert r.code == 70, r
+        [req] = hook.requests
+        assert req["method"] == "POST" and req["headers"]["Content-Type"] == "application/json"
+        body = json.loads(req["body"])
+        assert body["event"] == "failure" and body["phase"] == "migrate" and body["exit_code"] == 70
+        assert body["error"]["sqlstate"] == "42P01"
+        assert body["error"]["file"] == "2_bad.sql:2:13"
+        assert body["error"]["revision"] == "2"
+        assert "missing" in body["error"]["message"]
+        assert body["from"] is None  # a new database
+        assert body["to"] == "2"
+        assert body["backup_path"].endswith(".dump") and os.path.exists(body["backup_path"])
+        assert body["database"] == db and body["host"] == socket.gethostname()
+        assert set(body["durations_ms"]) == {"wait", "backup", "migrate", "total"}
+        assert PASSWORD.encode() not in req["body"]
+        sent = r.named("notify.sent")[0]
+        assert sent["status"] == 200 and "T0KEN" not in r.stderr
+    finally:
+        hook.stop()
+
+
+def test_webhook_on_success_only_when_asked(pg, db, tmp_path):
+    hook = Recorder(statuses=(204,))
+    try:
+        mig = migrations(tmp_path)
+        r = run(["--sql-dir", str(mig), "--notify-url", hook.url("h"), "--migrate-only"],
+                env=clean_env(DATABASE_URL=pg.url(db)))
+        assert r.code == 0 and not hook.requests
+        write(mig, {"2_b.sql": "CREATE TABLE b (y int);\n"})
+        r = run(["--sql-dir", str(mig), "--notify-url", hook.url("h"), "--notify-on", "success,failure",
+                 "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
+        assert r.code == 0, r
+        [req] = hook.requests
+        body = json.loads(req["body"])
+        assert body["event"] == "success" and body["exit_code"] == 0 and body["from"] == "1" and body["to"] == "2"
+        assert "error" not in body
+    finally:
+        hook.stop()
+
+
+def test_hanging_receiver_delays_the_app_by_at_most_the_notify_timeout(pg, db, tmp_path):
+    hang = Recorder(hang=True)
+    good = Recorder(statuses=(200,))
+    try:
+        mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
+        marker = tmp_path / "started"
+        t0 = time.monotonic()
+        r = run(["--sql-dir", str(mig), "--notify-url", hang.url("h"), "--notify-url", good.url("g"),
+                 "--notify-on", "success,failure", "--notify-timeout", "2s",
+                 "--", "/bin/sh", "-c", f"touch {marker}"], env=clean_env(DATABASE_URL=pg.url(db)))
+        assert r.code == 0, r
+        assert marker.exists()
+        assert time.monotonic() - t0 < 8
+        assert len(good.requests) == 1  # the hanging one did not hold the other back
+        failed = r.named("notify.failed")
+        # a webhook URL's path is often its token: hidden
+        assert len(failed) == 1 and failed[0]["url"] == hang.url("***")
+    finally:
+        hang.stop()
+        good.stop()
+
+
+def test_webhook_retries_and_never_changes_the_exit_code(pg, db, tmp_path):
+    hook = Recorder(statuses=(503, 503, 503, 503, 503))
+    try:
+        r = run(["--sql-dir", str(migrations(tmp_path, failing=True)), "--notify-url", hook.url("h"),
+                 "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
+        assert r.code == 70, r
+        assert len(hook.requests) == 4  # the first try and 3 retries
+        assert r.named("notify.failed")
+        # nothing listens at all
+        r = run(["--sql-dir", str(migrations(tmp_path, failing=True)), "--notify-url",
+                 f"http://127.0.0.1:{free_port()}/h", "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
+        assert r.code == 70, r
+    finally:
+        hook.stop()
+
+
+def test_wait_http_waits_for_a_server_that_starts_late(pg, db, tmp_path):
+    mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
+    port = free_port()
+    holder = {}
+
+    def late():
+        time.sleep(1.5)
+        holder["srv"] = Recorder(statuses=(503, 200), port=port)
+
+    t = threading.Thread(target=late)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        r = run(["--sql-dir", str(mig), "--wait-http", f"http://127.0.0.1:{port}/healthz",
+                 "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
+        t.join()
+        assert r.code == 0, r
+        assert time.monotonic() - t0 >= 1.5
+        assert r.named("wait.http.waiting") and r.named("wait.http.ready")[0]["status"] == 200
+        assert [q["path"] for q in holder["srv"].requests][-1] == "/healthz"
+        assert pg.psql(db, "SELECT count(*) FROM a") == "0"
+    finally:
+        t.join()
+        if "srv" in holder:
+            holder["srv"].stop()
+
+
+def test_wait_http_deadline_is_69_and_nothing_migrates(pg, db, tmp_path):
+    mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
+    srv = Recorder(statuses=(503,))
+    try:
+        r = run(["--sql-dir", str(mig), "--wait-http", srv.url("ready"), "--wait-timeout", "1s",
+                 "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
+        assert r.code == 69, r
+        failed = r.named("wait.failed")[0]
+        assert failed["reason"] == "http_timeout" and "HTTP 503" in failed["error"]
+        assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--wait-http", "ftp://example.com/x"], "--wait-http: expected an http:// or https:// URL"),
+    (["--notify-url", "not a url"], "--notify-url"),
+    (["--backup-upload-url", "https://h/x", "--backup", "off"], "--backup-upload-url: expected backups on"),
+    (["--backup-dir", "none", "--backup", "required"], "--backup-dir none: expected --backup-upload-url"),
+])
+def test_bad_http_options_are_usage_errors(args, message, tmp_path):
+    r = run(["--sql-dir", str(tmp_path), *args, "--migrate-only"])
+    assert r.code == 64, r
+    assert message in r.stderr
