@@ -34,5 +34,6 @@ void test_pg(void);
 void test_sql(void);
 void test_alembic(void);
 void test_breaker(void);
+void test_http(void);
 
 #endif
