@@ -30,7 +30,7 @@ bool http_check_url(const char *url, char *err, size_t errlen)
 {
 	CURLU *u = curl_url();
 	char *scheme = NULL, *host = NULL;
-	CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, 0);
+	CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
 	bool ok = false;
 	if (rc != CURLUE_OK) {
 		set_err(err, errlen, "not a URL (%s)", curl_url_strerror(rc));

@@ -95,7 +95,7 @@ class Recorder:
     last one repeats), recording method, path, headers and the whole body (chunked too).
     hang=True: accept, read the request, never answer."""
 
-    def __init__(self, statuses=(200,), hang=False, port=None):
+    def __init__(self, statuses=(200,), hang=False, port=None, tls=None):
         self.statuses = list(statuses)
         self.hang = hang
         self.requests = []
@@ -144,11 +144,18 @@ class Recorder:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls:  # (certificate, key) files: HTTPS
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def url(self, path=""):
-        return f"http://127.0.0.1:{self.port}/{path}"
+    def url(self, path="", host="127.0.0.1"):
+        return f"{self.scheme}://{host}:{self.port}/{path}"
 
     def stop(self):
         self.release.set()

@@ -147,3 +147,60 @@ def test_sslmode_verify_full_checks_the_certificate(root, tls_cluster):
     assert r.elapsed < 5
     assert not r.named("run.exec"), r
     assert "does not match host name" in r.stderr, r
+
+
+def test_webhook_and_wait_http_from_an_empty_root(root, pg, db):
+    from httpd import Recorder
+    import json
+    hook, dep = Recorder(statuses=(200,)), Recorder(statuses=(503, 200))
+    try:
+        (root / "m").mkdir()
+        (root / "m" / "1_bad.sql").write_text("SELECT * FROM missing;\n")
+        r = in_root(root, ["--sql-dir", "/m", "--wait-http", dep.url("ready"), "--notify-url", hook.url("hook"),
+                           "--", "/true"], env=clean_env(DATABASE_URL=pg.url(db)))
+        assert r.code == 70, r
+        assert r.named("wait.http.ready") and len(dep.requests) == 2
+        [req] = hook.requests
+        body = json.loads(req["body"])
+        assert body["event"] == "failure" and body["error"]["sqlstate"] == "42P01"
+        assert body["error"]["file"] == "1_bad.sql:1:15"
+    finally:
+        hook.stop()
+        dep.stop()
+
+
+@pytest.fixture(scope="module")
+def https_cert(tmp_path_factory):
+    if not OPENSSL:
+        pytest.skip("the openssl command is not installed")
+    d = tmp_path_factory.mktemp("https")
+    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(d / "key.pem"),
+                    "-out", str(d / "cert.pem")], check=True, capture_output=True)
+    return d / "cert.pem", d / "key.pem"
+
+
+def test_https_webhook_needs_a_ca_file_in_an_empty_root(root, pg, db, https_cert):
+    from httpd import Recorder
+    hook = Recorder(statuses=(200,), tls=https_cert)
+    try:
+        (root / "m").mkdir()
+        (root / "m" / "1_a.sql").write_text("CREATE TABLE a (x int);\n")
+        args = ["--sql-dir", "/m", "--notify-url", hook.url("h", host="localhost"), "--notify-on",
+                "success,failure", "--notify-timeout", "3s", "--", "/true"]
+        # No CA bundle in the root: verification fails, the app still starts.
+        env = clean_env(DATABASE_URL=pg.url(db), CURL_CA_BUNDLE=None, SSL_CERT_FILE=None)
+        r = in_root(root, args, env=env)
+        assert r.code == 0, r
+        assert r.named("notify.failed") and not hook.requests
+        # With the certificate given by --ca-file (or SSL_CERT_FILE): delivered.
+        shutil.copy2(https_cert[0], root / "ca.crt")
+        (root / "m" / "2_b.sql").write_text("CREATE TABLE b (x int);\n")
+        r = in_root(root, ["--ca-file", "/ca.crt", *args], env=env)
+        assert r.code == 0, r
+        assert r.named("notify.sent") and len(hook.requests) == 1
+        (root / "m" / "3_c.sql").write_text("CREATE TABLE c (x int);\n")
+        r = in_root(root, args, env={**env, "SSL_CERT_FILE": "/ca.crt"})
+        assert r.code == 0 and len(hook.requests) == 2, r.stderr
+    finally:
+        hook.stop()
