@@ -502,15 +502,17 @@ int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, cons
 			close(fd);
 			fd = -1;
 		}
-		/* A dump that was cut off looks like a file until one tries to restore it. */
+		/* A dump that was cut off looks like a file until one tries to restore it: read it all. */
 		if (dumped && verdict > 0 && tmp) {
 			struct lines vl = {0};
-			char *verify_argv[] = {(char *)o->pg_restore, "--list", tmp, NULL};
+			/* Not --list: that reads only the table of contents, and a dump cut off in
+			 * its data passes it. Writing the whole script to /dev/null reads every byte. */
+			char *verify_argv[] = {(char *)o->pg_restore, "--file=/dev/null", tmp, NULL};
 			int64_t vstart = now_ms();
 			bool ok = run_tool(verify_argv, env, sigs, -1, NULL, &pr, &vl) && !pr.stop_signal &&
 				  pr.outcome == PROC_EXITED && pr.exit_code == 0;
 			if (!ok && !pr.stop_signal)
-				fail(r, MTR_EXIT_BACKUP, "the dump does not read back with %s --list: %s",
+				fail(r, MTR_EXIT_BACKUP, "the dump does not read back with %s: %s",
 				     o->pg_restore, vl.len ? vl.text : pr.err);
 			verdict = ok ? 1 : -1;
 			r->verify_ms = now_ms() - vstart;

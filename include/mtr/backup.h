@@ -33,7 +33,7 @@ const char *backup_default_dir(void);
 
 /* Dumps conn's database with pg_dump -Fc (connection settings and password through the
  * environment, never argv) to dir/mtr-DB-YYYYmmddTHHMMSSZ-FROM-to-TO.dump: written 0600 under
- * a temporary name, read back completely with pg_restore --list, fsynced, renamed, then
+ * a temporary name, read back completely (pg_restore to /dev/null), fsynced, renamed, then
  * older ones beyond keep removed. Logs backup.progress every 5 s. Returns r->code; on
  * failure nothing partial is left.
  * With upload_url, the dump is also streamed to it by an HTTP PUT as pg_dump writes it (a

@@ -80,6 +80,27 @@ def test_no_backup_no_migration_and_nothing_partial(pg, db, tmp_path):
     assert pg.psql(db, "SELECT to_regclass('a') IS NOT NULL") == "t"
 
 
+def test_a_dump_cut_off_in_its_data_is_caught(pg, db, tmp_path):
+    # pg_dump "succeeds" but its output stops half-way through the table data: the table of
+    # contents (all that pg_restore --list reads) is intact, the data is not.
+    pg.psql(db, "CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 200000) g")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_dump").write_text(
+        "#!/bin/sh\n[ \"$1\" = --version ] && exec " + PG_BIN + "/pg_dump --version\n"
+        + PG_BIN + "/pg_dump \"$@\" > \"$TMPDIR/full\" || exit 1\n"
+        "head -c $(( $(stat -c %s \"$TMPDIR/full\") / 2 )) \"$TMPDIR/full\"\n")
+    (fake / "pg_dump").chmod(0o755)
+    mig = write(tmp_path / "m", {"1_a.sql": "DROP TABLE big;\n"})
+    bdir = tmp_path / "backups"
+    r = go(pg, db, mig, bdir, "--baseline", "0",
+           env_extra={"PATH": f"{fake}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)})
+    assert r.code == 73, r
+    assert "does not read back" in r.named("backup.failed")[0]["error"]
+    assert backups(bdir) == [] and not [p for p in bdir.iterdir() if ".partial." in p.name]
+    assert pg.psql(db, "SELECT count(*) FROM big") == "200000"
+
+
 def test_retention_keeps_n_of_ours_and_nothing_else_is_touched(pg, db, tmp_path):
     bdir = tmp_path / "backups"
     bdir.mkdir(mode=0o700)
