@@ -43,6 +43,14 @@ import time
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
 SKIP_STATUS = 77
+# The order of the report (and of the runs): quick start-up figures first, the long backup last;
+# scripts not named here follow in name order.
+ORDER = ["startup.sh", "alembic-noop.sh", "sql-throughput.sh", "footprint.sh", "static.sh", "backup.sh"]
+
+
+def order_key(name):
+    name = os.path.basename(name)
+    return (ORDER.index(name) if name in ORDER else len(ORDER), name)
 
 
 def _field(value):
@@ -345,13 +353,14 @@ def main(argv):
         results = argv[1]
     else:
         scripts = [os.path.abspath(a) for a in argv] or sorted(
-            os.path.join(BENCH_DIR, n) for n in os.listdir(BENCH_DIR) if n.endswith(".sh"))
+            (os.path.join(BENCH_DIR, n) for n in os.listdir(BENCH_DIR) if n.endswith(".sh")), key=order_key)
         for s in scripts:
             if not os.access(s, os.X_OK):
                 sys.exit(f"report: {s} is not an executable file")
         results = os.path.join(work, "results.tsv")
         ok = run_benches(scripts, results)
     meta, rows, skips, ran = parse(results)
+    rows.sort(key=lambda r: order_key(r["bench"]))  # stable: a script's own order is kept
     png = os.path.join(BENCH_DIR, "results.png")
     chart = "results.png" if write_chart(png, meta, rows, work) else None
     md = os.path.join(BENCH_DIR, "RESULTS.md")
