@@ -306,6 +306,15 @@ def write_chart(path, meta, rows, workdir):
     lo = min(min(ratios), 1) / 2.5
     hi = max(max(ratios), 1) * 2.5
     height = max(320, 90 + 30 * len(bars))
+    # The ratio beside each bar's end: left of bars below 1, right of the others. (A labels plot
+    # whose every point is undefined crashes gnuplot 5.4, so each is there only when needed.)
+    plots = [f"{gp_string(data)} using (1):1:(($2 < 1) ? $2 : 1):(($2 < 1) ? 1 : $2):($1 - 0.35):($1 + 0.35):3:"
+             "ytic(4) with boxxyerror lc rgb variable"]
+    if any(r < 1 for r in ratios):
+        plots.append("'' using (($2 < 1) ? $2 / 1.06 : 1/0):1:5 with labels font \",9\" right")
+    if any(r >= 1 for r in ratios):
+        plots.append("'' using (($2 >= 1) ? $2 * 1.06 : 1/0):1:5 with labels font \",9\" left")
+    plot_cmd = ", ".join(plots)
     title = (f"migrate-then-run vs its peers: ratio ours / peer (log scale)\n"
              f"{meta.get('date', '')}, {meta.get('cpu', '')}, {meta.get('cores', '?')} cores, "
              f"RUNS={meta.get('runs') or 'default'}")
@@ -327,10 +336,7 @@ set title {gp_string(title)}
 set xlabel "left of 1 (green): ours faster or smaller; right of 1 (red): the peer is"
 set arrow from 1, graph 0 to 1, graph 1 nohead lw 2 lc rgb "#333333"
 set style fill solid 0.85 noborder
-plot {gp_string(data)} using (1):1:(($2 < 1) ? $2 : 1):(($2 < 1) ? 1 : $2):($1 - 0.35):($1 + 0.35):3:ytic(4) \\
-        with boxxyerror lc rgb variable, \\
-     '' using (($2 < 1) ? $2 / 1.06 : 1/0):1:5 with labels font ",9" right, \\
-     '' using (($2 >= 1) ? $2 * 1.06 : 1/0):1:5 with labels font ",9" left
+plot {plot_cmd}
 """
     gp = os.path.join(workdir, "chart.gp")
     with open(gp, "w", encoding="utf-8") as f:
