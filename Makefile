@@ -74,8 +74,12 @@ demo: deps
 	$(MAKE) --no-print-directory all
 	scripts/demo.sh
 
-bench: $(BIN)
-	@for b in bench/*.sh; do echo "== $$b"; $$b || exit 1; done
+# Every bench/*.sh with its peers in the same run, then bench/RESULTS.md and bench/results.png
+# (bench/report.py). RUNS=3 for a quick run. static.sh is skipped unless `make static` ran first.
+bench:
+	@scripts/deps.sh bench
+	$(MAKE) --no-print-directory all
+	/usr/bin/python3 bench/report.py
 
 clean:
 	rm -rf build

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: memory of the supervising process (RSS, PSS) and signal-forwarding latency,
-# migrate-then-run (after a completed no-op migration) beside tini and dumb-init.
+# migrate-then-run (after a completed no-op migration, backups off) beside tini and dumb-init.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -12,26 +12,37 @@ SIGNALS="${SIGNALS:-100}"
 for tool in tini dumb-init; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is missing; apt-get install $tool" >&2; exit 1; }
 done
+case "$RUNS" in ''|*[!0-9]*|0) echo "bench: RUNS must be a positive integer" >&2; exit 1 ;; esac
+case "$SIGNALS" in ''|*[!0-9]*|0) echo "bench: SIGNALS must be a positive integer" >&2; exit 1 ;; esac
 
 # shellcheck source=bench/cluster.bash
 . "$ROOT/bench/cluster.bash"
 bench_database_url
 
-# The static build, when there is one, is measured too: it is what images ship.
+# The static build, when there is one, is measured too: it is what images ship. ldd says
+# whether MTR_BIN is itself a static binary (then it is the only one measured).
 STATIC="$ROOT/build/static/migrate-then-run.stripped"
 [ -x "$STATIC" ] || STATIC=""
+BIN_BUILD=dynamic
+if ! ldd "$BIN" >/dev/null 2>&1; then
+    BIN_BUILD=static
+    STATIC=""
+fi
 
-/usr/bin/python3 - "$BIN" "$url" "$RUNS" "$SIGNALS" "$STATIC" <<'PY'
+PYTHONPATH="$ROOT/bench" /usr/bin/python3 - "$BIN" "$url" "$RUNS" "$SIGNALS" "$STATIC" "$BIN_BUILD" <<'PY'
 import os, pathlib, shutil, signal, statistics, subprocess, sys, time
+from report import record
 
-bin_, url, runs, nsig, static = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+bin_, url, static, bin_build = sys.argv[1], sys.argv[2], sys.argv[5], sys.argv[6]
+runs, nsig = int(sys.argv[3]), int(sys.argv[4])
 env = {k: v for k, v in os.environ.items() if not k.startswith("MTR_")}
 env.update(DATABASE_URL=url, MTR_LOG_LEVEL="warn")
 # Each supervisor runs as PID 1 of a new PID namespace when we may (root), as in a container.
 ns = ["unshare", "--pid", "--fork", "--mount-proc"] if os.geteuid() == 0 else []
 sups = {
-    "migrate-then-run": [bin_, "--init", "--migrate-cmd", "true", "--"],
-    **({"migrate-then-run (static)": [static, "--init", "--migrate-cmd", "true", "--"]} if static else {}),
+    "migrate-then-run": [bin_, "--init", "--backup=off", "--migrate-cmd", "true", "--"],
+    **({"migrate-then-run (static)": [static, "--init", "--backup=off", "--migrate-cmd", "true", "--"]}
+       if static else {}),
     "tini": [shutil.which("tini"), *([] if ns else ["-s"]), "--"],
     "dumb-init": [shutil.which("dumb-init"), "--"],
 }
@@ -73,7 +84,7 @@ for _ in range(runs):
         r, s = memory(pid)
         rss[name].append(r)
         pss[name].append(s)
-        for _ in range(nsig // runs):
+        for _ in range(max(1, nsig // runs)):
             t0 = time.perf_counter_ns()
             os.kill(pid, signal.SIGUSR1)
             assert p.stdout.readline() == "u\n"
@@ -88,4 +99,13 @@ for n, (r, s, l) in med.items():
 print(f"medians of {runs} starts (memory) and {len(lat['tini'])} signals (latency)"
       f"{', each supervisor at PID 1 of a new PID namespace' if ns else ''}")
 print("targets: RSS <= tini's; forwarding latency <= 1.2x tini's")
+for n in sups:
+    if not n.startswith("migrate-then-run"):
+        continue
+    build = "static" if n.endswith("(static)") else bin_build
+    for peer, target in (("tini", 1), ("dumb-init", None)):
+        record(f"supervisor RSS, {build} binary, app sleeping", med[n][0], peer, med[peer][0], "kB", runs, target)
+    for peer, target in (("tini", 1.2), ("dumb-init", None)):
+        record(f"SIGUSR1 forwarding latency, {build} binary", med[n][2], peer, med[peer][2], "us", len(lat[n]),
+               target)
 PY

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and the tests need, when some are missing (root only).
-#   scripts/deps.sh          install what is missing (or say what is, when not root)
-#   scripts/deps.sh --list   print the package list
+#   scripts/deps.sh               install what is missing (or say what is, when not root)
+#   scripts/deps.sh bench         the same, with what `make bench` needs besides
+#   scripts/deps.sh --list        print the package list
+#   scripts/deps.sh --list bench  print it with the bench packages
 set -euo pipefail
 
 PACKAGES=(
@@ -11,8 +13,21 @@ PACKAGES=(
     python3 python3-pytest python3-alembic python3-psycopg2 python3-yaml
     util-linux tini openssl nginx-light
 )
+# make bench: the chart, and the supervisor peers besides tini.
+BENCH_PACKAGES=(gnuplot-nox dumb-init)
 
+list=false
 if [ "${1:-}" = "--list" ]; then
+    list=true
+    shift
+fi
+case "${1:-}" in
+    '') ;;
+    bench) PACKAGES+=("${BENCH_PACKAGES[@]}") ;;
+    *) echo "usage: scripts/deps.sh [--list] [bench]" >&2; exit 2 ;;
+esac
+
+if $list; then
     printf '%s\n' "${PACKAGES[@]}"
     exit 0
 fi
