@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: the backup phase (`--backup=always`: pg_dump -Fc into a private file, fsync, then
-# verified with pg_restore --list) on a database of about SIZE_MB megabytes (default 500, made
+# verified by reading it all back with pg_restore) on a database of about SIZE_MB megabytes (default 500, made
 # with generate_series), versus a bare `pg_dump -Fc -f FILE` to the same directory; the
 # verification time is reported apart. Our figures come from the tool's own backup.done event
 # (duration_ms, verify_ms); the peer's is its wall time. BENCH_BACKUP_DIR picks the disk
@@ -160,25 +160,95 @@ rows = [("backup phase without verification (dump, fsync)", dump),
         ("whole run: wait, lock, backup, migrate-cmd true", wall)]
 for what, v in rows:
     print(f"{what:<52} {v:>8.2f} {ref:>9.2f} {v / ref:>6.2f}x {size_mb / v:>7.1f}")
-print(f"{'verification: pg_restore --list of the dump':<52} {verify:>8.2f}   (reads its table of contents)")
+print(f"{'verification: pg_restore of the whole dump to /dev/null':<52} {verify:>8.2f}")
 print(f"  ours: migrate-then-run --backup=always --backup-dir DIR --migrate-cmd true --migrate-only")
 print(f"  pg_dump: {pg_dump} --format=custom --file DIR/peer.dump (same directory; it fsyncs too)")
 record(f"backup of a {size_mb} MB database, without verification", dump, "pg_dump -Fc -f FILE", ref, "s", runs)
-record(f"backup of a {size_mb} MB database, verified (pg_restore --list)", backup, "pg_dump -Fc -f FILE", ref,
+record(f"backup of a {size_mb} MB database, verified (read back in full)", backup, "pg_dump -Fc -f FILE", ref,
        "s", runs)
-record("verification alone: pg_restore --list of that backup", verify, None, None, "s", runs)
+record("verification alone: pg_restore of that backup to /dev/null", verify, None, None, "s", runs)
 PY
 
-# ---- upload: --backup-upload-url versus `pg_dump -Fc | curl -T - URL` ----
-# Waits for the tool's --backup-upload-url. Then: start Debian's nginx on 127.0.0.1 with a
-# WebDAV location that takes PUT (dav_methods PUT; client_max_body_size 0) into a directory on
-# the same disk, time `migrate-then-run --backup=always --backup-upload-url URL` (backup.done, or
-# the upload's own event) against `pg_dump -Fc | curl -sfT - URL/peer.dump`, RUNS times each,
-# and record them with bench_result (or record() in Python), e.g.
-#   bench_result "backup + upload of a $size_mb MB database" OURS "pg_dump -Fc | curl -T -" PEER s "$RUNS"
-# and add nginx and curl to the bench group in scripts/deps.sh.
-if "$BIN" --help 2>/dev/null | grep -q -- '--backup-upload-url'; then
-    echo "bench: the upload comparison is not written yet (bench/backup.sh, section upload)" >&2
-else
-    echo "bench: no upload comparison: $(basename "$BIN") has no --backup-upload-url yet" >&2
+# ---- upload: --backup-upload-url versus `pg_dump -Fc | curl -T - URL`, to Debian's nginx ----
+# nginx on 127.0.0.1 takes PUTs (dav_methods PUT) into a directory on the same disk. Ours streams
+# the dump to it while writing the local copy (and, apart, with --backup-dir none: upload only);
+# the peer pipes pg_dump into curl. Both send it chunked; the uploaded bytes are checked.
+if ! command -v curl >/dev/null || [ ! -x /usr/sbin/nginx ]; then
+    echo "bench: no upload comparison: it needs curl and nginx (apt-get install curl nginx-light)" >&2
+    exit 0
 fi
+PYTHONPATH="$ROOT/bench:$ROOT/tests/e2e" "$PYTHON" - "$BIN" "$PG_DUMP" "$db_url" "$out_dir" "$RUNS" "$size_mb" <<'PY'
+import glob, json, os, shutil, statistics, subprocess, sys, time
+from report import record
+from httpd import Nginx
+
+bin_, pg_dump, url, out_dir, runs, size_mb = sys.argv[1:5] + [int(sys.argv[5]), int(sys.argv[6])]
+env = {k: v for k, v in os.environ.items() if not k.startswith("MTR_") and not k.startswith("PG")}
+env.update(DATABASE_URL=url)
+ours_dir = os.path.join(out_dir, "ours-up")
+os.makedirs(ours_dir, mode=0o700, exist_ok=True)
+nginx = Nginx()
+
+def clean():
+    shutil.rmtree(ours_dir, ignore_errors=True)
+    os.makedirs(ours_dir, mode=0o700)
+    for f in glob.glob(str(nginx.root / "*")):
+        shutil.rmtree(f) if os.path.isdir(f) else os.unlink(f)
+
+def ours(local):
+    cmd = [bin_, "--backup=always", "--backup-dir", ours_dir if local else "none", "--backup-keep", "1",
+           "--backup-upload-url", nginx.url("ours/"), "--migrate-cmd", "true", "--migrate-only",
+           "--log-format", "json"]
+    t0 = time.perf_counter_ns()
+    r = subprocess.run(cmd, env=env, cwd=out_dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
+    wall = (time.perf_counter_ns() - t0) / 1e9
+    done = [json.loads(l) for l in r.stderr.decode(errors="replace").splitlines()
+            if '"backup.done"' in l]
+    if r.returncode != 0 or not done:
+        sys.stderr.write(r.stderr.decode(errors="replace")[-3000:])
+        sys.exit(f"bench: migrate-then-run --backup-upload-url failed with exit status {r.returncode}")
+    [up] = glob.glob(str(nginx.root / "ours" / "*.dump"))
+    if local:
+        [mine] = glob.glob(os.path.join(ours_dir, "*.dump"))
+        if open(mine, "rb").read() != open(up, "rb").read():
+            sys.exit("bench: the uploaded dump differs from the local one")
+    d = done[0]
+    return {"backup": d["duration_ms"] / 1000, "verify": d["verify_ms"] / 1000, "wall": wall}
+
+def peer():
+    t0 = time.perf_counter_ns()
+    r = subprocess.run(f"'{pg_dump}' --format=custom --no-password --dbname \"$U\" | curl -sSf -T - '{nginx.url('peer.dump')}'",
+                       shell=True, env={**env, "U": url}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = (time.perf_counter_ns() - t0) / 1e9
+    if r.returncode != 0:
+        sys.exit(f"bench: pg_dump | curl failed: {r.stderr.decode(errors='replace')[-2000:]}")
+    return {"wall": wall}
+
+samples = {"local": [], "none": [], "peer": []}
+try:
+    for i in range(runs):
+        order = ("local", "none", "peer") if i % 2 == 0 else ("peer", "none", "local")
+        for name in order:
+            samples[name].append(peer() if name == "peer" else ours(name == "local"))
+            clean()
+finally:
+    nginx.stop()
+med = lambda name, f: statistics.median(f(s) for s in samples[name])
+ref = med("peer", lambda s: s["wall"])
+local_nov = med("local", lambda s: s["backup"] - s["verify"])
+local_all = med("local", lambda s: s["backup"])
+none = med("none", lambda s: s["backup"])
+print(f"{'upload to nginx on 127.0.0.1':<52} {'ours s':>8} {'peer s':>9} {'ratio':>7}")
+for what, v in (("stream + local copy, without verification", local_nov),
+                ("stream + local copy, verified (backup.done)", local_all),
+                ("--backup-dir none: upload only", none)):
+    print(f"{what:<52} {v:>8.2f} {ref:>9.2f} {v / ref:>6.2f}x")
+print("  peer: pg_dump -Fc | curl -T - URL")
+record(f"backup of a {size_mb} MB database streamed to nginx + local copy, without verification",
+       local_nov, "pg_dump -Fc | curl -T -", ref, "s", runs, 1.05)
+record(f"backup of a {size_mb} MB database streamed to nginx + local copy, verified", local_all,
+       "pg_dump -Fc | curl -T -", ref, "s", runs)
+record(f"backup of a {size_mb} MB database streamed to nginx, no local copy", none,
+       "pg_dump -Fc | curl -T -", ref, "s", runs, 1.05)
+PY

@@ -13,8 +13,8 @@ PACKAGES=(
     python3 python3-pytest python3-alembic python3-psycopg2 python3-yaml
     util-linux tini openssl nginx-light
 )
-# make bench: the chart, and the supervisor peers besides tini.
-BENCH_PACKAGES=(gnuplot-nox dumb-init)
+# make bench: the chart, the supervisor peers besides tini, curl for the upload peer.
+BENCH_PACKAGES=(gnuplot-nox dumb-init curl)
 
 list=false
 if [ "${1:-}" = "--list" ]; then
