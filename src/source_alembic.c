@@ -981,6 +981,77 @@ static bool split_locations(const char *value, const char *sep, char ***out, siz
 	return true;
 }
 
+bool alembic_ini_locate(const char *text, const char *ini, const char *here, char ***dirs,
+			size_t *ndirs, bool *recursive, char *err, size_t errlen)
+{
+	struct ini parsed;
+	char perr[256];
+	*dirs = NULL;
+	*ndirs = 0;
+	*recursive = false;
+	if (!alembic_ini_parse(text, &parsed, perr, sizeof perr)) {
+		set_err(err, errlen, "--alembic-ini: %s: %s", ini, perr);
+		return false;
+	}
+	char *loc = ini_get(&parsed, "alembic", "script_location", here, 0);
+	char *vloc = ini_get(&parsed, "alembic", "version_locations", here, 0);
+	char *vsep = ini_get(&parsed, "alembic", "version_path_separator", here, 0);
+	char *rec = ini_get(&parsed, "alembic", "recursive_version_locations", here, 0);
+	ini_free(&parsed);
+	bool ok = false;
+	if (!loc) {
+		set_err(err, errlen, "--alembic-ini: %s has no script_location in its [alembic] section",
+			ini);
+		goto out;
+	}
+	struct stat st;
+	const char *colon = strchr(loc, ':');
+	if (colon && loc[0] != '/' && stat(loc, &st) != 0) {
+		set_err(err, errlen,
+			"--alembic-ini: script_location = %s is a package resource (package:path), "
+			"which is not supported; give a directory (e.g. %%(here)s/migrations)",
+			loc);
+		goto out;
+	}
+	if (vloc) {
+		if (!split_locations(vloc, vsep, dirs, ndirs)) {
+			set_err(err, errlen,
+				"--alembic-ini: version_path_separator = %s: expected space, os, :, ; or "
+				"newline",
+				vsep);
+			goto out;
+		}
+		for (size_t i = 0; i < *ndirs; i++) {
+			if ((*dirs)[i][0] != '/') {
+				char *abs = xasprintf("%s/%s", here, (*dirs)[i]);
+				free((*dirs)[i]);
+				(*dirs)[i] = abs;
+			}
+		}
+	}
+	if (*ndirs == 0) {
+		*dirs = xrealloc(*dirs, sizeof **dirs);
+		(*dirs)[(*ndirs)++] = loc[0] == '/' ? xasprintf("%s/versions", loc)
+						    : xasprintf("%s/%s/versions", here, loc);
+	}
+	bool b = false;
+	*recursive = rec && config_parse_bool(rec, &b) && b;
+	ok = true;
+out:
+	free(loc);
+	free(vloc);
+	free(vsep);
+	free(rec);
+	if (!ok) {
+		for (size_t i = 0; i < *ndirs; i++)
+			free((*dirs)[i]);
+		free(*dirs);
+		*dirs = NULL;
+		*ndirs = 0;
+	}
+	return ok;
+}
+
 bool source_alembic_open(const struct config *cfg, struct source *src, char *err, size_t errlen)
 {
 	struct alembic_source *as = xcalloc(1, sizeof *as);
@@ -1005,70 +1076,11 @@ bool source_alembic_open(const struct config *cfg, struct source *src, char *err
 			text = xrealloc(text, cap *= 2);
 	text[len] = '\0';
 	fclose(f);
-	struct ini ini;
-	char perr[256];
-	bool parsed = alembic_ini_parse(text, &ini, perr, sizeof perr);
+	bool located = alembic_ini_locate(text, cfg->alembic_ini, as->ini_dir, &as->dirs, &as->ndirs,
+					  &as->recursive, err, errlen);
 	free(text);
-	if (!parsed) {
-		set_err(err, errlen, "--alembic-ini: %s: %s", cfg->alembic_ini, perr);
-		alembic_destroy(as);
-		return false;
-	}
-	char *loc = ini_get(&ini, "alembic", "script_location", as->ini_dir, 0);
-	char *vloc = ini_get(&ini, "alembic", "version_locations", as->ini_dir, 0);
-	char *vsep = ini_get(&ini, "alembic", "version_path_separator", as->ini_dir, 0);
-	char *rec = ini_get(&ini, "alembic", "recursive_version_locations", as->ini_dir, 0);
-	ini_free(&ini);
-	bool ok = false;
-	if (!loc) {
-		set_err(err, errlen, "--alembic-ini: %s has no script_location in its [alembic] section",
-			cfg->alembic_ini);
-		goto out;
-	}
-	struct stat st;
-	const char *colon = strchr(loc, ':');
-	if (colon && loc[0] != '/' && stat(loc, &st) != 0) {
-		set_err(err, errlen,
-			"--alembic-ini: script_location = %s is a package resource (package:path), "
-			"which is not supported; give a directory (e.g. %%(here)s/migrations)",
-			loc);
-		goto out;
-	}
-	char *base = loc[0] == '/' ? xstrdup(loc) : xasprintf("%s/%s", as->ini_dir, loc);
-	if (vloc) {
-		if (!split_locations(vloc, vsep, &as->dirs, &as->ndirs)) {
-			set_err(err, errlen,
-				"--alembic-ini: version_path_separator = %s: expected space, os, :, ; or "
-				"newline",
-				vsep);
-			free(base);
-			goto out;
-		}
-		for (size_t i = 0; i < as->ndirs; i++) {
-			if (as->dirs[i][0] != '/') {
-				char *abs = xasprintf("%s/%s", as->ini_dir, as->dirs[i]);
-				free(as->dirs[i]);
-				as->dirs[i] = abs;
-			}
-		}
-	}
-	if (as->ndirs == 0) {
-		as->dirs = xrealloc(as->dirs, sizeof *as->dirs);
-		as->dirs[as->ndirs++] = xasprintf("%s/versions", base);
-	}
-	free(base);
-	bool b = false;
-	as->recursive = rec && config_parse_bool(rec, &b) && b;
 	/* The tool: --migrate-cmd, else PYTHON -m alembic -c INI upgrade head. */
-	if (!source_cmd_open(cfg, &as->cmd, err, errlen))
-		goto out;
-	ok = true;
-out:
-	free(loc);
-	free(vloc);
-	free(vsep);
-	free(rec);
-	if (!ok) {
+	if (!located || !source_cmd_open(cfg, &as->cmd, err, errlen)) {
 		alembic_destroy(as);
 		return false;
 	}
