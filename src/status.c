@@ -6,6 +6,7 @@
 #include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,7 +81,10 @@ bool status_parse(const char *text, char *state, size_t statelen, long *pid)
 	const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "pid");
 	bool ok = cJSON_IsString(st);
 	snprintf(state, statelen, "%s", ok ? st->valuestring : "");
-	*pid = cJSON_IsNumber(p) && p->valuedouble >= 1 ? (long)p->valuedouble : 0;
+	/* A process id, or none: a corrupt file's 1e300 or 4294967297 must not become a pid. */
+	bool is_pid = cJSON_IsNumber(p) && p->valuedouble >= 1 && p->valuedouble <= INT_MAX &&
+		      p->valuedouble == (double)(long)p->valuedouble;
+	*pid = is_pid ? (long)p->valuedouble : 0;
 	cJSON_Delete(o);
 	return ok;
 }
