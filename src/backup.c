@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,9 @@ int backup_parse_version(const char *text)
 	p += 2;
 	if (!isdigit((unsigned char)*p))
 		return -1;
-	return atoi(p);
+	errno = 0;
+	long v = strtol(p, NULL, 10);
+	return errno || v > INT_MAX ? -1 : (int)v; /* no version, rather than a wrapped one */
 }
 
 struct lines {

@@ -91,4 +91,5 @@ void test_breaker(void)
 	CHECK(backup_parse_version("pg_dump (PostgreSQL) 9.6.24\n") == 9, "9.6");
 	CHECK(backup_parse_version("pg_dump (PostgreSQL) 17beta1\n") == 17, "17beta1");
 	CHECK(backup_parse_version("something else") == -1, "garbage");
+	CHECK(backup_parse_version("pg_dump (PostgreSQL) 7777777777") == -1, "no int: not a wrapped one");
 }
