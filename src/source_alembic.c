@@ -113,17 +113,26 @@ static const char *ini_raw(const struct ini *ini, const char *section, const cha
 	return v;
 }
 
-/* The value with %(here)s, %(name)s (from the same section or DEFAULT) and %% expanded, as
- * Alembic's ConfigParser does. Caller frees; NULL when the key is absent. */
-static char *ini_get(const struct ini *ini, const char *section, const char *key, const char *here,
-		     int depth)
+/* Bounds on expanding one value: ConfigParser's own depth limit (it refuses a reference loop),
+ * and budgets of references and bytes, since every level may multiply the text before it. */
+#define INI_MAX_DEPTH 10
+#define INI_MAX_REFS 1000
+#define INI_MAX_VALUE 65536
+
+struct ini_budget {
+	int refs;
+	bool exceeded;
+};
+
+static char *ini_expand(const struct ini *ini, const char *section, const char *key, const char *here,
+			int depth, struct ini_budget *b)
 {
 	const char *raw = ini_raw(ini, section, key);
 	if (!raw)
 		return NULL;
 	size_t cap = strlen(raw) + 64, n = 0;
 	char *out = xmalloc(cap);
-	for (const char *p = raw; *p;) {
+	for (const char *p = raw; *p && !b->exceeded;) {
 		const char *add = NULL;
 		char *owned = NULL;
 		size_t addlen = 0;
@@ -131,7 +140,11 @@ static char *ini_get(const struct ini *ini, const char *section, const char *key
 			add = "%";
 			addlen = 1;
 			p += 2;
-		} else if (p[0] == '%' && p[1] == '(' && strchr(p, ')') && depth < 10) {
+		} else if (p[0] == '%' && p[1] == '(' && strchr(p, ')')) {
+			if (depth >= INI_MAX_DEPTH || ++b->refs > INI_MAX_REFS) {
+				b->exceeded = true;
+				break;
+			}
 			const char *close = strchr(p, ')');
 			char *name = xstrndup(p + 2, (size_t)(close - p - 2));
 			p = close + 1;
@@ -140,22 +153,42 @@ static char *ini_get(const struct ini *ini, const char *section, const char *key
 			if (strcmp(name, "here") == 0)
 				add = here;
 			else
-				add = owned = ini_get(ini, section, name, here, depth + 1);
+				add = owned = ini_expand(ini, section, name, here, depth + 1, b);
 			addlen = add ? strlen(add) : 0;
 			free(name);
 		} else {
 			add = p++;
 			addlen = 1;
 		}
-		while (n + addlen + 1 > cap)
-			out = xrealloc(out, cap *= 2);
-		if (addlen)
-			memcpy(out + n, add, addlen);
-		n += addlen;
+		if (n + addlen >= INI_MAX_VALUE)
+			b->exceeded = true;
+		else {
+			while (n + addlen + 1 > cap)
+				out = xrealloc(out, cap *= 2);
+			if (addlen)
+				memcpy(out + n, add, addlen);
+			n += addlen;
+		}
 		free(owned);
 	}
 	out[n] = '\0';
 	return out;
+}
+
+/* The value with %(here)s, %(name)s (from the same section or DEFAULT) and %% expanded, as
+ * Alembic's ConfigParser does. Caller frees; NULL when the key is absent, or with *bad set
+ * when the expansion does not end (a reference loop) or grows past INI_MAX_VALUE bytes. */
+static char *ini_get(const struct ini *ini, const char *section, const char *key, const char *here,
+		     bool *bad)
+{
+	struct ini_budget b = {0, false};
+	char *v = ini_expand(ini, section, key, here, 0, &b);
+	if (b.exceeded) {
+		free(v);
+		*bad = true;
+		return NULL;
+	}
+	return v;
 }
 
 /* ---- revision files, read as text ------------------------------------------------------------ */
@@ -993,11 +1026,26 @@ bool alembic_ini_locate(const char *text, const char *ini, const char *here, cha
 		set_err(err, errlen, "--alembic-ini: %s: %s", ini, perr);
 		return false;
 	}
-	char *loc = ini_get(&parsed, "alembic", "script_location", here, 0);
-	char *vloc = ini_get(&parsed, "alembic", "version_locations", here, 0);
-	char *vsep = ini_get(&parsed, "alembic", "version_path_separator", here, 0);
-	char *rec = ini_get(&parsed, "alembic", "recursive_version_locations", here, 0);
+	static const char *const keys[] = {"script_location", "version_locations",
+					   "version_path_separator", "recursive_version_locations"};
+	char *values[4] = {NULL, NULL, NULL, NULL};
+	bool bad = false;
+	for (size_t i = 0; i < 4 && !bad; i++) {
+		values[i] = ini_get(&parsed, "alembic", keys[i], here, &bad);
+		if (bad) {
+			set_err(err, errlen,
+				"--alembic-ini: %s: %s does not expand to a value: its %%(name)s "
+				"references nest deeper than %d (a loop?) or grow past %d bytes",
+				ini, keys[i], INI_MAX_DEPTH, INI_MAX_VALUE);
+		}
+	}
 	ini_free(&parsed);
+	if (bad) {
+		for (size_t i = 0; i < 4; i++)
+			free(values[i]);
+		return false;
+	}
+	char *loc = values[0], *vloc = values[1], *vsep = values[2], *rec = values[3];
 	bool ok = false;
 	if (!loc) {
 		set_err(err, errlen, "--alembic-ini: %s has no script_location in its [alembic] section",
