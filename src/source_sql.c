@@ -107,13 +107,16 @@ bool source_sql_no_transaction(const char *text)
 	return *p == '\n' || *p == '\0';
 }
 
+/* A version as given to --baseline or --repair-failed: digits only, within 64 bits. */
 static bool parse_version(const char *s, uint64_t *v)
 {
 	char name[8];
 	char probe[64];
+	size_t n = strlen(s);
+	if (n == 0 || n >= 40 || strspn(s, "0123456789") != n)
+		return false;
 	snprintf(probe, sizeof probe, "%s_x.sql", s);
-	return strlen(s) < 40 && source_sql_parse_name(probe, v, name, sizeof name) == 1 &&
-	       probe[strlen(s)] == '_';
+	return source_sql_parse_name(probe, v, name, sizeof name) == 1;
 }
 
 /* ---- reading the directory ------------------------------------------------------------ */
