@@ -124,7 +124,7 @@ static void safe_part(char *out, size_t len, const char *in)
 {
 	size_t o = 0;
 	for (; *in && o + 1 < len; in++)
-		out[o++] = (isalnum((unsigned char)*in) || *in == '_' || *in == '.') ? *in : '_';
+		out[o++] = (char)((isalnum((unsigned char)*in) || *in == '_' || *in == '.') ? *in : '_');
 	out[o] = '\0';
 }
 

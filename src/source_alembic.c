@@ -273,7 +273,7 @@ static bool py_literal(const char **pp, int *line, struct pyvalue *v)
 		*pp = p;
 		return true;
 	}
-	char close = *p == '(' ? ')' : *p == '[' ? ']' : 0;
+	char close = (char)(*p == '(' ? ')' : *p == '[' ? ']' : 0);
 	if (!close)
 		return false;
 	p++;
@@ -764,10 +764,8 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 	if (flags & PLAN_REPORT)
 		print_report(as, &p);
 	int code = p.n ? MTR_EXIT_INCONSISTENT : 0;
-	if (p.n && quiet) {
-		/* the locked plan will say it */
-	} else if (quiet && as->npending + as->do_repair + as->do_baseline > 0) {
-		/* pending: the locked plan will say what */
+	if (quiet && (p.n || as->npending + as->do_repair + as->do_baseline > 0)) {
+		/* problems or pending: the locked plan will say what */
 	} else if (p.n) {
 		log_event(LOG_ERROR, "check.refused",
 			  LOG_FIELDS(LF_I("problems", p.n), LF_I("exit_code", code)),

@@ -157,11 +157,11 @@ static void sha256_hex(EVP_MD_CTX *ctx, const EVP_MD *md, const char *data, size
 	if (!EVP_DigestInit_ex(ctx, md, NULL) || !EVP_DigestUpdate(ctx, data, len) ||
 	    !EVP_DigestFinal_ex(ctx, digest, &n) || n != 32)
 		n = 0;
-	for (unsigned int i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++) {
 		out[2 * i] = hex[digest[i] >> 4];
 		out[2 * i + 1] = hex[digest[i] & 15];
 	}
-	out[2 * n] = '\0';
+	out[2 * (size_t)n] = '\0';
 }
 
 /* Reads a whole regular file relative to dirfd (caller frees). NULL with errno on failure;
