@@ -38,6 +38,8 @@ all: $(BIN)
 -include mk/static.mk
 # make fuzz: libFuzzer targets for every parser of outside input (see mk/fuzz.mk).
 -include mk/fuzz.mk
+# make lint: cppcheck and clang-tidy (see mk/lint.mk and .clang-tidy).
+-include mk/lint.mk
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/mtr/*.h) Makefile VERSION
 	@mkdir -p $(dir $@)

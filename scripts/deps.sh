@@ -2,7 +2,8 @@
 # Installs the Debian packages the build and the tests need, when some are missing (root only).
 #   scripts/deps.sh                 install what is missing (or say what is, when not root)
 #   scripts/deps.sh --list          print the package list
-#   scripts/deps.sh [--list] GROUP  the same for an optional group instead: fuzz (make fuzz)
+#   scripts/deps.sh [--list] GROUP  the same for an optional group instead: fuzz (make fuzz),
+#                                   lint (make lint)
 set -euo pipefail
 
 PACKAGES=(
@@ -16,6 +17,7 @@ PACKAGES=(
 # The optional groups: the build libraries (headers for the compilers and analyzers) and their tools.
 BUILD_LIBS=(make pkg-config libc6-dev libpq-dev libcurl4-openssl-dev libcjson-dev libssl-dev)
 FUZZ_PACKAGES=("${BUILD_LIBS[@]}" clang libclang-rt-14-dev llvm-14)
+LINT_PACKAGES=("${BUILD_LIBS[@]}" cppcheck clang-tidy)
 
 list=false
 if [ "${1:-}" = "--list" ]; then
@@ -25,7 +27,8 @@ fi
 case "${1:-}" in
     "") ;;
     fuzz) PACKAGES=("${FUZZ_PACKAGES[@]}") ;;
-    *) echo "deps: unknown group '$1' (expected fuzz)" >&2; exit 64 ;;
+    lint) PACKAGES=("${LINT_PACKAGES[@]}") ;;
+    *) echo "deps: unknown group '$1' (expected fuzz or lint)" >&2; exit 64 ;;
 esac
 
 if $list; then
