@@ -67,7 +67,7 @@ bool breaker_parse_state(const char *text, struct failure_memory *m)
 	const cJSON *count = cJSON_GetObjectItemCaseSensitive(o, "count");
 	const cJSON *first = cJSON_GetObjectItemCaseSensitive(o, "first_ms");
 	const cJSON *last = cJSON_GetObjectItemCaseSensitive(o, "last_ms");
-	bool ok = cJSON_IsString(sig) && number_in(count, 1, 1e15) && number_in(first, -9e18, 9e18) &&
+	bool ok = cJSON_IsString(sig) && number_in(count, 1, 1e9) && number_in(first, -9e18, 9e18) &&
 		  number_in(last, -9e18, 9e18);
 	if (ok) {
 		snprintf(m->signature, sizeof m->signature, "%s", sig->valuestring);
