@@ -36,6 +36,10 @@ all: $(BIN)
 
 # make static / make test-static: a fully static musl binary (see mk/static.mk).
 -include mk/static.mk
+# make fuzz: libFuzzer targets for every parser of outside input (see mk/fuzz.mk).
+-include mk/fuzz.mk
+# make lint: cppcheck and clang-tidy (see mk/lint.mk and .clang-tidy).
+-include mk/lint.mk
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/mtr/*.h) Makefile VERSION
 	@mkdir -p $(dir $@)

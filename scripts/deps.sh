@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and the tests need, when some are missing (root only).
-#   scripts/deps.sh               install what is missing (or say what is, when not root)
-#   scripts/deps.sh bench         the same, with what `make bench` needs besides
-#   scripts/deps.sh --list        print the package list
-#   scripts/deps.sh --list bench  print it with the bench packages
+#   scripts/deps.sh                 install what is missing (or say what is, when not root)
+#   scripts/deps.sh --list          print the package list
+#   scripts/deps.sh [--list] bench  the same, with what `make bench` needs besides
+#   scripts/deps.sh [--list] GROUP  the same for an optional group instead: fuzz (make fuzz),
+#                                   lint (make lint)
 set -euo pipefail
 
 PACKAGES=(
@@ -16,15 +17,22 @@ PACKAGES=(
 # make bench: the chart, the supervisor peers besides tini, curl for the upload peer.
 BENCH_PACKAGES=(gnuplot-nox dumb-init curl)
 
+# The optional groups: the build libraries (headers for the compilers and analyzers) and their tools.
+BUILD_LIBS=(make pkg-config libc6-dev libpq-dev libcurl4-openssl-dev libcjson-dev libssl-dev)
+FUZZ_PACKAGES=("${BUILD_LIBS[@]}" clang libclang-rt-14-dev llvm-14)
+LINT_PACKAGES=("${BUILD_LIBS[@]}" cppcheck clang-tidy)
+
 list=false
 if [ "${1:-}" = "--list" ]; then
     list=true
     shift
 fi
 case "${1:-}" in
-    '') ;;
+    "") ;;
     bench) PACKAGES+=("${BENCH_PACKAGES[@]}") ;;
-    *) echo "usage: scripts/deps.sh [--list] [bench]" >&2; exit 2 ;;
+    fuzz) PACKAGES=("${FUZZ_PACKAGES[@]}") ;;
+    lint) PACKAGES=("${LINT_PACKAGES[@]}") ;;
+    *) echo "deps: unknown group '$1' (expected bench, fuzz or lint)" >&2; exit 64 ;;
 esac
 
 if $list; then

@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -36,7 +37,9 @@ int backup_parse_version(const char *text)
 	p += 2;
 	if (!isdigit((unsigned char)*p))
 		return -1;
-	return atoi(p);
+	errno = 0;
+	long v = strtol(p, NULL, 10);
+	return errno || v > INT_MAX ? -1 : (int)v; /* no version, rather than a wrapped one */
 }
 
 struct lines {
@@ -294,7 +297,7 @@ static void safe_part(char *out, size_t len, const char *in)
 {
 	size_t o = 0;
 	for (; *in && o + 1 < len; in++)
-		out[o++] = (isalnum((unsigned char)*in) || *in == '_' || *in == '.') ? *in : '_';
+		out[o++] = (char)((isalnum((unsigned char)*in) || *in == '_' || *in == '.') ? *in : '_');
 	out[o] = '\0';
 }
 

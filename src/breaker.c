@@ -53,6 +53,13 @@ static long long wall_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A number within [min, max]: the file may be corrupt or edited by hand, and converting a
+ * double outside the target type's range is undefined. */
+static bool number_in(const cJSON *n, double min, double max)
+{
+	return cJSON_IsNumber(n) && n->valuedouble >= min && n->valuedouble <= max;
+}
+
 bool breaker_parse_state(const char *text, struct failure_memory *m)
 {
 	cJSON *o = cJSON_Parse(text);
@@ -60,8 +67,8 @@ bool breaker_parse_state(const char *text, struct failure_memory *m)
 	const cJSON *count = cJSON_GetObjectItemCaseSensitive(o, "count");
 	const cJSON *first = cJSON_GetObjectItemCaseSensitive(o, "first_ms");
 	const cJSON *last = cJSON_GetObjectItemCaseSensitive(o, "last_ms");
-	bool ok = cJSON_IsString(sig) && cJSON_IsNumber(count) && count->valuedouble >= 1 &&
-		  cJSON_IsNumber(first) && cJSON_IsNumber(last);
+	bool ok = cJSON_IsString(sig) && number_in(count, 1, 1e9) && number_in(first, -9e18, 9e18) &&
+		  number_in(last, -9e18, 9e18);
 	if (ok) {
 		snprintf(m->signature, sizeof m->signature, "%s", sig->valuestring);
 		m->count = (long)count->valuedouble;

@@ -184,9 +184,9 @@ bool config_parse_duration(const char *s, int64_t *ms)
 	else if (strcmp(end, "ms") == 0)
 		mult = 1;
 	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
-		mult = 60 * 1000;
+		mult = 60ULL * 1000;
 	else if (strcmp(end, "h") == 0)
-		mult = 3600 * 1000;
+		mult = 3600ULL * 1000;
 	else
 		return false;
 	/* A year is more than any deadline needs and keeps the arithmetic far from overflow. */

@@ -288,12 +288,14 @@ void init_reexec(char *const *argv, const struct init_opts *o, const struct sigs
  * of text show as resident. Drop the page-table entries of every executable mapping (ours and
  * the libraries') and ask for no read-around: only the pages actually used come back. Text is
  * never written, so nothing is lost; writable and relocated mappings are left alone. */
+/* NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp): the linker's name */
 extern char __executable_start[], etext[];
 
 static void shed_range(uintptr_t start, uintptr_t end)
 {
-	if (end > start && madvise((void *)start, end - start, MADV_RANDOM) == 0)
-		(void)madvise((void *)start, end - start, MADV_DONTNEED);
+	void *p = (void *)start; /* NOLINT(performance-no-int-to-ptr): an address from the maps */
+	if (end > start && madvise(p, end - start, MADV_RANDOM) == 0)
+		(void)madvise(p, end - start, MADV_DONTNEED);
 }
 
 static void shed_text(void)

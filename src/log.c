@@ -165,18 +165,18 @@ static void text_add(char **line, const char *s)
 	*line = n;
 }
 
-/* Text lines go to terminals: control characters (\r, ESC …) are shown, not obeyed. */
+/* Text lines go to terminals: control characters (\r, ESC, DEL, and U+0080-U+009F, which
+ * some terminals obey as ESC sequences) are shown, not obeyed. s is valid UTF-8; freed. */
 static char *visible(char *s)
 {
-	size_t n = 0;
-	for (const char *p = s; *p; p++)
-		n += ((unsigned char)*p < 0x20 || *p == 0x7f) ? 4 : 1;
-	char *out = xmalloc(n + 1), *o = out;
-	for (const char *p = s; *p; p++) {
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			o += sprintf(o, "\\x%02x", (unsigned char)*p);
+	char *out = xmalloc(strlen(s) * 4 + 1), *o = out; /* a byte becomes at most 4 */
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			o += sprintf(o, "\\x%02x", *p);
+		else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+			o += sprintf(o, "\\u%04x", *++p);
 		else
-			*o++ = *p;
+			*o++ = (char)*p;
 	}
 	*o = '\0';
 	free(s);
@@ -198,11 +198,11 @@ static char *format_text(const char *ts, enum log_level level, const char *event
 				/* cJSON quotes and escapes the value for us. */
 				cJSON *j = cJSON_CreateString(c);
 				char *q = cJSON_PrintUnformatted(j);
-				v = xstrdup(q ? q : "\"\"");
+				v = visible(xstrdup(q ? q : "\"\"")); /* cJSON leaves DEL and C1 */
 				cJSON_free(q);
 				cJSON_Delete(j);
 			} else {
-				v = xstrdup(c);
+				v = visible(xstrdup(c));
 			}
 			free(c);
 			break;

@@ -22,7 +22,7 @@ static void copy_msg(struct pg_error *err, const char *msg)
 		bool blank = *r == '\n' || *r == '\t' || *r == ' ';
 		if (blank && (w == err->msg || w[-1] == ' '))
 			continue;
-		*w++ = blank ? ' ' : *r;
+		*w++ = (char)(blank ? ' ' : *r);
 	}
 	*w = '\0';
 	err->sqlstate[0] = '\0';

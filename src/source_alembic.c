@@ -113,17 +113,26 @@ static const char *ini_raw(const struct ini *ini, const char *section, const cha
 	return v;
 }
 
-/* The value with %(here)s, %(name)s (from the same section or DEFAULT) and %% expanded, as
- * Alembic's ConfigParser does. Caller frees; NULL when the key is absent. */
-static char *ini_get(const struct ini *ini, const char *section, const char *key, const char *here,
-		     int depth)
+/* Bounds on expanding one value: ConfigParser's own depth limit (it refuses a reference loop),
+ * and budgets of references and bytes, since every level may multiply the text before it. */
+#define INI_MAX_DEPTH 10
+#define INI_MAX_REFS 1000
+#define INI_MAX_VALUE 65536
+
+struct ini_budget {
+	int refs;
+	bool exceeded;
+};
+
+static char *ini_expand(const struct ini *ini, const char *section, const char *key, const char *here,
+			int depth, struct ini_budget *b)
 {
 	const char *raw = ini_raw(ini, section, key);
 	if (!raw)
 		return NULL;
 	size_t cap = strlen(raw) + 64, n = 0;
 	char *out = xmalloc(cap);
-	for (const char *p = raw; *p;) {
+	for (const char *p = raw; *p && !b->exceeded;) {
 		const char *add = NULL;
 		char *owned = NULL;
 		size_t addlen = 0;
@@ -131,7 +140,11 @@ static char *ini_get(const struct ini *ini, const char *section, const char *key
 			add = "%";
 			addlen = 1;
 			p += 2;
-		} else if (p[0] == '%' && p[1] == '(' && strchr(p, ')') && depth < 10) {
+		} else if (p[0] == '%' && p[1] == '(' && strchr(p, ')')) {
+			if (depth >= INI_MAX_DEPTH || ++b->refs > INI_MAX_REFS) {
+				b->exceeded = true;
+				break;
+			}
 			const char *close = strchr(p, ')');
 			char *name = xstrndup(p + 2, (size_t)(close - p - 2));
 			p = close + 1;
@@ -140,22 +153,42 @@ static char *ini_get(const struct ini *ini, const char *section, const char *key
 			if (strcmp(name, "here") == 0)
 				add = here;
 			else
-				add = owned = ini_get(ini, section, name, here, depth + 1);
+				add = owned = ini_expand(ini, section, name, here, depth + 1, b);
 			addlen = add ? strlen(add) : 0;
 			free(name);
 		} else {
 			add = p++;
 			addlen = 1;
 		}
-		while (n + addlen + 1 > cap)
-			out = xrealloc(out, cap *= 2);
-		if (addlen)
-			memcpy(out + n, add, addlen);
-		n += addlen;
+		if (n + addlen >= INI_MAX_VALUE)
+			b->exceeded = true;
+		else {
+			while (n + addlen + 1 > cap)
+				out = xrealloc(out, cap *= 2);
+			if (addlen)
+				memcpy(out + n, add, addlen);
+			n += addlen;
+		}
 		free(owned);
 	}
 	out[n] = '\0';
 	return out;
+}
+
+/* The value with %(here)s, %(name)s (from the same section or DEFAULT) and %% expanded, as
+ * Alembic's ConfigParser does. Caller frees; NULL when the key is absent, or with *bad set
+ * when the expansion does not end (a reference loop) or grows past INI_MAX_VALUE bytes. */
+static char *ini_get(const struct ini *ini, const char *section, const char *key, const char *here,
+		     bool *bad)
+{
+	struct ini_budget b = {0, false};
+	char *v = ini_expand(ini, section, key, here, 0, &b);
+	if (b.exceeded) {
+		free(v);
+		*bad = true;
+		return NULL;
+	}
+	return v;
 }
 
 /* ---- revision files, read as text ------------------------------------------------------------ */
@@ -240,7 +273,7 @@ static bool py_literal(const char **pp, int *line, struct pyvalue *v)
 		*pp = p;
 		return true;
 	}
-	char close = *p == '(' ? ')' : *p == '[' ? ']' : 0;
+	char close = (char)(*p == '(' ? ')' : *p == '[' ? ']' : 0);
 	if (!close)
 		return false;
 	p++;
@@ -731,10 +764,8 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 	if (flags & PLAN_REPORT)
 		print_report(as, &p);
 	int code = p.n ? MTR_EXIT_INCONSISTENT : 0;
-	if (p.n && quiet) {
-		/* the locked plan will say it */
-	} else if (quiet && as->npending + as->do_repair + as->do_baseline > 0) {
-		/* pending: the locked plan will say what */
+	if (quiet && (p.n || as->npending + as->do_repair + as->do_baseline > 0)) {
+		/* problems or pending: the locked plan will say what */
 	} else if (p.n) {
 		log_event(LOG_ERROR, "check.refused",
 			  LOG_FIELDS(LF_I("problems", p.n), LF_I("exit_code", code)),
@@ -988,6 +1019,92 @@ static bool split_locations(const char *value, const char *sep, char ***out, siz
 	return true;
 }
 
+bool alembic_ini_locate(const char *text, const char *ini, const char *here, char ***dirs,
+			size_t *ndirs, bool *recursive, char *err, size_t errlen)
+{
+	struct ini parsed;
+	char perr[256];
+	*dirs = NULL;
+	*ndirs = 0;
+	*recursive = false;
+	if (!alembic_ini_parse(text, &parsed, perr, sizeof perr)) {
+		set_err(err, errlen, "--alembic-ini: %s: %s", ini, perr);
+		return false;
+	}
+	static const char *const keys[] = {"script_location", "version_locations",
+					   "version_path_separator", "recursive_version_locations"};
+	char *values[4] = {NULL, NULL, NULL, NULL};
+	bool bad = false;
+	for (size_t i = 0; i < 4 && !bad; i++) {
+		values[i] = ini_get(&parsed, "alembic", keys[i], here, &bad);
+		if (bad) {
+			set_err(err, errlen,
+				"--alembic-ini: %s: %s does not expand to a value: its %%(name)s "
+				"references nest deeper than %d (a loop?) or grow past %d bytes",
+				ini, keys[i], INI_MAX_DEPTH, INI_MAX_VALUE);
+		}
+	}
+	ini_free(&parsed);
+	if (bad) {
+		for (size_t i = 0; i < 4; i++)
+			free(values[i]);
+		return false;
+	}
+	char *loc = values[0], *vloc = values[1], *vsep = values[2], *rec = values[3];
+	bool ok = false;
+	if (!loc) {
+		set_err(err, errlen, "--alembic-ini: %s has no script_location in its [alembic] section",
+			ini);
+		goto out;
+	}
+	struct stat st;
+	const char *colon = strchr(loc, ':');
+	if (colon && loc[0] != '/' && stat(loc, &st) != 0) {
+		set_err(err, errlen,
+			"--alembic-ini: script_location = %s is a package resource (package:path), "
+			"which is not supported; give a directory (e.g. %%(here)s/migrations)",
+			loc);
+		goto out;
+	}
+	if (vloc) {
+		if (!split_locations(vloc, vsep, dirs, ndirs)) {
+			set_err(err, errlen,
+				"--alembic-ini: version_path_separator = %s: expected space, os, :, ; or "
+				"newline",
+				vsep);
+			goto out;
+		}
+		for (size_t i = 0; i < *ndirs; i++) {
+			if ((*dirs)[i][0] != '/') {
+				char *abs = xasprintf("%s/%s", here, (*dirs)[i]);
+				free((*dirs)[i]);
+				(*dirs)[i] = abs;
+			}
+		}
+	}
+	if (*ndirs == 0) {
+		*dirs = xrealloc(*dirs, sizeof **dirs);
+		(*dirs)[(*ndirs)++] = loc[0] == '/' ? xasprintf("%s/versions", loc)
+						    : xasprintf("%s/%s/versions", here, loc);
+	}
+	bool b = false;
+	*recursive = rec && config_parse_bool(rec, &b) && b;
+	ok = true;
+out:
+	free(loc);
+	free(vloc);
+	free(vsep);
+	free(rec);
+	if (!ok) {
+		for (size_t i = 0; i < *ndirs; i++)
+			free((*dirs)[i]);
+		free(*dirs);
+		*dirs = NULL;
+		*ndirs = 0;
+	}
+	return ok;
+}
+
 bool source_alembic_open(const struct config *cfg, struct source *src, char *err, size_t errlen)
 {
 	struct alembic_source *as = xcalloc(1, sizeof *as);
@@ -1012,70 +1129,11 @@ bool source_alembic_open(const struct config *cfg, struct source *src, char *err
 			text = xrealloc(text, cap *= 2);
 	text[len] = '\0';
 	fclose(f);
-	struct ini ini;
-	char perr[256];
-	bool parsed = alembic_ini_parse(text, &ini, perr, sizeof perr);
+	bool located = alembic_ini_locate(text, cfg->alembic_ini, as->ini_dir, &as->dirs, &as->ndirs,
+					  &as->recursive, err, errlen);
 	free(text);
-	if (!parsed) {
-		set_err(err, errlen, "--alembic-ini: %s: %s", cfg->alembic_ini, perr);
-		alembic_destroy(as);
-		return false;
-	}
-	char *loc = ini_get(&ini, "alembic", "script_location", as->ini_dir, 0);
-	char *vloc = ini_get(&ini, "alembic", "version_locations", as->ini_dir, 0);
-	char *vsep = ini_get(&ini, "alembic", "version_path_separator", as->ini_dir, 0);
-	char *rec = ini_get(&ini, "alembic", "recursive_version_locations", as->ini_dir, 0);
-	ini_free(&ini);
-	bool ok = false;
-	if (!loc) {
-		set_err(err, errlen, "--alembic-ini: %s has no script_location in its [alembic] section",
-			cfg->alembic_ini);
-		goto out;
-	}
-	struct stat st;
-	const char *colon = strchr(loc, ':');
-	if (colon && loc[0] != '/' && stat(loc, &st) != 0) {
-		set_err(err, errlen,
-			"--alembic-ini: script_location = %s is a package resource (package:path), "
-			"which is not supported; give a directory (e.g. %%(here)s/migrations)",
-			loc);
-		goto out;
-	}
-	char *base = loc[0] == '/' ? xstrdup(loc) : xasprintf("%s/%s", as->ini_dir, loc);
-	if (vloc) {
-		if (!split_locations(vloc, vsep, &as->dirs, &as->ndirs)) {
-			set_err(err, errlen,
-				"--alembic-ini: version_path_separator = %s: expected space, os, :, ; or "
-				"newline",
-				vsep);
-			free(base);
-			goto out;
-		}
-		for (size_t i = 0; i < as->ndirs; i++) {
-			if (as->dirs[i][0] != '/') {
-				char *abs = xasprintf("%s/%s", as->ini_dir, as->dirs[i]);
-				free(as->dirs[i]);
-				as->dirs[i] = abs;
-			}
-		}
-	}
-	if (as->ndirs == 0) {
-		as->dirs = xrealloc(as->dirs, sizeof *as->dirs);
-		as->dirs[as->ndirs++] = xasprintf("%s/versions", base);
-	}
-	free(base);
-	bool b = false;
-	as->recursive = rec && config_parse_bool(rec, &b) && b;
 	/* The tool: --migrate-cmd, else PYTHON -m alembic -c INI upgrade head. */
-	if (!source_cmd_open(cfg, &as->cmd, err, errlen))
-		goto out;
-	ok = true;
-out:
-	free(loc);
-	free(vloc);
-	free(vsep);
-	free(rec);
-	if (!ok) {
+	if (!located || !source_cmd_open(cfg, &as->cmd, err, errlen)) {
 		alembic_destroy(as);
 		return false;
 	}

@@ -107,13 +107,16 @@ bool source_sql_no_transaction(const char *text)
 	return *p == '\n' || *p == '\0';
 }
 
+/* A version as given to --baseline or --repair-failed: digits only, within 64 bits. */
 static bool parse_version(const char *s, uint64_t *v)
 {
 	char name[8];
 	char probe[64];
+	size_t n = strlen(s);
+	if (n == 0 || n >= 40 || strspn(s, "0123456789") != n)
+		return false;
 	snprintf(probe, sizeof probe, "%s_x.sql", s);
-	return strlen(s) < 40 && source_sql_parse_name(probe, v, name, sizeof name) == 1 &&
-	       probe[strlen(s)] == '_';
+	return source_sql_parse_name(probe, v, name, sizeof name) == 1;
 }
 
 /* ---- reading the directory ------------------------------------------------------------ */
@@ -154,11 +157,11 @@ static void sha256_hex(EVP_MD_CTX *ctx, const EVP_MD *md, const char *data, size
 	if (!EVP_DigestInit_ex(ctx, md, NULL) || !EVP_DigestUpdate(ctx, data, len) ||
 	    !EVP_DigestFinal_ex(ctx, digest, &n) || n != 32)
 		n = 0;
-	for (unsigned int i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++) {
 		out[2 * i] = hex[digest[i] >> 4];
 		out[2 * i + 1] = hex[digest[i] & 15];
 	}
-	out[2 * n] = '\0';
+	out[2 * (size_t)n] = '\0';
 }
 
 /* Reads a whole regular file relative to dirfd (caller frees). NULL with errno on failure;

@@ -6,6 +6,7 @@
 #include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,21 @@ void status_set(const char *state, const char *phase, long attempt, const char *
 	cJSON_free(text);
 }
 
+bool status_parse(const char *text, char *state, size_t statelen, long *pid)
+{
+	cJSON *o = cJSON_Parse(text);
+	const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "state");
+	const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "pid");
+	bool ok = cJSON_IsString(st);
+	snprintf(state, statelen, "%s", ok ? st->valuestring : "");
+	/* A process id, or none: a corrupt file's 1e300 or 4294967297 must not become a pid. */
+	bool is_pid = cJSON_IsNumber(p) && p->valuedouble >= 1 && p->valuedouble <= INT_MAX &&
+		      p->valuedouble == (double)(long)p->valuedouble;
+	*pid = is_pid ? (long)p->valuedouble : 0;
+	cJSON_Delete(o);
+	return ok;
+}
+
 int status_health(const char *path)
 {
 	char *text = read_secret_file(path);
@@ -80,18 +96,16 @@ int status_health(const char *path)
 		fprintf(stderr, "migrate-then-run --health: cannot read %s: %s\n", path, strerror(errno));
 		return 1;
 	}
-	cJSON *o = cJSON_Parse(text);
+	char state[256];
+	long pid;
+	bool has_state = status_parse(text, state, sizeof state, &pid);
 	free(text);
-	const cJSON *state = cJSON_GetObjectItemCaseSensitive(o, "state");
-	const cJSON *pid = cJSON_GetObjectItemCaseSensitive(o, "pid");
 	int code = 1;
-	if (cJSON_IsString(state) && strcmp(state->valuestring, STATUS_RUNNING) == 0 &&
-	    cJSON_IsNumber(pid) && pid->valuedouble >= 1 &&
-	    (kill((pid_t)pid->valuedouble, 0) == 0 || errno == EPERM))
+	if (has_state && strcmp(state, STATUS_RUNNING) == 0 && pid >= 1 &&
+	    (kill((pid_t)pid, 0) == 0 || errno == EPERM))
 		code = 0;
 	if (code)
 		fprintf(stderr, "migrate-then-run --health: %s\n",
-			cJSON_IsString(state) ? state->valuestring : "no state in the status file");
-	cJSON_Delete(o);
+			has_state ? state : "no state in the status file");
 	return code;
 }

@@ -59,15 +59,16 @@ static void test_parse(void)
 static void build(struct chain *c, const char *const *specs, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		char *copy = strdup(specs[i]);
-		char *id = strtok(copy, ":"), *parents = strtok(NULL, ":"), *file = strtok(NULL, ":");
+		char *copy = strdup(specs[i]), *save = NULL;
+		char *id = strtok_r(copy, ":", &save), *parents = strtok_r(NULL, ":", &save);
+		char *file = strtok_r(NULL, ":", &save);
 		struct rev r = {0};
 		r.id = strdup(id);
 		r.file = strdup(file);
 		r.line = 3;
 		r.down_line = 4;
 		if (strcmp(parents, "-") != 0) {
-			for (char *p = strtok(parents, ","); p; p = strtok(NULL, ",")) {
+			for (char *p = strtok_r(parents, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
 				r.down = realloc(r.down, (r.ndown + 1) * sizeof *r.down);
 				r.down[r.ndown++] = strdup(p);
 			}
@@ -125,8 +126,73 @@ static void test_graph(void)
 	chain_free(&c);
 }
 
+/* alembic.ini: where the revision files are, and values that never finish expanding. */
+static void test_ini(void)
+{
+	static const struct {
+		const char *text;
+		const char *dir0, *dir1; /* NULL dir0: refused, err holding dir1 */
+		bool recursive;
+	} cases[] = {
+		{"[alembic]\nscript_location = %(here)s/migrations\n", "/p/migrations/versions", NULL, false},
+		{"[alembic]\nscript_location = m\nversion_locations = %(here)s/a b\n", "/p/a", "/p/b", false},
+		{"[DEFAULT]\nbase = db\n[alembic]\nscript_location: %(base)s\nversion_path_separator = os\n"
+		 "version_locations = %(base)s/one:/abs/two\nrecursive_version_locations = true\n",
+		 "/p/db/one", "/abs/two", true},
+		{"[alembic]\nscript_location = m\nversion_path_separator = newline\nversion_locations =\n"
+		 "    one\n    two\n",
+		 "/p/one", "/p/two", false},
+		{"[loggers]\nkeys = root\n", NULL, "has no script_location", false},
+		{"[alembic]\nscript_location = m\nversion_locations = a\nversion_path_separator = tab\n", NULL,
+		 "version_path_separator = tab", false},
+		{"script_location = m\n", NULL, "inside a [section]", false},
+		/* A reference loop: ConfigParser refuses it; it once expanded ten times over. */
+		{"[alembic]\nscript_location = %(script_location)s/x\n", NULL, "script_location does not expand",
+		 false},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char **dirs = NULL, err[512] = "";
+		size_t n = 0;
+		bool rec = false;
+		bool ok = alembic_ini_locate(cases[i].text, "a.ini", "/p", &dirs, &n, &rec, err, sizeof err);
+		CHECK(ok == (cases[i].dir0 != NULL), "ini case %zu: ok=%d (%s)", i, ok, err);
+		if (ok && cases[i].dir0) {
+			CHECK(n == (cases[i].dir1 ? 2u : 1u), "ini case %zu: %zu dirs", i, n);
+			CHECK_STR(dirs[0], cases[i].dir0, "dir 0");
+			if (cases[i].dir1 && n > 1)
+				CHECK_STR(dirs[1], cases[i].dir1, "dir 1");
+			CHECK(rec == cases[i].recursive, "ini case %zu: recursive", i);
+		} else if (!ok && !cases[i].dir0) {
+			CHECK(strstr(err, cases[i].dir1) != NULL, "ini case %zu: '%s' lacks '%s'", i, err,
+			      cases[i].dir1);
+			CHECK(dirs == NULL && n == 0, "ini case %zu: nothing to free on failure", i);
+		}
+		for (size_t k = 0; k < n; k++)
+			free(dirs[k]);
+		free(dirs);
+	}
+
+	/* Each level names the next eight times: 8^10 copies if expanded, refused at once. */
+	char text[2048] = "[DEFAULT]\n";
+	for (int level = 0; level < 10; level++) {
+		size_t len = strlen(text);
+		len += (size_t)snprintf(text + len, sizeof text - len, "k%d = ", level);
+		for (int r = 0; r < 8; r++)
+			len += (size_t)snprintf(text + len, sizeof text - len, "%%(k%d)s", level + 1);
+		snprintf(text + len, sizeof text - len, "\n");
+	}
+	strcat(text, "k10 = x\n[alembic]\nscript_location = %(k0)s\n");
+	char **dirs = NULL, err[512] = "";
+	size_t n = 0;
+	bool rec;
+	CHECK(!alembic_ini_locate(text, "a.ini", "/p", &dirs, &n, &rec, err, sizeof err) &&
+		      strstr(err, "grow past 65536 bytes"),
+	      "exponential expansion: %s", err);
+}
+
 void test_alembic(void)
 {
 	test_parse();
 	test_graph();
+	test_ini();
 }

@@ -50,4 +50,13 @@ void test_log(void)
 	CHECK_STR(line, "2026-11-21T10:00:00.123Z info  wait.ready: database is ready attempts=2 db=\"a b\"",
 		  "text format");
 	free(line);
+
+	/* DEL and C1 controls (U+009B is CSI to some terminals) are shown, in fields too. */
+	line = log_format_line(LOG_FORMAT_TEXT, ts, LOG_INFO, "migrate.output",
+			       LOG_FIELDS(LF_S("line", "a\x7f b\xc2\x9b[2J"), LF_S("w", "x\x7f")),
+			       "m\x7f\xc2\x9b\xc2\xa0");
+	CHECK_STR(line, "2026-11-21T10:00:00.123Z info  migrate.output: m\\x7f\\u009b\xc2\xa0 "
+			"line=\"a\\x7f b\\u009b[2J\" w=x\\x7f",
+		  "controls shown");
+	free(line);
 }

@@ -1,9 +1,38 @@
 /* SQL migration file names, directives, error positions and the lock key. */
 #include "mtr/lock.h"
+#include "mtr/source.h"
 #include "mtr/source_sql.h"
 #include "unit.h"
 
 #include <inttypes.h>
+
+/* --baseline and --repair-failed: a version in digits, nothing else. */
+static void test_versions(void)
+{
+	static const struct {
+		const char *value;
+		bool ok;
+	} cases[] = {
+		{"0", true}, {"0003", true}, {"20250121093000", true}, {"18446744073709551615", true},
+		{"18446744073709551616", false}, {"", false}, {"1_2", false}, {"1_add.sql", false},
+		{"00_MIGRATE_CMD=x", false}, {"12abc", false}, {"-1", false}, {" 1", false},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct config cfg = {.history_table = "public.h", .baseline = (char *)cases[i].value};
+		struct source src;
+		char err[256] = "";
+		bool ok = source_sql_open(&cfg, &src, err, sizeof err);
+		CHECK(ok == cases[i].ok, "--baseline '%s': ok=%d (%s)", cases[i].value, ok, err);
+		if (ok)
+			src.destroy(src.self);
+		cfg.baseline = NULL;
+		cfg.repair_failed = (char *)cases[i].value;
+		ok = source_sql_open(&cfg, &src, err, sizeof err);
+		CHECK(ok == cases[i].ok, "--repair-failed '%s': ok=%d (%s)", cases[i].value, ok, err);
+		if (ok)
+			src.destroy(src.self);
+	}
+}
 
 void test_sql(void)
 {
@@ -65,4 +94,5 @@ void test_sql(void)
 	CHECK(lock_key("public.mtr_schema_history") != lock_key("app.mtr_schema_history"), "distinct");
 	CHECK(lock_key("") == (int64_t)0xcbf29ce484222325ULL, "FNV-1a offset basis");
 	CHECK(lock_key("a") == (int64_t)0xaf63dc4c8601ec8cULL, "FNV-1a of 'a'");
+	test_versions();
 }

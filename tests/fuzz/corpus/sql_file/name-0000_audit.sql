@@ -1,0 +1,2 @@
+0000_audit.sql
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);

@@ -1,0 +1,2 @@
+01_b.sql
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);

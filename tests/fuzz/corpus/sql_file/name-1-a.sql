@@ -1,0 +1,2 @@
+1-a.sql
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);

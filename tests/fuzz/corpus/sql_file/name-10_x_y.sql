@@ -1,0 +1,2 @@
+10_x_y.sql
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);

@@ -1,0 +1,2 @@
+18446744073709551615_max.sql
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);

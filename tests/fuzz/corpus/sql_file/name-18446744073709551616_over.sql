@@ -1,0 +1,2 @@
+18446744073709551616_over.sql
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);

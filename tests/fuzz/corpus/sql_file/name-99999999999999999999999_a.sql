@@ -1,0 +1,2 @@
+99999999999999999999999_a.sql
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);

@@ -1,0 +1,2 @@
+V1__flyway.sql
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);

@@ -1,0 +1,2 @@
+_1_a.sql
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);

@@ -1,0 +1,2 @@
+init.sql
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);
