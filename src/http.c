@@ -49,10 +49,16 @@ bool http_check_url(const char *url, char *err, size_t errlen)
 	return ok;
 }
 
+/* Where the authority starts: after "scheme://" at the very start, else at the start. */
+static const char *authority(const char *url)
+{
+	size_t n = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-");
+	return n > 0 && strncmp(url + n, "://", 3) == 0 ? url + n + 3 : url;
+}
+
 char *http_url_public(const char *url, bool hide_path)
 {
-	const char *sep = strstr(url, "://");
-	const char *auth = sep ? sep + 3 : url;
+	const char *auth = authority(url);
 	size_t alen = strcspn(auth, "/?#");
 	/* user-info ends at the last '@' of the authority */
 	const char *host = auth;
@@ -73,8 +79,7 @@ void http_register_secrets(const char *url, bool hide_path)
 	char *pw = redact_url_password(url);
 	log_add_secret(pw);
 	free(pw);
-	const char *sep = strstr(url, "://");
-	const char *auth = sep ? sep + 3 : url;
+	const char *auth = authority(url);
 	const char *path = auth + strcspn(auth, "/?#");
 	const char *query = strchr(path, '?');
 	if (query && query[1])

@@ -1,8 +1,10 @@
 /* Fuzz target: hiding passwords. The input is a text (a database URL, a conninfo string, a
  * line of a tool's output), then NUL-separated known secrets. No known secret may survive
  * redaction; the URL's password and a malformed URL's masked error are taken apart; a JSON
- * log line must stay valid JSON and a text one must carry no control character. */
+ * log line must stay valid JSON and a text one must carry no control character. An HTTP URL as
+ * logs show it never carries its query string (a presigned URL's credential). */
 #include "fuzz.h"
+#include "mtr/http.h"
 #include "mtr/log.h"
 #include "mtr/pg.h"
 #include "mtr/redact.h"
@@ -33,6 +35,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	char *pw = redact_url_password(text);
 	free(pw);
+
+	char why[256];
+	(void)http_check_url(text, why, sizeof why);
+	const char *q = strchr(text, '?');
+	for (int hide = 0; hide < 2; hide++) {
+		char *pub = http_url_public(text, hide);
+		size_t qlen = q ? strcspn(q, "#") : 0;
+		if (q && qlen > 1 && !memchr(q, '*', qlen) && memmem(pub, strlen(pub), q, qlen)) {
+			fprintf(stderr, "the query string survives in '%s'\n", pub);
+			abort();
+		}
+		free(pub);
+	}
 
 	struct pg_target t = {.url = text, .password = NULL};
 	struct pg_error err;

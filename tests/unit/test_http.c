@@ -26,6 +26,9 @@ static void test_public(void)
 		{"https://h.example/hook?token=1", true, "https://h.example/***?***"},
 		{"http://127.0.0.1:9/healthz", false, "http://127.0.0.1:9/healthz"},
 		{"http://h/a#frag", false, "http://h/a"}, /* a fragment is never sent */
+		/* "scheme://" only counts at the start (found by fuzzing) */
+		{"?password=abc postgresql://x", false, "?***"},
+		{"h/p?q=1 then http://x", false, "h/p?***"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		char *got = http_url_public(cases[i].in, cases[i].hide_path);
