@@ -24,6 +24,33 @@ def binary():
     return os.environ.get("MTR_BIN", str(ROOT / "build" / "migrate-then-run"))
 
 
+# `make test SANITIZE=…` sets this: the directory where every sanitizer report lands.
+SANITIZER_REPORTS = os.environ.get("MTR_SANITIZER_REPORTS")
+# For a test whose figures an instrumented binary cannot meet (memory footprint, tight timing).
+skip_if_sanitized = pytest.mark.skipif(bool(SANITIZER_REPORTS),
+                                       reason="sanitizer build: figures do not apply")
+
+
+@pytest.fixture(autouse=True)
+def _sanitizer_reports():
+    """Fails the test during which any process wrote a sanitizer report (the Makefile checks the
+    directory again at the end, for reports written between tests)."""
+    if not SANITIZER_REPORTS:
+        yield
+        return
+    d = pathlib.Path(SANITIZER_REPORTS)
+
+    def reports():  # by name, size and time: a process at PID 1 of a namespace reuses "asan.1"
+        return {(f, f.stat().st_size, f.stat().st_mtime_ns) for f in d.iterdir()} if d.is_dir() else set()
+
+    before = reports()
+    yield
+    new = sorted({f for f, _, _ in reports() - before})
+    if new:
+        pytest.fail("sanitizer reports:\n" + "\n".join(
+            f"=== {f}\n{f.read_text(errors='replace')[:4000]}" for f in new), pytrace=False)
+
+
 def scratch_dir(prefix):
     """A temp dir the postgres OS user can traverse (the cluster runs as postgres when root)."""
     d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")

@@ -1,0 +1,18 @@
+# Hygiene beyond `make test`: sanitizer reports of `make test SANITIZE=address,undefined`.
+# Included by the Makefile, whose BUILD, BIN, PYTEST and SANITIZE it uses.
+
+# With SANITIZE, every process of the run (the tool, its forked children before their exec, the
+# supervisor it re-execs into, the unit tests) writes its reports to SAN_REPORTS/<kind>.<pid>
+# instead of stderr, where a test may not look; the directory must stay empty. Leak checking is
+# on, and the first report ends the process.
+ifneq ($(SANITIZE),)
+SAN_REPORTS := $(abspath $(BUILD))/reports
+SAN_ENV     := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:strict_string_checks=1:check_initialization_order=1:detect_stack_use_after_return=1:log_path=$(SAN_REPORTS)/asan \
+               UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(SAN_REPORTS)/ubsan \
+               LSAN_OPTIONS=log_path=$(SAN_REPORTS)/lsan \
+               MTR_SANITIZER_REPORTS=$(SAN_REPORTS)
+SAN_START   := @rm -rf $(SAN_REPORTS) && mkdir -p $(SAN_REPORTS)
+# After a failing step: show the reports that explain it.
+SAN_REPORT  := || { scripts/sanitizer-reports.sh $(SAN_REPORTS); exit 1; }
+SAN_CHECK   := @scripts/sanitizer-reports.sh $(SAN_REPORTS)
+endif
