@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and the tests need, when some are missing (root only).
-#   scripts/deps.sh          install what is missing (or say what is, when not root)
-#   scripts/deps.sh --list   print the package list
+#   scripts/deps.sh [GROUP...]          install what is missing (or say what is, when not root)
+#   scripts/deps.sh --list [GROUP...]   print the package list
+# A GROUP adds the packages of one extra target: valgrind (make test-valgrind).
 set -euo pipefail
 
 PACKAGES=(
@@ -11,8 +12,22 @@ PACKAGES=(
     python3 python3-pytest python3-alembic python3-psycopg2 python3-yaml
     util-linux tini openssl
 )
+declare -A GROUP_PACKAGES=(
+    [valgrind]="valgrind"
+)
 
+list=false
 if [ "${1:-}" = "--list" ]; then
+    list=true
+    shift
+fi
+for group in "$@"; do
+    [ -n "${GROUP_PACKAGES[$group]+set}" ] || { echo "deps: unknown group '$group' (known: ${!GROUP_PACKAGES[*]})" >&2; exit 2; }
+    # shellcheck disable=SC2206  # one package per word
+    PACKAGES+=(${GROUP_PACKAGES[$group]})
+done
+
+if $list; then
     printf '%s\n' "${PACKAGES[@]}"
     exit 0
 fi
