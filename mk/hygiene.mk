@@ -1,5 +1,6 @@
-# Hygiene beyond `make test`: sanitizer reports of `make test SANITIZE=address,undefined`.
-# Included by the Makefile, whose BUILD, BIN, PYTEST and SANITIZE it uses.
+# Hygiene beyond `make test`: sanitizer reports of `make test SANITIZE=address,undefined` and
+# Valgrind (`make test-valgrind`). Included by the Makefile, whose BUILD, BIN, PYTEST and
+# SANITIZE it uses.
 
 # With SANITIZE, every process of the run (the tool, its forked children before their exec, the
 # supervisor it re-execs into, the unit tests) writes its reports to SAN_REPORTS/<kind>.<pid>
@@ -16,3 +17,16 @@ SAN_START   := @rm -rf $(SAN_REPORTS) && mkdir -p $(SAN_REPORTS)
 SAN_REPORT  := || { scripts/sanitizer-reports.sh $(SAN_REPORTS); exit 1; }
 SAN_CHECK   := @scripts/sanitizer-reports.sh $(SAN_REPORTS)
 endif
+
+.PHONY: test-valgrind
+
+# Memcheck on the pipeline (wait → SQL migrate → backup → exec, and bad SQL) and on the
+# supervisor through 1,000 signals, then the supervisor's memory over 2 × 1,000 signals, of
+# this build and of build/static/ once made (tests/e2e/test_valgrind.py); installs valgrind
+# when missing. Prints the figures.
+test-valgrind:
+	$(if $(SANITIZE),$(error test-valgrind checks the plain build: run it without SANITIZE))
+	@scripts/deps.sh valgrind
+	$(MAKE) --no-print-directory all
+	MTR_VALGRIND=1 MTR_BIN=$(abspath $(BIN)) PYTHONDONTWRITEBYTECODE=1 \
+	    $(PYTEST) -q -s -p no:cacheprovider tests/e2e/test_valgrind.py
