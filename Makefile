@@ -42,7 +42,7 @@ all: $(BIN)
 
 # make static / make test-static: a fully static musl binary (see mk/static.mk).
 -include mk/static.mk
-# Sanitizer reports of `make test SANITIZE=…`, make test-valgrind (see mk/hygiene.mk).
+# make test SANITIZE=…, make test-valgrind, make test-secrets (see mk/hygiene.mk).
 -include mk/hygiene.mk
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/mtr/*.h) Makefile VERSION

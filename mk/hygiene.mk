@@ -1,6 +1,6 @@
-# Hygiene beyond `make test`: sanitizer reports of `make test SANITIZE=address,undefined` and
-# Valgrind (`make test-valgrind`). Included by the Makefile, whose BUILD, BIN, PYTEST and
-# SANITIZE it uses.
+# Hygiene beyond `make test`: sanitizer reports of `make test SANITIZE=address,undefined`,
+# Valgrind (`make test-valgrind`) and the secret audit (`make test-secrets`). Included by the
+# Makefile, whose BUILD, BIN, PYTEST and SANITIZE it uses.
 
 # With SANITIZE, every process of the run (the tool, its forked children before their exec, the
 # supervisor it re-execs into, the unit tests) writes its reports to SAN_REPORTS/<kind>.<pid>
@@ -18,7 +18,7 @@ SAN_REPORT  := || { scripts/sanitizer-reports.sh $(SAN_REPORTS); exit 1; }
 SAN_CHECK   := @scripts/sanitizer-reports.sh $(SAN_REPORTS)
 endif
 
-.PHONY: test-valgrind
+.PHONY: test-valgrind test-secrets
 
 # Memcheck on the pipeline (wait → SQL migrate → backup → exec, and bad SQL) and on the
 # supervisor through 1,000 signals, then the supervisor's memory over 2 × 1,000 signals, of
@@ -30,3 +30,10 @@ test-valgrind:
 	$(MAKE) --no-print-directory all
 	MTR_VALGRIND=1 MTR_BIN=$(abspath $(BIN)) PYTHONDONTWRITEBYTECODE=1 \
 	    $(PYTEST) -q -s -p no:cacheprovider tests/e2e/test_valgrind.py
+
+# The whole end-to-end suite once more, with every byte the tool writes searched for the
+# password (tests/e2e/secret_audit.py); fails on any hit and says where it was.
+test-secrets: deps
+	$(MAKE) --no-print-directory all
+	MTR_SECRET_AUDIT=1 MTR_BIN=$(abspath $(BIN)) PYTHONDONTWRITEBYTECODE=1 \
+	    $(PYTEST) -q -p no:cacheprovider tests/e2e
