@@ -1,9 +1,14 @@
 """The secret audit's own machinery (secret_audit.py), on a stand-in for the tool: a hit in output
-or in a child's argv is found, and what the test itself passed on is not counted."""
+or in a child's argv is found, and what the test itself passed on is not counted. Runs with the
+audit (make test-secrets), which it vouches for."""
 import subprocess
 import time
 
-from secret_audit import Audit, ToolRun
+import pytest
+
+from secret_audit import ENABLED, Audit, ToolRun
+
+pytestmark = pytest.mark.skipif(not ENABLED, reason="run by make test-secrets (MTR_SECRET_AUDIT=1)")
 
 SECRET = "Self-test-4d1e-secret"  # not the suite's password: the real audit must not see it
 
