@@ -20,8 +20,14 @@ LDLIBS    += $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 
 ifneq ($(SANITIZE),)
 BUILD     := build/san
-CFLAGS    += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1 -U_FORTIFY_SOURCE -Wno-format-truncation
+# -fno-sanitize-recover: an undefined-behaviour report ends the process, as an ASan report does.
+CFLAGS    += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer -O1 \
+             -U_FORTIFY_SOURCE -Wno-format-truncation
 LDFLAGS   += -fsanitize=$(SANITIZE)
+# GCC's shared libubsan beside libasan ignores UBSAN_OPTIONS=log_path: link the runtimes in.
+ifeq ($(shell $(CC) -dM -E -x c /dev/null 2>/dev/null | grep -c __clang__),0)
+LDFLAGS   += -static-libasan -static-libubsan
+endif
 endif
 
 SRCS      := $(wildcard src/*.c)
@@ -40,6 +46,8 @@ all: $(BIN)
 -include mk/fuzz.mk
 # make lint: cppcheck and clang-tidy (see mk/lint.mk and .clang-tidy).
 -include mk/lint.mk
+# make test SANITIZE=…, make test-valgrind, make test-secrets (see mk/hygiene.mk).
+-include mk/hygiene.mk
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/mtr/*.h) Makefile VERSION
 	@mkdir -p $(dir $@)
@@ -69,10 +77,14 @@ e2e: $(BIN)
 	MTR_BIN=$(abspath $(BIN)) $(PYTEST) -q tests/e2e
 
 # Every test: unit tests, then end-to-end tests against a real PostgreSQL; ends with pytest's summary.
+# With SANITIZE, every sanitizer report of any process (children and the re-exec'd supervisor
+# too) lands in build/san/reports/, which must stay empty (mk/hygiene.mk).
 test: deps
 	$(MAKE) --no-print-directory all $(UNIT_BIN)
-	$(UNIT_BIN)
-	MTR_BIN=$(abspath $(BIN)) PYTHONDONTWRITEBYTECODE=1 $(PYTEST) -q -p no:cacheprovider tests/e2e
+	$(SAN_START)
+	$(SAN_ENV) $(UNIT_BIN) $(SAN_REPORT)
+	$(SAN_ENV) MTR_BIN=$(abspath $(BIN)) PYTHONDONTWRITEBYTECODE=1 $(PYTEST) -q -p no:cacheprovider tests/e2e $(SAN_REPORT)
+	$(SAN_CHECK)
 
 demo: deps
 	$(MAKE) --no-print-directory all

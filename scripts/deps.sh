@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and the tests need, when some are missing (root only).
-#   scripts/deps.sh                 install what is missing (or say what is, when not root)
-#   scripts/deps.sh --list          print the package list
-#   scripts/deps.sh [--list] bench  the same, with what `make bench` needs besides
-#   scripts/deps.sh [--list] GROUP  the same for an optional group instead: fuzz (make fuzz),
-#                                   lint (make lint)
+#   scripts/deps.sh [GROUP...]          install what is missing (or say what is, when not root)
+#   scripts/deps.sh --list [GROUP...]   print the package list
+# A GROUP adds the packages of one extra target: bench (make bench), fuzz (make fuzz),
+# lint (make lint), valgrind (make test-valgrind).
 set -euo pipefail
 
 PACKAGES=(
@@ -14,26 +13,24 @@ PACKAGES=(
     python3 python3-pytest python3-alembic python3-psycopg2 python3-yaml
     util-linux tini openssl nginx-light
 )
-# make bench: the chart, the supervisor peers besides tini, curl for the upload peer.
-BENCH_PACKAGES=(gnuplot-nox dumb-init curl)
-
-# The optional groups: the build libraries (headers for the compilers and analyzers) and their tools.
-BUILD_LIBS=(make pkg-config libc6-dev libpq-dev libcurl4-openssl-dev libcjson-dev libssl-dev)
-FUZZ_PACKAGES=("${BUILD_LIBS[@]}" clang libclang-rt-14-dev llvm-14)
-LINT_PACKAGES=("${BUILD_LIBS[@]}" cppcheck clang-tidy)
+declare -A GROUP_PACKAGES=(
+    # the chart, the supervisor peers besides tini, curl for the upload peer
+    [bench]="gnuplot-nox dumb-init curl"
+    [fuzz]="clang libclang-rt-14-dev llvm-14"
+    [lint]="cppcheck clang-tidy"
+    [valgrind]="valgrind"
+)
 
 list=false
 if [ "${1:-}" = "--list" ]; then
     list=true
     shift
 fi
-case "${1:-}" in
-    "") ;;
-    bench) PACKAGES+=("${BENCH_PACKAGES[@]}") ;;
-    fuzz) PACKAGES=("${FUZZ_PACKAGES[@]}") ;;
-    lint) PACKAGES=("${LINT_PACKAGES[@]}") ;;
-    *) echo "deps: unknown group '$1' (expected bench, fuzz or lint)" >&2; exit 64 ;;
-esac
+for group in "$@"; do
+    [ -n "${GROUP_PACKAGES[$group]+set}" ] || { echo "deps: unknown group '$group' (known: ${!GROUP_PACKAGES[*]})" >&2; exit 2; }
+    # shellcheck disable=SC2206  # one package per word
+    PACKAGES+=(${GROUP_PACKAGES[$group]})
+done
 
 if $list; then
     printf '%s\n' "${PACKAGES[@]}"

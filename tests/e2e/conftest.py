@@ -10,6 +10,8 @@ import tempfile
 
 import pytest
 
+import secret_audit
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PGTMP = ROOT / "scripts" / "pgtmp.sh"
 EXAMPLE_INI = ROOT / "docker" / "example" / "alembic.ini"
@@ -22,6 +24,79 @@ PASSWORD = "Pw-e2e-7f3b9c-secret"
 
 def binary():
     return os.environ.get("MTR_BIN", str(ROOT / "build" / "migrate-then-run"))
+
+
+# `make test SANITIZE=…` sets this: the directory where every sanitizer report lands.
+SANITIZER_REPORTS = os.environ.get("MTR_SANITIZER_REPORTS")
+# For a test whose figures an instrumented binary cannot meet (memory footprint, tight timing).
+skip_if_sanitized = pytest.mark.skipif(bool(SANITIZER_REPORTS),
+                                       reason="sanitizer build: figures do not apply")
+
+
+# `make test-secrets` (MTR_SECRET_AUDIT=1): every byte the tool writes is searched for the
+# password; see secret_audit.py for what is searched and what is not counted.
+AUDIT = None
+
+
+def audit(label, data):
+    """Submits bytes the tool sent somewhere the harness cannot see by itself (a webhook
+    payload, an upload) to the secret audit; does nothing outside `make test-secrets`."""
+    if AUDIT:
+        AUDIT.scan("submitted", label, data)
+
+
+def pytest_configure(config):
+    global AUDIT
+    config.addinivalue_line("markers", "secret_audit_exempt(stream, reason): the secret audit "
+                            "does not count the password in this stream (only stdout: the app's)")
+    if secret_audit.ENABLED and AUDIT is None:
+        AUDIT = secret_audit.install(PASSWORD, binary)
+
+
+def pytest_sessionfinish(session):
+    if AUDIT:
+        AUDIT.stop_sampling()
+        if AUDIT.hits:
+            session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if AUDIT:
+        for line in AUDIT.summary():
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(autouse=True)
+def _secret_audit(request):
+    if not AUDIT:
+        yield
+        return
+    AUDIT.test = request.node.nodeid
+    yield
+    exempt = request.node.get_closest_marker("secret_audit_exempt")
+    if exempt:
+        assert exempt.args[0] == "stdout", "only the app's stdout can be exempt"
+    AUDIT.finish_test(exempt_stdout=exempt.kwargs["reason"] if exempt else None)
+
+
+@pytest.fixture(autouse=True)
+def _sanitizer_reports():
+    """Fails the test during which any process wrote a sanitizer report (the Makefile checks the
+    directory again at the end, for reports written between tests)."""
+    if not SANITIZER_REPORTS:
+        yield
+        return
+    d = pathlib.Path(SANITIZER_REPORTS)
+
+    def reports():  # by name, size and time: a process at PID 1 of a namespace reuses "asan.1"
+        return {(f, f.stat().st_size, f.stat().st_mtime_ns) for f in d.iterdir()} if d.is_dir() else set()
+
+    before = reports()
+    yield
+    new = sorted({f for f, _, _ in reports() - before})
+    if new:
+        pytest.fail("sanitizer reports:\n" + "\n".join(
+            f"=== {f}\n{f.read_text(errors='replace')[:4000]}" for f in new), pytrace=False)
 
 
 def scratch_dir(prefix):
@@ -50,6 +125,8 @@ class Cluster:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def destroy(self):
+        if AUDIT:
+            AUDIT.scan_cluster(self)
         subprocess.run([str(PGTMP), "down", str(self.dir)], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(self.base, ignore_errors=True)
