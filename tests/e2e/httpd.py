@@ -10,6 +10,8 @@ import tempfile
 import threading
 import time
 
+from conftest import audit
+
 NGINX = "/usr/sbin/nginx"
 
 
@@ -68,6 +70,9 @@ http {{
         return (self.base / "access.log").read_text()
 
     def stop(self):
+        for f in self.root.rglob("*"):  # what the tool uploaded, for the secret audit
+            if f.is_file():
+                audit(f"upload {f.name}", f.read_bytes())
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
@@ -128,6 +133,9 @@ class Recorder:
                     body = self.body()
                 except (ValueError, OSError):
                     body = None  # cut off: the client gave up
+                # what the tool sent, for the secret audit: path (query), headers, body
+                audit(f"http {self.command} {self.path}",
+                      self.path.encode() + str(self.headers).encode() + (body or b""))
                 with outer.lock:
                     outer.requests.append({"method": self.command, "path": self.path,
                                            "headers": dict(self.headers), "body": body,
