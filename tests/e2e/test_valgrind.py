@@ -253,3 +253,38 @@ def test_supervisor_does_not_grow(pg, db, tmp_path, build):
     assert cold["VmData"] == first["VmData"] == second["VmData"], (cold, first, second)
     assert second["VmRSS"] - first["VmRSS"] <= GROWTH_LIMIT_KB, (cold, first, second)
     assert second["VmHWM"] - first["VmHWM"] <= GROWTH_LIMIT_KB, (cold, first, second)
+
+
+def test_http_paths_upload_webhooks_wait_http(pg, db, tmp_path):
+    """libcurl in every role: --wait-http, the backup streamed by its thread to nginx, a
+    webhook on success, then one retried on a failure."""
+    from httpd import Nginx, Recorder
+    nginx, hook, dep = Nginx(), Recorder(statuses=(200,)), Recorder(statuses=(503, 200))
+    try:
+        mig = write(tmp_path / "m", GOOD)
+        env = clean_env(DATABASE_URL=pg.url(db), MTR_BACKUP="required")
+        http = ["--wait-http", dep.url("ready"), "--notify-url", hook.url("h"), "--notify-on", "success,failure",
+                "--backup-upload-url", nginx.url("up/"), "--backup-dir", str(tmp_path / "b"), "--migrate-only"]
+        logs = tmp_path / "vg"
+        logs.mkdir()
+        p = subprocess.Popen([*memcheck(logs), binary(), "--sql-dir", str(mig), *http], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+        assert '"streamed":true' in err and '"notify.sent"' in err and '"wait.http.ready"' in err, err
+        assert len(list((nginx.root / "up").glob("*.dump"))) == 1
+        assert_clean(logs, p.pid, "--wait-http, streamed upload, webhook on success")
+
+        write(mig, {"3_bad.sql": "CREATE TABLE bad (x int;\n"})
+        logs2 = tmp_path / "vg2"
+        logs2.mkdir()
+        p = subprocess.Popen([*memcheck(logs2), binary(), "--sql-dir", str(mig), *http], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 70, err
+        assert '"notify.sent"' in err, err
+        assert_clean(logs2, p.pid, "failed migration reported to a webhook")
+    finally:
+        nginx.stop()
+        hook.stop()
+        dep.stop()
