@@ -136,12 +136,13 @@ struct stream {
 	int in;                 /* the pipe's read end */
 	int out;                /* the local file, or -1 */
 	const char *url;
-	volatile int abort;     /* pg_dump failed, or a stop signal: abandon the request */
+	int abort;              /* pg_dump failed, or a stop signal: abandon the request (atomic) */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int verdict;            /* 0: not yet; 1: complete and verified; -1: abandon */
 	bool at_end;            /* everything pg_dump wrote has been read */
 	bool done;              /* the thread is about to return */
+	bool gave_up;           /* the upload failed with no local copy: the pipe was closed */
 	long long bytes;
 	int write_errno;
 	bool uploaded;
@@ -185,7 +186,7 @@ static ssize_t stream_take(struct stream *s, char *buf, size_t size)
 static size_t stream_read(char *buf, size_t size, void *ctx)
 {
 	struct stream *s = ctx;
-	if (s->abort)
+	if (__atomic_load_n(&s->abort, __ATOMIC_ACQUIRE))
 		return HTTP_READ_ABORT;
 	ssize_t n = stream_take(s, buf, size);
 	if (n > 0)
@@ -205,6 +206,17 @@ static void *stream_main(void *arg)
 {
 	struct stream *s = arg;
 	s->uploaded = http_put(s->url, stream_read, s, -1, &s->abort, -1, &s->http);
+	if (!s->uploaded && s->out < 0) {
+		/* Nothing is kept locally: end pg_dump (SIGPIPE) rather than dump into nothing. */
+		pthread_mutex_lock(&s->mu);
+		if (!s->at_end) {
+			close(s->in);
+			s->in = -1;
+			s->gave_up = s->at_end = true;
+			pthread_cond_broadcast(&s->cv);
+		}
+		pthread_mutex_unlock(&s->mu);
+	}
 	/* The request ended early: the local copy still gets the whole dump (and pg_dump is not
 	 * left blocked on a full pipe). */
 	char buf[65536];
@@ -239,7 +251,10 @@ static bool stream_wait(struct stream *s, const bool *flag, int stop_fd)
 		pthread_cond_timedwait(&s->cv, &s->mu, &ts);
 		struct pollfd pfd = {stop_fd, POLLIN, 0};
 		if (stop_fd >= 0 && poll(&pfd, 1, 0) == 1)
-			s->abort = stopped = true;
+		{
+			__atomic_store_n(&s->abort, 1, __ATOMIC_RELEASE);
+			stopped = true;
+		}
 	}
 	pthread_mutex_unlock(&s->mu);
 	return stopped;
@@ -274,14 +289,6 @@ static bool upload_pause(struct backoff *b, const char *err, const char *next,
 		r->code = MTR_EXIT_SIGNAL_BASE + sig;
 	}
 	return sig == 0;
-}
-
-/* A presigned S3 or GCS URL: such a PUT must state its length, so it cannot stream. */
-static bool needs_length(const char *url)
-{
-	const char *q = strchr(url, '?');
-	return q && (strstr(q, "X-Amz-Signature=") || strstr(q, "X-Goog-Signature=") ||
-		     strstr(q, "Signature="));
 }
 
 /* The upload's URL: one ending in '/' (before any query) names a directory: add the name. */
@@ -428,7 +435,7 @@ int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, cons
 		free(pub);
 	}
 	/* Streams while pg_dump writes, unless the server must know the length first. */
-	bool stream = url && !(o->dir && needs_length(url));
+	bool stream = url && !(o->dir && http_needs_length(url));
 	unsigned max_attempts = 4; /* of the upload: the first and 3 retries */
 	struct backoff b;
 	backoff_init(&b, 500, 8000, (uint64_t)getpid() ^ (uint64_t)now_ms());
@@ -478,7 +485,7 @@ int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, cons
 		if (threaded) {
 			close(pipefd[1]);
 			if (!dumped)
-				st_.abort = 1;
+				__atomic_store_n(&st_.abort, 1, __ATOMIC_RELEASE);
 			if (stream_wait(&st_, &st_.at_end, stop_fd) && !pr.stop_signal) {
 				/* a stop signal arrived after pg_dump ended: take it now */
 				pr.stop_signal = signals_stop_read(stop_fd);
@@ -526,7 +533,8 @@ int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, cons
 			if (stream_wait(&st_, &st_.done, stop_fd) && !pr.stop_signal)
 				pr.stop_signal = signals_stop_read(stop_fd);
 			pthread_join(thread, NULL);
-			close(pipefd[0]);
+			if (st_.in >= 0)
+				close(pipefd[0]);
 			pthread_mutex_destroy(&st_.mu);
 			pthread_cond_destroy(&st_.cv);
 		}
@@ -537,6 +545,19 @@ int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, cons
 		}
 		if (!ran) {
 			fail(r, MTR_EXIT_BACKUP, "cannot run %s: %s", o->pg_dump, pr.err);
+			goto out;
+		}
+		if (threaded && st_.gave_up) { /* the upload failed first, and pg_dump was ended */
+			if (r->upload_attempts < max_attempts && http_retryable(&st_.http)) {
+				if (!upload_pause(&b, st_.http.err, "dumping and uploading again", sigs, r))
+					goto out;
+				continue;
+			}
+			fail(r, MTR_EXIT_BACKUP, "the upload failed after %u attempt%s: %s%s", r->upload_attempts,
+			     r->upload_attempts == 1 ? "" : "s", st_.http.err,
+			     st_.http.status == 411 || st_.http.status == 501
+				     ? " (the server wants the length first: set --backup-dir so that the file "
+				       "is uploaded after the dump)" : "");
 			goto out;
 		}
 		if (!dumped) {
@@ -575,8 +596,19 @@ int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, cons
 	if (url && !(stream && st_.uploaded)) {
 		struct http_result hr = st_.http;
 		bool ok = false;
+		/* A server that refused the chunked stream for want of a length gets the file, once. */
+		bool wants_length = stream && final && (hr.status == 411 || hr.status == 501);
+		if (wants_length && r->upload_attempts >= max_attempts)
+			max_attempts = r->upload_attempts + 1;
 		while (!ok && final && r->upload_attempts < max_attempts) {
-			if (r->upload_attempts > 0) {
+			if (wants_length) {
+				wants_length = false;
+				log_event(LOG_WARN, "backup.upload.retry",
+					  LOG_FIELDS(LF_I("attempt", r->upload_attempts), LF_S("error", hr.err),
+						     LF_I("delay_ms", 0)),
+					  "the server refused the streamed upload (%s); sending %s with its length",
+					  hr.err, final);
+			} else if (r->upload_attempts > 0) {
 				if (!http_retryable(&hr))
 					break;
 				if (!upload_pause(&b, hr.err, "sending the file again", sigs, r))
@@ -588,7 +620,11 @@ int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, cons
 				goto out;
 			}
 			struct stat st;
-			fstat(fr.fd, &st);
+			if (fstat(fr.fd, &st) != 0) {
+				fail(r, MTR_EXIT_BACKUP, "cannot read %s to upload it: %s", final, strerror(errno));
+				close(fr.fd);
+				goto out;
+			}
 			r->upload_attempts++;
 			ok = http_put(url, file_read, &fr, (long long)st.st_size, NULL, stop_fd, &hr);
 			close(fr.fd);
@@ -599,7 +635,7 @@ int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, cons
 			}
 		}
 		if (!ok) {
-			bool chunked = stream && (hr.status == 411 || hr.status == 501);
+			bool chunked = stream && !final && (hr.status == 411 || hr.status == 501);
 			fail(r, MTR_EXIT_BACKUP, "the upload failed after %u attempt%s: %s%s%s", r->upload_attempts,
 			     r->upload_attempts == 1 ? "" : "s", hr.err,
 			     chunked ? " (the server wants the length first: set --backup-dir so that the "

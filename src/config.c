@@ -456,6 +456,12 @@ static bool check_combination(struct config *cfg, char *err, size_t errlen)
 		set_err(err, errlen, "--backup-upload-url: expected backups on, got --backup=off (drop one of the two)");
 		return false;
 	}
+	if (cfg->backup_dir && strcmp(cfg->backup_dir, BACKUP_DIR_NONE) == 0 && cfg->backup_upload_url &&
+	    http_needs_length(cfg->backup_upload_url)) {
+		set_err(err, errlen, "--backup-dir none: a presigned S3/GCS URL needs the dump's length before "
+			"the upload, so the dump must be kept locally first: give --backup-dir a directory");
+		return false;
+	}
 	if (cfg->backup_dir && strcmp(cfg->backup_dir, BACKUP_DIR_NONE) == 0 && !cfg->backup_upload_url &&
 	    cfg->backup_mode != BACKUP_OFF) {
 		set_err(err, errlen, "--backup-dir none: expected --backup-upload-url (else the backup "

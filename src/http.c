@@ -58,20 +58,40 @@ static const char *authority(const char *url)
 
 char *http_url_public(const char *url, bool hide_path)
 {
-	const char *auth = authority(url);
-	size_t alen = strcspn(auth, "/?#");
-	/* user-info ends at the last '@' of the authority */
-	const char *host = auth;
-	for (const char *p = auth; p < auth + alen; p++)
-		if (*p == '@')
-			host = p + 1;
-	const char *path = auth + alen;
-	size_t plen = strcspn(path, "?#");
-	bool query = path[plen] == '?';
-	bool path_hidden = hide_path && plen > 1;
-	return xasprintf("%.*s%s%.*s%.*s%s%s", (int)(auth - url), url, host != auth ? REDACTED "@" : "",
-			 (int)(auth + alen - host), host, path_hidden ? 0 : (int)plen, path,
-			 path_hidden ? "/" REDACTED : "", query ? "?" REDACTED : "");
+	/* What libcurl will connect to, as it parses it: a hand-made split could leave part of a
+	 * password with an unencoded '/', '?' or '#' in the "host". */
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *user = NULL, *query = NULL;
+	char *out;
+	if (!u || curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+		/* not a URL: nothing of it past a scheme is safe to show */
+		const char *auth = authority(url);
+		out = xasprintf("%.*s" REDACTED, (int)(auth - url), url);
+	} else {
+		curl_url_get(u, CURLUPART_PORT, &port, 0);
+		curl_url_get(u, CURLUPART_PATH, &path, 0);
+		curl_url_get(u, CURLUPART_QUERY, &query, 0);
+		bool userinfo = curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK;
+		if (!userinfo) {
+			char *pw = NULL;
+			userinfo = curl_url_get(u, CURLUPART_PASSWORD, &pw, 0) == CURLUE_OK;
+			curl_free(pw);
+		}
+		bool path_hidden = hide_path && path && strlen(path) > 1;
+		out = xasprintf("%s://%s%s%s%s%s%s", scheme, userinfo ? REDACTED "@" : "", host, port ? ":" : "",
+				port ? port : "", path_hidden ? "/" REDACTED : path ? path : "/",
+				query ? "?" REDACTED : "");
+	}
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_free(path);
+	curl_free(user);
+	curl_free(query);
+	curl_url_cleanup(u);
+	return out;
 }
 
 void http_register_secrets(const char *url, bool hide_path)
@@ -82,8 +102,22 @@ void http_register_secrets(const char *url, bool hide_path)
 	const char *auth = authority(url);
 	const char *path = auth + strcspn(auth, "/?#");
 	const char *query = strchr(path, '?');
-	if (query && query[1])
+	if (query && query[1]) {
 		log_add_secret(query + 1);
+		/* a server may quote one parameter back (S3 does its access key id) */
+		for (const char *p = query + 1; *p; p += *p != '\0') {
+			size_t len = strcspn(p, "&#");
+			const char *eq = memchr(p, '=', len);
+			if (eq && (size_t)(p + len - eq - 1) >= 8) {
+				char *v = xstrndup(eq + 1, (size_t)(p + len - eq - 1));
+				log_add_secret(v);
+				free(v);
+			}
+			p += len;
+			if (*p == '#')
+				break;
+		}
+	}
 	if (hide_path && *path == '/' && path[1]) {
 		char *p = xstrndup(path + 1, strcspn(path + 1, "?#"));
 		/* a short path such as "hook" is no token, and hiding it would hide the word */
@@ -91,6 +125,13 @@ void http_register_secrets(const char *url, bool hide_path)
 			log_add_secret(p);
 		free(p);
 	}
+}
+
+bool http_needs_length(const char *url)
+{
+	const char *q = strchr(url, '?');
+	return q && (strstr(q, "X-Amz-Signature=") || strstr(q, "X-Goog-Signature=") ||
+		     strstr(q, "Signature="));
 }
 
 bool http_retryable(const struct http_result *r)
@@ -101,13 +142,14 @@ bool http_retryable(const struct http_result *r)
 		return r->curl_code != CURLE_URL_MALFORMAT && r->curl_code != CURLE_UNSUPPORTED_PROTOCOL &&
 		       r->curl_code != CURLE_ABORTED_BY_CALLBACK && r->curl_code != CURLE_PEER_FAILED_VERIFICATION &&
 		       r->curl_code != CURLE_SSL_CACERT_BADFILE && r->curl_code != CURLE_READ_ERROR;
-	return r->status >= 500 || r->status == 408 || r->status == 429;
+	/* 501 Not Implemented will not be implemented by the next try */
+	return (r->status >= 500 && r->status != 501) || r->status == 408 || r->status == 429;
 }
 
 /* One transfer's context: the stop conditions and the start of the response body (an S3 or
  * WebDAV server explains a refusal there). */
 struct xfer {
-	const volatile int *abort_flag;
+	const int *abort_flag;
 	int stop_fd;
 	int signo;
 	http_read_fn read_fn;
@@ -121,7 +163,7 @@ static int on_progress(void *p, curl_off_t dltotal, curl_off_t dlnow, curl_off_t
 {
 	struct xfer *x = p;
 	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
-	if (x->abort_flag && *x->abort_flag)
+	if (x->abort_flag && __atomic_load_n(x->abort_flag, __ATOMIC_ACQUIRE))
 		return 1;
 	if (x->stop_fd >= 0) {
 		struct pollfd pfd = {x->stop_fd, POLLIN, 0};
@@ -230,14 +272,13 @@ bool http_get(const char *url, int64_t timeout_ms, int stop_fd, struct http_resu
 }
 
 bool http_put(const char *url, http_read_fn read_fn, void *ctx, long long length,
-	      const volatile int *abort_flag, int stop_fd, struct http_result *r)
+	      const int *abort_flag, int stop_fd, struct http_result *r)
 {
 	struct xfer x = {.abort_flag = abort_flag, .stop_fd = stop_fd, .read_fn = read_fn, .read_ctx = ctx};
 	CURL *c = easy_new(url, &x);
 	if (!c)
 		return no_handle(r);
-	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/octet-stream");
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	/* No Content-Type: an older presigned URL signs it, and the object needs none. */
 	curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
 	curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
 	curl_easy_setopt(c, CURLOPT_READDATA, &x);
@@ -249,7 +290,6 @@ bool http_put(const char *url, http_read_fn read_fn, void *ctx, long long length
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
 	bool ok = finish(c, curl_easy_perform(c), url, false, &x, r);
 	curl_easy_cleanup(c);
-	curl_slist_free_all(h);
 	return ok;
 }
 

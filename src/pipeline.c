@@ -214,6 +214,8 @@ static int take_backup(const struct config *cfg, PGconn *conn, const struct plan
 			  br.bytes, br.path[0] ? ", verified" : ", not kept locally: not read back");
 		return 0;
 	}
+	if (br.path[0]) /* verified and kept, though the upload failed */
+		snprintf(path, pathlen, "%s", br.path);
 	if (cfg->backup_mode == BACKUP_OPTIONAL) {
 		log_event(LOG_WARN, "backup.failed",
 			  LOG_FIELDS(LF_S("error", br.err), LF_B("required", false)),
@@ -281,7 +283,7 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 		 * replica mid-migration can only make this look show work, never hide it). Work,
 		 * or anything that looks wrong, is decided again under the lock. */
 		code = src->plan(src->self, conn, &ctx, PLAN_QUIET, &pending);
-		if (code == 0 && pending == 0) {
+		if (code == 0 && pending == 0 && cfg->backup_mode != BACKUP_ALWAYS) {
 			log_event(LOG_INFO, "migrate.skip", NULL, "nothing to migrate");
 			break;
 		}
@@ -484,8 +486,9 @@ static enum hold_result hold_after(const struct config *cfg, const struct failur
 	}
 }
 
-/* The webhook report of a run that ended with `code` (0: success). */
-static void notify(const struct config *cfg, const struct run_report *rep, const struct failure *f,
+/* The webhook report of a run that ended with `code` (0: success). Returns the number of a
+ * stop signal that arrived meanwhile (the report is cut short), else 0. */
+static int notify(const struct config *cfg, const struct run_report *rep, const struct failure *f,
 		   int code, const char *backup_path, int64_t start)
 {
 	struct notify_report n = {
@@ -505,8 +508,7 @@ static void notify(const struct config *cfg, const struct run_report *rep, const
 		.migrate_ms = rep->migrate_ms,
 		.total_ms = now_ms() - start,
 	};
-	/* A stop signal cuts the report short; the outcome stays what it was. */
-	(void)notify_send(cfg, &n);
+	return notify_send(cfg, &n);
 }
 
 int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
@@ -555,16 +557,26 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 		struct failure f;
 		int code = migrate_once(cfg, sigs, &src, &target, run, backup_path, &f, &rep);
 		if (code == 0) {
-			if (rep.applied)
-				notify(cfg, &rep, &f, 0, backup_path, start);
+			int sig = rep.applied ? notify(cfg, &rep, &f, 0, backup_path, start) : 0;
+			if (sig) { /* before the app: a stop is a stop */
+				src.destroy(src.self);
+				return stopped("notify", sig);
+			}
 			break;
 		}
+		int sig = 0;
 		if (!cfg->check && code < MTR_EXIT_SIGNAL_BASE)
-			notify(cfg, &rep, &f, code, backup_path, start);
+			sig = notify(cfg, &rep, &f, code, backup_path, start);
+		if (sig)
+			log_event(LOG_WARN, "stop.signal",
+				  LOG_FIELDS(LF_S("phase", "notify"), LF_S("signal", signals_name(sig)),
+					     LF_I("exit_code", code)),
+				  "stopped by %s while reporting the failure; exiting with its code %d",
+				  signals_name(sig), code);
 		/* A check, a configuration error or a stop signal ends here, whatever the policy. */
-		if (cfg->check || code == MTR_EXIT_USAGE || code >= MTR_EXIT_SIGNAL_BASE ||
+		if (sig || cfg->check || code == MTR_EXIT_USAGE || code >= MTR_EXIT_SIGNAL_BASE ||
 		    cfg->on_failure == ON_FAILURE_EXIT) {
-			if (!cfg->check && code != MTR_EXIT_USAGE && code < MTR_EXIT_SIGNAL_BASE)
+			if (!sig && !cfg->check && code != MTR_EXIT_USAGE && code < MTR_EXIT_SIGNAL_BASE)
 				code = exit_after(cfg, &target, &f, sigs);
 			src.destroy(src.self);
 			return code;

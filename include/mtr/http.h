@@ -29,7 +29,11 @@ char *http_url_public(const char *url, bool hide_path);
 /* Tells the logger the URL's secrets (its password, its query string, with hide_path its path). */
 void http_register_secrets(const char *url, bool hide_path);
 
-/* Worth trying again: no response (connection refused, reset, timed out), 5xx, 408 or 429. */
+/* A presigned S3 or GCS URL: its PUT must state the length up front (no chunked body). */
+bool http_needs_length(const char *url);
+
+/* Worth trying again: no response (connection refused, reset, timed out), 5xx but 501, 408
+ * or 429. */
 bool http_retryable(const struct http_result *r);
 
 /* GET url; true when it answered 2xx. timeout_ms bounds the whole request; stop_fd (see
@@ -42,10 +46,10 @@ typedef size_t (*http_read_fn)(char *buf, size_t size, void *ctx);
 #define HTTP_READ_ABORT ((size_t)-1)
 
 /* PUT a body of `length` bytes (-1: unknown, sent chunked) read through read_fn. The transfer
- * ends when the server stalls for 60 s; `abort_flag` (may be NULL), checked at least once a
- * second, abandons it when it turns non-zero; so does stop_fd. True when it answered 2xx. */
+ * ends when the server stalls for 60 s; `abort_flag` (may be NULL; read atomically), checked at
+ * least once a second, abandons it when it turns non-zero; so does stop_fd. True when it answered 2xx. */
 bool http_put(const char *url, http_read_fn read_fn, void *ctx, long long length,
-	      const volatile int *abort_flag, int stop_fd, struct http_result *r);
+	      const int *abort_flag, int stop_fd, struct http_result *r);
 
 /* POSTs one JSON body to each of n URLs at once: each request times out after per_try_ms and
  * is retried (up to `retries` times, with backoff) when http_retryable; everything ends by

@@ -101,6 +101,15 @@ def test_a_dump_cut_off_in_its_data_is_caught(pg, db, tmp_path):
     assert pg.psql(db, "SELECT count(*) FROM big") == "200000"
 
 
+def test_backup_always_even_with_nothing_pending(pg, db, tmp_path):
+    mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
+    bdir = tmp_path / "backups"
+    assert go(pg, db, mig, bdir, "--backup=off").code == 0
+    r = go(pg, db, mig, bdir, "--backup=always")
+    assert r.code == 0, r
+    assert r.named("backup.done") and len(backups(bdir)) == 1 and r.named("migrate.skip")
+
+
 def test_retention_keeps_n_of_ours_and_nothing_else_is_touched(pg, db, tmp_path):
     bdir = tmp_path / "backups"
     bdir.mkdir(mode=0o700)

@@ -115,6 +115,8 @@ def test_upload_only_with_backup_dir_none(pg, db, tmp_path, nginx):
     remote = nginx.root / "only.dump"
     listing = subprocess.run([f"{PG_BIN}/pg_restore", "--list", str(remote)], capture_output=True, text=True)
     assert listing.returncode == 0 and "TABLE public keep" in listing.stdout
+    # and it reads back in full (--list alone reads only the table of contents)
+    subprocess.run([f"{PG_BIN}/pg_restore", "--file=/dev/null", str(remote)], check=True)
     assert r.named("backup.done")[0]["bytes"] == remote.stat().st_size
     assert not (tmp_path / "backups").exists()
 
@@ -136,7 +138,118 @@ def test_failed_dump_never_completes_the_upload(pg, db, tmp_path, nginx):
     assert not list((tmp_path / "b").iterdir())
 
 
-def test_sigterm_during_streamed_upload_to_a_stalled_server(pg, db, tmp_path):
+def test_sigterm_while_the_server_stops_reading_mid_body(pg, db, tmp_path):
+    # A server that accepts and then never reads: the pipe and the socket fill, pg_dump blocks.
+    pg.psql(db, "CREATE TABLE big AS SELECT g, md5(g::text) AS h, md5((g * 7)::text) AS i "
+                "FROM generate_series(1, 300000) g")
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(lsock.accept()), daemon=True).start()
+    try:
+        bdir = tmp_path / "backups"
+        p = subprocess.Popen([binary(), "--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir),
+                              "--baseline", "0", "--backup-upload-url",
+                              f"http://127.0.0.1:{lsock.getsockname()[1]}/x.dump", "--migrate-only"],
+                             env=backup_env(pg, db), stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not accepted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert accepted, "the upload never connected"
+        time.sleep(1.5)  # the dump is under way, blocked on the full socket
+        assert p.poll() is None
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=15)
+        assert p.returncode == 143, err
+        assert '"backup.done"' not in err
+        assert not list(bdir.iterdir()), list(bdir.iterdir())  # no partial file
+        assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
+    finally:
+        for conn, _ in accepted:
+            conn.close()
+        lsock.close()
+
+
+def test_length_first_upload_for_presigned_urls_and_411(pg, db, tmp_path):
+    # A presigned S3 URL is never streamed: one PUT with a Content-Length, after the dump.
+    srv = Recorder(statuses=(200,))
+    try:
+        bdir = tmp_path / "b1"
+        url = srv.url("k.dump?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLEKEY123%2F&X-Amz-Signature=abcdef0123456789")
+        r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir), "--backup-upload-url", url,
+                 "--migrate-only"], env=backup_env(pg, db))
+        assert r.code == 0, r
+        [put] = srv.requests
+        [local] = list(bdir.glob("*.dump"))
+        assert int(put["headers"]["Content-Length"]) == local.stat().st_size and put["body"] == local.read_bytes()
+        assert "Transfer-Encoding" not in put["headers"] and "Content-Type" not in put["headers"]
+        assert r.named("backup.done")[0]["streamed"] is False
+        assert "AKIAEXAMPLEKEY123" not in r.stderr and "abcdef0123456789" not in r.stderr
+    finally:
+        srv.stop()
+    # A server that answers the chunked stream with 411 gets the file with its length.
+    srv = Recorder(statuses=(411, 201))
+    try:
+        bdir = tmp_path / "b2"
+        write(tmp_path / "m", {"2_b.sql": "CREATE TABLE b (y int);\n"})
+        r = run(["--sql-dir", str(tmp_path / "m"), "--backup-dir", str(bdir), "--backup-upload-url",
+                 srv.url("x.dump"), "--migrate-only"], env=backup_env(pg, db))
+        assert r.code == 0, r
+        first, second = srv.requests
+        assert first["headers"].get("Transfer-Encoding") == "chunked"
+        [local] = list(bdir.glob("*.dump"))
+        assert int(second["headers"]["Content-Length"]) == local.stat().st_size
+        assert second["body"] == local.read_bytes()
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("policy", ["exit", "hold"])
+def test_sigterm_while_notifying_a_failure_ends_at_once(pg, db, tmp_path, policy):
+    hang = Recorder(hang=True)
+    try:
+        p = subprocess.Popen([binary(), "--sql-dir", str(migrations(tmp_path, failing=True)), "--notify-url",
+                              hang.url("h"), "--notify-timeout", "30s", "--on-failure", policy,
+                              "--failure-backoff", "60s", "--", "/bin/true"],
+                             env=clean_env(DATABASE_URL=pg.url(db)), stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not hang.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hang.requests
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=15)
+        assert time.monotonic() - t0 < 5  # no failure pause, no holding
+        assert p.returncode == 70, err  # the failure's code, as a stop while holding gives
+        assert '"failure.hold"' not in err and '"failure.pause"' not in err
+    finally:
+        hang.stop()
+
+
+def test_sigterm_while_notifying_a_success_does_not_start_the_app(pg, db, tmp_path):
+    hang = Recorder(hang=True)
+    try:
+        marker = tmp_path / "app-ran"
+        p = subprocess.Popen([binary(), "--sql-dir", str(migrations(tmp_path)), "--notify-url", hang.url("h"),
+                              "--notify-on", "success,failure", "--notify-timeout", "30s",
+                              "--", "/bin/sh", "-c", f"touch {marker}"],
+                             env=clean_env(DATABASE_URL=pg.url(db)), stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not hang.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hang.requests
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=15)
+        assert p.returncode == 143, err
+        assert not marker.exists()
+        assert '"run.exec"' not in err
+    finally:
+        hang.stop()
+
+
+def test_sigterm_while_the_server_never_answers(pg, db, tmp_path):
     srv = Recorder(hang=True)
     try:
         bdir = tmp_path / "backups"
@@ -149,6 +262,7 @@ def test_sigterm_during_streamed_upload_to_a_stalled_server(pg, db, tmp_path):
         time.sleep(0.5)
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=15)
+        assert srv.requests  # the body was sent; the answer never came
         assert p.returncode == 143, err
         assert not list(bdir.iterdir()) if bdir.exists() else True
         assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
@@ -286,6 +400,9 @@ def test_wait_http_deadline_is_69_and_nothing_migrates(pg, db, tmp_path):
     (["--notify-url", "not a url"], "--notify-url"),
     (["--backup-upload-url", "https://h/x", "--backup", "off"], "--backup-upload-url: expected backups on"),
     (["--backup-dir", "none", "--backup", "required"], "--backup-dir none: expected --backup-upload-url"),
+    (["--backup-dir", "none", "--backup", "required", "--backup-upload-url",
+      "https://b.s3.amazonaws.com/k?X-Amz-Signature=ab"],
+     "--backup-dir none: a presigned S3/GCS URL needs the dump's length"),
 ])
 def test_bad_http_options_are_usage_errors(args, message, tmp_path):
     r = run(["--sql-dir", str(tmp_path), *args, "--migrate-only"])
