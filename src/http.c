@@ -111,6 +111,18 @@ void http_register_secrets(const char *url, bool hide_path)
 			if (eq && (size_t)(p + len - eq - 1) >= 8) {
 				char *v = xstrndup(eq + 1, (size_t)(p + len - eq - 1));
 				log_add_secret(v);
+				/* decoded too, and the part before a '/': X-Amz-Credential's key id */
+				int n = 0;
+				char *d = curl_easy_unescape(NULL, v, 0, &n);
+				if (d) {
+					log_add_secret(d);
+					char *slash = strchr(d, '/');
+					if (slash && slash - d >= 8) {
+						*slash = '\0';
+						log_add_secret(d);
+					}
+					curl_free(d);
+				}
 				free(v);
 			}
 			p += len;

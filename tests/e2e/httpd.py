@@ -97,12 +97,13 @@ def wait_port(port, proc=None, timeout=10):
 
 class Recorder:
     """A threaded HTTP server answering each request with the next status of a script (the
-    last one repeats), recording method, path, headers and the whole body (chunked too).
+    last one repeats) and the reply body, recording method, path, headers and the whole body (chunked too).
     hang=True: accept, read the request, never answer."""
 
-    def __init__(self, statuses=(200,), hang=False, port=None, tls=None):
+    def __init__(self, statuses=(200,), hang=False, port=None, tls=None, reply=b""):
         self.statuses = list(statuses)
         self.hang = hang
+        self.reply = reply  # the body of every answer
         self.requests = []
         self.lock = threading.Lock()
         self.release = threading.Event()
@@ -145,8 +146,9 @@ class Recorder:
                     outer.release.wait(60)
                     return
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(outer.reply)))
                 self.end_headers()
+                self.wfile.write(outer.reply)
 
             do_GET = do_PUT = do_POST = handle_any
 

@@ -172,13 +172,18 @@ def test_sigterm_while_the_server_stops_reading_mid_body(pg, db, tmp_path):
         lsock.close()
 
 
+def presigned(srv):
+    """An S3-style presigned URL on srv: the key id sits, encoded, in X-Amz-Credential."""
+    return srv.url("k.dump?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLEKEY123%2F20261121"
+                   "%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=abcdef0123456789")
+
+
 def test_length_first_upload_for_presigned_urls_and_411(pg, db, tmp_path):
     # A presigned S3 URL is never streamed: one PUT with a Content-Length, after the dump.
     srv = Recorder(statuses=(200,))
     try:
         bdir = tmp_path / "b1"
-        url = srv.url("k.dump?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLEKEY123%2F&X-Amz-Signature=abcdef0123456789")
-        r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir), "--backup-upload-url", url,
+        r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir), "--backup-upload-url", presigned(srv),
                  "--migrate-only"], env=backup_env(pg, db))
         assert r.code == 0, r
         [put] = srv.requests
@@ -189,11 +194,23 @@ def test_length_first_upload_for_presigned_urls_and_411(pg, db, tmp_path):
         assert "AKIAEXAMPLEKEY123" not in r.stderr and "abcdef0123456789" not in r.stderr
     finally:
         srv.stop()
+    # S3 quotes the access key id back when it refuses a signature: not in the logs either.
+    srv = Recorder(statuses=(403,), reply=b"<Error><Code>SignatureDoesNotMatch</Code>"
+                                          b"<AWSAccessKeyId>AKIAEXAMPLEKEY123</AWSAccessKeyId></Error>")
+    try:
+        write(tmp_path / "m", {"2_b.sql": "CREATE TABLE b (y int);\n"})
+        r = run(["--sql-dir", str(tmp_path / "m"), "--backup-dir", str(tmp_path / "b3"), "--backup-upload-url",
+                 presigned(srv), "--migrate-only"], env=backup_env(pg, db))
+        assert r.code == 73, r
+        err = r.named("backup.failed")[0]["error"]
+        assert "HTTP 403" in err and "SignatureDoesNotMatch" in err, err
+        assert "AKIAEXAMPLEKEY123" not in r.stderr
+    finally:
+        srv.stop()
     # A server that answers the chunked stream with 411 gets the file with its length.
     srv = Recorder(statuses=(411, 201))
     try:
         bdir = tmp_path / "b2"
-        write(tmp_path / "m", {"2_b.sql": "CREATE TABLE b (y int);\n"})
         r = run(["--sql-dir", str(tmp_path / "m"), "--backup-dir", str(bdir), "--backup-upload-url",
                  srv.url("x.dump"), "--migrate-only"], env=backup_env(pg, db))
         assert r.code == 0, r
@@ -408,3 +425,22 @@ def test_bad_http_options_are_usage_errors(args, message, tmp_path):
     r = run(["--sql-dir", str(tmp_path), *args, "--migrate-only"])
     assert r.code == 64, r
     assert message in r.stderr
+
+
+def test_children_inherit_no_upload_socket(pg, db, tmp_path, nginx):
+    # pg_restore (the read-back) runs while the upload's connection is open in another thread:
+    # it must not inherit that socket (an orphan would hold the upload open).
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    seen = tmp_path / "fds"
+    (fake / "pg_restore").write_text(
+        f"#!/bin/sh\nls -l /proc/$$/fd > {seen}\nexec {PG_BIN}/pg_restore \"$@\"\n")
+    (fake / "pg_restore").chmod(0o755)
+    env = backup_env(pg, db, PATH=f"{fake}:{PG_BIN}:{os.environ['PATH']}")
+    r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(tmp_path / "b"),
+             "--backup-upload-url", nginx.url("s/"), "--migrate-only"], env=env)
+    assert r.code == 0, r
+    assert r.named("backup.done")[0]["streamed"] is True
+    listing = seen.read_text()
+    assert "/proc/" in listing or "->" in listing, listing
+    assert "socket:" not in listing, listing
