@@ -1,24 +1,10 @@
 /* Shell-like splitting of a command string into argv, without a shell. */
 #include "mtr/argv.h"
+#include "mtr/strbuf.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct word {
-	char *p;
-	size_t len, cap;
-};
-
-static void word_add(struct word *w, char c)
-{
-	if (w->len + 2 > w->cap) {
-		w->cap = w->cap ? w->cap * 2 : 32;
-		w->p = xrealloc(w->p, w->cap);
-	}
-	w->p[w->len++] = c;
-	w->p[w->len] = '\0';
-}
 
 static bool is_blank(char c)
 {
@@ -46,12 +32,10 @@ bool argv_split(const char *s, char ***out, int *argc, char *err, size_t errlen)
 			p++;
 		if (!*p)
 			break;
-		struct word w = {0};
+		struct strbuf w = STRBUF_INIT;
 		bool quoted = false;
 		const char *start = p;
-		word_add(&w, 'x'); /* allocate, then reset: a word may be empty ('') */
-		w.len = 0;
-		w.p[0] = '\0';
+		sb_add(&w, "", 0); /* a word may be empty ('') */
 		while (*p && !is_blank(*p)) {
 			if (*p == '\'') {
 				const char *q = strchr(p + 1, '\'');
@@ -61,7 +45,7 @@ bool argv_split(const char *s, char ***out, int *argc, char *err, size_t errlen)
 					goto fail_word;
 				}
 				for (p++; p < q; p++)
-					word_add(&w, *p);
+					sb_addc(&w, *p);
 				p++;
 				quoted = true;
 			} else if (*p == '"') {
@@ -69,7 +53,7 @@ bool argv_split(const char *s, char ***out, int *argc, char *err, size_t errlen)
 				while (*p && *p != '"') {
 					if (*p == '\\' && p[1] && strchr("\"\\$`\n", p[1]))
 						p++;
-					word_add(&w, *p++);
+					sb_addc(&w, *p++);
 				}
 				if (!*p) {
 					set_err(err, errlen, "unterminated \" starting at character %d",
@@ -84,26 +68,26 @@ bool argv_split(const char *s, char ***out, int *argc, char *err, size_t errlen)
 						(int)(p - s) + 1);
 					goto fail_word;
 				}
-				word_add(&w, p[1]);
+				sb_addc(&w, p[1]);
 				p += 2;
 				quoted = true;
 			} else {
-				word_add(&w, *p++);
+				sb_addc(&w, *p++);
 			}
 		}
-		if (!quoted && is_operator(w.p)) {
+		if (!quoted && is_operator(w.s)) {
 			set_err(err, errlen,
 				"'%s' at character %d is a shell operator, but no shell runs this "
 				"command; quote it to pass it as an argument, or run sh -c explicitly",
-				w.p, (int)(start - s) + 1);
+				w.s, (int)(start - s) + 1);
 			goto fail_word;
 		}
 		v = xrealloc(v, (size_t)(n + 2) * sizeof *v);
-		v[n++] = w.p;
+		v[n++] = sb_take(&w);
 		v[n] = NULL;
 		continue;
 	fail_word:
-		free(w.p);
+		sb_free(&w);
 		goto fail;
 	}
 	if (n == 0) {

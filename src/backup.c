@@ -438,7 +438,7 @@ int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, cons
 	bool stream = url && !(o->dir && http_needs_length(url));
 	unsigned max_attempts = 4; /* of the upload: the first and 3 retries */
 	struct backoff b;
-	backoff_init(&b, 500, 8000, (uint64_t)getpid() ^ (uint64_t)now_ms());
+	backoff_init(&b, 500, 8000, random_u64());
 	struct stream st_ = {.out = -1};
 	for (;;) { /* once, or (no local file) once per upload attempt */
 		if (o->dir) {

@@ -1,6 +1,7 @@
 /* No restart storms: which failures are transient, and the memory of the last failure across
  * restarts (a file in --state-dir, else a one-row table in the target database). */
 #include "mtr/breaker.h"
+#include "mtr/fileio.h"
 #include "mtr/exitcode.h"
 #include "mtr/log.h"
 
@@ -44,13 +45,6 @@ int64_t breaker_pause(long n, int64_t base_ms, int64_t cap_ms)
 	for (long i = 0; i < n && d < cap_ms; i++)
 		d *= 2;
 	return d < cap_ms ? d : cap_ms;
-}
-
-static long long wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* A number within [min, max]: the file may be corrupt or edited by hand, and converting a
@@ -104,7 +98,7 @@ static void load_file(const struct config *cfg, struct failure_memory *m)
 	free(path);
 }
 
-/* Writes the file atomically: a temporary file, fsync, rename. */
+/* Writes the file atomically (file_write_atomic: never through a planted symlink). */
 static void store_file(const struct config *cfg, const struct failure_memory *m)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -114,24 +108,16 @@ static void store_file(const struct config *cfg, const struct failure_memory *m)
 	cJSON_AddNumberToObject(o, "last_ms", (double)m->last_ms);
 	char *text = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
+	if (!text)
+		die_oom();
 	char *path = state_path(cfg);
-	char *tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
 	mkdir(cfg->state_dir, 0700);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	bool ok = fd >= 0 && text;
-	if (ok) {
-		size_t len = strlen(text);
-		ok = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0;
-	}
-	if (fd >= 0 && close(fd) != 0)
-		ok = false;
-	if (!ok || rename(tmp, path) != 0) {
-		log_event(LOG_WARN, "state.unwritable", LOG_FIELDS(LF_S("path", path), LF_S("error", strerror(errno))),
+	if (!file_write_atomic(path, text, strlen(text), 0600)) {
+		int e = errno;
+		log_event(LOG_WARN, "state.unwritable", LOG_FIELDS(LF_S("path", path), LF_S("error", strerror(e))),
 			  "cannot write the failure state %s: %s; restarts will not be spaced out",
-			  path, strerror(errno));
-		unlink(tmp);
+			  path, strerror(e));
 	}
-	free(tmp);
 	free(path);
 	cJSON_free(text);
 }
@@ -180,7 +166,7 @@ void breaker_record(const struct config *cfg, const struct pg_target *t, const s
 	char sig[200];
 	breaker_signature(f, sig, sizeof sig);
 	memset(m, 0, sizeof *m);
-	long long now = wall_ms();
+	long long now = (long long)wall_ms();
 	if (!cfg->state_dir) {
 		if (record_db(t, sig, m))
 			return;

@@ -321,7 +321,7 @@ void http_post_json_all(const char *const *urls, size_t n, const char *body, int
 	struct post *p = xcalloc(n ? n : 1, sizeof *p);
 	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
 	struct backoff b;
-	backoff_init(&b, 500, 2000, (uint64_t)getpid() ^ (uint64_t)now_ms());
+	backoff_init(&b, 500, 2000, random_u64());
 	int signo = 0;
 	for (size_t i = 0; i < n; i++) {
 		ok[i] = false;

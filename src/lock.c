@@ -60,7 +60,7 @@ enum lock_status lock_acquire(PGconn *conn, const char *name, int64_t timeout_ms
 	snprintf(sql, sizeof sql, "SELECT pg_catalog.pg_try_advisory_lock(%" PRId64 ")::text", key);
 	int64_t start = now_ms(), next_report = start + 5000;
 	struct backoff b;
-	backoff_init(&b, 100, 2000, (uint64_t)getpid() ^ (uint64_t)start);
+	backoff_init(&b, 100, 2000, random_u64());
 	bool reported = false;
 	for (;;) {
 		char got[8];

@@ -98,11 +98,7 @@ static char *clean(const char *in)
 
 static void format_ts(char *buf, size_t len, long long ts_ms)
 {
-	time_t secs = (time_t)(ts_ms / 1000);
-	struct tm tm;
-	gmtime_r(&secs, &tm);
-	size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, len - n, ".%03lldZ", ts_ms % 1000);
+	utc_format((int64_t)ts_ms, UTC_ISO_MS, buf, len);
 }
 
 static char *format_json(const char *ts, enum log_level level, const char *event,

@@ -53,11 +53,8 @@ char *notify_payload(const struct notify_report *r)
 	cJSON_AddNumberToObject(d, "backup", (double)r->backup_ms);
 	cJSON_AddNumberToObject(d, "migrate", (double)r->migrate_ms);
 	cJSON_AddNumberToObject(d, "total", (double)r->total_ms);
-	time_t now = time(NULL);
-	struct tm tm;
-	char stamp[32];
-	gmtime_r(&now, &tm);
-	strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char stamp[UTC_LEN];
+	utc_format(wall_ms(), UTC_ISO, stamp, sizeof stamp);
 	add_string(o, "time", stamp);
 	add_string(o, "version", MTR_VERSION);
 	char *text = cJSON_PrintUnformatted(o);

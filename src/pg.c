@@ -1,5 +1,6 @@
 /* PostgreSQL connections through libpq, and what their failures mean. */
 #include "mtr/pg.h"
+#include "mtr/strbuf.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -293,26 +294,16 @@ PGresult *pg_exec(PGconn *conn, const char *sql, int cancel_fd, bool *interrupte
 	return keep ? keep : PQmakeEmptyPGresult(conn, PGRES_EMPTY_QUERY);
 }
 
-struct urlbuf {
-	char *p;
-	size_t len, cap;
-};
-
 /* Appends s, percent-encoded unless raw (RFC 3986 unreserved characters are kept). */
-static void url_add(struct urlbuf *b, const char *s, bool raw)
+static void url_add(struct strbuf *b, const char *s, bool raw)
 {
 	for (; *s; s++) {
-		if (b->len + 4 > b->cap) {
-			b->cap = b->cap * 2 + 64;
-			b->p = xrealloc(b->p, b->cap);
-		}
 		unsigned char c = (unsigned char)*s;
 		if (raw || isalnum(c) || strchr("-._~", c))
-			b->p[b->len++] = (char)c;
+			sb_addc(b, (char)c);
 		else
-			b->len += (size_t)snprintf(b->p + b->len, 4, "%%%02X", c);
+			sb_addf(b, "%%%02X", c);
 	}
-	b->p[b->len] = '\0';
 }
 
 /* Keywords that live in the URL's authority and path, or that are ours, not the user's. */
@@ -328,11 +319,10 @@ static bool url_skip(const char *kw)
 
 char *pg_conn_url(PGconn *conn)
 {
-	struct urlbuf b = {xmalloc(64), 0, 64};
+	struct strbuf b = STRBUF_INIT;
 	const char *host = PQhost(conn), *port = PQport(conn), *user = PQuser(conn);
 	const char *pass = PQpass(conn), *db = PQdb(conn);
 	bool socket = host && host[0] == '/';
-	b.p[0] = '\0';
 	url_add(&b, "postgresql://", true);
 	url_add(&b, user ? user : "", false);
 	if (pass && *pass) {
@@ -375,5 +365,5 @@ char *pg_conn_url(PGconn *conn)
 		sep = '&';
 	}
 	PQconninfoFree(opts);
-	return b.p;
+	return sb_take(&b);
 }

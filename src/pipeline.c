@@ -244,7 +244,7 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 	memset(rep, 0, sizeof *rep);
 	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
 	struct backoff retry_backoff;
-	backoff_init(&retry_backoff, 1000, 30000, (uint64_t)getpid() ^ (uint64_t)now_ms());
+	backoff_init(&retry_backoff, 1000, 30000, random_u64());
 	for (long attempt = 0;; attempt++) {
 		struct wait_result w;
 		status_set(STATUS_WAITING, "wait", run + 1, NULL);
@@ -404,14 +404,6 @@ done:
 	return code;
 }
 
-static void iso_time(long long ms, char *buf, size_t len)
-{
-	time_t secs = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&secs, &tm);
-	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* --on-failure=exit: a permanent failure seen again pauses before exiting, longer each time,
  * so that even an immediate restart policy cannot hammer the database. */
 static int exit_after(const struct config *cfg, const struct pg_target *target,
@@ -423,8 +415,8 @@ static int exit_after(const struct config *cfg, const struct pg_target *target,
 	breaker_record(cfg, target, f, &m);
 	int64_t pause = breaker_pause(m.count, cfg->failure_backoff_ms, cfg->failure_backoff_max_ms);
 	if (pause > 0) {
-		char first[32];
-		iso_time(m.first_ms, first, sizeof first);
+		char first[UTC_LEN];
+		utc_format(m.first_ms, UTC_ISO, first, sizeof first);
 		log_event(LOG_WARN, m.count > 1 ? "failure.repeat" : "failure.pause",
 			  LOG_FIELDS(LF_I("count", m.count), LF_S("first", first), LF_S("phase", f->phase),
 				     LF_I("exit_code", f->code), LF_I("pause_ms", pause)),

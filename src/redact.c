@@ -1,5 +1,6 @@
 /* Removing passwords from text before it is logged: URL user-info, key=value, known secrets. */
 #include "mtr/redact.h"
+#include "mtr/strbuf.h"
 #include "mtr/util.h"
 
 #include <ctype.h>
@@ -7,23 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-struct buf {
-	char *p;
-	size_t len, cap;
-};
-
-static void buf_add(struct buf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		while (b->len + n + 1 > b->cap)
-			b->cap = b->cap ? b->cap * 2 : 128;
-		b->p = xrealloc(b->p, b->cap);
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
 
 /* Where a URL's authority ends: the first character that cannot be part of it. */
 static bool authority_end(char c)
@@ -35,13 +19,12 @@ static bool authority_end(char c)
 /* Hides URL passwords: scheme://user:PASSWORD@host → scheme://user:***@host. */
 static char *redact_urls(const char *in)
 {
-	struct buf b = {0};
+	struct strbuf b = STRBUF_INIT;
 	const char *p = in;
-	buf_add(&b, "", 0);
 	for (;;) {
 		const char *sep = strstr(p, "://");
 		if (!sep) {
-			buf_add(&b, p, strlen(p));
+			sb_adds(&b, p);
 			break;
 		}
 		const char *auth = sep + 3;
@@ -54,15 +37,15 @@ static char *redact_urls(const char *in)
 				at = q;
 		const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
 		if (colon) {
-			buf_add(&b, p, (size_t)(colon + 1 - p));
-			buf_add(&b, REDACTED, strlen(REDACTED));
-			buf_add(&b, at, (size_t)(end - at));
+			sb_add(&b, p, (size_t)(colon + 1 - p));
+			sb_adds(&b, REDACTED);
+			sb_add(&b, at, (size_t)(end - at));
 		} else {
-			buf_add(&b, p, (size_t)(end - p));
+			sb_add(&b, p, (size_t)(end - p));
 		}
 		p = end;
 	}
-	return b.p;
+	return sb_take(&b);
 }
 
 static bool is_key_char(char c)
@@ -74,9 +57,8 @@ static bool is_key_char(char c)
 static char *redact_keyvalues(const char *in)
 {
 	static const char *const keys[] = {"password", "pgpassword", "passwd"};
-	struct buf b = {0};
+	struct strbuf b = STRBUF_INIT;
 	const char *p = in;
-	buf_add(&b, "", 0);
 	while (*p) {
 		size_t klen = 0;
 		/* "password" alone or as the end of a name: DB_PASSWORD=, POSTGRES_PASSWORD= */
@@ -95,13 +77,13 @@ static char *redact_keyvalues(const char *in)
 			}
 		}
 		if (!klen) {
-			buf_add(&b, p, 1);
+			sb_add(&b, p, 1);
 			p++;
 			continue;
 		}
 		while (p[klen] == ' ')
 			klen++;
-		buf_add(&b, p, klen);
+		sb_add(&b, p, klen);
 		p += klen;
 		if (*p == '\'' || *p == '"') {
 			char quote = *p++;
@@ -113,9 +95,9 @@ static char *redact_keyvalues(const char *in)
 			while (*p && !isspace((unsigned char)*p) && *p != '&' && *p != ',' && *p != '"')
 				p++;
 		}
-		buf_add(&b, REDACTED, strlen(REDACTED));
+		sb_adds(&b, REDACTED);
 	}
-	return b.p;
+	return sb_take(&b);
 }
 
 static char *redact_secret(char *in, const char *secret)
@@ -123,16 +105,15 @@ static char *redact_secret(char *in, const char *secret)
 	size_t n = strlen(secret);
 	if (n == 0 || !strstr(in, secret))
 		return in;
-	struct buf b = {0};
+	struct strbuf b = STRBUF_INIT;
 	const char *p = in;
-	buf_add(&b, "", 0);
 	for (const char *hit; (hit = strstr(p, secret)) != NULL; p = hit + n) {
-		buf_add(&b, p, (size_t)(hit - p));
-		buf_add(&b, REDACTED, strlen(REDACTED));
+		sb_add(&b, p, (size_t)(hit - p));
+		sb_adds(&b, REDACTED);
 	}
-	buf_add(&b, p, strlen(p));
+	sb_adds(&b, p);
 	free(in);
-	return b.p;
+	return sb_take(&b);
 }
 
 char *redact(const char *in, const char *const *secrets, size_t n)

@@ -887,7 +887,7 @@ static void sql_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 	for (size_t i = 0; i < ss->npending; i++) {
 		const struct sql_file *f = &ss->files[ss->pending[i]];
 		struct backoff b;
-		backoff_init(&b, 500, 10000, (uint64_t)getpid() ^ (uint64_t)now_ms());
+		backoff_init(&b, 500, 10000, random_u64());
 		for (long tries = 0;; tries++) {
 			char state[8];
 			int r = apply_one(conn, ss, f, stop_fd, by, out, state);

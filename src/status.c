@@ -1,5 +1,6 @@
 /* The status file: where the tool is now (waiting, migrating, holding, running), for probes. */
 #include "mtr/status.h"
+#include "mtr/fileio.h"
 #include "mtr/log.h"
 #include "mtr/util.h"
 
@@ -27,22 +28,13 @@ void status_init(const char *path)
 		unlink(g_path); /* a "running" left by an earlier start must not answer for this one */
 }
 
-static void utc_now(char *buf, size_t len)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 void status_set(const char *state, const char *phase, long attempt, const char *last_error)
 {
 	if (!g_path)
 		return;
 	if (strcmp(g_state, state) != 0) {
 		snprintf(g_state, sizeof g_state, "%s", state);
-		utc_now(g_since, sizeof g_since);
+		utc_format(wall_ms(), UTC_ISO, g_since, sizeof g_since);
 	}
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "state", state);
@@ -61,17 +53,15 @@ void status_set(const char *state, const char *phase, long attempt, const char *
 	cJSON_Delete(o);
 	if (!text)
 		return;
-	char *tmp = xasprintf("%s.tmp.%d", g_path, (int)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (fd >= 0) {
-		size_t len = strlen(text);
-		bool ok = write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1;
-		ok = close(fd) == 0 && ok;
-		if (!ok || rename(tmp, g_path) != 0)
-			unlink(tmp);
-	}
-	free(tmp);
+	size_t len = strlen(text);
+	char *line = xmalloc(len + 2);
+	memcpy(line, text, len);
+	memcpy(line + len, "\n", 2);
 	cJSON_free(text);
+	/* Best effort: a health probe that finds no file answers "not running", which is true. */
+	if (!file_write_atomic(g_path, line, len + 1, 0640)) {
+	}
+	free(line);
 }
 
 bool status_parse(const char *text, char *state, size_t statelen, long *pid)

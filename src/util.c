@@ -1,11 +1,13 @@
 /* Allocation that cannot fail, monotonic time, small string helpers. */
 #include "mtr/util.h"
+#include "mtr/fileio.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -98,37 +100,52 @@ void set_err(char *err, size_t len, const char *fmt, ...)
 
 char *read_secret_file(const char *path)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f)
+	size_t len;
+	char *buf = file_read(path, 1u << 20, &len); /* a secret is not a megabyte */
+	if (!buf)
 		return NULL;
-	size_t cap = 256, len = 0;
-	char *buf = xmalloc(cap);
-	size_t n;
-	while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-		len += n;
-		if (len + 1 == cap) {
-			if (cap >= (1u << 20)) { /* a secret is not a megabyte */
-				free(buf);
-				fclose(f);
-				errno = EFBIG;
-				return NULL;
-			}
-			cap *= 2;
-			buf = xrealloc(buf, cap);
-		}
-	}
-	int bad = ferror(f);
-	fclose(f);
-	if (bad) {
-		free(buf);
-		errno = EIO;
-		return NULL;
-	}
 	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' ' ||
 			   buf[len - 1] == '\t'))
 		len--;
 	buf[len] = '\0';
 	return buf;
+}
+
+int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void utc_format(int64_t epoch_ms, enum utc_style style, char *buf, size_t len)
+{
+	time_t secs = (time_t)(epoch_ms / 1000);
+	struct tm tm;
+	if (!gmtime_r(&secs, &tm)) {
+		snprintf(buf, len, "?");
+		return;
+	}
+	size_t n = style == UTC_COMPACT ? strftime(buf, len, "%Y%m%dT%H%M%SZ", &tm)
+					: strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (style == UTC_ISO_MS)
+		snprintf(buf + n, len - n, ".%03dZ", (int)(epoch_ms % 1000));
+	else if (style == UTC_ISO)
+		snprintf(buf + n, len - n, "Z");
+}
+
+uint64_t random_u64(void)
+{
+	uint64_t v;
+	if (getrandom(&v, sizeof v, GRND_NONBLOCK) == (ssize_t)sizeof v)
+		return v;
+	/* Before the kernel's pool is ready (early boot only): mix what differs between
+	 * processes, and a counter so that two calls never agree. */
+	static uint64_t counter;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	v = (uint64_t)getpid() << 32 ^ (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 20 ^ ++counter;
+	return fnv1a(&v, sizeof v, FNV_OFFSET);
 }
 
 uint64_t fnv1a(const void *data, size_t len, uint64_t h)

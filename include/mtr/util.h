@@ -24,6 +24,18 @@ uint64_t fnv1a(const void *data, size_t len, uint64_t h);
 
 /* Milliseconds on the monotonic clock. */
 int64_t now_ms(void);
+/* Milliseconds since the epoch (the real-time clock). */
+int64_t wall_ms(void);
+
+/* The one time formatter, UTC: UTC_ISO "2026-11-21T10:00:00Z", UTC_ISO_MS
+ * "2026-11-21T10:00:00.123Z", UTC_COMPACT "20261121T100000Z" (file names). */
+enum utc_style { UTC_ISO, UTC_ISO_MS, UTC_COMPACT };
+#define UTC_LEN 32 /* enough for every style */
+void utc_format(int64_t epoch_ms, enum utc_style style, char *buf, size_t len);
+
+/* 64 random bits from the kernel (getrandom): replicas that are all PID 1 and start in the
+ * same millisecond still draw different jitter and temporary names. */
+uint64_t random_u64(void);
 
 /* Copies at most len-1 bytes of a formatted message into err (for the err/len error style). */
 void set_err(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

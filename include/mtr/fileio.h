@@ -1,0 +1,36 @@
+/* Files: the one whole-file reader and the one atomic writer. */
+#ifndef MTR_FILEIO_H
+#define MTR_FILEIO_H
+
+#include "mtr/util.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Reads a whole regular file, path relative to dirfd (AT_FDCWD: the working directory).
+ * What is not a regular file (FIFO, device, socket, directory) is refused without a blocking
+ * read: errno ENOTSUP. More than max bytes: EFBIG. A symlink loop (ELOOP) or a dangling link
+ * (ENOENT) fail as open(2) does. Returns a new NUL-terminated buffer and its length in *len
+ * (caller frees), or NULL with errno. Usually four system calls: open, fstat, read, close. */
+char *file_read_at(int dirfd, const char *path, size_t max, size_t *len) MTR_MUST_CHECK;
+char *file_read(const char *path, size_t max, size_t *len) MTR_MUST_CHECK;
+
+/* strerror(err), with words of our own for file_read's ENOTSUP and EFBIG. */
+const char *file_strerror(int err);
+
+/* Creates dir/<prefix><16 random hex digits> with O_EXCL|O_NOFOLLOW (never through a planted
+ * symlink, never an existing file) and the given mode. Returns the descriptor and the path in
+ * *tmp (caller frees), or -1 with errno. */
+int file_create_temp(const char *dir, const char *prefix, mode_t mode, char **tmp) MTR_MUST_CHECK;
+
+/* Makes a finished temporary file the real one: fsync, close (fd is closed either way),
+ * rename over final, fsync of the directory. On failure the temporary file is removed and
+ * errno says why. */
+bool file_publish(int fd, const char *tmp, const char *final) MTR_MUST_CHECK;
+
+/* Replaces path with data, atomically (file_create_temp + write + file_publish): a reader
+ * sees the old file or the new one, never a part. False with errno. */
+bool file_write_atomic(const char *path, const void *data, size_t len, mode_t mode) MTR_MUST_CHECK;
+
+#endif

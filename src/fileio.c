@@ -1,0 +1,180 @@
+/* Whole-file reads that never block on a FIFO, and atomic replacement of small files. */
+#include "mtr/fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Reads fd to its end into a buffer sized from st_size (0 for /proc files: grown). */
+static char *read_all(int fd, size_t hint, size_t max, size_t *len)
+{
+	size_t cap = (hint ? hint : 4096) + 1, n = 0;
+	char *buf = xmalloc(cap);
+	for (;;) {
+		if (n + 1 == cap) {
+			if (cap > max + 1) {
+				free(buf);
+				errno = EFBIG;
+				return NULL;
+			}
+			cap *= 2;
+			buf = xrealloc(buf, cap);
+		}
+		ssize_t got = read(fd, buf + n, cap - 1 - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			int e = errno == EISDIR ? ENOTSUP : errno;
+			free(buf);
+			errno = e;
+			return NULL;
+		}
+		n += (size_t)got;
+		/* A short read of a file whose size we know is its end: no extra read(2). */
+		if (got == 0 || (hint && n < cap - 1))
+			break;
+	}
+	if (n > max) {
+		free(buf);
+		errno = EFBIG;
+		return NULL;
+	}
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+char *file_read_at(int dirfd, const char *path, size_t max, size_t *len)
+{
+	/* O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it. */
+	int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return NULL;
+	struct stat st;
+	char *buf = NULL;
+	if (fstat(fd, &st) != 0)
+		goto fail;
+	if (!S_ISREG(st.st_mode)) {
+		errno = ENOTSUP;
+		goto fail;
+	}
+	if ((unsigned long long)st.st_size > max) {
+		errno = EFBIG;
+		goto fail;
+	}
+	buf = read_all(fd, (size_t)st.st_size, max, len);
+fail:;
+	int e = errno;
+	close(fd);
+	errno = e;
+	return buf;
+}
+
+char *file_read(const char *path, size_t max, size_t *len)
+{
+	return file_read_at(AT_FDCWD, path, max, len);
+}
+
+const char *file_strerror(int err)
+{
+	if (err == ENOTSUP)
+		return "not a regular file (a FIFO, device, socket or directory)";
+	if (err == EFBIG)
+		return "larger than this file may be";
+	return strerror(err);
+}
+
+int file_create_temp(const char *dir, const char *prefix, mode_t mode, char **tmp)
+{
+	for (int tries = 0; tries < 16; tries++) {
+		char *path = xasprintf("%s/%s%016llx", dir, prefix, (unsigned long long)random_u64());
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+		if (fd >= 0) {
+			*tmp = path;
+			return fd;
+		}
+		int e = errno;
+		free(path);
+		errno = e;
+		if (e != EEXIST)
+			return -1;
+	}
+	return -1;
+}
+
+/* fsync of the directory that holds path: the rename itself survives a crash. */
+static bool sync_dir_of(const char *path)
+{
+	char *copy = xstrdup(path);
+	int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(copy);
+	if (dfd < 0)
+		return false;
+	bool ok = fsync(dfd) == 0 || errno == EINVAL; /* some file systems cannot: not an error */
+	close(dfd);
+	return ok;
+}
+
+bool file_publish(int fd, const char *tmp, const char *final)
+{
+	bool ok = fsync(fd) == 0;
+	int e = errno;
+	if (close(fd) != 0 && ok) {
+		ok = false;
+		e = errno;
+	}
+	if (ok && rename(tmp, final) != 0) {
+		ok = false;
+		e = errno;
+	}
+	if (!ok) {
+		unlink(tmp);
+		errno = e;
+		return false;
+	}
+	return sync_dir_of(final);
+}
+
+static bool write_full(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		p += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+bool file_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+	char *copy = xstrdup(path), *dcopy = xstrdup(path);
+	char *prefix = xasprintf(".%s.tmp.", basename(copy));
+	char *tmp = NULL;
+	int fd = file_create_temp(dirname(dcopy), prefix, mode, &tmp);
+	bool ok = fd >= 0;
+	if (ok && !write_full(fd, data, len)) {
+		int e = errno;
+		close(fd);
+		unlink(tmp);
+		errno = e;
+		ok = false;
+	} else if (ok) {
+		ok = file_publish(fd, tmp, path);
+	}
+	int e = errno;
+	free(tmp);
+	free(prefix);
+	free(dcopy);
+	free(copy);
+	errno = e;
+	return ok;
+}
