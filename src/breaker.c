@@ -130,15 +130,15 @@ static bool record_db(const struct pg_target *t, const char *sig, struct failure
 	PGconn *conn = pg_connect(t, 3000, -1, &st, &err);
 	if (!conn)
 		return false;
-	PQclear(PQexec(conn, "SET client_min_messages = warning"));
-	PGresult *res = PQexec(conn, "CREATE TABLE IF NOT EXISTS " STATE_TABLE " (id int PRIMARY KEY "
-				     "CHECK (id = 1), signature text NOT NULL, count bigint NOT NULL, "
-				     "first_at timestamptz NOT NULL, last_at timestamptz NOT NULL)");
-	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-	PQclear(res);
+	bool ok = pg_command(conn, "SET client_min_messages = warning", 0, NULL, 3000, -1, &err) &&
+		  pg_command(conn,
+			     "CREATE TABLE IF NOT EXISTS " STATE_TABLE " (id int PRIMARY KEY "
+			     "CHECK (id = 1), signature text NOT NULL, count bigint NOT NULL, "
+			     "first_at timestamptz NOT NULL, last_at timestamptz NOT NULL)",
+			     0, NULL, 3000, -1, &err);
 	const char *params[1] = {sig};
 	if (ok) {
-		res = PQexecParams(conn,
+		PGresult *res = pg_run(conn,
 				   "INSERT INTO " STATE_TABLE " VALUES (1, $1, 1, now(), now()) "
 				   "ON CONFLICT (id) DO UPDATE SET "
 				   "count = CASE WHEN " STATE_TABLE ".signature = $1 THEN " STATE_TABLE ".count + 1 ELSE 1 END, "
@@ -146,7 +146,7 @@ static bool record_db(const struct pg_target *t, const char *sig, struct failure
 				   "signature = $1, last_at = now() "
 				   "RETURNING count, (extract(epoch FROM first_at) * 1000)::bigint, "
 				   "(extract(epoch FROM last_at) * 1000)::bigint",
-				   1, NULL, params, NULL, NULL, 0);
+				   1, params, 3000, -1, &err);
 		ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
 		if (ok) {
 			snprintf(m->signature, sizeof m->signature, "%s", sig);
@@ -203,11 +203,12 @@ void breaker_clear(const struct config *cfg, PGconn *conn)
 	if (!conn)
 		return;
 	/* One round trip, and no write at all while there is nothing to forget. */
-	PGresult *res = PQexec(conn, "SELECT pg_catalog.to_regclass('" STATE_TABLE "') IS NOT NULL");
-	bool exists = PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	PQclear(res);
-	if (exists) {
-		res = PQexec(conn, "DELETE FROM " STATE_TABLE);
+	struct pg_error err;
+	char exists[8];
+	if (pg_query_value(conn, "SELECT pg_catalog.to_regclass('" STATE_TABLE "') IS NOT NULL",
+			   PG_QUERY_MS, -1, exists, sizeof exists, &err) &&
+	    strcmp(exists, "t") == 0) {
+		PGresult *res = pg_run(conn, "DELETE FROM " STATE_TABLE, 0, NULL, PG_QUERY_MS, -1, &err);
 		if (PQresultStatus(res) == PGRES_COMMAND_OK && atoi(PQcmdTuples(res)) > 0)
 			log_event(LOG_INFO, "state.cleared", LOG_FIELDS(LF_S("table", STATE_TABLE)),
 				  "the last failure is forgotten after this success");

@@ -22,7 +22,8 @@ static void log_holder(PGconn *conn, int64_t key, int64_t waited_ms)
 	snprintf(keytext, sizeof keytext, "%" PRId64, key);
 	const char *params[1] = {keytext};
 	/* A bigint advisory key shows in pg_locks as classid (high half) and objid (low half). */
-	PGresult *res = PQexecParams(
+	struct pg_error err;
+	PGresult *res = pg_run(
 		conn,
 		"SELECT a.pid, a.application_name, COALESCE(a.client_addr::text, 'local'), "
 		"a.backend_start::text, COALESCE(EXTRACT(epoch FROM now() - a.query_start)::int, 0), "
@@ -33,7 +34,7 @@ static void log_holder(PGconn *conn, int64_t key, int64_t waited_ms)
 		"AND l.objid::bigint = $1::bigint & 4294967295 "
 		"AND l.database = (SELECT oid FROM pg_catalog.pg_database "
 		"WHERE datname = pg_catalog.current_database())",
-		1, NULL, params, NULL, NULL, 0);
+		1, params, PG_QUERY_MS, -1, &err);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0) {
 		log_event(LOG_INFO, "lock.wait",
 			  LOG_FIELDS(LF_I("waited_ms", waited_ms), LF_S("key", keytext),
@@ -64,7 +65,7 @@ enum lock_status lock_acquire(PGconn *conn, const char *name, int64_t timeout_ms
 	bool reported = false;
 	for (;;) {
 		char got[8];
-		if (!pg_query_value(conn, sql, 30000, -1, got, sizeof got, err))
+		if (!pg_query_value(conn, sql, PG_QUERY_MS, -1, got, sizeof got, err))
 			return LOCK_LOST;
 		if (strcmp(got, "true") == 0) {
 			if (reported)

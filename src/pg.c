@@ -205,78 +205,59 @@ static void cancel_query(PGconn *conn)
 	}
 }
 
-bool pg_query_value(PGconn *conn, const char *sql, int64_t timeout_ms, int cancel_fd, char *out,
-		    size_t outlen, struct pg_error *err)
+/* How long a statement we were asked to stop may take to send its error back before the
+ * connection is given up on (the server rolls back either way). */
+#define PG_STOP_GRACE_MS 5000
+
+/* Waits until conn has a whole result, the deadline passes (-1: none) or stop_fd turns
+ * readable; the first stop sends a cancel and then waits PG_STOP_GRACE_MS more. True when a
+ * result can be read without blocking; false with err when the connection was given up on. */
+static bool wait_result(PGconn *conn, int64_t deadline, int stop_fd, struct pg_error *err)
 {
-	PGresult *res = NULL, *next;
-	bool ok = false;
-	err->interrupted = false;
-	if (!PQsendQuery(conn, sql)) {
-		copy_msg(err, PQerrorMessage(conn));
-		return false;
-	}
-	/* Wait for the answer with our own deadline and stop descriptor: a server (or a pooler in
-	 * front of it) that accepted us and then went silent must not hang the tool. */
-	int64_t deadline = now_ms() + timeout_ms;
 	while (PQisBusy(conn)) {
-		int64_t left = deadline - now_ms();
-		struct pollfd fds[2] = {{PQsocket(conn), POLLIN, 0}, {cancel_fd, POLLIN, 0}};
-		int n = left > 0 ? poll(fds, cancel_fd >= 0 ? 2 : 1, (int)left) : 0;
+		int64_t left = deadline < 0 ? -1 : deadline - now_ms();
+		struct pollfd fds[2] = {{PQsocket(conn), POLLIN, 0}, {stop_fd, POLLIN, 0}};
+		bool watch_stop = stop_fd >= 0 && !err->interrupted;
+		int n = left != 0 ? poll(fds, watch_stop ? 2 : 1, left < 0 ? -1 : (int)left) : 0;
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n == 0 || (cancel_fd >= 0 && (fds[1].revents & POLLIN))) {
+		if (n == 0) {
+			if (!err->interrupted)
+				cancel_query(conn);
+			copy_msg(err, err->interrupted ? "interrupted while waiting for the server"
+						       : "the server did not answer in time");
+			err->timed_out = !err->interrupted;
+			return false;
+		}
+		if (watch_stop && (fds[1].revents & POLLIN)) {
+			/* The server ends the statement and rolls its transaction back; its error is
+			 * still read, so the connection stays usable. */
 			cancel_query(conn);
-			err->interrupted = n != 0;
-			copy_msg(err, n ? "interrupted while waiting for the server"
-					: "the server did not answer in time");
-			return false;
+			err->interrupted = true;
+			deadline = now_ms() + PG_STOP_GRACE_MS;
 		}
-		if (!PQconsumeInput(conn)) {
-			copy_msg(err, PQerrorMessage(conn));
-			return false;
-		}
+		if (n < 0 || ((fds[0].revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(conn)))
+			return true; /* PQgetResult reports the broken connection */
 	}
-	while ((next = PQgetResult(conn)) != NULL) {
-		PQclear(res);
-		res = next;
-	}
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		copy_msg(err, res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
-		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-		snprintf(err->sqlstate, sizeof err->sqlstate, "%s", state ? state : "");
-		goto fail;
-	}
-	if (PQntuples(res) != 1 || PQnfields(res) < 1) {
-		copy_msg(err, "query returned an unexpected shape");
-		goto fail;
-	}
-	snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
-	ok = true;
-fail:
-	PQclear(res);
-	return ok;
+	return true;
 }
 
-PGresult *pg_exec(PGconn *conn, const char *sql, int cancel_fd, bool *interrupted)
+PGresult *pg_run(PGconn *conn, const char *sql, int nparams, const char *const *params,
+		 int64_t timeout_ms, int stop_fd, struct pg_error *err)
 {
-	*interrupted = false;
-	if (!PQsendQuery(conn, sql))
+	memset(err, 0, sizeof *err);
+	int sent = nparams > 0 ? PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0)
+			       : PQsendQuery(conn, sql);
+	if (!sent) {
+		copy_msg(err, PQerrorMessage(conn));
 		return NULL;
+	}
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 	PGresult *keep = NULL;
 	for (;;) {
-		while (PQisBusy(conn)) {
-			struct pollfd fds[2] = {{PQsocket(conn), POLLIN, 0}, {cancel_fd, POLLIN, 0}};
-			int n = poll(fds, cancel_fd >= 0 && !*interrupted ? 2 : 1, -1);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (cancel_fd >= 0 && !*interrupted && n > 0 && (fds[1].revents & POLLIN)) {
-				/* The server ends the statement and rolls its transaction back; we still
-				 * read the error it sends, so the connection stays usable. */
-				cancel_query(conn);
-				*interrupted = true;
-			}
-			if (n < 0 || ((fds[0].revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(conn)))
-				break; /* PQgetResult reports the broken connection */
+		if (!wait_result(conn, deadline, stop_fd, err)) {
+			PQclear(keep);
+			return NULL;
 		}
 		PGresult *r = PQgetResult(conn);
 		if (!r)
@@ -291,7 +272,48 @@ PGresult *pg_exec(PGconn *conn, const char *sql, int cancel_fd, bool *interrupte
 		if (PQstatus(conn) == CONNECTION_BAD)
 			break;
 	}
-	return keep ? keep : PQmakeEmptyPGresult(conn, PGRES_EMPTY_QUERY);
+	if (!keep)
+		keep = PQmakeEmptyPGresult(conn, PGRES_EMPTY_QUERY);
+	if (!keep)
+		die_oom();
+	ExecStatusType st = PQresultStatus(keep);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
+		bool interrupted = err->interrupted;
+		const char *msg = PQresultErrorMessage(keep);
+		copy_msg(err, msg && *msg ? msg : PQerrorMessage(conn));
+		const char *state = PQresultErrorField(keep, PG_DIAG_SQLSTATE);
+		snprintf(err->sqlstate, sizeof err->sqlstate, "%s", state ? state : "");
+		err->interrupted = interrupted;
+	}
+	return keep;
+}
+
+bool pg_command(PGconn *conn, const char *sql, int nparams, const char *const *params,
+		int64_t timeout_ms, int stop_fd, struct pg_error *err)
+{
+	PGresult *res = pg_run(conn, sql, nparams, params, timeout_ms, stop_fd, err);
+	ExecStatusType st = PQresultStatus(res);
+	bool ok = res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+	PQclear(res);
+	return ok;
+}
+
+bool pg_query_value(PGconn *conn, const char *sql, int64_t timeout_ms, int cancel_fd, char *out,
+		    size_t outlen, struct pg_error *err)
+{
+	PGresult *res = pg_run(conn, sql, 0, NULL, timeout_ms, cancel_fd, err);
+	bool ok = false;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+		goto fail;
+	if (PQntuples(res) != 1 || PQnfields(res) < 1) {
+		copy_msg(err, "query returned an unexpected shape");
+		goto fail;
+	}
+	snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
+	ok = true;
+fail:
+	PQclear(res);
+	return ok;
 }
 
 /* Appends s, percent-encoded unless raw (RFC 3986 unreserved characters are kept). */

@@ -333,7 +333,11 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 			status_set(STATUS_MIGRATING, "migrate", run + 1, NULL);
 			/* Held while a long migration runs: a server-side idle timeout must not drop
 			 * the lock's session (the setting is unknown before PostgreSQL 14: ignored). */
-			PQclear(PQexec(conn, "SET idle_session_timeout = 0"));
+			struct pg_error ignored;
+			if (!pg_command(conn, "SET idle_session_timeout = 0", 0, NULL, PG_QUERY_MS, -1,
+					&ignored)) {
+				/* before PostgreSQL 14: no such setting, nothing to keep alive */
+			}
 			int64_t migrate_start = now_ms();
 			src->migrate(src->self, conn, &ctx, &out);
 			rep->migrate_ms += now_ms() - migrate_start;

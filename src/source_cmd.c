@@ -191,11 +191,12 @@ static void end_sessions(const struct pg_target *t, const char *appname)
 	if (!conn)
 		return;
 	const char *params[1] = {appname};
-	PGresult *res = PQexecParams(conn,
-				     "SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) "
-				     "FROM pg_catalog.pg_stat_activity "
-				     "WHERE application_name = $1 AND pid <> pg_catalog.pg_backend_pid()",
-				     1, NULL, params, NULL, NULL, 0);
+	struct pg_error err;
+	PGresult *res = pg_run(conn,
+			       "SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) "
+			       "FROM pg_catalog.pg_stat_activity "
+			       "WHERE application_name = $1 AND pid <> pg_catalog.pg_backend_pid()",
+			       1, params, 3000, -1, &err);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) > 0)
 		log_event(LOG_INFO, "migrate.rollback",
 			  LOG_FIELDS(LF_I("sessions", atoi(PQgetvalue(res, 0, 0)))),

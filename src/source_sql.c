@@ -309,6 +309,13 @@ static char *qualified(PGconn *conn, const struct sql_source *ss)
 	return q;
 }
 
+/* The source's own small queries: pg_run with the usual deadline; NULL when no answer came. */
+static PGresult *small_query(PGconn *conn, const char *sql, int nparams, const char *const *params)
+{
+	struct pg_error e;
+	return pg_run(conn, sql, nparams, params, PG_QUERY_MS, -1, &e);
+}
+
 static bool query_ok(PGresult *res, char *err, size_t errlen, const char *what)
 {
 	ExecStatusType st = PQresultStatus(res);
@@ -325,8 +332,7 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 	char *q = qualified(conn, ss);
 	const char *params[2] = {q, ss->schema};
 	/* to_regclass is cheap; counting the schema's tables only matters without a history. */
-	PGresult *res = PQexecParams(conn, "SELECT pg_catalog.to_regclass($1) IS NOT NULL", 1, NULL,
-				     params, NULL, NULL, 0);
+	PGresult *res = small_query(conn, "SELECT pg_catalog.to_regclass($1) IS NOT NULL", 1, params);
 	if (!query_ok(res, err, errlen, "reading the catalog")) {
 		PQclear(res);
 		free(q);
@@ -336,11 +342,9 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 	PQclear(res);
 	*tables_in_schema = 0;
 	if (!ss->history_exists) {
-		res = PQexecParams(conn,
-				   "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+		res = small_query(conn, "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
 				   "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') "
-				   "AND c.relname <> 'mtr_failure_state'",
-				   1, NULL, params + 1, NULL, NULL, 0);
+				   "AND c.relname <> 'mtr_failure_state'", 1, params + 1);
 		if (!query_ok(res, err, errlen, "reading the catalog")) {
 			PQclear(res);
 			free(q);
@@ -354,7 +358,7 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 	char *sql = xasprintf("SELECT h.version::text, h.name, h.checksum, h.success FROM %s h "
 			      "ORDER BY h.version", q);
 	free(q);
-	res = PQexec(conn, sql);
+	res = small_query(conn, sql, 0, NULL);
 	free(sql);
 	if (!query_ok(res, err, errlen, "reading the history table")) {
 		PQclear(res);
@@ -594,7 +598,7 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 
 static bool exec_simple(PGconn *conn, const char *sql, char *err, size_t errlen)
 {
-	PGresult *res = PQexec(conn, sql);
+	PGresult *res = small_query(conn, sql, 0, NULL);
 	bool ok = query_ok(res, err, errlen, sql);
 	PQclear(res);
 	return ok;
@@ -641,7 +645,7 @@ static bool record(PGconn *conn, const struct sql_source *ss, const struct sql_f
 	char dur[32];
 	snprintf(dur, sizeof dur, "%lld", (long long)duration_ms);
 	const char *params[6] = {f->vtext, f->name, f->checksum, dur, by, success ? "true" : "false"};
-	PGresult *res = PQexecParams(conn, sql, 6, NULL, params, NULL, NULL, 0);
+	PGresult *res = small_query(conn, sql, 6, params);
 	bool ok = query_ok(res, err, errlen, "recording the migration in the history table");
 	PQclear(res);
 	free(sql);
@@ -747,7 +751,9 @@ static int apply_one(PGconn *conn, const struct sql_source *ss, const struct sql
 	} else {
 		sql = one_trip(conn, ss, f, by, &offset);
 	}
-	PGresult *res = pg_exec(conn, sql ? sql : f->sql, stop_fd, &interrupted);
+	struct pg_error perr;
+	PGresult *res = pg_run(conn, sql ? sql : f->sql, 0, NULL, -1, stop_fd, &perr);
+	interrupted = perr.interrupted;
 	free(sql);
 	ExecStatusType st = PQresultStatus(res);
 	if (res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) &&

@@ -28,7 +28,8 @@ struct pg_target {
 struct pg_error {
 	char msg[1024];
 	char sqlstate[6];
-	bool interrupted; /* pg_query_value: the cancel descriptor fired */
+	bool interrupted; /* the stop descriptor fired (a cancel was sent) */
+	bool timed_out;   /* the deadline passed before the server answered */
 };
 
 /* Checks the URL/conninfo for syntax without connecting. */
@@ -47,18 +48,28 @@ enum pg_status pg_classify_connect_error(const char *msg, bool needs_password);
  * 55P03). NULL or empty sqlstate (no answer at all) counts as transient. */
 bool pg_sqlstate_is_transient(const char *sqlstate);
 
-/* Runs sql, which must return one row, and copies its first column into out. Gives up after
- * timeout_ms, or as soon as cancel_fd (if >= 0) is readable (err->interrupted), cancelling
- * the query. False with err on failure; the connection may then be unusable: finish it.
+/* The deadline of the tool's own small queries (bookkeeping, lock polls, probes). */
+#define PG_QUERY_MS 30000
+
+/* The one way to run a query (make lint: no libpq query call outside pg.c). Sends sql, with
+ * nparams text parameters (0: the simple protocol, several statements allowed), and waits
+ * for all of it until timeout_ms passes (-1: no deadline of ours, for a migration's own text:
+ * statement_timeout and the stop descriptor bound it) or stop_fd (if >= 0) turns readable.
+ * A stop sends a cancel and waits a few seconds more for the server's error
+ * (err->interrupted). Returns the first failed statement's result or the last one (caller
+ * PQclears), with err filled (message, SQLSTATE) when that result is an error; NULL with err
+ * when no answer came (deadline, stop, broken connection): the connection is then unusable.
  * Queries name pg_catalog objects explicitly: no search_path is assumed. */
+PGresult *pg_run(PGconn *conn, const char *sql, int nparams, const char *const *params,
+		 int64_t timeout_ms, int stop_fd, struct pg_error *err) MTR_MUST_CHECK;
+
+/* pg_run for a statement whose result is only success or failure. */
+bool pg_command(PGconn *conn, const char *sql, int nparams, const char *const *params,
+		int64_t timeout_ms, int stop_fd, struct pg_error *err) MTR_MUST_CHECK;
+
+/* pg_run for a query that must return one row: its first column is copied into out. */
 bool pg_query_value(PGconn *conn, const char *sql, int64_t timeout_ms, int cancel_fd, char *out,
 		    size_t outlen, struct pg_error *err) MTR_MUST_CHECK;
-
-/* Runs sql (one statement or many, simple-query protocol) and waits for all of it. When
- * cancel_fd (if >= 0) turns readable the server is asked to cancel (*interrupted), and the
- * resulting error is still read. Returns the first failed statement's result, or the last
- * result (caller PQclears); NULL only if the query could not be sent. */
-PGresult *pg_exec(PGconn *conn, const char *sql, int cancel_fd, bool *interrupted);
 
 /* A postgresql:// URL equivalent to the open connection, for tools that want one (caller
  * frees): host, port, user, password, database, and every other non-default setting as a
