@@ -6,6 +6,7 @@
 #include "mtr/problems.h"
 #include "mtr/retry.h"
 #include "mtr/source.h"
+#include "mtr/sql_runner.h"
 
 #include <cJSON.h>
 #include <ctype.h>
@@ -14,7 +15,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,24 +78,6 @@ int source_sql_parse_name(const char *file, uint64_t *version, char *name, size_
 	return 1;
 }
 
-void source_sql_position(const char *text, long pos, long *line, long *col)
-{
-	*line = 1;
-	*col = 1;
-	long chars = 1;
-	for (const unsigned char *p = (const unsigned char *)text; *p && chars < pos; p++) {
-		if ((*p & 0xC0) == 0x80)
-			continue; /* a continuation byte: same character */
-		chars++;
-		if (*p == '\n') {
-			(*line)++;
-			*col = 1;
-		} else {
-			(*col)++;
-		}
-	}
-}
-
 bool source_sql_no_transaction(const char *text)
 {
 	size_t n = strlen(DIRECTIVE);
@@ -147,57 +129,6 @@ static int by_version(const void *a, const void *b)
 	return x->version < y->version ? -1 : x->version > y->version;
 }
 
-/* SHA-256 of data as lowercase hex. The digest is fetched once per plan: an implicit fetch
- * for each of hundreds of files would cost more than the hashing itself. */
-static void sha256_hex(EVP_MD_CTX *ctx, const EVP_MD *md, const char *data, size_t len, char out[65])
-{
-	static const char hex[] = "0123456789abcdef";
-	unsigned char digest[EVP_MAX_MD_SIZE];
-	unsigned int n = 0;
-	if (!EVP_DigestInit_ex(ctx, md, NULL) || !EVP_DigestUpdate(ctx, data, len) ||
-	    !EVP_DigestFinal_ex(ctx, digest, &n) || n != 32)
-		n = 0;
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = hex[digest[i] >> 4];
-		out[2 * i + 1] = hex[digest[i] & 15];
-	}
-	out[2 * (size_t)n] = '\0';
-}
-
-/* Reads a whole regular file relative to dirfd (caller frees). NULL with errno on failure;
- * ENOTSUP marks "not a regular file". Three system calls for a usual file: a plan reads
- * hundreds of these on every start, and a short read of a regular file means its end. */
-static char *read_file(int dirfd, const char *name, size_t *len)
-{
-	static char chunk[16384]; /* reused: a fresh buffer per file would fault in new pages */
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return NULL;
-	char *buf = NULL;
-	size_t n = 0;
-	for (;;) {
-		ssize_t got = read(fd, chunk, sizeof chunk);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			int e = errno == EISDIR ? ENOTSUP : errno;
-			free(buf);
-			close(fd);
-			errno = e;
-			return NULL;
-		}
-		buf = xrealloc(buf, n + (size_t)got + 1);
-		memcpy(buf + n, chunk, (size_t)got);
-		n += (size_t)got;
-		if (got < (ssize_t)sizeof chunk)
-			break;
-	}
-	close(fd);
-	buf[n] = '\0';
-	*len = n;
-	return buf;
-}
-
 /* Reads every migration file of dir; logs skipped names. Returns 0, or 65 with err. */
 static int load_files(struct sql_source *ss, char *err, size_t errlen)
 {
@@ -210,8 +141,8 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 	size_t cap = 0;
 	struct dirent *e;
 	int code = 0;
-	EVP_MD *md = EVP_MD_fetch(NULL, "SHA256", NULL);
-	EVP_MD_CTX *mdctx = EVP_MD_CTX_new();
+	struct sqlr_hash hash;
+	sqlr_hash_init(&hash);
 	while ((e = readdir(d)) != NULL) {
 		if (e->d_name[0] == '.')
 			continue;
@@ -237,31 +168,13 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 			break;
 		}
 		size_t len = 0;
-		char *sql = read_file(dirfd(d), e->d_name, &len);
-		if (!sql && errno == ENOTSUP) {
+		char *sql = NULL;
+		enum sqlr_load l = sqlr_load(dirfd(d), dir, e->d_name, &sql, &len, err, errlen);
+		if (l == SQLR_NOT_REGULAR) {
 			free(path); /* a directory or device named like a migration: not ours */
 			continue;
 		}
-		if (!sql) {
-			set_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-			free(path);
-			code = MTR_EXIT_INCONSISTENT;
-			break;
-		}
-		if (strlen(sql) != len) {
-			set_err(err, errlen, "%s: contains a NUL byte; a migration must be text", path);
-			free(sql);
-			free(path);
-			code = MTR_EXIT_INCONSISTENT;
-			break;
-		}
-		bool blank = true;
-		for (const char *p = sql; *p && blank; p++)
-			blank = isspace((unsigned char)*p);
-		if (blank) {
-			set_err(err, errlen, "%s: the file is empty; a migration must hold SQL (delete the "
-				"file if it is not meant to be one)", path);
-			free(sql);
+		if (l == SQLR_BAD) {
 			free(path);
 			code = MTR_EXIT_INCONSISTENT;
 			break;
@@ -277,11 +190,10 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 		f->file = xstrdup(e->d_name);
 		f->sql = sql;
 		f->no_tx = source_sql_no_transaction(sql);
-		sha256_hex(mdctx, md, sql, len, f->checksum);
+		sqlr_sha256_hex(&hash, sql, len, f->checksum);
 	}
 	closedir(d);
-	EVP_MD_CTX_free(mdctx);
-	EVP_MD_free(md);
+	sqlr_hash_free(&hash);
 	if (code)
 		return code;
 	qsort(ss->files, ss->nfiles, sizeof *ss->files, by_version);
@@ -598,10 +510,11 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 
 static bool exec_simple(PGconn *conn, const char *sql, char *err, size_t errlen)
 {
-	PGresult *res = small_query(conn, sql, 0, NULL);
-	bool ok = query_ok(res, err, errlen, sql);
-	PQclear(res);
-	return ok;
+	struct pg_error e;
+	if (pg_command(conn, sql, 0, NULL, PG_QUERY_MS, -1, &e))
+		return true;
+	set_err(err, errlen, "%s: %s", sql, e.msg);
+	return false;
 }
 
 static char *applied_by(void)
@@ -631,241 +544,130 @@ static bool ensure_history(PGconn *conn, struct sql_source *ss, char *err, size_
 	return ok;
 }
 
-/* Records a history row; with update, turns an existing success=false row into success. */
-static bool record(PGconn *conn, const struct sql_source *ss, const struct sql_file *f,
-		   int64_t duration_ms, bool success, const char *by, char *err, size_t errlen)
+/* The statement that records f in the history table (caller frees); an existing
+ * success=false row is turned into this one. duration: a SQL expression in milliseconds. */
+static char *record_sql(PGconn *conn, const struct sql_source *ss, const struct sql_file *f,
+			const char *duration, bool success, const char *by)
 {
-	char *q = qualified(conn, ss);
-	char *sql = xasprintf(
-		"INSERT INTO %s (version, name, checksum, duration_ms, applied_by, success) "
-		"VALUES ($1::numeric, $2, $3, $4::bigint, $5, $6::boolean) "
-		"ON CONFLICT (version) DO UPDATE SET success = EXCLUDED.success, "
-		"duration_ms = EXCLUDED.duration_ms, applied_at = now(), applied_by = EXCLUDED.applied_by",
-		q);
-	char dur[32];
-	snprintf(dur, sizeof dur, "%lld", (long long)duration_ms);
-	const char *params[6] = {f->vtext, f->name, f->checksum, dur, by, success ? "true" : "false"};
-	PGresult *res = small_query(conn, sql, 6, params);
-	bool ok = query_ok(res, err, errlen, "recording the migration in the history table");
-	PQclear(res);
-	free(sql);
-	free(q);
-	return ok;
-}
-
-/* Whether a failure means the connection or the server went away. */
-static bool lost(PGconn *conn, const char *state)
-{
-	return PQstatus(conn) == CONNECTION_BAD || (state && strncmp(state, "08", 2) == 0) ||
-	       (state && (strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 ||
-			  strcmp(state, "57P03") == 0));
-}
-
-static bool retryable(const char *state)
-{
-	return state && (strcmp(state, "55P03") == 0 || strcmp(state, "40P01") == 0 ||
-			 strcmp(state, "40001") == 0);
-}
-
-static const char *field(const PGresult *res, int code)
-{
-	const char *v = res ? PQresultErrorField(res, code) : NULL;
-	return v ? v : "";
-}
-
-/* offset: characters sent before the file's text in the same query string. */
-static void fail_step(const struct sql_source *ss, const struct sql_file *f, const PGresult *res,
-		      PGconn *conn, long offset, struct migrate_outcome *out)
-{
-	long line = 0, col = 0;
-	const char *pos = field(res, PG_DIAG_STATEMENT_POSITION);
-	if (*pos && atol(pos) > offset)
-		source_sql_position(f->sql, atol(pos) - offset, &line, &col);
-	const char *msg = res ? field(res, PG_DIAG_MESSAGE_PRIMARY) : PQerrorMessage(conn);
-	char where[64] = "";
-	if (line)
-		snprintf(where, sizeof where, ":%ld:%ld", line, col);
-	const char *detail = field(res, PG_DIAG_MESSAGE_DETAIL), *hint = field(res, PG_DIAG_MESSAGE_HINT);
-	log_event(LOG_ERROR, "migrate.failed",
-		  LOG_FIELDS(LF_S("file", f->file), LF_S("version", f->vtext),
-			     LF_S("sqlstate", field(res, PG_DIAG_SQLSTATE)), LF_S("error", msg),
-			     LF_S("detail", *detail ? detail : NULL), LF_S("hint", *hint ? hint : NULL),
-			     LF_S("context", *field(res, PG_DIAG_CONTEXT) ? field(res, PG_DIAG_CONTEXT) : NULL),
-			     LF_I("line", line), LF_I("column", col), LF_B("no_transaction", f->no_tx),
-			     LF_I("exit_code", MTR_EXIT_MIGRATION)),
-		  "%s/%s%s: %s (SQLSTATE %s)%s%s%s%s; %s",
-		  ss->cfg->sql_dir, f->file, where, msg, field(res, PG_DIAG_SQLSTATE),
-		  *detail ? "; detail: " : "", detail, *hint ? "; hint: " : "", hint,
-		  f->no_tx ? "it ran outside a transaction and is recorded as failed: check what it "
-			     "changed, repair, then use --repair-failed"
-			   : "it was rolled back; migrations before it stay applied, the app was not "
-			     "started");
-	out->result = MIGRATE_FAILED;
-	out->code = MTR_EXIT_MIGRATION;
-	snprintf(out->sqlstate, sizeof out->sqlstate, "%s", field(res, PG_DIAG_SQLSTATE));
-	snprintf(out->revision, sizeof out->revision, "%s", f->vtext);
-	snprintf(out->message, sizeof out->message, "%s", msg);
-	snprintf(out->file, sizeof out->file, "%s%s", f->file, where);
-}
-
-/* The query that applies a transactional file in one round trip: settings, the file, its
- * history row, COMMIT. *offset is the length of what precedes the file (ASCII), so that an
- * error position maps back to the file. Caller frees. */
-static char *one_trip(PGconn *conn, const struct sql_source *ss, const struct sql_file *f,
-		      const char *by, long *offset)
-{
-	char *prefix = xasprintf("BEGIN; SET LOCAL lock_timeout = %lld; SET LOCAL statement_timeout = %lld;\n",
-				 (long long)ss->cfg->migration_lock_timeout_ms,
-				 (long long)ss->cfg->statement_timeout_ms);
 	char *q = qualified(conn, ss);
 	char *name = PQescapeLiteral(conn, f->name, strlen(f->name));
 	char *who = PQescapeLiteral(conn, by, strlen(by));
-	/* "\n;" ends a last statement without a semicolon, and a last line that is a comment. */
 	char *sql = xasprintf(
-		"%s%s\n;\nINSERT INTO %s (version, name, checksum, duration_ms, applied_by, success) "
-		"VALUES (%s, %s, '%s', (EXTRACT(epoch FROM pg_catalog.clock_timestamp() - "
-		"pg_catalog.now()) * 1000)::bigint, %s, true); COMMIT",
-		prefix, f->sql, q, f->vtext, name ? name : "''", f->checksum, who ? who : "''");
-	*offset = (long)strlen(prefix);
+		"INSERT INTO %s (version, name, checksum, duration_ms, applied_by, success) "
+		"VALUES (%s, %s, '%s', %s, %s, %s) "
+		"ON CONFLICT (version) DO UPDATE SET success = EXCLUDED.success, "
+		"duration_ms = EXCLUDED.duration_ms, applied_at = now(), applied_by = EXCLUDED.applied_by",
+		q, f->vtext, name ? name : "''", f->checksum, duration, who ? who : "''",
+		success ? "true" : "false");
 	PQfreemem(name);
 	PQfreemem(who);
 	free(q);
-	free(prefix);
 	return sql;
 }
 
-/* Applies one file. Returns 0 when done, 1 to retry it (lock timeout, deadlock,
- * serialization), -1 when out is final. */
-static int apply_one(PGconn *conn, const struct sql_source *ss, const struct sql_file *f,
-		     int stop_fd, const char *by, struct migrate_outcome *out, char *state_out)
+static bool record(PGconn *conn, const struct sql_source *ss, const struct sql_file *f,
+		   bool success, const char *by, char *err, size_t errlen)
 {
-	char err[1024] = "";
-	int64_t start = now_ms();
-	bool interrupted = false;
-	long offset = 0;
-	char *sql = NULL;
-	state_out[0] = '\0';
-	if (f->no_tx) {
-		if (!record(conn, ss, f, 0, false, by, err, sizeof err))
-			goto db_error;
-	} else {
-		sql = one_trip(conn, ss, f, by, &offset);
-	}
-	struct pg_error perr;
-	PGresult *res = pg_run(conn, sql ? sql : f->sql, 0, NULL, -1, stop_fd, &perr);
-	interrupted = perr.interrupted;
+	char *sql = record_sql(conn, ss, f, "0", success, by);
+	struct pg_error e;
+	bool ok = pg_command(conn, sql, 0, NULL, PG_QUERY_MS, -1, &e);
+	if (!ok)
+		set_err(err, errlen, "recording the migration in the history table: %s", e.msg);
 	free(sql);
-	ExecStatusType st = PQresultStatus(res);
-	if (res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) &&
-	    PQtransactionStatus(conn) == PQTRANS_IDLE) {
-		PQclear(res);
-		int64_t ms = now_ms() - start;
-		if (f->no_tx && !record(conn, ss, f, ms, true, by, err, sizeof err))
-			goto db_error;
-		log_event(LOG_INFO, "migrate.step",
-			  LOG_FIELDS(LF_S("version", f->vtext), LF_S("file", f->file), LF_I("duration_ms", ms),
-				     LF_B("no_transaction", f->no_tx)),
-			  "applied %s", f->file);
-		return 0;
+	return ok;
+}
+
+static bool forget_failed(PGconn *conn, struct sql_source *ss, char *err, size_t errlen)
+{
+	char *q = qualified(conn, ss);
+	char *sql = xasprintf("DELETE FROM %s WHERE version = %s AND NOT success", q,
+			      ss->cfg->repair_failed);
+	bool ok = exec_simple(conn, sql, err, errlen);
+	free(sql);
+	free(q);
+	if (ok)
+		log_event(LOG_INFO, "migrate.repair", LOG_FIELDS(LF_S("version", ss->cfg->repair_failed)),
+			  "forgot the failed record of %s; it is applied again now", ss->cfg->repair_failed);
+	return ok;
+}
+
+static bool record_baseline(PGconn *conn, struct sql_source *ss, const char *by, char *err,
+			    size_t errlen)
+{
+	size_t n = 0;
+	if (!exec_simple(conn, "BEGIN", err, errlen))
+		return false;
+	char *tag = xasprintf("baseline by %s", by);
+	for (size_t i = 0; i < ss->nfiles && ss->files[i].version <= ss->baseline; i++, n++) {
+		if (!record(conn, ss, &ss->files[i], true, tag, err, errlen)) {
+			char ignored[8];
+			exec_simple(conn, "ROLLBACK", ignored, 0);
+			free(tag);
+			return false;
+		}
 	}
-	const char *state = field(res, PG_DIAG_SQLSTATE);
-	snprintf(state_out, 6, "%s", state);
-	if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
-		char ignored[8];
-		exec_simple(conn, "ROLLBACK", ignored, 0);
-	}
-	if (interrupted) {
-		PQclear(res);
-		out->result = MIGRATE_STOPPED;
-		return -1;
-	}
-	if (lost(conn, state)) {
-		snprintf(out->how, sizeof out->how, "%s: the database connection was lost (%s)", f->file,
-			 *state ? state : "no answer");
-		PQclear(res);
-		out->result = MIGRATE_LOST;
-		return -1;
-	}
-	if (!f->no_tx && retryable(state)) {
-		PQclear(res);
-		return 1;
-	}
-	if (res && PQresultStatus(res) != PGRES_FATAL_ERROR) {
-		/* It succeeded but left a transaction open or closed ours: a BEGIN/COMMIT of its own. */
-		log_event(LOG_ERROR, "migrate.failed",
-			  LOG_FIELDS(LF_S("file", f->file), LF_I("exit_code", MTR_EXIT_MIGRATION)),
-			  "%s/%s: the file controls transactions itself (BEGIN, COMMIT or ROLLBACK); "
-			  "remove those statements (each file already runs in its own transaction), "
-			  "or mark it -- migrate-then-run: no-transaction",
-			  ss->cfg->sql_dir, f->file);
-		snprintf(out->message, sizeof out->message, "the file controls transactions itself");
-		snprintf(out->file, sizeof out->file, "%s", f->file);
-		PQclear(res);
-		out->result = MIGRATE_FAILED;
-		out->code = MTR_EXIT_MIGRATION;
-		return -1;
-	}
-	fail_step(ss, f, res, conn, offset, out);
-	PQclear(res);
-	return -1;
-db_error:
-	if (PQstatus(conn) != CONNECTION_OK) {
-		snprintf(out->how, sizeof out->how, "%s: the database connection was lost", f->file);
-		out->result = MIGRATE_LOST;
-		return -1;
-	}
-	log_event(LOG_ERROR, "migrate.failed",
-		  LOG_FIELDS(LF_S("file", f->file), LF_S("error", err), LF_I("exit_code", MTR_EXIT_MIGRATION)),
-		  "%s: %s", f->file, err);
-	snprintf(out->message, sizeof out->message, "%s", err);
-	snprintf(out->file, sizeof out->file, "%s", f->file);
-	out->result = MIGRATE_FAILED;
-	out->code = MTR_EXIT_MIGRATION;
-	return -1;
+	free(tag);
+	if (!exec_simple(conn, "COMMIT", err, errlen))
+		return false;
+	log_event(LOG_INFO, "migrate.baseline",
+		  LOG_FIELDS(LF_S("version", ss->cfg->baseline), LF_I("recorded", n)),
+		  "recorded %zu migration%s up to %s as applied without running them", n,
+		  n == 1 ? "" : "s", ss->cfg->baseline);
+	return true;
 }
 
 static bool write_bookkeeping(PGconn *conn, struct sql_source *ss, const char *by, char *err,
 			      size_t errlen)
 {
-	if (!ensure_history(conn, ss, err, errlen))
-		return false;
-	if (ss->do_repair) {
-		char *q = qualified(conn, ss);
-		char *sql = xasprintf("DELETE FROM %s WHERE version = %s AND NOT success", q,
-				      ss->cfg->repair_failed);
-		bool ok = exec_simple(conn, sql, err, errlen);
-		free(sql);
-		free(q);
-		if (!ok)
-			return false;
-		log_event(LOG_INFO, "migrate.repair", LOG_FIELDS(LF_S("version", ss->cfg->repair_failed)),
-			  "forgot the failed record of %s; it is applied again now", ss->cfg->repair_failed);
+	return ensure_history(conn, ss, err, errlen) &&
+	       (!ss->do_repair || forget_failed(conn, ss, err, errlen)) &&
+	       (!ss->do_baseline || record_baseline(conn, ss, by, err, errlen));
+}
+
+/* Applies f through the shared runner, recorded in our history table. */
+static bool apply_file(PGconn *conn, const struct sql_source *ss, const struct sql_file *f,
+		       const char *by, const struct sqlr_opts *o, struct migrate_outcome *out)
+{
+	char *in_tx = record_sql(conn, ss, f,
+				 "(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - pg_catalog.now()) "
+				 "* 1000)::bigint",
+				 true, by);
+	char *before = record_sql(conn, ss, f, "0", false, by);
+	char *after = record_sql(conn, ss, f, "$1::bigint", true, by);
+	struct sqlr_step step = {
+		.dir = ss->cfg->sql_dir,
+		.file = f->file,
+		.version = f->vtext,
+		.sql = f->sql,
+		.no_tx = f->no_tx,
+		.record_sql = in_tx,
+		.before_sql = before,
+		.after_sql = after,
+		.no_tx_failed = "it ran outside a transaction and is recorded as failed: check what it "
+				"changed, repair, then use --repair-failed",
+		.no_tx_marker = DIRECTIVE,
+	};
+	bool ok = sqlr_apply(conn, &step, o, out);
+	free(in_tx);
+	free(before);
+	free(after);
+	return ok;
+}
+
+/* The history table could not be written before anything was applied. */
+static void bookkeeping_failed(PGconn *conn, const struct sql_source *ss, const char *err,
+			       struct migrate_outcome *out)
+{
+	if (PQstatus(conn) != CONNECTION_OK) {
+		out->result = MIGRATE_LOST;
+		snprintf(out->how, sizeof out->how, "the database connection was lost");
+		return;
 	}
-	if (ss->do_baseline) {
-		size_t n = 0;
-		if (!exec_simple(conn, "BEGIN", err, errlen))
-			return false;
-		for (size_t i = 0; i < ss->nfiles; i++) {
-			if (ss->files[i].version > ss->baseline)
-				break;
-			char *tag = xasprintf("baseline by %s", by);
-			bool ok = record(conn, ss, &ss->files[i], 0, true, tag, err, errlen);
-			free(tag);
-			if (!ok) {
-				char ignored[8];
-				exec_simple(conn, "ROLLBACK", ignored, 0);
-				return false;
-			}
-			n++;
-		}
-		if (!exec_simple(conn, "COMMIT", err, errlen))
-			return false;
-		log_event(LOG_INFO, "migrate.baseline",
-			  LOG_FIELDS(LF_S("version", ss->cfg->baseline), LF_I("recorded", n)),
-			  "recorded %zu migration%s up to %s as applied without running them", n,
-			  n == 1 ? "" : "s", ss->cfg->baseline);
-	}
-	return true;
+	log_event(LOG_ERROR, "migrate.failed",
+		  LOG_FIELDS(LF_S("error", err), LF_I("exit_code", MTR_EXIT_MIGRATION)),
+		  "cannot write the history table %s.%s: %s", ss->schema, ss->table, err);
+	out->result = MIGRATE_FAILED;
+	out->code = MTR_EXIT_MIGRATION;
 }
 
 static void sql_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
@@ -875,70 +677,23 @@ static void sql_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 	memset(out, 0, sizeof *out);
 	char err[1024] = "";
 	char *by = applied_by();
-	int stop_fd = signals_stop_fd();
+	struct sqlr_opts o = {ctx->cfg->migration_lock_timeout_ms, ctx->cfg->statement_timeout_ms,
+			      ctx->cfg->retries, ctx->sigs, signals_stop_fd()};
 	int64_t start = now_ms();
-	if (!write_bookkeeping(conn, ss, by, err, sizeof err)) {
-		if (PQstatus(conn) != CONNECTION_OK) {
-			out->result = MIGRATE_LOST;
-			snprintf(out->how, sizeof out->how, "the database connection was lost");
-		} else {
-			log_event(LOG_ERROR, "migrate.failed",
-				  LOG_FIELDS(LF_S("error", err), LF_I("exit_code", MTR_EXIT_MIGRATION)),
-				  "cannot write the history table %s.%s: %s", ss->schema, ss->table, err);
-			out->result = MIGRATE_FAILED;
-			out->code = MTR_EXIT_MIGRATION;
-		}
-		goto done;
+	bool ok = write_bookkeeping(conn, ss, by, err, sizeof err);
+	if (!ok)
+		bookkeeping_failed(conn, ss, err, out);
+	for (size_t i = 0; ok && i < ss->npending; i++)
+		ok = apply_file(conn, ss, &ss->files[ss->pending[i]], by, &o, out);
+	if (ok) {
+		log_event(LOG_INFO, "migrate.done",
+			  LOG_FIELDS(LF_I("applied", ss->npending), LF_I("duration_ms", now_ms() - start)),
+			  "%zu migration%s applied", ss->npending, ss->npending == 1 ? "" : "s");
+		out->result = MIGRATE_OK;
 	}
-	for (size_t i = 0; i < ss->npending; i++) {
-		const struct sql_file *f = &ss->files[ss->pending[i]];
-		struct backoff b;
-		backoff_init(&b, 500, 10000, random_u64());
-		for (long tries = 0;; tries++) {
-			char state[8];
-			int r = apply_one(conn, ss, f, stop_fd, by, out, state);
-			if (r == 0)
-				break;
-			if (r < 0)
-				goto done;
-			if (tries >= ctx->cfg->retries) {
-				log_event(LOG_ERROR, "migrate.failed",
-					  LOG_FIELDS(LF_S("file", f->file), LF_S("sqlstate", state),
-						     LF_I("attempts", tries + 1), LF_B("transient", true),
-						     LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
-					  "%s/%s: still blocked (SQLSTATE %s) after %ld attempts; another "
-					  "session holds locks it needs: find it in pg_locks, or raise "
-					  "--migration-lock-timeout / --retries",
-					  ss->cfg->sql_dir, f->file, state, tries + 1);
-				out->result = MIGRATE_FAILED;
-				out->code = MTR_EXIT_TEMPFAIL;
-				goto done;
-			}
-			int64_t delay = backoff_next(&b);
-			log_event(LOG_WARN, "migrate.retry",
-				  LOG_FIELDS(LF_S("file", f->file), LF_S("sqlstate", state),
-					     LF_I("attempt", tries + 1), LF_I("delay_ms", delay)),
-				  "%s: %s (SQLSTATE %s); rolled back, retrying in %lldms", f->file,
-				  strcmp(state, "55P03") == 0 ? "lock not available within lock_timeout"
-							       : "deadlock or serialization failure",
-				  state, (long long)delay);
-			int sig = signals_sleep(ctx->sigs, delay);
-			if (sig) {
-				out->result = MIGRATE_STOPPED;
-				out->signo = sig;
-				goto done;
-			}
-		}
-	}
-	log_event(LOG_INFO, "migrate.done",
-		  LOG_FIELDS(LF_I("applied", ss->npending), LF_I("duration_ms", now_ms() - start)),
-		  "%zu migration%s applied", ss->npending, ss->npending == 1 ? "" : "s");
-	out->result = MIGRATE_OK;
-done:
-	if (out->result == MIGRATE_STOPPED && !out->signo) {
-		out->signo = signals_stop_read(stop_fd);
-	}
-	signals_stop_close(stop_fd);
+	if (out->result == MIGRATE_STOPPED && !out->signo)
+		out->signo = signals_stop_read(o.stop_fd);
+	signals_stop_close(o.stop_fd);
 	free(by);
 }
 

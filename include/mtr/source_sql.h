@@ -19,9 +19,6 @@ bool source_sql_open(const struct config *cfg, struct source *src, char *err, si
  * 64 bits. For unit tests and the loader. */
 int source_sql_parse_name(const char *file, uint64_t *version, char *name, size_t namelen);
 
-/* 1-based line and column of the 1-based character position pos in text (UTF-8). */
-void source_sql_position(const char *text, long pos, long *line, long *col);
-
 /* Whether the file asks to run outside a transaction (its first line is the directive). */
 bool source_sql_no_transaction(const char *text);
 

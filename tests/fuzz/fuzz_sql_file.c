@@ -2,6 +2,7 @@
  * The input is a file name, a newline, then the file's text. */
 #include "fuzz.h"
 #include "mtr/source_sql.h"
+#include "mtr/sql_runner.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -46,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const long positions[] = {-1, 0, 1, 2, len / 2, len, len + 1, len + 100};
 	for (size_t i = 0; i < sizeof positions / sizeof positions[0]; i++) {
 		long line = 0, col = 0;
-		source_sql_position(text, positions[i], &line, &col);
+		sqlr_position(text, positions[i], &line, &col);
 		if (line < 1 || col < 1 || line > len + 1 || col > len + 1)
 			abort();
 	}

@@ -2,6 +2,7 @@
 #include "mtr/lock.h"
 #include "mtr/source.h"
 #include "mtr/source_sql.h"
+#include "mtr/sql_runner.h"
 #include "unit.h"
 
 #include <inttypes.h>
@@ -79,7 +80,7 @@ void test_sql(void)
 	};
 	for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++) {
 		long line, col;
-		source_sql_position(pos[i].text, pos[i].pos, &line, &col);
+		sqlr_position(pos[i].text, pos[i].pos, &line, &col);
 		CHECK(line == pos[i].line && col == pos[i].col, "pos %ld in '%s': %ld:%ld, want %ld:%ld",
 		      pos[i].pos, pos[i].text, line, col, pos[i].line, pos[i].col);
 	}

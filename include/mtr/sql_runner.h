@@ -1,0 +1,69 @@
+/* The runner shared by every source that applies SQL files itself: load a file, checksum it,
+ * apply it in one transaction (or outside one) with its bookkeeping, map errors to
+ * file:line:column and SQLSTATE, retry what a lock timeout or a deadlock ended. */
+#ifndef MTR_SQL_RUNNER_H
+#define MTR_SQL_RUNNER_H
+
+#include "mtr/pg.h"
+#include "mtr/signals.h"
+#include "mtr/source.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* A migration file's size limit: larger is refused, not read. */
+#define SQLR_MAX_BYTES ((size_t)1 << 30)
+
+/* SHA-256 state reused over a whole directory: fetching the digest for each of hundreds of
+ * files would cost more than the hashing itself. */
+struct sqlr_hash {
+	void *md, *ctx;
+};
+void sqlr_hash_init(struct sqlr_hash *h);
+void sqlr_hash_free(struct sqlr_hash *h);
+/* SHA-256 of data as 64 lowercase hex digits ("" if the library failed). */
+void sqlr_sha256_hex(struct sqlr_hash *h, const char *data, size_t len, char out[65]);
+
+enum sqlr_load { SQLR_LOADED, SQLR_NOT_REGULAR, SQLR_BAD };
+
+/* Reads dir's file name (relative to dirfd) into *sql (caller frees) and *len. What is not a
+ * regular file is SQLR_NOT_REGULAR (nothing read, never a blocking open); a file that cannot
+ * be read, is over SQLR_MAX_BYTES, holds a NUL byte or only white space is SQLR_BAD with err
+ * naming dir/name and the fix. */
+enum sqlr_load sqlr_load(int dirfd, const char *dir, const char *name, char **sql, size_t *len,
+			 char *err, size_t errlen) MTR_MUST_CHECK;
+
+/* 1-based line and column of the 1-based character position pos in text (UTF-8). */
+void sqlr_position(const char *text, long pos, long *line, long *col);
+
+/* One file to apply, and how the source records it. */
+struct sqlr_step {
+	const char *dir;      /* for messages: dir/file */
+	const char *file;
+	const char *version;  /* the revision, for the outcome */
+	const char *sql;      /* the file's text */
+	bool no_tx;           /* run outside a transaction */
+	/* Transactional: statements that record the migration, sent after the text in the same
+	 * transaction and round trip (literal SQL). */
+	const char *record_sql;
+	/* No transaction: a record before the text (may be NULL), and one after it succeeded,
+	 * whose $1 is the duration in milliseconds. */
+	const char *before_sql, *after_sql;
+	const char *no_tx_failed; /* a no-transaction file failed: what the user should do */
+	const char *no_tx_marker; /* the line that marks a file no-transaction, for advice */
+};
+
+struct sqlr_opts {
+	int64_t lock_timeout_ms, statement_timeout_ms;
+	long retries;              /* of a lock timeout, deadlock or serialization failure */
+	const struct sigstate *sigs;
+	int stop_fd;
+};
+
+/* Applies one step; retries (with backoff, logged) what a lock timeout, a deadlock or a
+ * serialization failure rolled back. Logs migrate.step on success and migrate.failed on a
+ * failure. True when applied; false with out set (MIGRATE_FAILED, _LOST or _STOPPED). */
+bool sqlr_apply(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts *o,
+		struct migrate_outcome *out) MTR_MUST_CHECK;
+
+#endif

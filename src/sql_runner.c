@@ -1,0 +1,307 @@
+/* Applying SQL files for every source that does it itself: load, checksum, one transaction with
+ * its bookkeeping and timeouts, error positions, retries of lock timeouts and deadlocks. */
+#include "mtr/sql_runner.h"
+#include "mtr/exitcode.h"
+#include "mtr/fileio.h"
+#include "mtr/log.h"
+#include "mtr/retry.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- files ------------------------------------------------------------------------------- */
+
+void sqlr_hash_init(struct sqlr_hash *h)
+{
+	h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	h->ctx = EVP_MD_CTX_new();
+}
+
+void sqlr_hash_free(struct sqlr_hash *h)
+{
+	EVP_MD_CTX_free(h->ctx);
+	EVP_MD_free(h->md);
+	h->md = h->ctx = NULL;
+}
+
+void sqlr_sha256_hex(struct sqlr_hash *h, const char *data, size_t len, char out[65])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	if (!h->md || !h->ctx || !EVP_DigestInit_ex(h->ctx, h->md, NULL) ||
+	    !EVP_DigestUpdate(h->ctx, data, len) || !EVP_DigestFinal_ex(h->ctx, digest, &n) || n != 32)
+		n = 0;
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = hex[digest[i] >> 4];
+		out[2 * i + 1] = hex[digest[i] & 15];
+	}
+	out[2 * (size_t)n] = '\0';
+}
+
+enum sqlr_load sqlr_load(int dirfd, const char *dir, const char *name, char **sql, size_t *len,
+			 char *err, size_t errlen)
+{
+	*sql = file_read_at(dirfd, name, SQLR_MAX_BYTES, len);
+	if (!*sql && errno == ENOTSUP)
+		return SQLR_NOT_REGULAR;
+	if (!*sql) {
+		set_err(err, errlen, "%s/%s: cannot read: %s", dir, name, file_strerror(errno));
+		return SQLR_BAD;
+	}
+	const char *why = NULL;
+	if (strlen(*sql) != *len)
+		why = "contains a NUL byte; a migration must be text";
+	bool blank = true;
+	for (const char *p = *sql; *p && blank; p++)
+		blank = isspace((unsigned char)*p);
+	if (!why && blank)
+		why = "the file is empty; a migration must hold SQL (delete the file if it is not meant "
+		      "to be one)";
+	if (!why)
+		return SQLR_LOADED;
+	set_err(err, errlen, "%s/%s: %s", dir, name, why);
+	free(*sql);
+	*sql = NULL;
+	return SQLR_BAD;
+}
+
+void sqlr_position(const char *text, long pos, long *line, long *col)
+{
+	*line = 1;
+	*col = 1;
+	long chars = 1;
+	for (const unsigned char *p = (const unsigned char *)text; *p && chars < pos; p++) {
+		if ((*p & 0xC0) == 0x80)
+			continue; /* a continuation byte: same character */
+		chars++;
+		if (*p == '\n') {
+			(*line)++;
+			*col = 1;
+		} else {
+			(*col)++;
+		}
+	}
+}
+
+/* ---- one attempt ------------------------------------------------------------------------- */
+
+enum attempt { APPLIED, RETRY, FINAL };
+
+/* Whether a failure means the connection or the server went away. */
+static bool lost(PGconn *conn, const char *state)
+{
+	return PQstatus(conn) == CONNECTION_BAD || strncmp(state, "08", 2) == 0 ||
+	       strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0;
+}
+
+static bool retryable(const char *state)
+{
+	return strcmp(state, "55P03") == 0 || strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0;
+}
+
+static const char *field(const PGresult *res, int code)
+{
+	const char *v = res ? PQresultErrorField(res, code) : NULL;
+	return v ? v : "";
+}
+
+static void failed(struct migrate_outcome *out, int code, const char *message, const char *file)
+{
+	out->result = MIGRATE_FAILED;
+	out->code = code;
+	snprintf(out->message, sizeof out->message, "%.*s", (int)sizeof out->message - 1, message);
+	snprintf(out->file, sizeof out->file, "%.*s", (int)sizeof out->file - 1, file);
+}
+
+/* offset: characters sent before the file's text in the same query string. */
+static void fail_step(const struct sqlr_step *s, const PGresult *res, PGconn *conn, long offset,
+		      struct migrate_outcome *out)
+{
+	long line = 0, col = 0;
+	const char *pos = field(res, PG_DIAG_STATEMENT_POSITION);
+	if (*pos && atol(pos) > offset)
+		sqlr_position(s->sql, atol(pos) - offset, &line, &col);
+	const char *msg = res ? field(res, PG_DIAG_MESSAGE_PRIMARY) : PQerrorMessage(conn);
+	char where[64] = "";
+	if (line)
+		snprintf(where, sizeof where, ":%ld:%ld", line, col);
+	const char *detail = field(res, PG_DIAG_MESSAGE_DETAIL), *hint = field(res, PG_DIAG_MESSAGE_HINT);
+	const char *context = field(res, PG_DIAG_CONTEXT), *state = field(res, PG_DIAG_SQLSTATE);
+	log_event(LOG_ERROR, "migrate.failed",
+		  LOG_FIELDS(LF_S("file", s->file), LF_S("version", s->version), LF_S("sqlstate", state),
+			     LF_S("error", msg), LF_S("detail", *detail ? detail : NULL),
+			     LF_S("hint", *hint ? hint : NULL), LF_S("context", *context ? context : NULL),
+			     LF_I("line", line), LF_I("column", col), LF_B("no_transaction", s->no_tx),
+			     LF_I("exit_code", MTR_EXIT_MIGRATION)),
+		  "%s/%s%s: %s (SQLSTATE %s)%s%s%s%s; %s", s->dir, s->file, where, msg, state,
+		  *detail ? "; detail: " : "", detail, *hint ? "; hint: " : "", hint,
+		  s->no_tx ? s->no_tx_failed
+			   : "it was rolled back; migrations before it stay applied, the app was not "
+			     "started");
+	char file[256];
+	snprintf(file, sizeof file, "%s%s", s->file, where);
+	failed(out, MTR_EXIT_MIGRATION, msg, file);
+	snprintf(out->sqlstate, sizeof out->sqlstate, "%s", state);
+	snprintf(out->revision, sizeof out->revision, "%s", s->version);
+}
+
+/* The query that applies a transactional file in one round trip: settings, the file, its
+ * record, COMMIT. *offset is the length of what precedes the file (ASCII), so that an error
+ * position maps back to the file. Caller frees. */
+static char *one_trip(const struct sqlr_step *s, const struct sqlr_opts *o, long *offset)
+{
+	char *prefix = xasprintf("BEGIN; SET LOCAL lock_timeout = %lld; SET LOCAL statement_timeout = %lld;\n",
+				 (long long)o->lock_timeout_ms, (long long)o->statement_timeout_ms);
+	/* "\n;" ends a last statement without a semicolon, and a last line that is a comment. */
+	char *sql = xasprintf("%s%s\n;\n%s; COMMIT", prefix, s->sql, s->record_sql);
+	*offset = (long)strlen(prefix);
+	free(prefix);
+	return sql;
+}
+
+/* A bookkeeping statement of a no-transaction file failed: lost, or a failure of its own. */
+static enum attempt record_failed(PGconn *conn, const struct sqlr_step *s, const struct pg_error *e,
+				  struct migrate_outcome *out)
+{
+	if (PQstatus(conn) != CONNECTION_OK) {
+		snprintf(out->how, sizeof out->how, "%s: the database connection was lost", s->file);
+		out->result = MIGRATE_LOST;
+		return FINAL;
+	}
+	char msg[1100];
+	snprintf(msg, sizeof msg, "recording the migration in the history table: %s", e->msg);
+	log_event(LOG_ERROR, "migrate.failed",
+		  LOG_FIELDS(LF_S("file", s->file), LF_S("error", msg), LF_I("exit_code", MTR_EXIT_MIGRATION)),
+		  "%s: %s", s->file, msg);
+	failed(out, MTR_EXIT_MIGRATION, msg, s->file);
+	return FINAL;
+}
+
+/* The text ran without an error but left a transaction open, or closed ours. */
+static enum attempt controls_transactions(const struct sqlr_step *s, struct migrate_outcome *out)
+{
+	log_event(LOG_ERROR, "migrate.failed",
+		  LOG_FIELDS(LF_S("file", s->file), LF_I("exit_code", MTR_EXIT_MIGRATION)),
+		  "%s/%s: the file controls transactions itself (BEGIN, COMMIT or ROLLBACK); "
+		  "remove those statements (each file already runs in its own transaction), "
+		  "or mark it %s",
+		  s->dir, s->file, s->no_tx_marker);
+	failed(out, MTR_EXIT_MIGRATION, "the file controls transactions itself", s->file);
+	return FINAL;
+}
+
+/* What a failed attempt means: stopped, lost, worth retrying, or final (logged). */
+static enum attempt judge(PGconn *conn, const struct sqlr_step *s, PGresult *res,
+			  const struct pg_error *e, long offset, struct migrate_outcome *out,
+			  char state[6])
+{
+	snprintf(state, 6, "%s", field(res, PG_DIAG_SQLSTATE));
+	if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
+		struct pg_error ignored;
+		if (!pg_command(conn, "ROLLBACK", 0, NULL, PG_QUERY_MS, -1, &ignored)) {
+			/* the connection is finished by the caller's retry either way */
+		}
+	}
+	if (e->interrupted) {
+		out->result = MIGRATE_STOPPED;
+		return FINAL;
+	}
+	if (lost(conn, state)) {
+		snprintf(out->how, sizeof out->how, "%s: the database connection was lost (%s)", s->file,
+			 *state ? state : "no answer");
+		out->result = MIGRATE_LOST;
+		return FINAL;
+	}
+	if (!s->no_tx && retryable(state))
+		return RETRY;
+	if (res && PQresultStatus(res) != PGRES_FATAL_ERROR)
+		return controls_transactions(s, out);
+	fail_step(s, res, conn, offset, out);
+	return FINAL;
+}
+
+static enum attempt attempt(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts *o,
+			    struct migrate_outcome *out, char state[6])
+{
+	int64_t start = now_ms();
+	long offset = 0;
+	char *sql = NULL;
+	struct pg_error e;
+	state[0] = '\0';
+	if (s->no_tx && s->before_sql && !pg_command(conn, s->before_sql, 0, NULL, PG_QUERY_MS, -1, &e))
+		return record_failed(conn, s, &e, out);
+	if (!s->no_tx)
+		sql = one_trip(s, o, &offset);
+	PGresult *res = pg_run(conn, sql ? sql : s->sql, 0, NULL, -1, o->stop_fd, &e);
+	free(sql);
+	ExecStatusType st = PQresultStatus(res);
+	if (!res || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) ||
+	    PQtransactionStatus(conn) != PQTRANS_IDLE) {
+		enum attempt a = judge(conn, s, res, &e, offset, out, state);
+		PQclear(res);
+		return a;
+	}
+	PQclear(res);
+	int64_t ms = now_ms() - start;
+	char dur[24];
+	snprintf(dur, sizeof dur, "%lld", (long long)ms);
+	const char *params[1] = {dur};
+	if (s->no_tx && s->after_sql && !pg_command(conn, s->after_sql, 1, params, PG_QUERY_MS, -1, &e))
+		return record_failed(conn, s, &e, out);
+	log_event(LOG_INFO, "migrate.step",
+		  LOG_FIELDS(LF_S("version", s->version), LF_S("file", s->file), LF_I("duration_ms", ms),
+			     LF_B("no_transaction", s->no_tx)),
+		  "applied %s", s->file);
+	return APPLIED;
+}
+
+/* ---- retries ----------------------------------------------------------------------------- */
+
+static void blocked_for_good(const struct sqlr_step *s, const char *state, long tries,
+			     struct migrate_outcome *out)
+{
+	log_event(LOG_ERROR, "migrate.failed",
+		  LOG_FIELDS(LF_S("file", s->file), LF_S("sqlstate", state), LF_I("attempts", tries),
+			     LF_B("transient", true), LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
+		  "%s/%s: still blocked (SQLSTATE %s) after %ld attempts; another session holds "
+		  "locks it needs: find it in pg_locks, or raise --migration-lock-timeout / --retries",
+		  s->dir, s->file, state, tries);
+	out->result = MIGRATE_FAILED;
+	out->code = MTR_EXIT_TEMPFAIL;
+}
+
+bool sqlr_apply(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts *o,
+		struct migrate_outcome *out)
+{
+	struct backoff b;
+	backoff_init(&b, 500, 10000, random_u64());
+	for (long tries = 0;; tries++) {
+		char state[6];
+		enum attempt a = attempt(conn, s, o, out, state);
+		if (a != RETRY)
+			return a == APPLIED;
+		if (tries >= o->retries) {
+			blocked_for_good(s, state, tries + 1, out);
+			return false;
+		}
+		int64_t delay = backoff_next(&b);
+		log_event(LOG_WARN, "migrate.retry",
+			  LOG_FIELDS(LF_S("file", s->file), LF_S("sqlstate", state),
+				     LF_I("attempt", tries + 1), LF_I("delay_ms", delay)),
+			  "%s: %s (SQLSTATE %s); rolled back, retrying in %lldms", s->file,
+			  strcmp(state, "55P03") == 0 ? "lock not available within lock_timeout"
+						       : "deadlock or serialization failure",
+			  state, (long long)delay);
+		int sig = signals_sleep(o->sigs, delay);
+		if (sig) {
+			out->result = MIGRATE_STOPPED;
+			out->signo = sig;
+			return false;
+		}
+	}
+}
