@@ -1,5 +1,6 @@
 /* Configuration: one option table drives parsing (flags > MTR_* environment > defaults) and --help. */
 #include "mtr/config.h"
+#include "mtr/source.h"
 #include "mtr/http.h"
 
 #include <ctype.h>
@@ -487,24 +488,8 @@ static bool check_combination(struct config *cfg, char *err, size_t errlen)
 			"--migrate-only to migrate and exit)");
 		return false;
 	}
-	int sources = (cfg->sql_dir != NULL) + (cfg->migrate_cmd || cfg->alembic_ini);
-	if (sources == 0) {
-		set_err(err, errlen,
-			"no migration source: expected --sql-dir DIR, --alembic-ini PATH or "
-			"--migrate-cmd CMD (or MTR_SQL_DIR / MTR_ALEMBIC_INI / MTR_MIGRATE_CMD)");
+	if (!source_check_options(cfg, err, errlen))
 		return false;
-	}
-	if (sources > 1) {
-		set_err(err, errlen,
-			"--sql-dir: expected one migration source, got --sql-dir and %s as well",
-			cfg->migrate_cmd ? "--migrate-cmd" : "--alembic-ini");
-		return false;
-	}
-	if (cfg->check && !cfg->sql_dir && !cfg->alembic_ini) {
-		set_err(err, errlen,
-			"--check: expected --sql-dir or --alembic-ini (a command cannot report a plan)");
-		return false;
-	}
 	if (cfg->backup_keep < 1) {
 		set_err(err, errlen, "--backup-keep: expected 1 or more (the new backup is always kept), got %ld",
 			cfg->backup_keep);

@@ -146,25 +146,21 @@ static int wait_http(const struct config *cfg, int64_t deadline_ms, const struct
 	return MTR_EXIT_UNAVAILABLE;
 }
 
-/* The lock's name: the SQL source's history table, else one name for every command. */
-static const char *lock_name(const struct config *cfg)
-{
-	return cfg->sql_dir ? cfg->history_table : "migrate-then-run";
-}
-
 /* Takes the migration lock; returns 0 or the exit code (already logged). -1: lost, retry. */
-static int take_lock(const struct config *cfg, PGconn *conn, const struct sigstate *sigs)
+static int take_lock(const struct config *cfg, const struct source *src, PGconn *conn,
+		     const struct sigstate *sigs)
 {
+	const char *name = src->def->lock_name(cfg);
 	int signo = 0;
 	struct pg_error err;
-	switch (lock_acquire(conn, lock_name(cfg), cfg->lock_timeout_ms, sigs, &signo, &err)) {
+	switch (lock_acquire(conn, name, cfg->lock_timeout_ms, sigs, &signo, &err)) {
 	case LOCK_ACQUIRED:
 		return 0;
 	case LOCK_INTERRUPTED:
 		return stopped("lock", signo);
 	case LOCK_TIMEOUT:
 		log_event(LOG_ERROR, "lock.failed",
-			  LOG_FIELDS(LF_S("name", lock_name(cfg)), LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
+			  LOG_FIELDS(LF_S("name", name), LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
 			  "%s; another replica is still migrating (see lock.wait above for who): "
 			  "raise --lock-timeout if its migrations are long, or end that session",
 			  err.msg);
@@ -288,7 +284,7 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 			break;
 		}
 		f->phase = "lock";
-		int lock = take_lock(cfg, conn, sigs);
+		int lock = take_lock(cfg, src, conn, sigs);
 		if (lock > 0) {
 			code = lock;
 			f->transient = code == MTR_EXIT_TEMPFAIL;
@@ -536,7 +532,7 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 	log_event(LOG_INFO, "pipeline.start",
 		  LOG_FIELDS(LF_S("version", MTR_VERSION), LF_I("pid", getpid()), LF_S("mode", mode),
 			     LF_S("database_from", cfg->database_url_from), LF_S("source", src.kind),
-			     LF_S(cfg->sql_dir ? "sql_dir" : "migrate_command", src.describe),
+			     LF_S(src.def->log_field, src.describe),
 			     LF_S("on_failure", cfg->on_failure == ON_FAILURE_HOLD ? "hold" : "exit")),
 		  "migrate-then-run %s starting", MTR_VERSION);
 

@@ -1,5 +1,5 @@
-/* The migration source interface: plan what is pending, check it, apply it. One table of
- * function pointers per kind (SQL directory, external command). */
+/* The migration source interface: plan what is pending, check it, apply it; and the table of
+ * sources that the pipeline and the configuration ask. */
 #ifndef MTR_SOURCE_H
 #define MTR_SOURCE_H
 
@@ -48,6 +48,7 @@ struct migrate_outcome {
 };
 
 struct source {
+	const struct source_def *def; /* its row in the table of sources */
 	const char *kind;     /* "sql", "alembic", "command" */
 	const char *describe; /* for logs: the directory, or the command line (owned by self) */
 	void *self;
@@ -64,8 +65,32 @@ struct source {
 	void (*destroy)(void *self);
 };
 
-/* The source the configuration names (--sql-dir, else the command/Alembic); false with err
- * (one line naming the option) if it cannot be set up. Caller calls src->destroy(src->self). */
+struct source_def;
+
+/* One row of the table of sources (source.c). The pipeline and the configuration ask the
+ * table and never name a source: a new source is its file, its row and its options. */
+struct source_def {
+	const char *name;      /* "sql", "alembic", "command": the pipeline.start "source" field */
+	const char *option;    /* the option that selects it, with its argument: "--sql-dir DIR" */
+	const char *env;       /* its environment variable: "MTR_SQL_DIR" */
+	const char *log_field; /* pipeline.start's field naming what it reads or runs */
+	bool (*wanted)(const struct config *cfg);
+	/* The migration lock's name: replicas that may touch the same tables share it. */
+	const char *(*lock_name)(const struct config *cfg);
+	const char *no_check; /* why --check cannot report a plan for it; NULL when it can */
+	bool (*open)(const struct config *cfg, struct source *src, char *err, size_t errlen);
+};
+
+/* The one source the configuration names; NULL with err (one line naming the options, for
+ * exit 64) when none or several are. */
+const struct source_def *source_choose(const struct config *cfg, char *err, size_t errlen) MTR_MUST_CHECK;
+
+/* Whether cfg's options fit its source (--check only where a plan can be reported); false
+ * with err. */
+bool source_check_options(const struct config *cfg, char *err, size_t errlen) MTR_MUST_CHECK;
+
+/* Opens the source the configuration names; false with err (one line naming the option) if
+ * it cannot be set up. src->def is its row. Caller calls src->destroy(src->self). */
 bool source_open(const struct config *cfg, struct source *src, char *err, size_t errlen) MTR_MUST_CHECK;
 
 #endif
