@@ -125,124 +125,188 @@ static bool is_job_control(int sig)
 	return sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
 }
 
-int init_run(char *const *argv, const struct init_opts *o, const struct sigstate *sigs)
-{
-	bool pid1 = getpid() == 1;
-	if (!pid1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
-		log_event(LOG_WARN, "run.subreaper", LOG_FIELDS(LF_S("error", strerror(errno))),
-			  "cannot become a child subreaper: orphans of the app will not be reaped here");
+/* The supervisor's state: init_run owns it and hands it to each step of its loop. */
+struct supervisor {
+	const struct init_opts *o;
+	const struct sigstate *sigs;
+	bool pid1;
+	pid_t app;
+	int64_t started; /* when the app was forked, for its runtime */
+	bool app_done;   /* the app is reaped; code holds its status */
+	bool killed;     /* SIGKILL has been sent */
+	int code;
+	int64_t kill_at; /* when SIGKILL is due (app or leftovers), -1: not scheduled */
+};
 
+/* Waits on the child's close-on-exec pipe fd: true if exec failed, with its errno in *child_errno;
+ * false once exec succeeded (the pipe closed empty). */
+static MTR_MUST_CHECK bool exec_failed(int fd, int *child_errno)
+{
+	ssize_t got;
+	*child_errno = 0;
+	do
+		got = read(fd, child_errno, sizeof *child_errno);
+	while (got < 0 && errno == EINTR);
+	return got == (ssize_t)sizeof *child_errno;
+}
+
+/* Forks and execs the app. False when it could not be started: logged, and *code holds 126
+ * or 127 (the child, if any, is reaped). */
+static MTR_MUST_CHECK bool spawn_app(struct supervisor *s, char *const *argv, int *code)
+{
 	int errp[2];
 	if (pipe2(errp, O_CLOEXEC) < 0) {
 		log_event(LOG_ERROR, "run.failed", LOG_FIELDS(LF_S("error", strerror(errno))),
 			  "cannot start the app: pipe: %s", strerror(errno));
-		return MTR_EXIT_NOEXEC;
+		*code = MTR_EXIT_NOEXEC;
+		return false;
 	}
-	int64_t started = now_ms();
-	pid_t app = fork();
-	if (app < 0) {
+	s->started = now_ms();
+	s->app = fork();
+	if (s->app < 0) {
 		log_event(LOG_ERROR, "run.failed", LOG_FIELDS(LF_S("error", strerror(errno))),
 			  "cannot start the app: fork: %s", strerror(errno));
 		close(errp[0]);
 		close(errp[1]);
-		return MTR_EXIT_NOEXEC;
+		*code = MTR_EXIT_NOEXEC;
+		return false;
 	}
-	if (app == 0)
-		child_exec(argv, sigs, errp[1]);
+	if (s->app == 0)
+		child_exec(argv, s->sigs, errp[1]);
 	close(errp[1]);
 	/* The app is in its own group from the start (set on both sides: no race with kill). */
-	setpgid(app, app);
-	int child_errno = 0;
-	ssize_t got;
-	do
-		got = read(errp[0], &child_errno, sizeof child_errno);
-	while (got < 0 && errno == EINTR);
+	setpgid(s->app, s->app);
+	int child_errno;
+	bool failed = exec_failed(errp[0], &child_errno);
 	close(errp[0]);
-	if (got == (ssize_t)sizeof child_errno) {
-		waitpid(app, NULL, 0);
-		int code = (child_errno == ENOENT || child_errno == ENOTDIR) ? MTR_EXIT_NOTFOUND
-									    : MTR_EXIT_NOEXEC;
+	if (failed) {
+		waitpid(s->app, NULL, 0);
+		*code = (child_errno == ENOENT || child_errno == ENOTDIR) ? MTR_EXIT_NOTFOUND
+									  : MTR_EXIT_NOEXEC;
 		log_event(LOG_ERROR, "run.failed",
 			  LOG_FIELDS(LF_S("command", argv[0]), LF_S("error", strerror(child_errno)),
-				     LF_I("exit_code", code)),
+				     LF_I("exit_code", *code)),
 			  "cannot start the app '%s': %s", argv[0], strerror(child_errno));
-		return code;
+		return false;
 	}
 	log_event(LOG_INFO, "run.start",
-		  LOG_FIELDS(LF_I("pid", app), LF_S("command", argv[0]), LF_B("pid1", pid1),
-			     LF_B("signal_group", o->signal_group)),
+		  LOG_FIELDS(LF_I("pid", s->app), LF_S("command", argv[0]), LF_B("pid1", s->pid1),
+			     LF_B("signal_group", s->o->signal_group)),
 		  "app started; supervising it as its init");
+	return true;
+}
 
-	bool app_done = false, killed = false;
-	int code = 0;
-	int64_t kill_at = -1; /* when SIGKILL is due (app or leftovers), -1: not scheduled */
+/* Starts the grace period: SIGKILL for whatever is left once it is over. */
+static void schedule_kill(struct supervisor *s)
+{
+	s->kill_at = now_ms() + s->o->stop_timeout_ms;
+}
+
+/* The app has been reaped with status: log it, then ask its leftovers to stop. */
+static void app_exited(struct supervisor *s, int status)
+{
+	s->app_done = true;
+	s->code = status_code(status);
+	log_event(LOG_INFO, "run.exit",
+		  LOG_FIELDS(LF_I("status", WIFEXITED(status) ? WEXITSTATUS(status) : -1),
+			     LF_S("signal", WIFSIGNALED(status) ? signals_name(WTERMSIG(status)) : NULL),
+			     LF_I("runtime_ms", now_ms() - s->started), LF_I("exit_code", s->code),
+			     LF_B("killed", s->killed)),
+		  "the app exited");
+	size_t left = signal_leftovers(SIGTERM);
+	if (left > 0) {
+		log_event(LOG_INFO, "run.kill",
+			  LOG_FIELDS(LF_I("processes", left), LF_S("signal", "SIGTERM"),
+				     LF_I("grace_ms", s->o->stop_timeout_ms)),
+			  "the app left %zu processes behind; asking them to stop", left);
+		schedule_kill(s);
+	}
+}
+
+/* Reaps everything that has ended: the app, and any orphan handed to us. True once the app is
+ * gone and no child is left, i.e. supervision is over. */
+static bool reap_zombies(struct supervisor *s)
+{
+	int status;
+	pid_t pid;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (pid == s->app) {
+			app_exited(s, status);
+			continue;
+		}
+		log_event(LOG_DEBUG, "run.reap",
+			  LOG_FIELDS(LF_I("pid", pid), LF_I("status", status_code(status))),
+			  "reaped an orphan");
+	}
+	return pid < 0 && errno == ECHILD && s->app_done;
+}
+
+/* Sends SIGKILL to the app's group and the leftovers if the grace period is over at now;
+ * true if it did. */
+static bool kill_if_due(struct supervisor *s, int64_t now)
+{
+	if (s->kill_at < 0 || now < s->kill_at)
+		return false;
+	s->kill_at = -1;
+	s->killed = true;
+	size_t n = signal_leftovers(SIGKILL);
+	if (!s->app_done)
+		kill(-s->app, SIGKILL);
+	log_event(LOG_WARN, "run.kill",
+		  LOG_FIELDS(LF_I("processes", n + (s->app_done ? 0 : 1)), LF_S("signal", "SIGKILL"),
+			     LF_I("grace_ms", s->o->stop_timeout_ms)),
+		  "the grace period of %lldms is over: killing what is left",
+		  (long long)s->o->stop_timeout_ms);
+	return true;
+}
+
+/* Passes sig on to the app (or its group); a stop signal starts the grace period, a job-control
+ * stop stops us with the app. */
+static void forward_signal(struct supervisor *s, int sig)
+{
+	pid_t target = s->o->signal_group ? -s->app : s->app;
+	if (kill(target, sig) < 0 && errno == ESRCH && s->o->signal_group)
+		kill(s->app, sig); /* the group may be gone while the app lingers */
+	log_event(LOG_INFO, "run.signal",
+		  LOG_FIELDS(LF_S("signal", signals_name(sig)), LF_I("pid", s->app),
+			     LF_B("group", s->o->signal_group)),
+		  "forwarded %s to the app", signals_name(sig));
+	if ((sig == SIGTERM || sig == SIGINT) && s->kill_at < 0)
+		schedule_kill(s);
+	if (is_job_control(sig) && !s->pid1)
+		raise(SIGSTOP); /* stop with the app, as a shell's job would */
+}
+
+/* Waits for one signal, until the kill deadline or at most a minute from now, and forwards it
+ * while the app runs. SIGCHLD only wakes us up: the caller reaps. */
+static void wait_and_forward_signal(struct supervisor *s, int64_t now)
+{
+	int64_t wait_ms = s->kill_at >= 0 ? s->kill_at - now : 60000;
+	struct timespec ts = {(time_t)(wait_ms / 1000), (long)(wait_ms % 1000) * 1000000L};
+	siginfo_t info;
+	int sig = sigtimedwait(&s->sigs->blocked, &info, &ts);
+	if (sig < 0 || sig == SIGCHLD)
+		return;
+	if (s->app_done)
+		return; /* nobody left to forward to; leftovers are being stopped */
+	forward_signal(s, sig);
+}
+
+int init_run(char *const *argv, const struct init_opts *o, const struct sigstate *sigs)
+{
+	struct supervisor s = {.o = o, .sigs = sigs, .pid1 = getpid() == 1, .kill_at = -1};
+	if (!s.pid1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+		log_event(LOG_WARN, "run.subreaper", LOG_FIELDS(LF_S("error", strerror(errno))),
+			  "cannot become a child subreaper: orphans of the app will not be reaped here");
+	int code;
+	if (!spawn_app(&s, argv, &code))
+		return code;
 	for (;;) {
-		/* Reap everything that has ended: the app, and any orphan handed to us. */
-		int status;
-		pid_t pid;
-		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-			if (pid != app) {
-				log_event(LOG_DEBUG, "run.reap",
-					  LOG_FIELDS(LF_I("pid", pid), LF_I("status", status_code(status))),
-					  "reaped an orphan");
-				continue;
-			}
-			app_done = true;
-			code = status_code(status);
-			log_event(LOG_INFO, "run.exit",
-				  LOG_FIELDS(LF_I("status", WIFEXITED(status) ? WEXITSTATUS(status) : -1),
-					     LF_S("signal", WIFSIGNALED(status)
-								    ? signals_name(WTERMSIG(status))
-								    : NULL),
-					     LF_I("runtime_ms", now_ms() - started), LF_I("exit_code", code),
-					     LF_B("killed", killed)),
-				  "the app exited");
-			size_t left = signal_leftovers(SIGTERM);
-			if (left > 0) {
-				log_event(LOG_INFO, "run.kill",
-					  LOG_FIELDS(LF_I("processes", left), LF_S("signal", "SIGTERM"),
-						     LF_I("grace_ms", o->stop_timeout_ms)),
-					  "the app left %zu processes behind; asking them to stop",
-					  left);
-				kill_at = now_ms() + o->stop_timeout_ms;
-			}
-		}
-		if (pid < 0 && errno == ECHILD && app_done)
-			return code;
-
+		if (reap_zombies(&s))
+			return s.code;
 		int64_t now = now_ms();
-		if (kill_at >= 0 && now >= kill_at) {
-			kill_at = -1;
-			killed = true;
-			size_t n = signal_leftovers(SIGKILL);
-			if (!app_done)
-				kill(-app, SIGKILL);
-			log_event(LOG_WARN, "run.kill",
-				  LOG_FIELDS(LF_I("processes", n + (app_done ? 0 : 1)),
-					     LF_S("signal", "SIGKILL"), LF_I("grace_ms", o->stop_timeout_ms)),
-				  "the grace period of %lldms is over: killing what is left",
-				  (long long)o->stop_timeout_ms);
-			continue;
-		}
-		int64_t wait_ms = kill_at >= 0 ? kill_at - now : 60000;
-		struct timespec ts = {(time_t)(wait_ms / 1000), (long)(wait_ms % 1000) * 1000000L};
-		siginfo_t info;
-		int sig = sigtimedwait(&sigs->blocked, &info, &ts);
-		if (sig < 0 || sig == SIGCHLD)
-			continue;
-		if (app_done)
-			continue; /* nobody left to forward to; leftovers are being stopped */
-		pid_t target = o->signal_group ? -app : app;
-		if (kill(target, sig) < 0 && errno == ESRCH && o->signal_group)
-			kill(app, sig); /* the group may be gone while the app lingers */
-		log_event(LOG_INFO, "run.signal",
-			  LOG_FIELDS(LF_S("signal", signals_name(sig)), LF_I("pid", app),
-				     LF_B("group", o->signal_group)),
-			  "forwarded %s to the app", signals_name(sig));
-		if ((sig == SIGTERM || sig == SIGINT) && kill_at < 0)
-			kill_at = now_ms() + o->stop_timeout_ms;
-		if (is_job_control(sig) && !pid1)
-			raise(SIGSTOP); /* stop with the app, as a shell's job would */
+		if (!kill_if_due(&s, now))
+			wait_and_forward_signal(&s, now);
 	}
 }
 

@@ -138,138 +138,221 @@ fail:;
 	_exit(127);
 }
 
-bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, struct proc_result *r)
+/* One run of a child: proc_run owns it, and closes every descriptor still open in it. */
+struct child {
+	const struct proc_spec *spec;
+	proc_line_fn on_line;
+	void *ctx;
+	struct proc_result *r;
+	pid_t pid;
+	int outp[2], errp[2], execp[2], inp[2];
+	int sfd;          /* our blocked signals, read without waiting */
+	struct stream out, err;
+	bool exited;      /* reaped; status holds how it ended */
+	int status;
+	int64_t kill_at;  /* SIGKILL to the group after a stop signal, -1: not scheduled */
+	int64_t drain_until; /* after the exit: how long its pipes may stay open, -1: running */
+	int64_t next_tick;   /* the next on_tick call, -1: none */
+};
+
+/* The pipes and the signalfd; false, with r's outcome and err set, if one cannot be made. */
+static MTR_MUST_CHECK bool open_channels(struct child *c)
 {
-	memset(r, 0, sizeof *r);
-	int outp[2] = {-1, -1}, errp[2] = {-1, -1}, execp[2] = {-1, -1}, inp[2] = {-1, -1}, sfd = -1;
-	int64_t start = now_ms();
-	bool started = false;
+	struct proc_result *r = c->r;
 	/* stdin: a pipe already at end of file, which needs no /dev/null (an empty root has none). */
-	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(execp, O_CLOEXEC) < 0 ||
-	    pipe2(inp, O_CLOEXEC) < 0) {
+	if (pipe2(c->outp, O_CLOEXEC) < 0 || pipe2(c->errp, O_CLOEXEC) < 0 ||
+	    pipe2(c->execp, O_CLOEXEC) < 0 || pipe2(c->inp, O_CLOEXEC) < 0) {
 		set_err(r->err, sizeof r->err, "pipe: %s", strerror(errno));
 		r->outcome = PROC_NOT_EXEC;
-		goto fail;
+		return false;
 	}
-	sfd = signalfd(-1, &spec->sigs->blocked, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (sfd < 0) {
+	c->sfd = signalfd(-1, &c->spec->sigs->blocked, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (c->sfd < 0) {
 		set_err(r->err, sizeof r->err, "signalfd: %s", strerror(errno));
 		r->outcome = PROC_NOT_EXEC;
-		goto fail;
+		return false;
 	}
-	pid_t pid = fork();
-	if (pid < 0) {
+	return true;
+}
+
+/* Forks and execs the child with its output on our pipes. False, with r's outcome and err set,
+ * if it could not be started (the child, if any, is reaped). */
+static MTR_MUST_CHECK bool spawn(struct child *c)
+{
+	const struct proc_spec *spec = c->spec;
+	struct proc_result *r = c->r;
+	if (!open_channels(c))
+		return false;
+	c->pid = fork();
+	if (c->pid < 0) {
 		set_err(r->err, sizeof r->err, "fork: %s", strerror(errno));
 		r->outcome = PROC_NOT_EXEC;
-		goto fail;
+		return false;
 	}
-	close(inp[1]);
-	inp[1] = -1;
-	if (pid == 0)
-		child_exec(spec, inp[0], spec->stdout_to_fd ? spec->stdout_fd : outp[1], errp[1], execp[1]);
-	setpgid(pid, pid); /* on both sides, so that kill(-pid) cannot race the child */
-	close(outp[1]);
-	close(errp[1]);
-	close(execp[1]);
-	outp[1] = errp[1] = execp[1] = -1;
+	close(c->inp[1]);
+	c->inp[1] = -1;
+	if (c->pid == 0)
+		child_exec(spec, c->inp[0], spec->stdout_to_fd ? spec->stdout_fd : c->outp[1],
+			   c->errp[1], c->execp[1]);
+	setpgid(c->pid, c->pid); /* on both sides, so that kill(-pid) cannot race the child */
+	close(c->outp[1]);
+	close(c->errp[1]);
+	close(c->execp[1]);
+	c->outp[1] = c->errp[1] = c->execp[1] = -1;
 
 	int child_errno = 0;
 	ssize_t got;
 	do
-		got = read(execp[0], &child_errno, sizeof child_errno);
+		got = read(c->execp[0], &child_errno, sizeof child_errno);
 	while (got < 0 && errno == EINTR);
 	if (got == (ssize_t)sizeof child_errno) {
-		waitpid(pid, NULL, 0);
+		waitpid(c->pid, NULL, 0);
 		r->start_errno = child_errno;
 		r->outcome = (child_errno == ENOENT || child_errno == ENOTDIR) ? PROC_NOT_FOUND
 									      : PROC_NOT_EXEC;
 		set_err(r->err, sizeof r->err, "cannot run '%s'%s%s: %s", spec->argv[0],
 			spec->cwd ? " in " : "", spec->cwd ? spec->cwd : "", strerror(child_errno));
-		goto fail;
+		return false;
 	}
-	started = true;
+	return true;
+}
 
-	struct stream out = {.fd = outp[0], .name = "stdout"}, err = {.fd = errp[0], .name = "stderr"};
-	outp[0] = errp[0] = -1;
-	bool exited = false;
-	int status = 0;
-	int64_t kill_at = -1, drain_until = -1;
-	int64_t next_tick = spec->on_tick ? now_ms() + spec->tick_ms : -1;
-	if (spec->stdout_to_fd) { /* nothing of it comes through us */
-		close(out.fd);
-		out.fd = -1;
+/* The started child's output pipes become the streams we read lines from. */
+static void open_streams(struct child *c)
+{
+	c->out.fd = c->outp[0];
+	c->out.name = "stdout";
+	c->err.fd = c->errp[0];
+	c->err.name = "stderr";
+	c->outp[0] = c->errp[0] = -1;
+	c->next_tick = c->spec->on_tick ? now_ms() + c->spec->tick_ms : -1;
+	if (c->spec->stdout_to_fd) { /* nothing of it comes through us */
+		close(c->out.fd);
+		c->out.fd = -1;
 	}
-	while (!exited || out.fd >= 0 || err.fd >= 0) {
-		struct pollfd fds[3] = {{sfd, POLLIN, 0}, {out.fd, POLLIN, 0}, {err.fd, POLLIN, 0}};
-		int timeout = 1000;
-		if (next_tick >= 0) {
-			int64_t now = now_ms();
-			if (now >= next_tick) {
-				spec->on_tick(ctx);
-				next_tick = now + spec->tick_ms;
-			}
-			if (next_tick - now < timeout)
-				timeout = (int)(next_tick - now);
+}
+
+/* Calls on_tick when due and sets *timeout for the next poll; false once the drain time after
+ * the child's exit is over. */
+static bool poll_timeout(struct child *c, int *timeout)
+{
+	*timeout = 1000;
+	if (c->next_tick >= 0) {
+		int64_t now = now_ms();
+		if (now >= c->next_tick) {
+			c->spec->on_tick(c->ctx);
+			c->next_tick = now + c->spec->tick_ms;
 		}
-		if (drain_until >= 0) {
-			/* The child is gone; a grandchild may still hold the pipes. Do not wait forever. */
-			int64_t left = drain_until - now_ms();
-			if (left <= 0)
-				break;
-			timeout = (int)left;
-		}
+		if (c->next_tick - now < *timeout)
+			*timeout = (int)(c->next_tick - now);
+	}
+	if (c->drain_until >= 0) {
+		/* The child is gone; a grandchild may still hold the pipes. Do not wait forever. */
+		int64_t left = c->drain_until - now_ms();
+		if (left <= 0)
+			return false;
+		*timeout = (int)left;
+	}
+	return true;
+}
+
+/* Forwards each stop signal waiting on the signalfd to the child's group; the first one starts
+ * the grace period before SIGKILL. */
+static void forward_stops(struct child *c)
+{
+	struct signalfd_siginfo si;
+	while (read(c->sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+		int sig = (int)si.ssi_signo;
+		if (!signals_is_stop(sig))
+			continue;
+		if (!c->r->stop_signal)
+			c->kill_at = now_ms() + c->spec->stop_grace_ms;
+		c->r->stop_signal = sig;
+		kill(-c->pid, sig); /* the group outlives a reaped leader */
+	}
+}
+
+/* Reaps the child if it has exited (its pipes then get a little time to drain), and kills its
+ * group when the grace period after a stop signal is over. */
+static void check_child(struct child *c)
+{
+	if (!c->exited && waitpid(c->pid, &c->status, WNOHANG) == c->pid) {
+		c->exited = true;
+		c->drain_until = now_ms() + 2000;
+	}
+	if (c->kill_at >= 0 && now_ms() >= c->kill_at) {
+		kill(-c->pid, SIGKILL);
+		c->kill_at = -1;
+	}
+}
+
+/* Reads the child's output into lines and handles signals and deadlines, until it has exited
+ * and its pipes are closed (or the drain time is over, or poll fails). */
+static void pump_output(struct child *c)
+{
+	while (!c->exited || c->out.fd >= 0 || c->err.fd >= 0) {
+		struct pollfd fds[3] = {
+			{c->sfd, POLLIN, 0}, {c->out.fd, POLLIN, 0}, {c->err.fd, POLLIN, 0}};
+		int timeout;
+		if (!poll_timeout(c, &timeout))
+			break;
 		if (poll(fds, 3, timeout) < 0 && errno != EINTR)
 			break;
 		if (fds[1].revents)
-			read_stream(&out, on_line, ctx);
+			read_stream(&c->out, c->on_line, c->ctx);
 		if (fds[2].revents)
-			read_stream(&err, on_line, ctx);
-		if (fds[0].revents & POLLIN) {
-			struct signalfd_siginfo si;
-			while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-				int sig = (int)si.ssi_signo;
-				if (signals_is_stop(sig)) {
-					if (!r->stop_signal)
-						kill_at = now_ms() + spec->stop_grace_ms;
-					r->stop_signal = sig;
-					kill(-pid, sig); /* the group outlives a reaped leader */
-				}
-			}
-		}
-		if (!exited && waitpid(pid, &status, WNOHANG) == pid) {
-			exited = true;
-			drain_until = now_ms() + 2000;
-		}
-		if (kill_at >= 0 && now_ms() >= kill_at) {
-			kill(-pid, SIGKILL);
-			kill_at = -1;
-		}
+			read_stream(&c->err, c->on_line, c->ctx);
+		if (fds[0].revents & POLLIN)
+			forward_stops(c);
+		check_child(c);
 	}
+}
+
+/* Ends what is left of the run: the group if it was stopped, the last partial lines, and the
+ * child's status into r. */
+static void collect_status(struct child *c)
+{
+	struct proc_result *r = c->r;
 	/* Stopped: nothing it started may go on working on its own. */
 	if (r->stop_signal)
-		kill(-pid, SIGKILL);
-	if (!exited)
-		waitpid(pid, &status, 0);
-	if (out.fd >= 0) {
-		emit_lines(&out, on_line, ctx, true);
-		close(out.fd);
+		kill(-c->pid, SIGKILL);
+	if (!c->exited)
+		waitpid(c->pid, &c->status, 0);
+	struct stream *streams[] = {&c->out, &c->err};
+	for (size_t i = 0; i < 2; i++) {
+		if (streams[i]->fd < 0)
+			continue;
+		emit_lines(streams[i], c->on_line, c->ctx, true);
+		close(streams[i]->fd);
+		streams[i]->fd = -1;
 	}
-	if (err.fd >= 0) {
-		emit_lines(&err, on_line, ctx, true);
-		close(err.fd);
-	}
-	if (WIFSIGNALED(status)) {
+	if (WIFSIGNALED(c->status)) {
 		r->outcome = PROC_SIGNALED;
-		r->term_signal = WTERMSIG(status);
+		r->term_signal = WTERMSIG(c->status);
 	} else {
 		r->outcome = PROC_EXITED;
-		r->exit_code = WEXITSTATUS(status);
+		r->exit_code = WEXITSTATUS(c->status);
 	}
-fail:
+}
+
+bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, struct proc_result *r)
+{
+	memset(r, 0, sizeof *r);
+	struct child c = {.spec = spec, .on_line = on_line, .ctx = ctx, .r = r,
+			  .outp = {-1, -1}, .errp = {-1, -1}, .execp = {-1, -1}, .inp = {-1, -1},
+			  .sfd = -1, .out.fd = -1, .err.fd = -1, .kill_at = -1, .drain_until = -1};
+	int64_t start = now_ms();
+	bool started = spawn(&c);
+	if (started) {
+		open_streams(&c);
+		pump_output(&c);
+		collect_status(&c);
+	}
 	r->duration_ms = now_ms() - start;
-	int fds_to_close[] = {outp[0], outp[1], errp[0], errp[1], execp[0], execp[1], inp[0], inp[1], sfd};
-	for (size_t i = 0; i < sizeof fds_to_close / sizeof fds_to_close[0]; i++)
-		if (fds_to_close[i] >= 0)
-			close(fds_to_close[i]);
+	int fds[] = {c.outp[0], c.outp[1], c.errp[0], c.errp[1], c.execp[0], c.execp[1],
+		     c.inp[0],  c.inp[1],  c.sfd};
+	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
 	return started;
 }
