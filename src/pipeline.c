@@ -226,181 +226,273 @@ static int take_backup(const struct config *cfg, PGconn *conn, const struct plan
 	return code;
 }
 
-/* One run of the phases up to (not including) the app: wait, lock, plan, check, migrate,
- * with in-process retries of a lost connection. Returns 0, or the exit code with f saying
- * what failed; conn-related resources are released either way. */
+/* One attempt of the phases before the app, and what they share. */
+struct attempt {
+	const struct config *cfg;
+	const struct sigstate *sigs;
+	struct source *src;
+	const struct pg_target *target;
+	long run;          /* 0 on the first run; a hold's retry is the next */
+	char *backup_path; /* one backup per process (BACKUP_PATH_MAX) */
+	struct failure *f;
+	struct run_report *rep;
+	PGconn *conn;
+	struct plan_info info;
+	struct source_ctx ctx;
+	size_t pending;
+	char start_time[64]; /* the server's start time when we connected: restarts show */
+	int code;          /* OUT_FAILED: the exit code (already logged) */
+	char lost[160];    /* OUT_LOST: what happened, for the retry line */
+};
+
+/* What a phase did: go on, stop with success (nothing left to do), or ask for another
+ * attempt because the database went away, or fail with a->code. */
+enum outcome { OUT_OK, OUT_DONE, OUT_LOST, OUT_FAILED };
+
+static enum outcome fail(struct attempt *a, int code, const char *phase, bool transient,
+			 const char *error)
+{
+	a->code = code;
+	a->f->phase = phase;
+	a->f->transient = transient;
+	snprintf(a->f->error, sizeof a->f->error, "%s", error);
+	return OUT_FAILED;
+}
+
+static enum outcome nothing_to_do(void)
+{
+	log_event(LOG_INFO, "migrate.skip", NULL, "nothing to migrate");
+	return OUT_DONE;
+}
+
+/* Phase 2: a connection to a ready database (and --wait-http's services). */
+static enum outcome phase_wait(struct attempt *a)
+{
+	const struct config *cfg = a->cfg;
+	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
+	struct wait_result w;
+	status_set(STATUS_WAITING, "wait", a->run + 1, NULL);
+	int64_t wait_start = now_ms();
+	wait_for_database(a->target, &wopts, a->sigs, &w);
+	if (w.status != WAIT_READY)
+		return fail(a, wait_failed(cfg, &w), "wait", w.status == WAIT_TIMEOUT, w.last.msg);
+	a->conn = w.conn;
+	snprintf(a->rep->database, sizeof a->rep->database, "%s", PQdb(a->conn));
+	if (cfg->wait_http.n) {
+		a->code = wait_http(cfg, wait_start + cfg->wait_timeout_ms, a->sigs, a->f);
+		if (a->code)
+			return OUT_FAILED;
+	}
+	a->rep->wait_ms += now_ms() - wait_start;
+	PQsetNoticeReceiver(a->conn, notice_to_log, NULL);
+	log_event(LOG_INFO, "wait.ready",
+		  LOG_FIELDS(LF_I("attempts", w.attempts), LF_I("elapsed_ms", w.elapsed_ms),
+			     LF_S("server_version", PQparameterStatus(a->conn, "server_version")),
+			     LF_S("database", PQdb(a->conn))),
+		  "database is ready");
+	snprintf(a->start_time, sizeof a->start_time, "%s", w.start_time);
+	a->ctx.start_time = a->start_time;
+	return OUT_OK;
+}
+
+/*
+ * Planning happens twice, on purpose. The common start has nothing to do, and settling that
+ * needs no lock: a quiet look (PLAN_QUIET) without the lock decides it. A replica that is
+ * migrating right now can only make this look show work that is already being done, never
+ * hide work, so "nothing pending" is safe to trust without the lock. Anything else (work, or
+ * anything that looks wrong) is decided again under the lock, where the plan is final and
+ * may refuse. The quiet look logs the notes about the files (skipped names and the like);
+ * the locked plan (PLAN_REPEAT) does not log them again.
+ */
+static enum outcome phase_quick_plan(struct attempt *a)
+{
+	a->f->phase = "check";
+	a->code = a->src->plan(a->src->self, a->conn, &a->ctx, PLAN_QUIET, &a->pending);
+	if (a->code == 0 && a->pending == 0 && a->cfg->backup_mode != BACKUP_ALWAYS)
+		return nothing_to_do();
+	return OUT_OK;
+}
+
+/* Phase 3: the migration lock. */
+static enum outcome phase_lock(struct attempt *a)
+{
+	a->f->phase = "lock";
+	int lock = take_lock(a->cfg, a->src, a->conn, a->sigs);
+	if (lock < 0) {
+		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking or planning");
+		return OUT_LOST;
+	}
+	if (lock > 0)
+		return fail(a, lock, "lock", lock == MTR_EXIT_TEMPFAIL, "the migration lock stayed taken");
+	return OUT_OK;
+}
+
+/* Phases 4 and 5 under the lock: the final plan and its check. */
+static enum outcome phase_plan(struct attempt *a)
+{
+	a->f->phase = "check";
+	int code = a->src->plan(a->src->self, a->conn, &a->ctx, PLAN_REPEAT, &a->pending);
+	if (code == MTR_EXIT_TEMPFAIL && PQstatus(a->conn) != CONNECTION_OK) {
+		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking or planning");
+		return OUT_LOST;
+	}
+	if (code)
+		return fail(a, code, "check", code == MTR_EXIT_TEMPFAIL,
+			    code == MTR_EXIT_INCONSISTENT
+				    ? "the migrations and the database disagree (see check.failed)"
+				    : "the migrations could not be planned");
+	if (a->pending == 0 && a->cfg->backup_mode != BACKUP_ALWAYS)
+		return nothing_to_do();
+	return OUT_OK;
+}
+
+/* Phase 6: one backup per process, before anything is applied. */
+static enum outcome phase_backup(struct attempt *a)
+{
+	if (a->backup_path[0] || a->cfg->backup_mode == BACKUP_OFF)
+		return a->pending ? OUT_OK : nothing_to_do();
+	a->f->phase = "backup";
+	status_set(STATUS_MIGRATING, "backup", a->run + 1, NULL);
+	int64_t backup_start = now_ms();
+	a->code = take_backup(a->cfg, a->conn, &a->info, a->sigs, a->backup_path, BACKUP_PATH_MAX, a->f);
+	a->rep->backup_ms += now_ms() - backup_start;
+	if (a->code)
+		return OUT_FAILED;
+	return a->pending ? OUT_OK : nothing_to_do();
+}
+
+/* Where to find the backup of the database as it was, after a migration failed. */
+static void log_restore_hint(PGconn *conn, const char *path)
+{
+	log_event(LOG_ERROR, "backup.restore",
+		  LOG_FIELDS(LF_S("path", path), LF_S("database", PQdb(conn))),
+		  "the database as it was before migrating is in %s. To go back to it, recreate the "
+		  "database empty (dropdb/createdb %s) and run: pg_restore --no-owner --host=%s "
+		  "--port=%s --username=%s --dbname=%s %s",
+		  path, PQdb(conn), PQhost(conn), PQport(conn), PQuser(conn), PQdb(conn), path);
+}
+
+static enum outcome migrate_failed(struct attempt *a, const struct migrate_outcome *out)
+{
+	struct failure *f = a->f;
+	if (a->backup_path[0])
+		log_restore_hint(a->conn, a->backup_path);
+	snprintf(f->sqlstate, sizeof f->sqlstate, "%s", out->sqlstate);
+	snprintf(f->revision, sizeof f->revision, "%s", out->revision);
+	snprintf(f->message, sizeof f->message, "%s", out->message);
+	snprintf(f->file, sizeof f->file, "%s", out->file);
+	char error[160];
+	snprintf(error, sizeof error, "a migration failed (exit %d%s%s)", out->code,
+		 out->sqlstate[0] ? ", SQLSTATE " : "", out->sqlstate);
+	return fail(a, out->code, "migrate",
+		    breaker_classify(out->code, out->sqlstate) == FAILURE_TRANSIENT, error);
+}
+
+/* Phase 7: apply what the locked plan found. */
+static enum outcome phase_migrate(struct attempt *a)
+{
+	struct migrate_outcome out = {0};
+	status_set(STATUS_MIGRATING, "migrate", a->run + 1, NULL);
+	/* Held while a long migration runs: a server-side idle timeout must not drop the lock's
+	 * session (the setting is unknown before PostgreSQL 14: then there is nothing to keep). */
+	struct pg_error ignored;
+	if (!pg_command(a->conn, "SET idle_session_timeout = 0", 0, NULL, PG_QUERY_MS, -1, &ignored)) {
+	}
+	int64_t migrate_start = now_ms();
+	a->src->migrate(a->src->self, a->conn, &a->ctx, &out);
+	a->rep->migrate_ms += now_ms() - migrate_start;
+	a->rep->applied = out.result == MIGRATE_OK;
+	a->f->phase = "migrate";
+	switch (out.result) {
+	case MIGRATE_OK:
+		return OUT_OK;
+	case MIGRATE_STOPPED:
+		a->code = stopped("migrate", out.signo);
+		return OUT_FAILED;
+	case MIGRATE_FAILED:
+		return migrate_failed(a, &out);
+	case MIGRATE_LOST:
+	default:
+		snprintf(a->lost, sizeof a->lost, "%s", out.how);
+		return OUT_LOST;
+	}
+}
+
+/* Every phase of one attempt, in order, until one does not say "go on". */
+static enum outcome attempt_once(struct attempt *a)
+{
+	static enum outcome (*const phases[])(struct attempt *) = {
+		phase_wait, phase_quick_plan, phase_lock, phase_plan, phase_backup, phase_migrate,
+	};
+	for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++) {
+		enum outcome o = phases[i](a);
+		if (o != OUT_OK)
+			return o;
+		if (phases[i] == phase_wait && a->cfg->check) { /* no lock, no change: a report */
+			a->f->phase = "check";
+			a->code = a->src->plan(a->src->self, a->conn, &a->ctx, PLAN_REPORT, &a->pending);
+			return a->code ? OUT_FAILED : OUT_DONE;
+		}
+	}
+	return OUT_DONE;
+}
+
+/* After OUT_LOST: within --retries, a pause; then the caller starts over from the wait. */
+static enum outcome retry_lost(struct attempt *a, long attempt, struct backoff *b)
+{
+	PQfinish(a->conn);
+	a->conn = NULL;
+	if (attempt >= a->cfg->retries) {
+		log_event(LOG_ERROR, "migrate.failed",
+			  LOG_FIELDS(LF_B("transient", true), LF_I("attempts", attempt + 1),
+				     LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
+			  "%s, %ld times; giving up (raise --retries, or check why the server restarts)",
+			  a->lost, attempt + 1);
+		return fail(a, MTR_EXIT_TEMPFAIL, "migrate", true, a->lost);
+	}
+	int64_t delay = backoff_next(b);
+	log_event(LOG_WARN, "migrate.retry",
+		  LOG_FIELDS(LF_I("attempt", attempt + 1), LF_I("retries", a->cfg->retries),
+			     LF_I("delay_ms", delay)),
+		  "%s; waiting for the database and retrying", a->lost);
+	int sig = signals_sleep(a->sigs, delay);
+	if (sig) {
+		a->code = stopped("migrate", sig);
+		return OUT_FAILED;
+	}
+	return OUT_OK;
+}
+
+/* One run of the phases up to (not including) the app, with in-process retries of a lost
+ * connection. Returns 0, or the exit code with f saying what failed; the connection (and
+ * with it the lock, for the next replica) is released either way. */
 static int migrate_once(const struct config *cfg, const struct sigstate *sigs, struct source *src,
 			const struct pg_target *target, long run, char *backup_path, struct failure *f,
 			struct run_report *rep)
 {
-	int code = MTR_EXIT_OK;
-	PGconn *conn = NULL;
-	struct plan_info info = {0};
 	memset(f, 0, sizeof *f);
 	memset(rep, 0, sizeof *rep);
-	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
+	struct attempt a = {.cfg = cfg, .sigs = sigs, .src = src, .target = target, .run = run,
+			    .backup_path = backup_path, .f = f, .rep = rep};
 	struct backoff retry_backoff;
 	backoff_init(&retry_backoff, 1000, 30000, random_u64());
+	enum outcome o;
 	for (long attempt = 0;; attempt++) {
-		struct wait_result w;
-		status_set(STATUS_WAITING, "wait", run + 1, NULL);
-		int64_t wait_start = now_ms();
-		wait_for_database(target, &wopts, sigs, &w);
-		if (w.status != WAIT_READY) {
-			code = wait_failed(cfg, &w);
-			f->phase = "wait";
-			f->transient = w.status == WAIT_TIMEOUT;
-			snprintf(f->error, sizeof f->error, "%s", w.last.msg);
-			goto done;
-		}
-		conn = w.conn;
-		snprintf(rep->database, sizeof rep->database, "%s", PQdb(conn));
-		if (cfg->wait_http.n) {
-			code = wait_http(cfg, wait_start + cfg->wait_timeout_ms, sigs, f);
-			if (code)
-				goto done;
-		}
-		rep->wait_ms += now_ms() - wait_start;
-		PQsetNoticeReceiver(conn, notice_to_log, NULL);
-		log_event(LOG_INFO, "wait.ready",
-			  LOG_FIELDS(LF_I("attempts", w.attempts), LF_I("elapsed_ms", w.elapsed_ms),
-				     LF_S("server_version", PQparameterStatus(conn, "server_version")),
-				     LF_S("database", PQdb(conn))),
-			  "database is ready");
-		struct source_ctx ctx = {cfg, target, w.start_time, sigs, attempt, &info};
-		struct migrate_outcome out = {0};
-		size_t pending = 0;
-		f->phase = "check";
-		if (cfg->check) { /* no lock, no change: a report */
-			code = src->plan(src->self, conn, &ctx, PLAN_REPORT, &pending);
-			goto done;
-		}
-		/* The common start has nothing to do: a look without the lock settles it (a
-		 * replica mid-migration can only make this look show work, never hide it). Work,
-		 * or anything that looks wrong, is decided again under the lock. */
-		code = src->plan(src->self, conn, &ctx, PLAN_QUIET, &pending);
-		if (code == 0 && pending == 0 && cfg->backup_mode != BACKUP_ALWAYS) {
-			log_event(LOG_INFO, "migrate.skip", NULL, "nothing to migrate");
+		a.ctx = (struct source_ctx){cfg, target, NULL, sigs, attempt, &a.info};
+		o = attempt_once(&a);
+		if (o != OUT_LOST || retry_lost(&a, attempt, &retry_backoff) != OUT_OK)
 			break;
-		}
-		f->phase = "lock";
-		int lock = take_lock(cfg, src, conn, sigs);
-		if (lock > 0) {
-			code = lock;
-			f->transient = code == MTR_EXIT_TEMPFAIL;
-			snprintf(f->error, sizeof f->error, "the migration lock stayed taken");
-			goto done;
-		}
-		if (lock == 0) {
-			f->phase = "check";
-			code = src->plan(src->self, conn, &ctx, 0, &pending);
-			if (code == MTR_EXIT_TEMPFAIL && PQstatus(conn) != CONNECTION_OK) {
-				code = -1; /* lost while planning: like a lost lock */
-			} else if (code) {
-				f->transient = code == MTR_EXIT_TEMPFAIL;
-				snprintf(f->error, sizeof f->error, "%s",
-					 code == MTR_EXIT_INCONSISTENT
-						 ? "the migrations and the database disagree (see check.failed)"
-						 : "the migrations could not be planned");
-				goto done;
-			}
-		}
-		if (lock < 0 || code < 0) {
-			out.result = MIGRATE_LOST;
-			snprintf(out.how, sizeof out.how, "the database connection was lost while locking or planning");
-			code = 0;
-		} else if (pending == 0 && cfg->backup_mode != BACKUP_ALWAYS) {
-			log_event(LOG_INFO, "migrate.skip", NULL, "nothing to migrate");
-			break;
-		} else {
-			if (!backup_path[0] && cfg->backup_mode != BACKUP_OFF) {
-				f->phase = "backup";
-				status_set(STATUS_MIGRATING, "backup", run + 1, NULL);
-				int64_t backup_start = now_ms();
-				code = take_backup(cfg, conn, &info, sigs, backup_path, BACKUP_PATH_MAX, f);
-				rep->backup_ms += now_ms() - backup_start;
-				if (code)
-					goto done;
-			}
-			if (pending == 0) {
-				log_event(LOG_INFO, "migrate.skip", NULL, "nothing to migrate");
-				break;
-			}
-			status_set(STATUS_MIGRATING, "migrate", run + 1, NULL);
-			/* Held while a long migration runs: a server-side idle timeout must not drop
-			 * the lock's session (the setting is unknown before PostgreSQL 14: ignored). */
-			struct pg_error ignored;
-			if (!pg_command(conn, "SET idle_session_timeout = 0", 0, NULL, PG_QUERY_MS, -1,
-					&ignored)) {
-				/* before PostgreSQL 14: no such setting, nothing to keep alive */
-			}
-			int64_t migrate_start = now_ms();
-			src->migrate(src->self, conn, &ctx, &out);
-			rep->migrate_ms += now_ms() - migrate_start;
-			rep->applied = out.result == MIGRATE_OK;
-		}
-		f->phase = "migrate";
-		if (out.result == MIGRATE_OK)
-			break;
-		if (out.result == MIGRATE_STOPPED) {
-			code = stopped("migrate", out.signo);
-			goto done;
-		}
-		if (out.result == MIGRATE_FAILED) {
-			code = out.code;
-			if (backup_path[0])
-				log_event(LOG_ERROR, "backup.restore",
-					  LOG_FIELDS(LF_S("path", backup_path), LF_S("database", PQdb(conn))),
-					  "the database as it was before migrating is in %s. To go back to it, "
-					  "recreate the database empty (dropdb/createdb %s) and run: pg_restore "
-					  "--no-owner --host=%s --port=%s --username=%s --dbname=%s %s",
-					  backup_path, PQdb(conn), PQhost(conn), PQport(conn), PQuser(conn),
-					  PQdb(conn), backup_path);
-			snprintf(f->sqlstate, sizeof f->sqlstate, "%s", out.sqlstate);
-			snprintf(f->revision, sizeof f->revision, "%s", out.revision);
-			snprintf(f->message, sizeof f->message, "%s", out.message);
-			snprintf(f->file, sizeof f->file, "%s", out.file);
-			f->transient = breaker_classify(code, out.sqlstate) == FAILURE_TRANSIENT;
-			snprintf(f->error, sizeof f->error, "a migration failed (exit %d%s%s)", code,
-				 out.sqlstate[0] ? ", SQLSTATE " : "", out.sqlstate);
-			goto done;
-		}
-		/* MIGRATE_LOST: the server went away. Wait for it again, re-lock, re-plan. */
-		PQfinish(conn);
-		conn = NULL;
-		if (attempt >= cfg->retries) {
-			log_event(LOG_ERROR, "migrate.failed",
-				  LOG_FIELDS(LF_B("transient", true), LF_I("attempts", attempt + 1),
-					     LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
-				  "%s, %ld times; giving up (raise --retries, or check why the server "
-				  "restarts)",
-				  out.how, attempt + 1);
-			code = MTR_EXIT_TEMPFAIL;
-			f->transient = true;
-			snprintf(f->error, sizeof f->error, "%s", out.how);
-			goto done;
-		}
-		int64_t delay = backoff_next(&retry_backoff);
-		log_event(LOG_WARN, "migrate.retry",
-			  LOG_FIELDS(LF_I("attempt", attempt + 1), LF_I("retries", cfg->retries),
-				     LF_I("delay_ms", delay)),
-			  "%s; waiting for the database and retrying", out.how);
-		int sig = signals_sleep(sigs, delay);
-		if (sig) {
-			code = stopped("migrate", sig);
-			goto done;
-		}
 	}
-	/* Success: forget the last failure; closing releases the lock for the next replica. */
-	breaker_clear(cfg, conn);
-done:
-	snprintf(rep->from, sizeof rep->from, "%s", info.from);
-	snprintf(rep->to, sizeof rep->to, "%s", info.to);
-	if (code && info.fingerprint)
+	if (o == OUT_DONE && !cfg->check) /* success: forget the last failure */
+		breaker_clear(cfg, a.conn);
+	int code = o == OUT_DONE ? MTR_EXIT_OK : a.code;
+	snprintf(rep->from, sizeof rep->from, "%s", a.info.from);
+	snprintf(rep->to, sizeof rep->to, "%s", a.info.to);
+	if (code && a.info.fingerprint)
 		snprintf(f->fingerprint, sizeof f->fingerprint, "%016llx",
-			 (unsigned long long)info.fingerprint);
+			 (unsigned long long)a.info.fingerprint);
 	f->code = code;
-	PQfinish(conn);
+	PQfinish(a.conn);
 	return code;
 }
 

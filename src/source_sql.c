@@ -55,6 +55,7 @@ struct sql_source {
 	size_t *pending;
 	size_t npending;
 	bool do_baseline, do_repair;
+	bool notes_logged; /* this plan follows a quiet look that logged the notes (PLAN_REPEAT) */
 };
 
 int source_sql_parse_name(const char *file, uint64_t *version, char *name, size_t namelen)
@@ -152,6 +153,10 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 		uint64_t version;
 		char name[256];
 		int m = source_sql_parse_name(e->d_name, &version, name, sizeof name);
+		if (m == 0 && ss->notes_logged) {
+			free(path);
+			continue;
+		}
 		if (m == 0) {
 			log_event(LOG_WARN, "plan.skipped", LOG_FIELDS(LF_S("file", e->d_name), LF_S("dir", dir)),
 				  "skipping '%s': not a migration file (expected <version>_<name>.sql, "
@@ -364,7 +369,7 @@ static void check_state(struct sql_source *ss, PGconn *conn, long tables, struct
 				a->vtext, dir, f->file, f->checksum, a->checksum);
 		}
 	}
-	if (ss->has_repair && !ss->do_repair)
+	if (ss->has_repair && !ss->do_repair && !ss->notes_logged)
 		log_event(LOG_WARN, "plan.repair",
 			  LOG_FIELDS(LF_S("version", ss->cfg->repair_failed)),
 			  "--repair-failed %s: no failed record of that version; nothing to repair",
@@ -379,7 +384,7 @@ static void check_state(struct sql_source *ss, PGconn *conn, long tables, struct
 				"with --baseline VERSION (the last migration its schema contains); files up "
 				"to VERSION are then marked applied without running",
 				tables - (ss->history_exists ? 1 : 0), ss->schema, hist);
-	} else if (ss->has_baseline) {
+	} else if (ss->has_baseline && !ss->notes_logged) {
 		log_event(LOG_WARN, "plan.baseline", LOG_FIELDS(LF_S("version", ss->cfg->baseline)),
 			  "--baseline %s ignored: the history table already records migrations",
 			  ss->cfg->baseline);
@@ -460,6 +465,7 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	struct sql_source *ss = self;
 	char err[1024];
 	free_files(ss);
+	ss->notes_logged = flags & PLAN_REPEAT;
 	int code = load_files(ss, err, sizeof err);
 	if (code) {
 		log_event(LOG_ERROR, "check.failed",

@@ -10,7 +10,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-enum plan_flags { PLAN_REPORT = 1, PLAN_QUIET = 2 };
+/* PLAN_REPORT: print the plan (--check). PLAN_QUIET: a look before the lock (pipeline.c says
+ * why). PLAN_REPEAT: the final plan under the lock, after a quiet look that already logged
+ * the notes about the files. */
+enum plan_flags { PLAN_REPORT = 1, PLAN_QUIET = 2, PLAN_REPEAT = 4 };
 
 /* What plan() found, for the phases after it (backup names, failure signatures). */
 struct plan_info {
