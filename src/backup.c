@@ -1,24 +1,25 @@
 /* Phase 6: pg_dump before migrating, to a private file that is verified, then kept or rotated. */
 #include "mtr/backup.h"
+#include "mtr/backup_stream.h"
 #include "mtr/exitcode.h"
+#include "mtr/fileio.h"
 #include "mtr/http.h"
 #include "mtr/log.h"
 #include "mtr/proc.h"
 #include "mtr/retry.h"
+#include "mtr/strbuf.h"
+#include "mtr/util.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
-#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -42,22 +43,30 @@ int backup_parse_version(const char *text)
 	return errno || v > INT_MAX ? -1 : (int)v; /* no version, rather than a wrapped one */
 }
 
-struct lines {
-	char text[4096];
-	size_t len;
-};
+/* A tool's output, kept for error messages: its lines joined by " | ", at most this long (a
+ * chatty tool cannot grow it without bound, and r->err is shorter anyway). */
+#define LINES_MAX 4096
 
 static void keep_line(void *ctx, const char *stream, const char *line)
 {
-	struct lines *l = ctx;
+	struct strbuf *b = ctx;
 	(void)stream;
-	int n = snprintf(l->text + l->len, sizeof l->text - l->len, "%s%s", l->len ? " | " : "", line);
-	if (n > 0 && l->len + (size_t)n < sizeof l->text)
-		l->len += (size_t)n;
+	if (b->len >= LINES_MAX)
+		return;
+	if (b->len)
+		sb_adds(b, " | ");
+	sb_adds(b, line);
+	sb_truncate(b, LINES_MAX);
+}
+
+/* The kept output, or `none` when the tool said nothing. */
+static const char *lines_or(const struct strbuf *b, const char *none)
+{
+	return b->len ? b->s : none;
 }
 
 /* The connection's settings as libpq environment variables (PGHOST, PGPASSWORD …): how a
- * child reaches the same database without a password in its argv. Caller frees (argv_free). */
+ * child reaches the same database without a password in its argv. Caller frees (free_env). */
 static char **child_env(PGconn *conn)
 {
 	size_t n = 0;
@@ -88,10 +97,10 @@ static void free_env(char **env)
 	free(env);
 }
 
-/* Runs argv to completion with its output kept (for error messages). */
-/* ctx (the line collector) is also what tick receives: struct progress begins with it. */
+/* Runs argv to completion with its output kept in *out (for error messages). */
+/* out (the line collector) is also what tick receives: struct progress begins with it. */
 static bool run_tool(char *const *argv, char **env, const struct sigstate *sigs, int out_fd,
-		     void (*tick)(void *), struct proc_result *r, struct lines *l)
+		     void (*tick)(void *), struct proc_result *r, struct strbuf *out)
 {
 	struct proc_spec spec = {.argv = argv, .envp = env, .sigs = sigs, .stop_grace_ms = 5000};
 	if (out_fd >= 0) {
@@ -102,13 +111,13 @@ static bool run_tool(char *const *argv, char **env, const struct sigstate *sigs,
 		spec.on_tick = tick;
 		spec.tick_ms = 5000;
 	}
-	return proc_run(&spec, keep_line, l, r);
+	return proc_run(&spec, keep_line, out, r);
 }
 
 struct progress {
-	struct lines lines; /* first, so that the line callback and the tick share one ctx */
-	int fd;                   /* the file pg_dump writes, or -1 */
-	const long long *counter; /* else the bytes streamed so far */
+	struct strbuf lines; /* first, so that the line callback and the tick share one ctx */
+	int fd;                             /* the file pg_dump writes, or -1 */
+	const struct backup_stream *stream; /* else the stream that counts the bytes */
 	int64_t start;
 };
 
@@ -119,8 +128,8 @@ static void on_tick(void *ctx)
 	long long bytes;
 	if (p->fd >= 0 && fstat(p->fd, &st) == 0)
 		bytes = (long long)st.st_size;
-	else if (p->counter)
-		bytes = __atomic_load_n(p->counter, __ATOMIC_RELAXED);
+	else if (p->stream)
+		bytes = backup_stream_bytes(p->stream);
 	else
 		return;
 	int64_t ms = now_ms() - p->start;
@@ -130,141 +139,11 @@ static void on_tick(void *ctx)
 		  "backing up: %lld bytes so far", bytes);
 }
 
-/* Streaming: a thread takes pg_dump's output from a pipe, writes the local file and feeds
- * the PUT; the request's last chunk waits for the main thread's verdict on the dump. */
-struct stream {
-	int in;                 /* the pipe's read end */
-	int out;                /* the local file, or -1 */
-	const char *url;
-	int abort;              /* pg_dump failed, or a stop signal: abandon the request (atomic) */
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int verdict;            /* 0: not yet; 1: complete and verified; -1: abandon */
-	bool at_end;            /* everything pg_dump wrote has been read */
-	bool done;              /* the thread is about to return */
-	bool gave_up;           /* the upload failed with no local copy: the pipe was closed */
-	long long bytes;
-	int write_errno;
-	bool uploaded;
-	struct http_result http;
-};
-
-static bool write_all(int fd, const char *buf, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, buf, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		buf += w;
-		n -= (size_t)w;
-	}
-	return true;
-}
-
-/* Reads the next piece from the pipe and keeps it locally; 0 at the end, -1 on error. */
-static ssize_t stream_take(struct stream *s, char *buf, size_t size)
-{
-	ssize_t n;
-	do
-		n = read(s->in, buf, size);
-	while (n < 0 && errno == EINTR);
-	if (n > 0) {
-		if (s->out >= 0 && !s->write_errno && !write_all(s->out, buf, (size_t)n))
-			s->write_errno = errno ? errno : EIO;
-		__atomic_add_fetch(&s->bytes, (long long)n, __ATOMIC_RELAXED);
-		return n;
-	}
-	pthread_mutex_lock(&s->mu);
-	s->at_end = true;
-	pthread_cond_broadcast(&s->cv);
-	pthread_mutex_unlock(&s->mu);
-	return n;
-}
-
-static size_t stream_read(char *buf, size_t size, void *ctx)
-{
-	struct stream *s = ctx;
-	if (__atomic_load_n(&s->abort, __ATOMIC_ACQUIRE))
-		return HTTP_READ_ABORT;
-	ssize_t n = stream_take(s, buf, size);
-	if (n > 0)
-		return s->write_errno ? HTTP_READ_ABORT : (size_t)n;
-	if (n < 0)
-		return HTTP_READ_ABORT;
-	/* The end of the dump: the request completes only if the dump is good. */
-	pthread_mutex_lock(&s->mu);
-	while (s->verdict == 0)
-		pthread_cond_wait(&s->cv, &s->mu);
-	int v = s->verdict;
-	pthread_mutex_unlock(&s->mu);
-	return v > 0 ? 0 : HTTP_READ_ABORT;
-}
-
-static void *stream_main(void *arg)
-{
-	struct stream *s = arg;
-	s->uploaded = http_put(s->url, stream_read, s, -1, &s->abort, -1, &s->http);
-	if (!s->uploaded && s->out < 0) {
-		/* Nothing is kept locally: end pg_dump (SIGPIPE) rather than dump into nothing. */
-		pthread_mutex_lock(&s->mu);
-		if (!s->at_end) {
-			close(s->in);
-			s->in = -1;
-			s->gave_up = s->at_end = true;
-			pthread_cond_broadcast(&s->cv);
-		}
-		pthread_mutex_unlock(&s->mu);
-	}
-	/* The request ended early: the local copy still gets the whole dump (and pg_dump is not
-	 * left blocked on a full pipe). */
-	char buf[65536];
-	while (!s->at_end && stream_take(s, buf, sizeof buf) > 0) {
-	}
-	pthread_mutex_lock(&s->mu);
-	s->done = true;
-	pthread_cond_broadcast(&s->cv);
-	pthread_mutex_unlock(&s->mu);
-	return NULL;
-}
-
-static void stream_decide(struct stream *s, int verdict)
-{
-	pthread_mutex_lock(&s->mu);
-	s->verdict = verdict;
-	pthread_cond_broadcast(&s->cv);
-	pthread_mutex_unlock(&s->mu);
-}
-
-/* Waits until *flag (at_end: the thread has read everything pg_dump wrote; done: the request
- * is over). A stop signal (left pending for the caller) abandons the request, which also ends
- * a transfer stuck on a stalled server within a second. True if that happened. */
-static bool stream_wait(struct stream *s, const bool *flag, int stop_fd)
-{
-	bool stopped = false;
-	pthread_mutex_lock(&s->mu);
-	while (!*flag) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 1;
-		pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-		struct pollfd pfd = {stop_fd, POLLIN, 0};
-		if (stop_fd >= 0 && poll(&pfd, 1, 0) == 1)
-		{
-			__atomic_store_n(&s->abort, 1, __ATOMIC_RELEASE);
-			stopped = true;
-		}
-	}
-	pthread_mutex_unlock(&s->mu);
-	return stopped;
-}
-
 struct file_reader {
 	int fd;
 };
 
-static size_t file_read(char *buf, size_t size, void *ctx)
+static size_t file_reader_read(char *buf, size_t size, void *ctx)
 {
 	struct file_reader *f = ctx;
 	ssize_t n;
@@ -272,23 +151,6 @@ static size_t file_read(char *buf, size_t size, void *ctx)
 		n = read(f->fd, buf, size);
 	while (n < 0 && errno == EINTR);
 	return n < 0 ? HTTP_READ_ABORT : (size_t)n;
-}
-
-/* Logs a failed upload attempt and sleeps the next backoff delay; false if a stop signal
- * ended the sleep (r says which). */
-static bool upload_pause(struct backoff *b, const char *err, const char *next,
-			 const struct sigstate *sigs, struct backup_result *r)
-{
-	int64_t delay = backoff_next(b);
-	log_event(LOG_WARN, "backup.upload.retry",
-		  LOG_FIELDS(LF_I("attempt", r->upload_attempts), LF_S("error", err), LF_I("delay_ms", delay)),
-		  "the upload failed (%s); %s in %lldms", err, next, (long long)delay);
-	int sig = signals_sleep(sigs, delay);
-	if (sig) {
-		r->signo = sig;
-		r->code = MTR_EXIT_SIGNAL_BASE + sig;
-	}
-	return sig == 0;
 }
 
 /* The upload's URL: one ending in '/' (before any query) names a directory: add the name. */
@@ -308,7 +170,22 @@ static void safe_part(char *out, size_t len, const char *in)
 	out[o] = '\0';
 }
 
-/* Deletes our oldest backups of this database beyond keep; never touches other files. */
+/* A partial file of this database from a run that was killed: only the lock holder backs up a
+ * database, so it is nobody's now. Its name: .<prefix><stamp>.partial.<random> (job_partial). */
+static bool remove_if_stale(const char *dir, const char *prefix, const char *name, long keep)
+{
+	if (name[0] != '.' || strncmp(name + 1, prefix, strlen(prefix)) != 0 || !strstr(name, ".partial."))
+		return false;
+	char *stale = xasprintf("%s/%s", dir, name);
+	if (unlink(stale) == 0)
+		log_event(LOG_INFO, "backup.rotated", LOG_FIELDS(LF_S("path", stale), LF_I("keep", keep)),
+			  "removed %s, left by an interrupted backup", stale);
+	free(stale);
+	return true;
+}
+
+/* Deletes our oldest backups of this database beyond keep, and partial files of this database
+ * left by an interrupted run; never touches other files. */
 static void rotate(const char *dir, const char *prefix, long keep)
 {
 	DIR *d = opendir(dir);
@@ -320,17 +197,8 @@ static void rotate(const char *dir, const char *prefix, long keep)
 	size_t plen = strlen(prefix);
 	while ((e = readdir(d)) != NULL) {
 		size_t len = strlen(e->d_name);
-		/* A partial file of this database from a run that was killed: only the lock holder
-		 * backs up a database, so it is nobody's now. */
-		if (e->d_name[0] == '.' && strncmp(e->d_name + 1, prefix, plen) == 0 &&
-		    strstr(e->d_name, ".partial.")) {
-			char *stale = xasprintf("%s/%s", dir, e->d_name);
-			if (unlink(stale) == 0)
-				log_event(LOG_INFO, "backup.rotated", LOG_FIELDS(LF_S("path", stale), LF_I("keep", keep)),
-					  "removed %s, left by an interrupted backup", stale);
-			free(stale);
+		if (remove_if_stale(dir, prefix, e->d_name, keep))
 			continue;
-		}
 		/* <prefix><YYYYmmddTHHMMSSZ>-….dump */
 		if (strncmp(e->d_name, prefix, plen) != 0 || len < plen + 17 || strcmp(e->d_name + len - 5, ".dump") != 0 ||
 		    e->d_name[plen + 8] != 'T' || e->d_name[plen + 15] != 'Z')
@@ -358,303 +226,404 @@ static void rotate(const char *dir, const char *prefix, long keep)
 	free(names);
 }
 
-static int fail(struct backup_result *r, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+/* Records why the backup failed (exit code 73); returns false, for `return failed(…)`. */
+static bool failed(struct backup_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static int fail(struct backup_result *r, int code, const char *fmt, ...)
+static bool failed(struct backup_result *r, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(r->err, sizeof r->err, fmt, ap);
 	va_end(ap);
-	r->code = code;
-	return code;
+	r->code = MTR_EXIT_BACKUP;
+	return false;
+}
+
+/* Records that a stop signal ended the backup (exit code 128+n); returns false. */
+static bool stopped_by(struct backup_result *r, int signo)
+{
+	r->signo = signo;
+	r->code = MTR_EXIT_SIGNAL_BASE + signo;
+	return false;
+}
+
+/* 411 Length Required, 501 Not Implemented: the server refused a chunked body. */
+static bool wants_length_first(const struct http_result *h)
+{
+	return h->status == 411 || h->status == 501;
+}
+
+#define LENGTH_HINT \
+	" (the server wants the length first: set --backup-dir so that the file is uploaded after the dump)"
+
+/* One backup, as backup_run's steps share it. The job owns env, stop_fd, name, url, tmp, final
+ * and fd (job_end frees them, and removes tmp if the backup failed); o, conn, sigs and r are the
+ * caller's. */
+struct job {
+	const struct backup_opts *o;
+	PGconn *conn;
+	const struct sigstate *sigs;
+	struct backup_result *r;
+	char **env;             /* pg_dump's and pg_restore's environment (child_env) */
+	int stop_fd;            /* readable while a stop signal is pending: ends an upload */
+	int64_t start;
+	char prefix[96];        /* "mtr-<db>-": what rotation takes for ours */
+	char stamp[UTC_LEN];
+	char *name;             /* <prefix><stamp>-<from>-to-<to>.dump */
+	char *url;              /* where the backup is uploaded, or NULL */
+	bool stream;            /* uploaded while pg_dump writes, else from the file afterwards */
+	char *tmp, *final;      /* with a local copy: the partial file and the backup's name */
+	int fd;                 /* the partial file, or -1 */
+	unsigned max_attempts;  /* of the upload: the first and 3 retries */
+	struct backoff backoff;
+	struct backup_stream_result sr; /* the last streamed attempt's, zero if none */
+};
+
+/* One run of pg_dump and what became of it. */
+struct dump {
+	struct progress prog;  /* pg_dump's messages, and what its progress ticks read */
+	struct proc_result pr; /* pg_dump's; stop_signal also a stop during the checks after it */
+	bool ran;              /* pg_dump could be started */
+	bool dumped;           /* and it exited 0, with no stop signal */
+	bool good;             /* and the dump is complete: written, not empty, read back */
+	int write_errno;       /* why the stream could not write the local file, or 0 */
+};
+
+static void job_begin(struct job *j, const struct backup_opts *o, PGconn *conn,
+		      const struct sigstate *sigs, struct backup_result *r)
+{
+	memset(r, 0, sizeof *r);
+	*j = (struct job){.o = o, .conn = conn, .sigs = sigs, .r = r, .fd = -1, .max_attempts = 4};
+	j->start = now_ms();
+	j->stop_fd = signals_stop_fd();
+	j->env = child_env(conn);
+}
+
+static void job_end(struct job *j)
+{
+	if (j->fd >= 0)
+		close(j->fd);
+	if (j->tmp && j->r->code)
+		unlink(j->tmp); /* nothing partial is left behind */
+	free(j->tmp);
+	free(j->final);
+	free(j->name);
+	free(j->url);
+	signals_stop_close(j->stop_fd);
+	free_env(j->env);
+}
+
+/* pg_dump refuses a newer server: say so before dumping anything. */
+static bool check_pg_dump(struct job *j)
+{
+	const char *pg_dump = j->o->pg_dump;
+	char *argv[] = {(char *)pg_dump, "--version", NULL};
+	struct strbuf out = STRBUF_INIT;
+	struct proc_result pr;
+	int server_major = PQserverVersion(j->conn) / 10000;
+	bool ok = false;
+	if (!run_tool(argv, j->env, j->sigs, -1, NULL, &pr, &out)) {
+		failed(j->r, "%s not found: install PostgreSQL's client tools (Debian: postgresql-client-%d) "
+		       "or pass --backup=off", pg_dump, server_major);
+		goto fail;
+	}
+	if (pr.stop_signal) {
+		stopped_by(j->r, pr.stop_signal);
+		goto fail;
+	}
+	int dump_major = backup_parse_version(lines_or(&out, ""));
+	if (pr.outcome != PROC_EXITED || pr.exit_code != 0 || dump_major < 0) {
+		failed(j->r, "%s --version did not answer as pg_dump does (%s); check the PostgreSQL "
+		       "client installation", pg_dump, lines_or(&out, "no output"));
+		goto fail;
+	}
+	if (dump_major < server_major) {
+		failed(j->r, "pg_dump is version %d but the server is version %d: pg_dump cannot dump a "
+		       "newer server; install postgresql-client-%d in the image",
+		       dump_major, server_major, server_major);
+		goto fail;
+	}
+	ok = true;
+fail:
+	sb_free(&out);
+	return ok;
+}
+
+/* The backup directory, the backup's name and the upload's URL (as r->uploaded shows it). */
+static bool job_name(struct job *j, const char *from, const char *to)
+{
+	const struct backup_opts *o = j->o;
+	if (o->dir && mkdir(o->dir, 0700) != 0 && errno != EEXIST)
+		return failed(j->r, "cannot create the backup directory %s: %s", o->dir, strerror(errno));
+	char db[64], f[64], t[64];
+	safe_part(db, sizeof db, PQdb(j->conn));
+	safe_part(f, sizeof f, from && *from ? from : "empty");
+	safe_part(t, sizeof t, to && *to ? to : "head");
+	utc_format(wall_ms(), UTC_COMPACT, j->stamp, sizeof j->stamp);
+	snprintf(j->prefix, sizeof j->prefix, "mtr-%s-", db);
+	j->name = xasprintf("%s%s-%s-to-%s.dump", j->prefix, j->stamp, f, t);
+	if (o->upload_url) {
+		j->url = upload_target(o->upload_url, j->name);
+		char *pub = http_url_public(j->url, false);
+		snprintf(j->r->uploaded, sizeof j->r->uploaded, "%s", pub);
+		free(pub);
+	}
+	/* Streams while pg_dump writes, unless the server must know the length first. */
+	j->stream = j->url && !(o->dir && http_needs_length(j->url));
+	backoff_init(&j->backoff, 500, 8000, random_u64());
+	return true;
+}
+
+/* The partial file, private (0600) and under a name nobody could plant a link at; rotation
+ * knows it by ".<prefix>" and ".partial." as one an interrupted run left. */
+static bool job_partial(struct job *j)
+{
+	const char *dir = j->o->dir;
+	char *prefix = xasprintf(".%s%s.partial.", j->prefix, j->stamp);
+	j->final = xasprintf("%s/%s", dir, j->name);
+	j->fd = file_create_temp(dir, prefix, 0600, &j->tmp);
+	if (j->fd < 0)
+		failed(j->r, "cannot create a file in the backup directory %s: %s", dir, strerror(errno));
+	free(prefix);
+	return j->fd >= 0;
+}
+
+/* Logs a failed upload attempt and sleeps the next backoff delay; false if a stop signal
+ * ended the sleep (r says which). */
+static bool upload_pause(struct job *j, const char *err, const char *next)
+{
+	int64_t delay = backoff_next(&j->backoff);
+	log_event(LOG_WARN, "backup.upload.retry",
+		  LOG_FIELDS(LF_I("attempt", j->r->upload_attempts), LF_S("error", err), LF_I("delay_ms", delay)),
+		  "the upload failed (%s); %s in %lldms", err, next, (long long)delay);
+	int sig = signals_sleep(j->sigs, delay);
+	return sig ? stopped_by(j->r, sig) : true;
+}
+
+static void run_pg_dump(struct job *j, struct dump *d, int out_fd)
+{
+	char *argv[] = {(char *)j->o->pg_dump, "--format=custom", "--no-password", NULL};
+	d->ran = run_tool(argv, j->env, j->sigs, out_fd, on_tick, &d->pr, &d->prog.lines);
+	d->dumped = d->ran && !d->pr.stop_signal && d->pr.outcome == PROC_EXITED && d->pr.exit_code == 0;
+	d->good = d->dumped;
+}
+
+/* The local file as pg_dump left it: on disk (fsync now, before the stream's verdict, so that
+ * a write error never completes the upload) and not empty. */
+static void check_written(struct job *j, struct dump *d)
+{
+	if (!d->dumped || j->fd < 0)
+		return;
+	/* not good here: the stream could not write the file */
+	int e = !d->good ? d->write_errno : fsync(j->fd) != 0 ? errno : 0;
+	if (e) {
+		d->good = false;
+		failed(j->r, "cannot write the backup %s: %s", j->tmp, strerror(e));
+		return;
+	}
+	struct stat st;
+	if (fstat(j->fd, &st) != 0 || st.st_size == 0) {
+		d->good = false;
+		failed(j->r, "pg_dump wrote nothing to %s", j->tmp);
+		return;
+	}
+	j->r->bytes = (long long)st.st_size;
+}
+
+/* A dump that was cut off looks like a file until one tries to restore it: read it all. */
+static void verify(struct job *j, struct dump *d)
+{
+	if (!d->good || !j->tmp)
+		return;
+	/* Not --list: that reads only the table of contents, and a dump cut off in its data
+	 * passes it. Writing the whole script to /dev/null reads every byte. */
+	char *argv[] = {(char *)j->o->pg_restore, "--file=/dev/null", j->tmp, NULL};
+	struct strbuf out = STRBUF_INIT;
+	struct proc_result pr;
+	int64_t start = now_ms();
+	d->good = run_tool(argv, j->env, j->sigs, -1, NULL, &pr, &out) && !pr.stop_signal &&
+		  pr.outcome == PROC_EXITED && pr.exit_code == 0;
+	if (pr.stop_signal)
+		d->pr.stop_signal = pr.stop_signal;
+	else if (!d->good)
+		failed(j->r, "the dump does not read back with %s: %s", j->o->pg_restore, lines_or(&out, pr.err));
+	j->r->verify_ms = now_ms() - start;
+	sb_free(&out);
+}
+
+/* pg_dump into the partial file, then the checks. */
+static void dump_to_file(struct job *j, struct dump *d)
+{
+	d->prog.fd = j->fd;
+	run_pg_dump(j, d, j->fd);
+	check_written(j, d);
+	verify(j, d);
+}
+
+/* pg_dump into the stream (which also writes the partial file, if any), the checks, then the
+ * verdict that completes or abandons the request. False if the stream could not start. */
+static bool dump_streamed(struct job *j, struct dump *d)
+{
+	char err[256];
+	struct backup_stream *s = backup_stream_start(j->url, j->fd, err, sizeof err);
+	if (!s)
+		return failed(j->r, "%s", err);
+	j->r->streamed = true;
+	j->r->upload_attempts++;
+	d->prog.stream = s;
+	run_pg_dump(j, d, backup_stream_input(s));
+	d->prog.stream = NULL; /* the ticks are over; s goes with backup_stream_finish */
+	if (backup_stream_drain(s, d->dumped, j->stop_fd, &d->write_errno) && !d->pr.stop_signal) {
+		/* a stop signal arrived after pg_dump ended: take it now */
+		d->pr.stop_signal = signals_stop_read(j->stop_fd);
+		d->dumped = d->good = false;
+	}
+	if (d->write_errno)
+		d->good = false;
+	check_written(j, d);
+	if (d->good && j->fd < 0)
+		j->r->bytes = backup_stream_bytes(s);
+	verify(j, d);
+	if (backup_stream_finish(s, d->good, j->stop_fd, &j->sr) && !d->pr.stop_signal)
+		d->pr.stop_signal = signals_stop_read(j->stop_fd);
+	return true;
+}
+
+enum attempt { ATTEMPT_DONE, ATTEMPT_FAILED, ATTEMPT_AGAIN };
+
+/* What one attempt comes to: the backup is ready to publish, it failed (r says why), or (no local
+ * copy) the streamed upload failed in a way worth dumping again for. */
+static enum attempt judge(struct job *j, const struct dump *d)
+{
+	struct backup_result *r = j->r;
+	const struct http_result *h = &j->sr.http;
+	bool again = false;
+	if (d->pr.stop_signal) {
+		stopped_by(r, d->pr.stop_signal);
+	} else if (!d->ran) {
+		failed(r, "cannot run %s: %s", j->o->pg_dump, d->pr.err);
+	} else if (j->sr.gave_up) { /* the upload failed first, and pg_dump was ended */
+		if (r->upload_attempts < j->max_attempts && http_retryable(h))
+			again = true;
+		else
+			failed(r, "the upload failed after %u attempt%s: %s%s", r->upload_attempts,
+			       r->upload_attempts == 1 ? "" : "s", h->err, wants_length_first(h) ? LENGTH_HINT : "");
+	} else if (!d->dumped) {
+		failed(r, "pg_dump failed (%s %d): %s", d->pr.outcome == PROC_EXITED ? "exit status" : "signal",
+		       d->pr.outcome == PROC_EXITED ? d->pr.exit_code : d->pr.term_signal,
+		       lines_or(&d->prog.lines, "no message"));
+	} else if (!d->good) {
+		if (!r->err[0])
+			failed(r, "cannot write the backup: %s", strerror(d->write_errno ? d->write_errno : EIO));
+	} else if (!j->stream || j->sr.uploaded || j->o->dir || r->upload_attempts >= j->max_attempts ||
+		   !http_retryable(h)) {
+		return ATTEMPT_DONE;
+	} else {
+		again = true; /* no local copy to send again: dump again */
+	}
+	if (again && upload_pause(j, h->err, "dumping and uploading again"))
+		return ATTEMPT_AGAIN;
+	return ATTEMPT_FAILED;
+}
+
+/* The dump, verified: once, or (no local copy) once per upload attempt. With a local copy there
+ * is one attempt, and so one partial file. */
+static bool dump(struct job *j)
+{
+	enum attempt a;
+	do {
+		struct dump d = {.prog = {.fd = -1, .start = j->start}};
+		if (j->o->dir && !job_partial(j))
+			return false;
+		bool started = true;
+		if (j->stream)
+			started = dump_streamed(j, &d);
+		else
+			dump_to_file(j, &d);
+		a = started ? judge(j, &d) : ATTEMPT_FAILED;
+		sb_free(&d.prog.lines);
+	} while (a == ATTEMPT_AGAIN);
+	return a == ATTEMPT_DONE;
+}
+
+/* The verified partial file becomes the backup (fsync, rename, directory fsync), then older
+ * ones beyond --backup-keep go. */
+static bool publish(struct job *j)
+{
+	if (!j->tmp)
+		return true;
+	int fd = j->fd;
+	j->fd = -1; /* file_publish closes it either way, and removes tmp on failure */
+	if (!file_publish(fd, j->tmp, j->final))
+		return failed(j->r, "cannot save the backup %s as %s: %s", j->tmp, j->final, strerror(errno));
+	free(j->tmp);
+	j->tmp = NULL; /* renamed: nothing partial to remove any more */
+	snprintf(j->r->path, sizeof j->r->path, "%s", j->final);
+	rotate(j->o->dir, j->prefix, j->o->keep);
+	return true;
+}
+
+/* One PUT of the backup file, with its length. False if the file could not be read or a stop
+ * signal ended the request (r says which); else *ok says whether the server took it. */
+static bool upload_file(struct job *j, struct http_result *h, bool *ok)
+{
+	struct file_reader fr = {open(j->final, O_RDONLY | O_CLOEXEC)};
+	struct stat st;
+	if (fr.fd < 0 || fstat(fr.fd, &st) != 0) {
+		failed(j->r, "cannot read %s to upload it: %s", j->final, strerror(errno));
+		if (fr.fd >= 0)
+			close(fr.fd);
+		return false;
+	}
+	j->r->upload_attempts++;
+	*ok = http_put(j->url, file_reader_read, &fr, (long long)st.st_size, NULL, j->stop_fd, h);
+	close(fr.fd);
+	return h->signo ? stopped_by(j->r, h->signo) : true;
+}
+
+/* The upload from the file, unless the stream already delivered: retried while worth it. */
+static bool upload(struct job *j)
+{
+	struct backup_result *r = j->r;
+	if (!j->url || (j->stream && j->sr.uploaded))
+		return true;
+	struct http_result h = j->sr.http;
+	bool ok = false;
+	/* A server that refused the chunked stream for want of a length gets the file, once. */
+	bool wants_length = j->stream && j->final && wants_length_first(&h);
+	if (wants_length && r->upload_attempts >= j->max_attempts)
+		j->max_attempts = r->upload_attempts + 1;
+	while (!ok && j->final && r->upload_attempts < j->max_attempts) {
+		if (wants_length) {
+			wants_length = false;
+			log_event(LOG_WARN, "backup.upload.retry",
+				  LOG_FIELDS(LF_I("attempt", r->upload_attempts), LF_S("error", h.err), LF_I("delay_ms", 0)),
+				  "the server refused the streamed upload (%s); sending %s with its length",
+				  h.err, j->final);
+		} else if (r->upload_attempts > 0) {
+			if (!http_retryable(&h))
+				break;
+			if (!upload_pause(j, h.err, "sending the file again"))
+				return false;
+		}
+		if (!upload_file(j, &h, &ok))
+			return false;
+	}
+	if (ok)
+		return true;
+	bool chunked = j->stream && !j->final && wants_length_first(&h);
+	return failed(r, "the upload failed after %u attempt%s: %s%s%s", r->upload_attempts,
+		      r->upload_attempts == 1 ? "" : "s", h.err, chunked ? LENGTH_HINT : "",
+		      r->path[0] ? "; the local backup is kept" : "");
 }
 
 int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, const char *to,
 	       const struct sigstate *sigs, struct backup_result *r)
 {
-	memset(r, 0, sizeof *r);
-	char **env = NULL;
-	char *tmp = NULL, *final = NULL, *name = NULL, *url = NULL;
-	int fd = -1;
-	/* readable while a stop signal is pending: ends an upload from the file */
-	int stop_fd = signals_stop_fd();
-	struct lines l = {0};
-	struct proc_result pr;
-	int64_t start = now_ms();
-
-	/* pg_dump refuses a newer server: say so before dumping anything. */
-	char *version_argv[] = {(char *)o->pg_dump, "--version", NULL};
-	env = child_env(conn);
-	if (!run_tool(version_argv, env, sigs, -1, NULL, &pr, &l)) {
-		fail(r, MTR_EXIT_BACKUP,
-		     "%s not found: install PostgreSQL's client tools (Debian: postgresql-client-%d) "
-		     "or pass --backup=off",
-		     o->pg_dump, PQserverVersion(conn) / 10000);
-		goto out;
-	}
-	if (pr.stop_signal) {
-		r->signo = pr.stop_signal;
-		r->code = MTR_EXIT_SIGNAL_BASE + pr.stop_signal;
-		goto out;
-	}
-	int dump_major = backup_parse_version(l.text), server_major = PQserverVersion(conn) / 10000;
-	if (pr.outcome != PROC_EXITED || pr.exit_code != 0 || dump_major < 0) {
-		fail(r, MTR_EXIT_BACKUP, "%s --version did not answer as pg_dump does (%s); check the "
-		     "PostgreSQL client installation", o->pg_dump, l.len ? l.text : "no output");
-		goto out;
-	}
-	if (dump_major < server_major) {
-		fail(r, MTR_EXIT_BACKUP,
-		     "pg_dump is version %d but the server is version %d: pg_dump cannot dump a newer "
-		     "server; install postgresql-client-%d in the image",
-		     dump_major, server_major, server_major);
-		goto out;
-	}
-
-	if (o->dir && mkdir(o->dir, 0700) != 0 && errno != EEXIST) {
-		fail(r, MTR_EXIT_BACKUP, "cannot create the backup directory %s: %s", o->dir, strerror(errno));
-		goto out;
-	}
-	char db[64], f[64], t[64], stamp[32];
-	safe_part(db, sizeof db, PQdb(conn));
-	safe_part(f, sizeof f, from && *from ? from : "empty");
-	safe_part(t, sizeof t, to && *to ? to : "head");
-	time_t now = time(NULL);
-	struct tm tm;
-	gmtime_r(&now, &tm);
-	strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-	char prefix[96];
-	snprintf(prefix, sizeof prefix, "mtr-%s-", db);
-	name = xasprintf("%s%s-%s-to-%s.dump", prefix, stamp, f, t);
-	if (o->upload_url) {
-		url = upload_target(o->upload_url, name);
-		char *pub = http_url_public(url, false);
-		snprintf(r->uploaded, sizeof r->uploaded, "%s", pub);
-		free(pub);
-	}
-	/* Streams while pg_dump writes, unless the server must know the length first. */
-	bool stream = url && !(o->dir && http_needs_length(url));
-	unsigned max_attempts = 4; /* of the upload: the first and 3 retries */
-	struct backoff b;
-	backoff_init(&b, 500, 8000, random_u64());
-	struct stream st_ = {.out = -1};
-	for (;;) { /* once, or (no local file) once per upload attempt */
-		if (o->dir) {
-			final = xasprintf("%s/%s", o->dir, name);
-			tmp = xasprintf("%s/.%s%s.partial.%d", o->dir, prefix, stamp, (int)getpid());
-			fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-			if (fd < 0) {
-				fail(r, MTR_EXIT_BACKUP, "cannot create a file in the backup directory %s: %s",
-				     o->dir, strerror(errno));
-				goto out;
-			}
-		}
-		struct progress prog = {.fd = fd, .start = start};
-		char *dump_argv[] = {(char *)o->pg_dump, "--format=custom", "--no-password", NULL};
-		int pipefd[2] = {-1, -1};
-		pthread_t thread;
-		bool threaded = false;
-		if (stream) {
-			memset(&st_, 0, sizeof st_);
-			st_.out = fd;
-			st_.url = url;
-			pthread_mutex_init(&st_.mu, NULL);
-			pthread_cond_init(&st_.cv, NULL);
-			prog.counter = &st_.bytes;
-			prog.fd = -1;
-			if (pipe2(pipefd, O_CLOEXEC) != 0) {
-				fail(r, MTR_EXIT_BACKUP, "pipe: %s", strerror(errno));
-				goto out;
-			}
-			st_.in = pipefd[0];
-			if (pthread_create(&thread, NULL, stream_main, &st_) != 0) {
-				fail(r, MTR_EXIT_BACKUP, "cannot start the upload: %s", strerror(errno));
-				close(pipefd[0]);
-				close(pipefd[1]);
-				goto out;
-			}
-			threaded = true;
-			r->streamed = true;
-			r->upload_attempts++;
-		}
-		bool ran = run_tool(dump_argv, env, sigs, stream ? pipefd[1] : fd, on_tick, &pr, &prog.lines);
-		bool dumped = ran && !pr.stop_signal && pr.outcome == PROC_EXITED && pr.exit_code == 0;
-		int verdict = dumped ? 1 : -1;
-		if (threaded) {
-			close(pipefd[1]);
-			if (!dumped)
-				__atomic_store_n(&st_.abort, 1, __ATOMIC_RELEASE);
-			if (stream_wait(&st_, &st_.at_end, stop_fd) && !pr.stop_signal) {
-				/* a stop signal arrived after pg_dump ended: take it now */
-				pr.stop_signal = signals_stop_read(stop_fd);
-				dumped = false;
-				verdict = -1;
-			}
-			if (st_.write_errno) {
-				errno = st_.write_errno;
-				verdict = -1;
-			}
-		}
-		if (dumped && fd >= 0 && (verdict < 0 || fsync(fd) != 0)) {
-			fail(r, MTR_EXIT_BACKUP, "cannot write the backup %s: %s", tmp, strerror(errno));
-			verdict = -1;
-		}
-		struct stat st = {0};
-		if (dumped && verdict > 0 && fd >= 0 && (fstat(fd, &st) != 0 || st.st_size == 0)) {
-			fail(r, MTR_EXIT_BACKUP, "pg_dump wrote nothing to %s", tmp);
-			verdict = -1;
-		}
-		if (dumped && verdict > 0)
-			r->bytes = fd >= 0 ? (long long)st.st_size : st_.bytes;
-		if (fd >= 0) {
-			close(fd);
-			fd = -1;
-		}
-		/* A dump that was cut off looks like a file until one tries to restore it: read it all. */
-		if (dumped && verdict > 0 && tmp) {
-			struct lines vl = {0};
-			/* Not --list: that reads only the table of contents, and a dump cut off in
-			 * its data passes it. Writing the whole script to /dev/null reads every byte. */
-			char *verify_argv[] = {(char *)o->pg_restore, "--file=/dev/null", tmp, NULL};
-			int64_t vstart = now_ms();
-			bool ok = run_tool(verify_argv, env, sigs, -1, NULL, &pr, &vl) && !pr.stop_signal &&
-				  pr.outcome == PROC_EXITED && pr.exit_code == 0;
-			if (!ok && !pr.stop_signal)
-				fail(r, MTR_EXIT_BACKUP, "the dump does not read back with %s: %s",
-				     o->pg_restore, vl.len ? vl.text : pr.err);
-			verdict = ok ? 1 : -1;
-			r->verify_ms = now_ms() - vstart;
-		}
-		if (threaded) {
-			stream_decide(&st_, verdict);
-			/* the server's answer to the last chunk may be slow in coming */
-			if (stream_wait(&st_, &st_.done, stop_fd) && !pr.stop_signal)
-				pr.stop_signal = signals_stop_read(stop_fd);
-			pthread_join(thread, NULL);
-			if (st_.in >= 0)
-				close(pipefd[0]);
-			pthread_mutex_destroy(&st_.mu);
-			pthread_cond_destroy(&st_.cv);
-		}
-		if (pr.stop_signal) {
-			r->signo = pr.stop_signal;
-			r->code = MTR_EXIT_SIGNAL_BASE + pr.stop_signal;
-			goto out;
-		}
-		if (!ran) {
-			fail(r, MTR_EXIT_BACKUP, "cannot run %s: %s", o->pg_dump, pr.err);
-			goto out;
-		}
-		if (threaded && st_.gave_up) { /* the upload failed first, and pg_dump was ended */
-			if (r->upload_attempts < max_attempts && http_retryable(&st_.http)) {
-				if (!upload_pause(&b, st_.http.err, "dumping and uploading again", sigs, r))
-					goto out;
-				continue;
-			}
-			fail(r, MTR_EXIT_BACKUP, "the upload failed after %u attempt%s: %s%s", r->upload_attempts,
-			     r->upload_attempts == 1 ? "" : "s", st_.http.err,
-			     st_.http.status == 411 || st_.http.status == 501
-				     ? " (the server wants the length first: set --backup-dir so that the file "
-				       "is uploaded after the dump)" : "");
-			goto out;
-		}
-		if (!dumped) {
-			fail(r, MTR_EXIT_BACKUP, "pg_dump failed (%s %d): %s",
-			     pr.outcome == PROC_EXITED ? "exit status" : "signal",
-			     pr.outcome == PROC_EXITED ? pr.exit_code : pr.term_signal,
-			     prog.lines.len ? prog.lines.text : "no message");
-			goto out;
-		}
-		if (verdict < 0) {
-			if (!r->err[0])
-				fail(r, MTR_EXIT_BACKUP, "cannot write the backup: %s",
-				     strerror(st_.write_errno ? st_.write_errno : EIO));
-			goto out;
-		}
-		if (!stream || st_.uploaded || o->dir || r->upload_attempts >= max_attempts ||
-		    !http_retryable(&st_.http))
-			break;
-		/* No local copy to send again: dump again. */
-		if (!upload_pause(&b, st_.http.err, "dumping and uploading again", sigs, r))
-			goto out;
-	}
-	if (tmp) {
-		if (rename(tmp, final) != 0) {
-			fail(r, MTR_EXIT_BACKUP, "cannot rename %s to %s: %s", tmp, final, strerror(errno));
-			goto out;
-		}
-		int dfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd >= 0) {
-			(void)fsync(dfd);
-			close(dfd);
-		}
-		snprintf(r->path, sizeof r->path, "%s", final);
-		rotate(o->dir, prefix, o->keep);
-	}
-	if (url && !(stream && st_.uploaded)) {
-		struct http_result hr = st_.http;
-		bool ok = false;
-		/* A server that refused the chunked stream for want of a length gets the file, once. */
-		bool wants_length = stream && final && (hr.status == 411 || hr.status == 501);
-		if (wants_length && r->upload_attempts >= max_attempts)
-			max_attempts = r->upload_attempts + 1;
-		while (!ok && final && r->upload_attempts < max_attempts) {
-			if (wants_length) {
-				wants_length = false;
-				log_event(LOG_WARN, "backup.upload.retry",
-					  LOG_FIELDS(LF_I("attempt", r->upload_attempts), LF_S("error", hr.err),
-						     LF_I("delay_ms", 0)),
-					  "the server refused the streamed upload (%s); sending %s with its length",
-					  hr.err, final);
-			} else if (r->upload_attempts > 0) {
-				if (!http_retryable(&hr))
-					break;
-				if (!upload_pause(&b, hr.err, "sending the file again", sigs, r))
-					goto out;
-			}
-			struct file_reader fr = {open(final, O_RDONLY | O_CLOEXEC)};
-			if (fr.fd < 0) {
-				fail(r, MTR_EXIT_BACKUP, "cannot read %s to upload it: %s", final, strerror(errno));
-				goto out;
-			}
-			struct stat st;
-			if (fstat(fr.fd, &st) != 0) {
-				fail(r, MTR_EXIT_BACKUP, "cannot read %s to upload it: %s", final, strerror(errno));
-				close(fr.fd);
-				goto out;
-			}
-			r->upload_attempts++;
-			ok = http_put(url, file_read, &fr, (long long)st.st_size, NULL, stop_fd, &hr);
-			close(fr.fd);
-			if (hr.signo) {
-				r->signo = hr.signo;
-				r->code = MTR_EXIT_SIGNAL_BASE + hr.signo;
-				goto out;
-			}
-		}
-		if (!ok) {
-			bool chunked = stream && !final && (hr.status == 411 || hr.status == 501);
-			fail(r, MTR_EXIT_BACKUP, "the upload failed after %u attempt%s: %s%s%s", r->upload_attempts,
-			     r->upload_attempts == 1 ? "" : "s", hr.err,
-			     chunked ? " (the server wants the length first: set --backup-dir so that the "
-				       "file is uploaded after the dump)" : "",
-			     r->path[0] ? "; the local backup is kept" : "");
-			goto out;
-		}
-	}
-	r->ms = now_ms() - start;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (tmp && r->code)
-		unlink(tmp); /* nothing partial is left behind */
-	free(tmp);
-	free(final);
-	free(name);
-	free(url);
-	signals_stop_close(stop_fd);
-	free_env(env);
+	struct job j;
+	job_begin(&j, o, conn, sigs, r);
+	if (check_pg_dump(&j) && job_name(&j, from, to) && dump(&j) && publish(&j) && upload(&j))
+		r->ms = now_ms() - j.start;
+	job_end(&j);
 	return r->code;
 }

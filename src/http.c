@@ -94,6 +94,26 @@ char *http_url_public(const char *url, bool hide_path)
 	return out;
 }
 
+/* A query parameter's value: a server may quote one back (S3 does its access key id), so it is
+ * a secret as written, decoded, and the part of it before a '/' (X-Amz-Credential's key id). */
+static void register_query_value(const char *value, size_t len)
+{
+	char *v = xstrndup(value, len);
+	log_add_secret(v);
+	int n = 0;
+	char *d = curl_easy_unescape(NULL, v, 0, &n);
+	if (d) {
+		log_add_secret(d);
+		char *slash = strchr(d, '/');
+		if (slash && slash - d >= 8) {
+			*slash = '\0';
+			log_add_secret(d);
+		}
+		curl_free(d);
+	}
+	free(v);
+}
+
 void http_register_secrets(const char *url, bool hide_path)
 {
 	char *pw = redact_url_password(url);
@@ -104,27 +124,11 @@ void http_register_secrets(const char *url, bool hide_path)
 	const char *query = strchr(path, '?');
 	if (query && query[1]) {
 		log_add_secret(query + 1);
-		/* a server may quote one parameter back (S3 does its access key id) */
 		for (const char *p = query + 1; *p; p += *p != '\0') {
 			size_t len = strcspn(p, "&#");
 			const char *eq = memchr(p, '=', len);
-			if (eq && (size_t)(p + len - eq - 1) >= 8) {
-				char *v = xstrndup(eq + 1, (size_t)(p + len - eq - 1));
-				log_add_secret(v);
-				/* decoded too, and the part before a '/': X-Amz-Credential's key id */
-				int n = 0;
-				char *d = curl_easy_unescape(NULL, v, 0, &n);
-				if (d) {
-					log_add_secret(d);
-					char *slash = strchr(d, '/');
-					if (slash && slash - d >= 8) {
-						*slash = '\0';
-						log_add_secret(d);
-					}
-					curl_free(d);
-				}
-				free(v);
-			}
+			if (eq && (size_t)(p + len - eq - 1) >= 8)
+				register_query_value(eq + 1, (size_t)(p + len - eq - 1));
 			p += len;
 			if (*p == '#')
 				break;
@@ -313,102 +317,152 @@ struct post {
 	bool done;
 };
 
+/* The webhooks of one http_post_json_all: one request per URL, all on one multi handle. The
+ * caller's urls, body, ok and results; the rest is freed by posts_end. */
+struct posts {
+	CURLM *multi;
+	struct post *p;
+	size_t n;
+	const char *const *urls;
+	const char *body;
+	struct curl_slist *headers;
+	int64_t per_try_ms, deadline_ms;
+	unsigned retries;
+	struct backoff b;
+	bool *ok;
+	struct http_result *results;
+};
+
+/* Starts request i, its timeout cut to what is left before the deadline. */
+static void posts_start(struct posts *s, size_t i, int64_t left)
+{
+	struct post *q = &s->p[i];
+	memset(&q->x, 0, sizeof q->x);
+	q->x.stop_fd = -1;
+	q->easy = easy_new(s->urls[i], &q->x);
+	if (!q->easy) {
+		q->done = true;
+		return;
+	}
+	long t = (long)(left < s->per_try_ms ? left : s->per_try_ms);
+	curl_easy_setopt(q->easy, CURLOPT_TIMEOUT_MS, t);
+	curl_easy_setopt(q->easy, CURLOPT_CONNECTTIMEOUT_MS, t);
+	curl_easy_setopt(q->easy, CURLOPT_HTTPHEADER, s->headers);
+	curl_easy_setopt(q->easy, CURLOPT_POSTFIELDS, s->body);
+	curl_easy_setopt(q->easy, CURLOPT_PRIVATE, (void *)q);
+	curl_multi_add_handle(s->multi, q->easy);
+	q->attempts++;
+}
+
+/* Starts the tries that are due. Counts the requests in flight and those waiting out a backoff;
+ * *wake: the earliest retry, if before the deadline. */
+static void posts_start_due(struct posts *s, int64_t now, size_t *active, size_t *waiting, int64_t *wake)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		struct post *q = &s->p[i];
+		if (q->done || q->easy) {
+			*active += q->easy != NULL;
+			continue;
+		}
+		if (q->next_at > now) {
+			(*waiting)++;
+			*wake = q->next_at < *wake ? q->next_at : *wake;
+			continue;
+		}
+		int64_t left = s->deadline_ms - now;
+		if (left <= 0)
+			break;
+		posts_start(s, i, left);
+		*active += q->easy != NULL;
+	}
+}
+
+/* Takes the finished transfers: records each outcome and schedules a retry where one is due. */
+static void posts_collect(struct posts *s)
+{
+	CURLMsg *m;
+	int left_msgs;
+	while ((m = curl_multi_info_read(s->multi, &left_msgs)) != NULL) {
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		struct post *q = NULL;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
+		size_t i = (size_t)(q - s->p);
+		s->ok[i] = finish(q->easy, m->data.result, s->urls[i], true, &q->x, &s->results[i]);
+		curl_multi_remove_handle(s->multi, q->easy);
+		curl_easy_cleanup(q->easy);
+		q->easy = NULL;
+		if (s->ok[i] || !http_retryable(&s->results[i]) || q->attempts > s->retries)
+			q->done = true;
+		else
+			q->next_at = now_ms() + backoff_next(&s->b);
+	}
+}
+
+/* Waits for the transfers, until wake but at most a second; the stop signal that came, or 0. */
+static int posts_wait(struct posts *s, int64_t wake, int stop_fd)
+{
+	int64_t wait = wake - now_ms();
+	if (wait > 1000)
+		wait = 1000;
+	if (wait < 0)
+		wait = 0;
+	struct curl_waitfd extra = {stop_fd, CURL_WAIT_POLLIN, 0};
+	int nfds = 0;
+	curl_multi_poll(s->multi, stop_fd >= 0 ? &extra : NULL, stop_fd >= 0 ? 1 : 0, (int)wait, &nfds);
+	if (stop_fd >= 0 && (extra.revents & CURL_WAIT_POLLIN))
+		return signals_stop_read(stop_fd);
+	return 0;
+}
+
+/* Ends what is still in flight; with a stop signal, says so for each URL not delivered. */
+static void posts_end(struct posts *s, int signo)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		if (s->p[i].easy) {
+			curl_multi_remove_handle(s->multi, s->p[i].easy);
+			curl_easy_cleanup(s->p[i].easy);
+		}
+		if (signo && !s->ok[i]) {
+			s->results[i].signo = signo;
+			snprintf(s->results[i].err, sizeof s->results[i].err, "not sent: stopped by %s",
+				 signals_name(signo));
+		}
+	}
+	curl_slist_free_all(s->headers);
+	curl_multi_cleanup(s->multi);
+	free(s->p);
+}
+
 void http_post_json_all(const char *const *urls, size_t n, const char *body, int64_t per_try_ms,
 			unsigned retries, int64_t deadline_ms, int stop_fd, bool *ok,
 			struct http_result *results)
 {
-	CURLM *multi = curl_multi_init();
-	struct post *p = xcalloc(n ? n : 1, sizeof *p);
-	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-	struct backoff b;
-	backoff_init(&b, 500, 2000, random_u64());
+	struct posts s = {.multi = curl_multi_init(), .p = xcalloc(n ? n : 1, sizeof(struct post)), .n = n,
+			  .urls = urls, .body = body, .per_try_ms = per_try_ms, .deadline_ms = deadline_ms,
+			  .retries = retries, .ok = ok, .results = results};
+	s.headers = curl_slist_append(NULL, "Content-Type: application/json");
+	backoff_init(&s.b, 500, 2000, random_u64());
 	int signo = 0;
 	for (size_t i = 0; i < n; i++) {
 		ok[i] = false;
 		memset(&results[i], 0, sizeof results[i]);
 		snprintf(results[i].err, sizeof results[i].err, "not sent before the notify timeout");
-		p[i].x.stop_fd = -1;
+		s.p[i].x.stop_fd = -1;
 	}
-	for (;;) {
+	while (s.multi && !signo) {
 		int64_t now = now_ms();
 		size_t active = 0, waiting = 0;
 		int64_t wake = deadline_ms;
-		for (size_t i = 0; i < n && multi && !signo; i++) {
-			if (p[i].done || p[i].easy) {
-				active += p[i].easy != NULL;
-				continue;
-			}
-			if (p[i].next_at > now) {
-				waiting++;
-				wake = p[i].next_at < wake ? p[i].next_at : wake;
-				continue;
-			}
-			int64_t left = deadline_ms - now;
-			if (left <= 0)
-				break;
-			memset(&p[i].x, 0, sizeof p[i].x);
-			p[i].x.stop_fd = -1;
-			p[i].easy = easy_new(urls[i], &p[i].x);
-			if (!p[i].easy) {
-				p[i].done = true;
-				continue;
-			}
-			long t = (long)(left < per_try_ms ? left : per_try_ms);
-			curl_easy_setopt(p[i].easy, CURLOPT_TIMEOUT_MS, t);
-			curl_easy_setopt(p[i].easy, CURLOPT_CONNECTTIMEOUT_MS, t);
-			curl_easy_setopt(p[i].easy, CURLOPT_HTTPHEADER, h);
-			curl_easy_setopt(p[i].easy, CURLOPT_POSTFIELDS, body);
-			curl_easy_setopt(p[i].easy, CURLOPT_PRIVATE, (void *)&p[i]);
-			curl_multi_add_handle(multi, p[i].easy);
-			p[i].attempts++;
-			active++;
-		}
-		if (!multi || signo || (active == 0 && waiting == 0) || now >= deadline_ms)
+		posts_start_due(&s, now, &active, &waiting, &wake);
+		if ((active == 0 && waiting == 0) || now >= deadline_ms)
 			break;
 		int running = 0;
-		curl_multi_perform(multi, &running);
-		CURLMsg *m;
-		int left_msgs;
-		while ((m = curl_multi_info_read(multi, &left_msgs)) != NULL) {
-			if (m->msg != CURLMSG_DONE)
-				continue;
-			struct post *q = NULL;
-			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
-			size_t i = (size_t)(q - p);
-			ok[i] = finish(q->easy, m->data.result, urls[i], true, &q->x, &results[i]);
-			curl_multi_remove_handle(multi, q->easy);
-			curl_easy_cleanup(q->easy);
-			q->easy = NULL;
-			if (ok[i] || !http_retryable(&results[i]) || q->attempts > retries)
-				q->done = true;
-			else
-				q->next_at = now_ms() + backoff_next(&b);
-		}
+		curl_multi_perform(s.multi, &running);
+		posts_collect(&s);
 		if (running == 0 && active > 0)
 			continue; /* something finished: schedule the next tries at once */
-		int64_t wait = wake - now_ms();
-		if (wait > 1000)
-			wait = 1000;
-		if (wait < 0)
-			wait = 0;
-		struct curl_waitfd extra = {stop_fd, CURL_WAIT_POLLIN, 0};
-		int nfds = 0;
-		curl_multi_poll(multi, stop_fd >= 0 ? &extra : NULL, stop_fd >= 0 ? 1 : 0, (int)wait, &nfds);
-		if (stop_fd >= 0 && (extra.revents & CURL_WAIT_POLLIN))
-			signo = signals_stop_read(stop_fd);
+		signo = posts_wait(&s, wake, stop_fd);
 	}
-	for (size_t i = 0; i < n; i++) {
-		if (p[i].easy) {
-			curl_multi_remove_handle(multi, p[i].easy);
-			curl_easy_cleanup(p[i].easy);
-		}
-		if (signo && !ok[i]) {
-			results[i].signo = signo;
-			snprintf(results[i].err, sizeof results[i].err, "not sent: stopped by %s",
-				 signals_name(signo));
-		}
-	}
-	curl_slist_free_all(h);
-	curl_multi_cleanup(multi);
-	free(p);
+	posts_end(&s, signo);
 }

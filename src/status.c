@@ -53,13 +53,10 @@ void status_set(const char *state, const char *phase, long attempt, const char *
 	cJSON_Delete(o);
 	if (!text)
 		return;
-	size_t len = strlen(text);
-	char *line = xmalloc(len + 2);
-	memcpy(line, text, len);
-	memcpy(line + len, "\n", 2);
+	char *line = xasprintf("%s\n", text);
 	cJSON_free(text);
 	/* Best effort: a health probe that finds no file answers "not running", which is true. */
-	if (!file_write_atomic(g_path, line, len + 1, 0640)) {
+	if (!file_write_atomic(g_path, line, strlen(line), 0640)) {
 	}
 	free(line);
 }
