@@ -250,41 +250,50 @@ static void strlist_clear(struct strlist *l)
 
 /* Stores value into the option's field; `where` names the flag or variable for errors. A
  * list option adds to its values when `append`, else replaces them. */
+/* A list option's value: white-space separated items, added to the list (append) or
+ * replacing it. */
+static bool set_list(struct strlist *l, const struct option_def *o, const char *value,
+		     const char *where, bool append, char *err, size_t errlen)
+{
+	if (!append)
+		strlist_clear(l);
+	size_t added = 0;
+	for (const char *p = value; *p;) {
+		size_t len = strcspn(p, " \t\r\n");
+		if (len) {
+			l->v = xrealloc(l->v, (l->n + 1) * sizeof *l->v);
+			l->v[l->n++] = xstrndup(p, len);
+			added++;
+		}
+		p += len + strspn(p + len, " \t\r\n");
+	}
+	if (added)
+		return true;
+	set_err(err, errlen, "%s: expected %s, got an empty string", where, o->metavar);
+	return false;
+}
+
+static bool set_string(char **p, const struct option_def *o, const char *value, const char *where,
+		       char *err, size_t errlen)
+{
+	if (!*value) {
+		set_err(err, errlen, "%s: expected %s, got an empty string", where, o->metavar);
+		return false;
+	}
+	free(*p);
+	*p = xstrdup(value);
+	return true;
+}
+
 static bool set_value(struct config *cfg, const struct option_def *o, const char *value,
 		      const char *where, bool append, char *err, size_t errlen)
 {
 	char *field = (char *)cfg + o->off;
 	switch (o->type) {
-	case T_LIST: {
-		struct strlist *l = (struct strlist *)(void *)field;
-		if (!append)
-			strlist_clear(l);
-		size_t added = 0;
-		for (const char *p = value; *p;) {
-			size_t len = strcspn(p, " \t\r\n");
-			if (len) {
-				l->v = xrealloc(l->v, (l->n + 1) * sizeof *l->v);
-				l->v[l->n++] = xstrndup(p, len);
-				added++;
-			}
-			p += len + strspn(p + len, " \t\r\n");
-		}
-		if (added)
-			return true;
-		set_err(err, errlen, "%s: expected %s, got an empty string", where, o->metavar);
-		return false;
-	}
-	case T_STRING: {
-		if (!*value) {
-			set_err(err, errlen, "%s: expected %s, got an empty string", where,
-				o->metavar);
-			return false;
-		}
-		char **p = (char **)(void *)field;
-		free(*p);
-		*p = xstrdup(value);
-		return true;
-	}
+	case T_LIST:
+		return set_list((struct strlist *)(void *)field, o, value, where, append, err, errlen);
+	case T_STRING:
+		return set_string((char **)(void *)field, o, value, where, err, errlen);
 	case T_DURATION:
 		if (config_parse_duration(value, (int64_t *)(void *)field))
 			return true;
