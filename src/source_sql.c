@@ -28,7 +28,6 @@ struct sql_file {
 	char vtext[24];
 	char *name;
 	char *file;
-	char *sql;
 	char checksum[65];
 	bool no_tx;
 };
@@ -81,13 +80,7 @@ int source_sql_parse_name(const char *file, uint64_t *version, char *name, size_
 
 bool source_sql_no_transaction(const char *text)
 {
-	size_t n = strlen(DIRECTIVE);
-	if (strncmp(text, DIRECTIVE, n) != 0)
-		return false;
-	const char *p = text + n;
-	while (*p == ' ' || *p == '\t' || *p == '\r')
-		p++;
-	return *p == '\n' || *p == '\0';
+	return sqlr_first_line_is(text, strlen(text), DIRECTIVE);
 }
 
 /* A version as given to --baseline or --repair-failed: digits only, within 64 bits. */
@@ -109,7 +102,6 @@ static void free_files(struct sql_source *ss)
 	for (size_t i = 0; i < ss->nfiles; i++) {
 		free(ss->files[i].name);
 		free(ss->files[i].file);
-		free(ss->files[i].sql);
 	}
 	free(ss->files);
 	ss->files = NULL;
@@ -130,7 +122,8 @@ static int by_version(const void *a, const void *b)
 	return x->version < y->version ? -1 : x->version > y->version;
 }
 
-/* Reads every migration file of dir; logs skipped names. Returns 0, or 65 with err. */
+/* Reads every migration file of dir, keeping only its checksum and marker (memory does not
+ * grow with the files); logs skipped names. Returns 0, or 65 with err. */
 static int load_files(struct sql_source *ss, char *err, size_t errlen)
 {
 	const char *dir = ss->cfg->sql_dir;
@@ -172,9 +165,8 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 			code = MTR_EXIT_INCONSISTENT;
 			break;
 		}
-		size_t len = 0;
-		char *sql = NULL;
-		enum sqlr_load l = sqlr_load(dirfd(d), dir, e->d_name, &sql, &len, err, errlen);
+		struct sqlr_file scan;
+		enum sqlr_load l = sqlr_scan(dirfd(d), dir, e->d_name, DIRECTIVE, &hash, &scan, err, errlen);
 		if (l == SQLR_NOT_REGULAR) {
 			free(path); /* a directory or device named like a migration: not ours */
 			continue;
@@ -193,9 +185,8 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 		snprintf(f->vtext, sizeof f->vtext, "%" PRIu64, version);
 		f->name = xstrdup(name);
 		f->file = xstrdup(e->d_name);
-		f->sql = sql;
-		f->no_tx = source_sql_no_transaction(sql);
-		sqlr_sha256_hex(&hash, sql, len, f->checksum);
+		f->no_tx = scan.marked;
+		memcpy(f->checksum, scan.checksum, sizeof f->checksum);
 	}
 	closedir(d);
 	sqlr_hash_free(&hash);
@@ -666,7 +657,7 @@ static bool apply_file(PGconn *conn, const struct sql_source *ss, const struct s
 		.dir = ss->cfg->sql_dir,
 		.file = f->file,
 		.version = f->vtext,
-		.sql = f->sql,
+		.checksum = f->checksum,
 		.no_tx = f->no_tx,
 		.record_sql = in_tx,
 		.before_sql = before,
