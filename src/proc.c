@@ -1,4 +1,4 @@
-/* Running a helper process (migration tool, later pg_dump) with its output read line by line. */
+/* Running a helper process (migration tool, pg_dump, pg_restore) with its output read line by line. */
 #include "mtr/proc.h"
 
 #include <errno.h>
@@ -151,6 +151,7 @@ struct child {
 	bool exited;      /* reaped; status holds how it ended */
 	int status;
 	int64_t kill_at;  /* SIGKILL to the group after a stop signal, -1: not scheduled */
+	bool cancelled;   /* a child beside another: killed when its cancel_fd turned readable */
 	int64_t drain_until; /* after the exit: how long its pipes may stay open, -1: running */
 	int64_t next_tick;   /* the next on_tick call, -1: none */
 };
@@ -166,6 +167,8 @@ static MTR_MUST_CHECK bool open_channels(struct child *c)
 		r->outcome = PROC_NOT_EXEC;
 		return false;
 	}
+	if (c->spec->beside) /* another proc_run takes the stop signals */
+		return true;
 	c->sfd = signalfd(-1, &c->spec->sigs->blocked, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (c->sfd < 0) {
 		set_err(r->err, sizeof r->err, "signalfd: %s", strerror(errno));
@@ -192,8 +195,8 @@ static MTR_MUST_CHECK bool spawn(struct child *c)
 	close(c->inp[1]);
 	c->inp[1] = -1;
 	if (c->pid == 0)
-		child_exec(spec, c->inp[0], spec->stdout_to_fd ? spec->stdout_fd : c->outp[1],
-			   c->errp[1], c->execp[1]);
+		child_exec(spec, spec->beside ? spec->stdin_fd : c->inp[0],
+			   spec->stdout_to_fd ? spec->stdout_fd : c->outp[1], c->errp[1], c->execp[1]);
 	setpgid(c->pid, c->pid); /* on both sides, so that kill(-pid) cannot race the child */
 	close(c->outp[1]);
 	close(c->errp[1]);
@@ -286,18 +289,28 @@ static void check_child(struct child *c)
 	}
 }
 
+/* A child beside another, cancelled by its caller: its group is killed, once. */
+static void cancel(struct child *c)
+{
+	kill(-c->pid, SIGKILL);
+	c->cancelled = true;
+}
+
 /* Reads the child's output into lines and handles signals and deadlines, until it has exited
  * and its pipes are closed (or the drain time is over, or poll fails). */
 static void pump_output(struct child *c)
 {
 	while (!c->exited || c->out.fd >= 0 || c->err.fd >= 0) {
-		struct pollfd fds[3] = {
-			{c->sfd, POLLIN, 0}, {c->out.fd, POLLIN, 0}, {c->err.fd, POLLIN, 0}};
+		int cancel_fd = c->spec->beside && !c->cancelled ? c->spec->cancel_fd : -1;
+		struct pollfd fds[4] = {{c->sfd, POLLIN, 0}, {c->out.fd, POLLIN, 0},
+					{c->err.fd, POLLIN, 0}, {cancel_fd, POLLIN, 0}};
 		int timeout;
 		if (!poll_timeout(c, &timeout))
 			break;
-		if (poll(fds, 3, timeout) < 0 && errno != EINTR)
+		if (poll(fds, 4, timeout) < 0 && errno != EINTR)
 			break;
+		if (fds[3].revents)
+			cancel(c);
 		if (fds[1].revents)
 			read_stream(&c->out, c->on_line, c->ctx);
 		if (fds[2].revents)
@@ -313,8 +326,8 @@ static void pump_output(struct child *c)
 static void collect_status(struct child *c)
 {
 	struct proc_result *r = c->r;
-	/* Stopped: nothing it started may go on working on its own. */
-	if (r->stop_signal)
+	/* Stopped (or cancelled): nothing it started may go on working on its own. */
+	if (r->stop_signal || c->cancelled)
 		kill(-c->pid, SIGKILL);
 	if (!c->exited)
 		waitpid(c->pid, &c->status, 0);

@@ -69,14 +69,13 @@ static void first_line_feed(struct first_line *m, const char *p, size_t n)
 {
 	for (size_t i = 0; i < n && m->state < LINE_YES; i++) {
 		char c = p[i];
-		if (m->state == LINE_MATCHING && c == m->marker[m->at])
-			m->state = m->marker[++m->at] ? LINE_MATCHING : LINE_BLANKS;
-		else if (m->state == LINE_MATCHING)
-			m->state = LINE_NO;
-		else if (c == '\n')
-			m->state = LINE_YES;
-		else if (c != ' ' && c != '\t' && c != '\r')
-			m->state = LINE_NO;
+		bool blank = c == ' ' || c == '\t' || c == '\r';
+		if (m->state == LINE_MATCHING)
+			m->state = c != m->marker[m->at] ? LINE_NO
+				 : m->marker[++m->at]    ? LINE_MATCHING
+							 : LINE_BLANKS;
+		else
+			m->state = c == '\n' ? LINE_YES : blank ? LINE_BLANKS : LINE_NO;
 	}
 }
 
@@ -304,23 +303,25 @@ static bool build_query(const struct sqlr_step *s, const struct sqlr_opts *o, st
 	size_t plen = strlen(prefix), slen = strlen(suffix);
 	struct sqlr_hash h;
 	sqlr_hash_init(&h);
-	if (!read_text(path, plen, slen, q)) {
+	bool ok = read_text(path, plen, slen, q);
+	if (!ok) {
 		snprintf(why, sizeof why, "cannot read it again to apply it: %s", file_strerror(errno));
 	} else {
 		sqlr_sha256_hex(&h, q->text, q->len, sum);
-		if (strcmp(sum, s->checksum) != 0)
+		ok = strcmp(sum, s->checksum) == 0;
+		if (!ok)
 			snprintf(why, sizeof why, "it changed after it was checked (SHA-256 %s when planned, "
 				 "%s now)", s->checksum, sum);
 	}
 	sqlr_hash_free(&h);
 	free(path);
-	if (!why[0]) {
+	if (ok) {
 		memcpy(q->buf, prefix, plen);
 		memcpy(q->buf + plen + q->len, suffix, slen + 1);
 		q->offset = (long)plen;
 	}
 	free(suffix);
-	return why[0] ? not_as_planned(s, why, out) : true;
+	return ok ? true : not_as_planned(s, why, out);
 }
 
 /* A bookkeeping statement of a no-transaction file failed: lost, or a failure of its own. */
