@@ -130,8 +130,10 @@ def test_each_forwarded_signal_reaches_the_app(kind, url, tmp_path):
 @pytest.mark.parametrize("kind", ["ours", "tini"])
 def test_signal_group_reaches_a_grandchild(kind, url, tmp_path):
     log = tmp_path / "signals"
-    # The app (a shell that ignores SIGUSR1) starts the recorder as its own child.
-    app = ["sh", "-c", f'trap "" USR1; {PYTHON} -c \'{RECORDER}\' {log} & wait']
+    # The app (a shell that ignores SIGUSR1 and SIGTERM) starts the recorder as its own child,
+    # and ends only when the recorder has recorded SIGTERM and exited: otherwise a supervisor
+    # that ends with the shell (tini) races the recorder's last line.
+    app = ["sh", "-c", f'trap "" USR1 TERM; {PYTHON} -c \'{RECORDER}\' {log} & wait']
     p = Pid1([*supervisor(kind, url, group=True), *app], clean_env(DATABASE_URL=url))
     wait_for_line(log, "ready")
     p.kill(signal.SIGUSR1)
