@@ -480,6 +480,8 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	free_files(ss);
 	ss->notes_logged = flags & PLAN_REPEAT;
 	int code = load_files(ss, err, sizeof err);
+	if (code && (flags & PLAN_QUIET))
+		return code; /* the locked plan that follows says it, once */
 	if (code) {
 		log_event(LOG_ERROR, "check.failed",
 			  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
