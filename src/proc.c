@@ -12,6 +12,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* A child beside another without a pidfd (Linux < 5.3): how often we look whether it exited. */
+#define BESIDE_POLL_MS 10
+
 /* Longer lines are cut; the last CUT_GUARD bytes before the cut are dropped too, so that a
  * password straddling the cut is never half-printed (redaction needs all of it). */
 #define LINE_MAX_BYTES 65536
@@ -152,6 +155,8 @@ struct child {
 	int status;
 	int64_t kill_at;  /* SIGKILL to the group after a stop signal, -1: not scheduled */
 	bool cancelled;   /* a child beside another: killed when its cancel_fd turned readable */
+	int pidfd;        /* beside another: readable once the child exited (our signalfd would
+			   * take the other's SIGCHLD), -1: looked at every BESIDE_POLL_MS */
 	int64_t drain_until; /* after the exit: how long its pipes may stay open, -1: running */
 	int64_t next_tick;   /* the next on_tick call, -1: none */
 };
@@ -229,6 +234,10 @@ static void open_streams(struct child *c)
 	c->err.name = "stderr";
 	c->outp[0] = c->errp[0] = -1;
 	c->next_tick = c->spec->on_tick ? now_ms() + c->spec->tick_ms : -1;
+#ifdef SYS_pidfd_open
+	if (c->spec->beside)
+		c->pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+#endif
 	if (c->spec->stdout_to_fd) { /* nothing of it comes through us */
 		close(c->out.fd);
 		c->out.fd = -1;
@@ -239,7 +248,7 @@ static void open_streams(struct child *c)
  * the child's exit is over. */
 static bool poll_timeout(struct child *c, int *timeout)
 {
-	*timeout = 1000;
+	*timeout = c->spec->beside && c->pidfd < 0 ? BESIDE_POLL_MS : 1000;
 	if (c->next_tick >= 0) {
 		int64_t now = now_ms();
 		if (now >= c->next_tick) {
@@ -302,12 +311,13 @@ static void pump_output(struct child *c)
 {
 	while (!c->exited || c->out.fd >= 0 || c->err.fd >= 0) {
 		int cancel_fd = c->spec->beside && !c->cancelled ? c->spec->cancel_fd : -1;
-		struct pollfd fds[4] = {{c->sfd, POLLIN, 0}, {c->out.fd, POLLIN, 0},
-					{c->err.fd, POLLIN, 0}, {cancel_fd, POLLIN, 0}};
+		struct pollfd fds[5] = {{c->sfd, POLLIN, 0}, {c->out.fd, POLLIN, 0},
+					{c->err.fd, POLLIN, 0}, {cancel_fd, POLLIN, 0},
+					{c->exited ? -1 : c->pidfd, POLLIN, 0}};
 		int timeout;
 		if (!poll_timeout(c, &timeout))
 			break;
-		if (poll(fds, 4, timeout) < 0 && errno != EINTR)
+		if (poll(fds, 5, timeout) < 0 && errno != EINTR)
 			break;
 		if (fds[3].revents)
 			cancel(c);
@@ -353,7 +363,8 @@ bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, str
 	memset(r, 0, sizeof *r);
 	struct child c = {.spec = spec, .on_line = on_line, .ctx = ctx, .r = r,
 			  .outp = {-1, -1}, .errp = {-1, -1}, .execp = {-1, -1}, .inp = {-1, -1},
-			  .sfd = -1, .out.fd = -1, .err.fd = -1, .kill_at = -1, .drain_until = -1};
+			  .sfd = -1, .out.fd = -1, .err.fd = -1, .kill_at = -1, .drain_until = -1,
+			  .pidfd = -1};
 	int64_t start = now_ms();
 	bool started = spawn(&c);
 	if (started) {
@@ -363,7 +374,7 @@ bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, str
 	}
 	r->duration_ms = now_ms() - start;
 	int fds[] = {c.outp[0], c.outp[1], c.errp[0], c.errp[1], c.execp[0], c.execp[1],
-		     c.inp[0],  c.inp[1],  c.sfd};
+		     c.inp[0],  c.inp[1],  c.sfd,     c.pidfd};
 	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
