@@ -3,6 +3,7 @@
 #include "mtr/source.h"
 #include "mtr/source_sql.h"
 #include "mtr/sql_runner.h"
+#include "mtr/strbuf.h"
 #include "unit.h"
 
 #include <fcntl.h>
@@ -43,14 +44,17 @@ static void test_scan(void)
 	sqlr_hash_init(&h);
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		size_t hl = strlen(cases[i].head), tl = strlen(cases[i].tail) + (i == nul_case);
-		size_t len = hl + cases[i].blanks + tl;
-		char *text = xmalloc(len);
-		memcpy(text, cases[i].head, hl);
-		memset(text + hl, ' ', cases[i].blanks);
-		memcpy(text + hl + cases[i].blanks, cases[i].tail, tl);
+		struct strbuf b = STRBUF_INIT;
+		sb_add(&b, cases[i].head, hl);
+		for (size_t k = 0; k < cases[i].blanks; k++)
+			sb_addc(&b, ' ');
+		sb_add(&b, cases[i].tail, tl);
+		size_t len = b.len;
+		char *text = sb_take(&b);
 		int fd = openat(dfd, "1_x.sql", O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		CHECK(fd >= 0 && write(fd, text, len) == (ssize_t)len, "write case %zu", i);
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		struct sqlr_file f;
 		char err[256] = "", sum[65];
 		enum sqlr_load got = sqlr_scan(dfd, dir, "1_x.sql", MARK, &h, &f, err, sizeof err);
