@@ -15,8 +15,10 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
-/* Without an inotify watch, how often the feeder looks whether the file grew. */
+/* How often the feeder looks whether the file grew without a word from inotify: with no watch,
+ * and with one (a file system may not report writes). */
 #define POLL_MS 10
+#define WATCHED_POLL_MS 200
 #define CHUNK 65536
 /* Our threads' stacks: proc_run keeps two 64 KiB line buffers on its own (musl's default
  * thread stack is 128 KiB). */
@@ -98,7 +100,7 @@ static bool write_all(int fd, const char *p, size_t n)
 static bool wait_for_more(struct backup_verify *v, bool *done)
 {
 	struct pollfd fds[3] = {{v->cancel, POLLIN, 0}, {v->finished, POLLIN, 0}, {v->watch, POLLIN, 0}};
-	if (poll(fds, 3, v->watch >= 0 ? -1 : POLL_MS) < 0 && errno != EINTR)
+	if (poll(fds, 3, v->watch >= 0 ? WATCHED_POLL_MS : POLL_MS) < 0 && errno != EINTR)
 		return false;
 	if (fds[0].revents)
 		return false;
