@@ -527,16 +527,29 @@ static int scan_dir(struct alembic_source *as, const char *dir, char *err, size_
 
 /* ---- the database ---------------------------------------------------------------------------- */
 
+/* False only when to_regclass says the table is not there: asking for a missing table would
+ * leave an ERROR in the server's log on every fresh database. */
+static bool version_table_maybe(PGconn *conn, const char *table)
+{
+	const char *params[1] = {table};
+	struct pg_error e;
+	PGresult *res = pg_run(conn, "SELECT pg_catalog.to_regclass($1) IS NULL", 1, params, PG_QUERY_MS, -1, &e);
+	bool absent = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+		      strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return !absent;
+}
+
 static bool read_versions(PGconn *conn, struct alembic_source *as, long *tables, char *err, size_t errlen)
 {
-	/* The usual case in one round trip: the table is there. Only when it is not (42P01, or
+	/* The usual case: the table is there. Only when it is not (to_regclass, else 42P01, or
 	 * 3F000 for a missing schema) is the schema counted, to tell a new database from one
 	 * set up without Alembic. */
 	*tables = 0;
 	char *sql = xasprintf("SELECT version_num FROM %s ORDER BY 1", as->cfg->alembic_version_table);
-	PGresult *res = PQexec(conn, sql);
+	PGresult *res = version_table_maybe(conn, as->cfg->alembic_version_table) ? PQexec(conn, sql) : NULL;
 	free(sql);
-	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : "42P01";
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 		as->table_exists = true;
 		as->ndb = (size_t)PQntuples(res);

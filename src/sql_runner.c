@@ -280,6 +280,7 @@ bool sqlr_apply(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts 
 {
 	struct backoff b;
 	backoff_init(&b, 500, 10000, random_u64());
+	progress_watch_pid(o->progress, PQbackendPID(conn), s->file);
 	for (long tries = 0;; tries++) {
 		char state[6];
 		enum attempt a = attempt(conn, s, o, out, state);
