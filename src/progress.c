@@ -43,6 +43,8 @@ struct progress_watch {
 	char app[128];        /* else the application_name of the sessions to watch */
 	char step[256];
 	int64_t step_start;
+	bool idle;            /* between steps: nothing to report */
+	unsigned long gen;    /* changes with every step and idle: a look at an older one is dropped */
 };
 
 /* What the thread keeps between looks: its connection and the query that fits the server. */
@@ -57,6 +59,7 @@ struct snapshot {
 	char app[128];
 	char step[256];
 	int64_t elapsed_ms;
+	unsigned long gen;
 };
 
 static void watch_free(struct progress_watch *w)
@@ -133,8 +136,9 @@ static char *progress_query(PGconn *conn)
 static bool snapshot(struct progress_watch *w, struct snapshot *s)
 {
 	pthread_mutex_lock(&w->mu);
-	bool ok = !w->stopping && w->step[0];
+	bool ok = !w->stopping && !w->idle && w->step[0];
 	if (ok) {
+		s->gen = w->gen;
 		s->pid = w->pid;
 		snprintf(s->app, sizeof s->app, "%s", w->app);
 		snprintf(s->step, sizeof s->step, "%s", w->step);
@@ -204,7 +208,8 @@ static void describe(const struct snapshot *s, const PGresult *res, const char *
 	f[n] = (struct log_field)LF_END;
 }
 
-/* Logs one migrate.progress, unless progress_stop has begun meanwhile. */
+/* Logs one migrate.progress, unless progress_stop or another step has begun meanwhile (so that
+ * no progress line follows the step's own end). */
 static void report(struct progress_watch *w, const struct snapshot *s, const PGresult *res,
 		   const char *why)
 {
@@ -213,7 +218,7 @@ static void report(struct progress_watch *w, const struct snapshot *s, const PGr
 	struct strbuf msg = STRBUF_INIT;
 	describe(s, res, why, f, since, sizeof since, &msg);
 	pthread_mutex_lock(&w->mu);
-	if (!w->stopping)
+	if (!w->stopping && w->gen == s->gen)
 		log_event(LOG_INFO, "migrate.progress", f, "%s", msg.s);
 	pthread_mutex_unlock(&w->mu);
 	sb_free(&msg);
@@ -320,6 +325,18 @@ static void set_step(struct progress_watch *w, int pid, const char *app, const c
 	snprintf(w->step, sizeof w->step, "%s", step);
 	if (!same)
 		w->step_start = now_ms();
+	w->idle = false;
+	w->gen++;
+	pthread_mutex_unlock(&w->mu);
+}
+
+void progress_idle(struct progress_watch *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->idle = true;
+	w->gen++;
 	pthread_mutex_unlock(&w->mu);
 }
 

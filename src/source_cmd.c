@@ -189,6 +189,7 @@ static bool run_command(char *const *argv, const char *cwd, char *const *envp,
 	struct proc_spec spec = {
 		.argv = argv, .cwd = cwd, .envp = envp, .sigs = sigs, .stop_grace_ms = stop_grace_ms};
 	bool started = proc_run(&spec, on_line, r, &r->out->proc);
+	progress_idle(r->progress); /* it is over: no progress line after its outcome */
 	fold_flush(&r->fold, emit_output, NULL);
 	return started;
 }

@@ -19,9 +19,13 @@ struct progress_watch *progress_start(const struct pg_target *t, int64_t interva
  * connection of ours: PQbackendPID). Its elapsed time counts from here. Copied. */
 void progress_watch_pid(struct progress_watch *w, int pid, const char *step);
 
-/* The same for a tool's sessions, found by the application_name it was given (PGAPPNAME). A
- * step equal to the current one keeps its start time. */
+/* The same for a tool's sessions, found by the application_name it was given (PGAPPNAME).
+ * Naming the current step again (a retry) keeps its start time. */
 void progress_watch_app(struct progress_watch *w, const char *application_name, const char *step);
+
+/* The step is over (or the migration is): nothing is reported until a step is named again, and
+ * a look already under way is dropped. Call it before logging the step's outcome. */
+void progress_idle(struct progress_watch *w);
 
 /* Stops the watcher and frees it: at once, whatever it was doing (a query in progress is
  * cancelled; it waits for no server). */

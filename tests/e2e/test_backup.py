@@ -37,7 +37,8 @@ def test_one_private_verified_backup_that_restores_the_old_state(pg, db, tmp_pat
     r = go(pg, db, mig, bdir, "--baseline", "0")
     assert r.code == 0, r
     names = backups(bdir)
-    assert len(names) == 1 and names[0].startswith(f"mtr-{db}-") and names[0].endswith("-empty-to-1.dump"), names
+    # the database holds a table but no version yet: "current", not "empty"
+    assert len(names) == 1 and names[0].startswith(f"mtr-{db}-") and names[0].endswith("-current-to-1.dump"), names
     assert stat.S_IMODE(bdir.stat().st_mode) == 0o700
     assert stat.S_IMODE((bdir / names[0]).stat().st_mode) == 0o600
     done = r.named("backup.done")[0]
