@@ -349,7 +349,7 @@ static void cmd_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 	log_event(LOG_INFO, "migrate.start",
 		  LOG_FIELDS(LF_S("command", cs->joined), LF_I("attempt", ctx->attempt + 1)),
 		  "running the migration command");
-	struct cmd_outcome out;
+	struct cmd_outcome out = {0}; /* run_command fills it; zero for the checkers that cannot see that */
 	/* its sessions carry the name we gave it, unless PGAPPNAME names them already */
 	const char *own = getenv("PGAPPNAME");
 	struct run r = {.out = &out, .progress = ctx->progress, .appname = own && *own ? own : appname};

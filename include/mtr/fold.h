@@ -9,7 +9,7 @@
 
 /* A traceback longer than this many lines (or FOLD_MAX_BYTES) is sent in parts. */
 #define FOLD_MAX_LINES 200
-#define FOLD_MAX_BYTES (64 * 1024)
+#define FOLD_MAX_BYTES ((size_t)64 * 1024)
 
 /* What becomes one event: msg is the line, or a traceback's exception line; lines is NULL for
  * a single line, else the traceback's lines (NULL-terminated), valid during the call. */

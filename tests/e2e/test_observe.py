@@ -499,3 +499,12 @@ def test_readme_events_table_lists_every_field_of_every_event():
     missing = {e: sorted(k for k in keys if f"`{k}`" not in rows.get(e, "")) for e, keys in fields.items()}
     missing = {e: k for e, k in missing.items() if k or e not in rows}
     assert not missing, f"README's events table lacks these fields: {missing}"
+
+
+def test_the_supervisor_keeps_the_schema(pg, db):
+    # --init re-executes a lean supervisor image: its run.* lines are in the same schema.
+    r = subprocess.run([binary(), "--init", "--log-schema", "gcp", "--migrate-cmd", "true", "--", "true"],
+                       capture_output=True, text=True, env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.returncode == 0, r.stderr
+    events = [read_gcp(json.loads(l))[3] for l in r.stderr.splitlines()]
+    assert "run.start" in events and "run.exit" in events, events
