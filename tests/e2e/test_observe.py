@@ -5,17 +5,14 @@ import datetime
 import glob
 import json
 import pathlib
-import queue
 import re
-import shutil
 import subprocess
-import threading
 import time
 
 import psycopg2
 import pytest
 
-from conftest import EXAMPLE_INI, PASSWORD, PYTHON, ROOT, binary, clean_env, run
+from conftest import EXAMPLE_INI, FAILING_INI, PASSWORD, PYTHON, ROOT, binary, clean_env, run, start, wait_for_event
 
 README = ROOT / "README.md"
 
@@ -25,47 +22,6 @@ def write(d, files):
     for name, text in files.items():
         (d / name).write_text(text)
     return d
-
-
-class Watch:
-    """The tool running, its JSON lines read as they come: a test waits for an event, acts, and
-    waits again; nothing is decided by sleeping."""
-
-    def __init__(self, args, env, timeout=60):
-        self.proc = subprocess.Popen([binary(), *args], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines = queue.Queue()
-        self.events = []
-        self.deadline = time.monotonic() + timeout
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stderr:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def until(self, pred, what):
-        while True:
-            left = self.deadline - time.monotonic()
-            try:
-                line = self.lines.get(timeout=max(left, 0.01))
-            except queue.Empty:
-                self.proc.kill()
-                raise AssertionError(f"no {what} in time; events: {self.events}")
-            if line is None:
-                raise AssertionError(f"the tool ended without {what}; events: {self.events}")
-            e = json.loads(line)
-            self.events.append(e)
-            if pred(e):
-                return e
-
-    def wait(self):
-        code = self.proc.wait(timeout=max(self.deadline - time.monotonic(), 1))
-        while True:
-            line = self.lines.get(timeout=10)
-            if line is None:
-                return code
-            self.events.append(json.loads(line))
 
 
 # --- --log-schema: each line read the way its shipper documents ---------------------------------
@@ -229,14 +185,14 @@ def test_progress_names_the_session_that_blocks_a_sql_migration(pg, db, tmp_path
     conn, cur = holder(pg, db, "report")
     cur.execute(f"SELECT count(*), '{PASSWORD}' FROM orders")  # left idle in its transaction
     pid = conn.info.backend_pid
-    w = Watch(["--sql-dir", str(d), "--migrate-only", "--progress-interval", "200ms",
+    w = start(["--sql-dir", str(d), "--migrate-only", "--progress-interval", "200ms",
                "--migration-lock-timeout", "0"], env)
     try:
-        e = w.until(lambda e: e["event"] == "migrate.progress" and e.get("blocker_pid"), "a blocker")
+        e = wait_for_event(w, "migrate.progress", blocker_pid=pid)
     finally:
         conn.rollback()
         conn.close()
-    assert w.wait() == 0, w.events
+    assert w.finish().code == 0, w
     assert e["blocker_pid"] == pid and e["blocker_application"] == "report", e
     assert e["blocker_state"] == "idle in transaction" and e["step"] == "2_add.sql", e
     assert e["wait_event_type"] == "Lock" and e["wait_event"] == "relation", e
@@ -260,14 +216,14 @@ def test_progress_reports_the_phase_of_a_create_index(pg, db, tmp_path):
     cur.execute("SELECT pg_advisory_lock(4242)")
     conn.commit()
     pid = conn.info.backend_pid
-    w = Watch(["--sql-dir", str(d), "--migrate-only", "--progress-interval", "200ms"],
+    w = start(["--sql-dir", str(d), "--migrate-only", "--progress-interval", "200ms"],
               clean_env(DATABASE_URL=pg.url(db)))
     try:
-        e = w.until(lambda e: e["event"] == "migrate.progress" and e.get("phase"), "a phase")
+        e = wait_for_event(w, "migrate.progress", phase="building index: scanning table")
     finally:
         conn.close()
-    assert w.wait() == 0, w.events
-    assert e["operation"] == "CREATE INDEX" and e["phase"] == "building index: scanning table", e
+    assert w.finish().code == 0, w
+    assert e["operation"] == "CREATE INDEX", e
     assert 0 < e["percent"] < 100 and e["step"] == "2_index.sql", e
     assert e["blocker_pid"] == pid and e["wait_event"] == "advisory", e
     assert f"CREATE INDEX: building index: scanning table, {e['percent']}%" in e["msg"]
@@ -296,13 +252,13 @@ def test_progress_finds_alembic_by_its_application_name(pg, db, tmp_path):
     conn, cur = holder(pg, db, "nightly-report")
     cur.execute("SELECT count(*) FROM orders")
     pid = conn.info.backend_pid
-    w = Watch(["--alembic-ini", str(ini), "--migrate-only", "--progress-interval", "200ms"], env)
+    w = start(["--alembic-ini", str(ini), "--migrate-only", "--progress-interval", "200ms"], env)
     try:
-        e = w.until(lambda e: e["event"] == "migrate.progress" and e.get("blocker_pid"), "a blocker")
+        e = wait_for_event(w, "migrate.progress", blocker_pid=pid)
     finally:
         conn.rollback()
         conn.close()
-    assert w.wait() == 0, w.events
+    assert w.finish().code == 0, w
     assert e["blocker_pid"] == pid and e["blocker_application"] == "nightly-report", e
     assert e["step"] == "upgrade 0001 -> 0002" and e["wait_event_type"] == "Lock", e
     done = [x for x in w.events if x["event"] == "migrate.done"]
@@ -340,7 +296,6 @@ def test_a_traceback_is_one_error_event_with_its_lines(pg, db, tmp_path):
 
 
 def test_a_failing_alembic_revision_is_one_traceback(pg, db):
-    from conftest import FAILING_INI
     r = run(["--alembic-ini", str(FAILING_INI), "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db), MTR_PYTHON=PYTHON))
     assert r.code == 70, r
     out = r.named("migrate.output")
