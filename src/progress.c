@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -265,7 +266,7 @@ static bool next_tick(struct progress_watch *w)
 {
 	for (;;) {
 		struct pollfd p = {w->stop[0], POLLIN, 0};
-		int n = poll(&p, 1, w->interval_ms > 1000000 ? 1000000 : (int)w->interval_ms);
+		int n = poll(&p, 1, w->interval_ms > INT_MAX ? INT_MAX : (int)w->interval_ms);
 		if (n < 0 && errno == EINTR)
 			continue;
 		return n == 0;
