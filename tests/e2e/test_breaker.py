@@ -201,10 +201,10 @@ def test_without_state_dir_the_database_remembers(pg, db, tmp_path):
     assert run(args, env=env).code == 70
     r = run(args, env=env)
     assert r.named("failure.repeat")[0]["count"] == 2
-    assert pg.psql(db, "SELECT count FROM mtr_failure_state") == "2"
+    assert pg.psql(db, "SELECT count FROM migrate_then_run.failure_state") == "2"
     (d / "2_bad.sql").write_text("CREATE TABLE bad (x int);\n")
     assert run(args, env=env).code == 0
-    assert pg.psql(db, "SELECT count(*) FROM mtr_failure_state") == "0"
+    assert pg.psql(db, "SELECT count(*) FROM migrate_then_run.failure_state") == "0"
 
 
 def test_status_file_through_a_run(pg, db, tmp_path):
