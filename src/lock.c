@@ -141,6 +141,12 @@ enum lock_status lock_acquire(struct lock *l, const struct pg_target *t, const c
 	struct backoff b;
 	backoff_init(&b, 100, 2000, random_u64());
 	enum lock_status result;
+	/* Before the first try: a session pool the replicas' connections fill would leave no
+	 * room for any try, the holder's included. */
+	if (release && *release) {
+		PQfinish(*release);
+		*release = NULL;
+	}
 	for (;;) {
 		int64_t left = w.start + timeout_ms - now_ms();
 		enum try_result r = try_once(l, t, stop_fd, left, &w, err);
@@ -154,10 +160,6 @@ enum lock_status lock_acquire(struct lock *l, const struct pg_target *t, const c
 			if (r == TRY_STOPPED)
 				*signo = signals_stop_read(stop_fd);
 			break;
-		}
-		if (release && *release) { /* a waiting replica keeps no server session */
-			PQfinish(*release);
-			*release = NULL;
 		}
 		left = w.start + timeout_ms - now_ms();
 		if (left <= 0) {

@@ -148,7 +148,7 @@ static int wait_http(const struct config *cfg, int64_t deadline_ms, const struct
 }
 
 /* Takes the migration lock into l; returns 0 or the exit code (already logged). -1: lost,
- * retry. *conn is closed while another replica holds the lock (lock_acquire says why). */
+ * retry. *conn is closed meanwhile (lock_acquire says why). */
 static int take_lock(const struct config *cfg, const struct source *src,
 		     const struct pg_target *target, struct lock *l, PGconn **conn,
 		     const struct sigstate *sigs)
@@ -318,7 +318,7 @@ static enum outcome phase_quick_plan(struct attempt *a)
 	return OUT_OK;
 }
 
-/* A replica that waited for the lock gave its connection up meanwhile: a new one, now. */
+/* The connection was given up while locking (lock_acquire says why): a new one, now. */
 static enum outcome reconnect(struct attempt *a)
 {
 	enum pg_status st;

@@ -38,7 +38,7 @@ int64_t lock_key(const char *name);
  * stop signal arrives. Each try is a short-lived connection of its own, so that a waiting
  * replica holds no pooled server connection between tries (session pooling with a small
  * pool would otherwise starve the holder); *release, a connection of the caller's, is closed
- * (and set to NULL) before waiting, for the same reason. While waiting, logs lock.wait every
+ * (and set to NULL) before the first try, for the same reason. While waiting, logs lock.wait every
  * 5 s naming the holder. LOCK_ACQUIRED: l->conn holds the lock until lock_release(). */
 enum lock_status lock_acquire(struct lock *l, const struct pg_target *t, const char *name,
 			      int64_t timeout_ms, const struct sigstate *sigs, PGconn **release,
