@@ -148,7 +148,7 @@ static int wait_http(const struct config *cfg, int64_t deadline_ms, const struct
 }
 
 /* Takes the migration lock into l; returns 0 or the exit code (already logged). -1: lost,
- * retry. *conn is closed meanwhile (lock_acquire says why). */
+ * retry. conn (may be NULL): closed meanwhile, so that it holds no pooled session. */
 static int take_lock(const struct config *cfg, const struct source *src,
 		     const struct pg_target *target, struct lock *l, PGconn **conn,
 		     const struct sigstate *sigs)
@@ -343,7 +343,16 @@ static enum outcome reconnect(struct attempt *a)
 static enum outcome phase_lock(struct attempt *a)
 {
 	a->f->phase = "lock";
-	int lock = take_lock(a->cfg, a->src, a->target, &a->lock, &a->conn, a->sigs);
+	/* Through a pooler, a connection kept while waiting holds a server session of a pool the
+	 * holder needs: it is given up (and opened again once the lock is ours). Directly, it is
+	 * kept: one connection fewer per start. */
+	bool pooled = true;
+	struct pg_error err;
+	if (!pooler_seen(a->conn, &pooled, &err)) {
+		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking: %.400s", err.msg);
+		return OUT_LOST;
+	}
+	int lock = take_lock(a->cfg, a->src, a->target, &a->lock, pooled ? &a->conn : NULL, a->sigs);
 	if (lock < 0) {
 		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking or planning");
 		return OUT_LOST;

@@ -70,6 +70,15 @@ bool pooler_probe(PGconn *conn, const struct pg_target *t, enum pooling *mode, s
 	return !failed;
 }
 
+bool pooler_seen(PGconn *conn, bool *pooled, struct pg_error *err)
+{
+	long pid = 0;
+	if (!backend_pid(conn, "SELECT pg_catalog.pg_backend_pid()", PG_QUERY_MS, &pid, err))
+		return false;
+	*pooled = pid != (long)PQbackendPID(conn);
+	return true;
+}
+
 const char *pooler_name(enum pooling mode)
 {
 	switch (mode) {

@@ -21,6 +21,10 @@ enum pooling { POOLING_NONE, POOLING_SESSION, POOLING_TRANSACTION };
 bool pooler_probe(PGconn *conn, const struct pg_target *t, enum pooling *mode,
 		  struct pg_error *err) MTR_MUST_CHECK;
 
+/* The cheap first step of pooler_probe: whether anything pools conn at all (one round trip).
+ * False with err when conn failed. */
+bool pooler_seen(PGconn *conn, bool *pooled, struct pg_error *err) MTR_MUST_CHECK;
+
 /* "none", "session", "transaction". */
 const char *pooler_name(enum pooling mode);
 

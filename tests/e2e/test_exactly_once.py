@@ -226,9 +226,9 @@ def terminate_lock_holder(pg, db):
                        "AND l.locktype = 'advisory' AND l.granted")
 
 
-def pids_alive(d):
+def pids_alive(files):
     alive = []
-    for f in d.glob("pid-*"):
+    for f in files:
         try:
             os.kill(int(f.read_text()), 0)
             alive.append(f.name)
@@ -271,12 +271,13 @@ def test_a_lost_lock_stops_the_migration_and_the_next_replica_does_it_once(pg, d
         time.sleep(0.02)
     second = Replica([*args, "--migrate-only"], env)
     second.wait_for("lock.wait")
+    firsts = list(tmp_path.glob("pid-*"))  # the first replica's migration, under way
     assert terminate_lock_holder(pg, db) == "1"
     assert first.finish() == 75, first.stderr
     lost = first.named("lock.lost")
     assert lost and lost[0]["phase"] == "migrate" and lost[0]["exit_code"] == 75
     assert "terminating connection due to administrator command" in lost[0]["msg"]
-    assert pids_alive(tmp_path) == []  # the first one's command is gone, not waiting for "go"
+    assert firsts and pids_alive(firsts) == []  # the first one's is gone, not waiting for "go"
     second.wait_for("migrate.start")
     (tmp_path / "go").write_text("")
     assert second.finish() == 0, second.stderr
