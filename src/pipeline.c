@@ -401,20 +401,22 @@ static enum outcome phase_pooler(struct attempt *a)
 		  "connected through a connection pooler in %s mode; the migration lock holds through "
 		  "it (a transaction of its own pins one server session)",
 		  pooler_name(a->pooling));
-	if (a->pooling != POOLING_TRANSACTION || !a->info.session_only[0])
+	/* Session pooling cannot be proven from outside (a busy transaction pool can look like
+	 * one), so a step that needs a session of its own is refused through any pooler. */
+	if (!a->info.session_only[0])
 		return OUT_OK;
 	log_event(LOG_ERROR, "pooler.refused",
-		  LOG_FIELDS(LF_S("file", a->info.session_only), LF_S("mode", "transaction"),
+		  LOG_FIELDS(LF_S("file", a->info.session_only), LF_S("mode", pooler_name(a->pooling)),
 			     LF_S("database_from", a->cfg->database_url_from),
 			     LF_I("exit_code", MTR_EXIT_USAGE)),
-		  "%s runs outside a transaction, which a pooler in transaction mode cannot keep on one "
-		  "server session (each statement may land on another, and session settings reach "
-		  "other clients); nothing was changed. Give migrate-then-run a direct URL to the "
-		  "server in MTR_DATABASE_URL (it wins over DATABASE_URL) and let the app keep its "
+		  "%s runs outside a transaction, which a connection pooler cannot be relied on to keep "
+		  "on one server session (in transaction mode each statement may land on another, and "
+		  "session settings reach other clients); nothing was changed. Give migrate-then-run "
+		  "a direct URL to the server in MTR_DATABASE_URL (it wins over DATABASE_URL) and let the app keep its "
 		  "pooled DATABASE_URL",
 		  a->info.session_only);
 	return fail(a, MTR_EXIT_USAGE, "check", false,
-		    "a no-transaction migration cannot run through a transaction pooler");
+		    "a no-transaction migration cannot run through a connection pooler");
 }
 
 /* Phase 6: one backup per process, before anything is applied. */
