@@ -494,8 +494,8 @@ static struct backup_verify *verify_start(struct job *j)
 		failed(j->r, "cannot read %s to verify it: %s", j->tmp, strerror(errno));
 		return NULL;
 	}
-	struct backup_verify *v = backup_verify_start(j->o->pg_restore, j->env, j->sigs, fd, j->tmp,
-						      err, sizeof err);
+	struct backup_verify *v = backup_verify_start(j->o->pg_restore, j->env, j->sigs, fd, err,
+						      sizeof err);
 	if (!v)
 		failed(j->r, "%s", err);
 	return v;

@@ -12,14 +12,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/inotify.h>
 #include <unistd.h>
 
-/* How often the feeder looks whether the file grew without a word from inotify: with no watch,
- * and with one (a file system may not report writes). */
+/* How often the feeder looks whether the file grew. Not inotify: a wake-up for every 4 KiB
+ * pg_dump writes, and pg_restore's with it, cost more CPU than the dump's pace needs; in 10 ms
+ * pg_dump writes some hundreds of KiB, which then go in a few large writes. */
 #define POLL_MS 10
-#define WATCHED_POLL_MS 200
 #define CHUNK 65536
+/* pg_restore's pipe: room for pg_dump to run ahead of its decompression (64 KiB otherwise). */
+#define PIPE_BYTES (1 << 20)
 /* Our threads' stacks: proc_run keeps two 64 KiB line buffers on its own (musl's default
  * thread stack is 128 KiB). */
 #define THREAD_STACK (1u << 20)
@@ -27,13 +28,13 @@
 #define LINES_MAX 1024
 
 /* The main thread owns the struct. The runner thread owns pr, lines and pipe_r until it has
- * signalled ended; the feeder thread owns pipe_w (file mode), file, watch and feed_errno until
+ * signalled ended; the feeder thread owns pipe_w (file mode), file, feed_errno and no_splice until
  * it is joined. The eventfds are written once and never read: readable for every poller. */
 struct backup_verify {
 	char *argv[3];
 	struct proc_spec spec;
 	int pipe_r, pipe_w; /* pg_restore's stdin */
-	int file, watch;    /* the growing file, and an inotify watch on it (-1: polled) */
+	int file;           /* the growing file (file mode), or -1 */
 	int finished;       /* the writer is done and the dump complete */
 	int cancel;         /* abandoned: kills pg_restore, ends the feeder */
 	int ended;          /* pg_restore was reaped (the runner's last act) */
@@ -43,6 +44,7 @@ struct backup_verify {
 	struct proc_result pr;
 	struct strbuf lines;
 	int feed_errno;     /* the file could not be read */
+	bool no_splice;     /* the file cannot be spliced: the feeder copies */
 };
 
 static void raise_fd(int fd)
@@ -51,12 +53,6 @@ static void raise_fd(int fd)
 	if (write(fd, &one, sizeof one) < 0) {
 		/* an eventfd takes 2^64-2 writes: this one does not fail */
 	}
-}
-
-static bool is_raised(int fd, int timeout_ms)
-{
-	struct pollfd p = {fd, POLLIN, 0};
-	return poll(&p, 1, timeout_ms) == 1;
 }
 
 static void keep_line(void *ctx, const char *stream, const char *line)
@@ -95,67 +91,78 @@ static bool write_all(int fd, const char *p, size_t n)
 	return true;
 }
 
-/* At the end of what is written so far: waits until the file grows or its writer is done.
- * False when the dump was abandoned; *done once it is complete (then read it to its end). */
+/* At the end of what is written so far: waits a moment for the file to grow, or until its
+ * writer is done. False when the dump was abandoned; *done once it is complete (then read it
+ * to its end). */
 static bool wait_for_more(struct backup_verify *v, bool *done)
 {
-	struct pollfd fds[3] = {{v->cancel, POLLIN, 0}, {v->finished, POLLIN, 0}, {v->watch, POLLIN, 0}};
-	if (poll(fds, 3, v->watch >= 0 ? WATCHED_POLL_MS : POLL_MS) < 0 && errno != EINTR)
+	struct pollfd fds[2] = {{v->cancel, POLLIN, 0}, {v->finished, POLLIN, 0}};
+	if (poll(fds, 2, POLL_MS) < 0 && errno != EINTR)
 		return false;
 	if (fds[0].revents)
 		return false;
 	if (fds[1].revents)
 		*done = true;
-	if (fds[2].revents) {
-		char events[4096];
-		while (read(v->watch, events, sizeof events) > 0) {
-			/* only that there were some matters */
-		}
-	}
 	return true;
+}
+
+/* Moves what the file holds from *at on into the pipe, as much as fits: splice(2) hands over
+ * the page cache's pages instead of copying them twice; pread and write where it cannot (a
+ * file system without splice). The count (*at moved on), 0 at the end of what is written so
+ * far, or -1 with errno (EPIPE: pg_restore ended). */
+static ssize_t feed_some(struct backup_verify *v, char **buf, off_t *at)
+{
+	if (!v->no_splice) {
+		ssize_t n = splice(v->file, at, v->pipe_w, NULL, PIPE_BYTES, SPLICE_F_MOVE);
+		if (n >= 0 || errno != EINVAL)
+			return n;
+		v->no_splice = true;
+	}
+	if (!*buf)
+		*buf = xmalloc(CHUNK);
+	ssize_t n = pread(v->file, *buf, CHUNK, *at);
+	if (n > 0 && !write_all(v->pipe_w, *buf, (size_t)n))
+		return -1;
+	if (n > 0)
+		*at += n;
+	return n;
 }
 
 /* File mode: the file, from its start, into pg_restore's stdin as it grows. */
 static void *feed_main(void *arg)
 {
 	struct backup_verify *v = arg;
-	char *buf = xmalloc(CHUNK);
+	char *buf = NULL;
 	off_t at = 0;
-	bool done = false;
+	bool done = false, abandoned = false;
 	for (;;) {
-		ssize_t n = pread(v->file, buf, CHUNK, at);
+		ssize_t n = feed_some(v, &buf, &at);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
+		if (n < 0 && errno != EPIPE)
 			v->feed_errno = errno;
+		if (n < 0)
+			break; /* EPIPE: pg_restore ended, and its exit status says why */
+		if (n > 0)
+			continue;
+		if (done)
+			break; /* read to the end of the complete dump */
+		/* Once done, read once more: the last bytes may have come since. */
+		abandoned = !wait_for_more(v, &done);
+		if (abandoned)
 			break;
-		}
-		if (n == 0 && (done || !wait_for_more(v, &done)))
-			break;
-		if (n > 0 && !write_all(v->pipe_w, buf, (size_t)n))
-			break; /* pg_restore ended: its exit status says why */
-		at += n;
 	}
 	free(buf);
-	close(v->pipe_w); /* the end of the dump, for pg_restore */
-	v->pipe_w = -1;
-	return NULL;
-}
-
-/* An inotify watch for writes to path, or -1: the feeder then looks every POLL_MS. */
-static int watch_file(const char *path)
-{
-	int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (fd >= 0 && inotify_add_watch(fd, path, IN_MODIFY | IN_CLOSE_WRITE) < 0) {
-		close(fd);
-		fd = -1;
+	if (!abandoned) { /* abandoned: no end of file that pg_restore could fail on (close_fds) */
+		close(v->pipe_w); /* the end of the dump, for pg_restore */
+		v->pipe_w = -1;
 	}
-	return fd;
+	return NULL;
 }
 
 static void close_fds(struct backup_verify *v)
 {
-	int fds[] = {v->pipe_r, v->pipe_w, v->file, v->watch, v->finished, v->cancel, v->ended};
+	int fds[] = {v->pipe_r, v->pipe_w, v->file, v->finished, v->cancel, v->ended};
 	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
@@ -181,8 +188,7 @@ static bool open_channels(struct backup_verify *v, char *err, size_t errlen)
 	}
 	v->pipe_r = p[0];
 	v->pipe_w = p[1];
-	/* Room for pg_dump to run ahead of pg_restore's decompression (64 KiB otherwise). */
-	(void)fcntl(v->pipe_w, F_SETPIPE_SZ, 1 << 20);
+	(void)fcntl(v->pipe_w, F_SETPIPE_SZ, PIPE_BYTES); /* may be refused: 64 KiB will do */
 	v->finished = eventfd(0, EFD_CLOEXEC);
 	v->cancel = eventfd(0, EFD_CLOEXEC);
 	v->ended = eventfd(0, EFD_CLOEXEC);
@@ -194,16 +200,13 @@ static bool open_channels(struct backup_verify *v, char *err, size_t errlen)
 }
 
 struct backup_verify *backup_verify_start(const char *pg_restore, char **env,
-					  const struct sigstate *sigs, int file, const char *path,
-					  char *err, size_t errlen)
+					  const struct sigstate *sigs, int file, char *err, size_t errlen)
 {
 	struct backup_verify *v = xcalloc(1, sizeof *v);
-	*v = (struct backup_verify){.pipe_r = -1, .pipe_w = -1, .file = file, .watch = -1,
-				    .finished = -1, .cancel = -1, .ended = -1};
+	*v = (struct backup_verify){.pipe_r = -1, .pipe_w = -1, .file = file, .finished = -1,
+				    .cancel = -1, .ended = -1};
 	if (!open_channels(v, err, errlen))
 		goto fail;
-	if (file >= 0)
-		v->watch = watch_file(path);
 	v->argv[0] = (char *)pg_restore;
 	v->argv[1] = "--file=/dev/null"; /* every byte read and decompressed: not --list */
 	v->spec = (struct proc_spec){.argv = v->argv, .envp = env, .sigs = sigs, .stop_grace_ms = 5000,
@@ -253,16 +256,16 @@ static bool wait_ended(struct backup_verify *v, int stop_fd)
 	}
 }
 
-/* What pg_restore's end says. ended_alone: it had ended before the writer was done. */
-static void verdict(const struct backup_verify *v, bool complete, bool ended_alone,
-		    struct backup_verify_result *res)
+/* What pg_restore's end says. An abandoned pg_restore gets no end of file, only SIGKILL: if it
+ * exited with an error, it failed on its own. */
+static void verdict(const struct backup_verify *v, bool complete, struct backup_verify_result *res)
 {
 	const struct proc_result *pr = &v->pr;
 	const char *said = v->lines.len ? v->lines.s : NULL;
 	res->verdict = VERIFY_BAD;
 	if (!v->ran)
 		snprintf(res->err, sizeof res->err, "%s", pr->err);
-	else if (pr->outcome == PROC_EXITED && pr->exit_code != 0 && (complete || ended_alone))
+	else if (pr->outcome == PROC_EXITED && pr->exit_code != 0)
 		snprintf(res->err, sizeof res->err, "%s", said ? said : "it failed without a message");
 	else if (!complete)
 		res->verdict = VERIFY_ABANDONED;
@@ -279,7 +282,6 @@ bool backup_verify_finish(struct backup_verify *v, bool complete, int stop_fd,
 {
 	memset(res, 0, sizeof *res);
 	int64_t start = now_ms();
-	bool ended_alone = is_raised(v->ended, 0);
 	raise_fd(complete ? v->finished : v->cancel);
 	if (!v->feeding && complete) {
 		close(v->pipe_w); /* the caller's writes are over: the end of the dump */
@@ -289,7 +291,7 @@ bool backup_verify_finish(struct backup_verify *v, bool complete, int stop_fd,
 	pthread_join(v->runner, NULL);
 	if (v->feeding)
 		pthread_join(v->feeder, NULL);
-	verdict(v, complete && !stopped, ended_alone, res);
+	verdict(v, complete && !stopped, res);
 	res->wait_ms = now_ms() - start;
 	sb_free(&v->lines);
 	close_fds(v);

@@ -26,13 +26,13 @@ struct backup_verify_result {
 
 /* Starts pg_restore (looked up on PATH; env is its environment, the caller's until
  * backup_verify_finish) reading the dump from its stdin. With file >= 0, a thread of ours reads
- * that descriptor as the file it was opened from (path) grows, and backup_verify_finish says
- * when it is complete; the verifier owns and closes file. With file < 0, the caller writes the
- * dump to backup_verify_input(). Returns the verifier, which backup_verify_finish ends and
- * frees, or NULL with err saying why (file is closed then too). */
+ * that descriptor from its start as the file grows (looking every 10 ms), until
+ * backup_verify_finish says it is complete; the verifier owns and closes file. With file < 0,
+ * the caller writes the dump to backup_verify_input(). Returns the verifier, which
+ * backup_verify_finish ends and frees, or NULL with err saying why (file is closed then too). */
 struct backup_verify *backup_verify_start(const char *pg_restore, char **env,
-					  const struct sigstate *sigs, int file, const char *path,
-					  char *err, size_t errlen) MTR_MUST_CHECK;
+					  const struct sigstate *sigs, int file, char *err,
+					  size_t errlen) MTR_MUST_CHECK;
 
 /* pg_restore's stdin, for a caller that writes the dump itself (file < 0); it stays the
  * verifier's, which closes it in backup_verify_finish: write nothing to it after that. */
