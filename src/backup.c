@@ -554,6 +554,8 @@ static bool dump_streamed(struct job *j, struct dump *d)
 	d->prog.stream = s;
 	run_pg_dump(j, d, backup_stream_input(s));
 	d->prog.stream = NULL; /* the ticks are over; s goes with backup_stream_finish */
+	if (!d->dumped) /* a stream that feeds pg_restore must not wait on it to drain */
+		backup_verify_abandon(v);
 	if (backup_stream_drain(s, d->dumped, j->stop_fd, &d->write_errno) && !d->pr.stop_signal) {
 		/* a stop signal arrived after pg_dump ended: take it now */
 		d->pr.stop_signal = signals_stop_read(j->stop_fd);

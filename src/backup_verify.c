@@ -29,7 +29,7 @@
 
 /* The main thread owns the struct. The runner thread owns pr, lines and pipe_r until it has
  * signalled ended; the feeder thread owns pipe_w (file mode), file, feed_errno and no_splice until
- * it is joined. The eventfds are written once and never read: readable for every poller. */
+ * it is joined. The eventfds are written, never read: readable for every poller from then on. */
 struct backup_verify {
 	char *argv[3];
 	struct proc_spec spec;
@@ -237,6 +237,11 @@ fail:
 int backup_verify_input(const struct backup_verify *v)
 {
 	return v->pipe_w;
+}
+
+void backup_verify_abandon(struct backup_verify *v)
+{
+	raise_fd(v->cancel);
 }
 
 /* Waits until pg_restore was reaped; a stop signal first abandons it (true). */

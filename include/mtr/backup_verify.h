@@ -38,6 +38,10 @@ struct backup_verify *backup_verify_start(const char *pg_restore, char **env,
  * verifier's, which closes it in backup_verify_finish: write nothing to it after that. */
 int backup_verify_input(const struct backup_verify *v);
 
+/* The dump will not be complete: pg_restore is killed now, so that a writer blocked on its
+ * full pipe is let go (EPIPE). backup_verify_finish still ends it. */
+void backup_verify_abandon(struct backup_verify *v);
+
 /* The dump's writer is done: complete (all of the dump is written) lets pg_restore read it to
  * its end and waits for its verdict; else pg_restore is killed, and the verdict is ABANDONED
  * unless it had already failed on its own. A stop signal (left pending on stop_fd) abandons

@@ -236,6 +236,28 @@ def test_sigterm_while_the_server_stops_reading_mid_body(pg, db, tmp_path):
         lsock.close()
 
 
+def test_sigterm_while_pg_restore_reads_nothing_of_an_upload_only_stream(pg, db, tmp_path, nginx):
+    # With --backup-dir none the stream feeds pg_restore itself. One that never reads fills its
+    # pipe, the stream blocks on it and pg_dump on the stream: SIGTERM still ends it all at once.
+    pg.psql(db, "CREATE TABLE big AS SELECT g, md5(g::text) AS h, md5((g * 7)::text) AS i "
+                "FROM generate_series(1, 300000) g")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_restore").write_text("#!/bin/sh\nexec sleep 60\n")
+    (fake / "pg_restore").chmod(0o755)
+    env = backup_env(pg, db, PATH=f"{fake}:{PG_BIN}:{os.environ['PATH']}")
+    p = start(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", "none", "--baseline", "0",
+               "--backup-upload-url", nginx.url("x.dump"), "--migrate-only"], env=env, cwd=str(tmp_path))
+    wait_until("pg_dump blocked on a full pipe", lambda: blocked_on_a_full_pipe(p.pid))
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    r = p.finish(timeout=30)
+    assert r.code == 143, r
+    assert time.monotonic() - t0 < PROMPT
+    assert [e["phase"] for e in r.named("stop.signal")] == ["backup"]
+    assert not (nginx.root / "x.dump").exists()
+
+
 def presigned(srv):
     """An S3-style presigned URL on srv: the key id sits, encoded, in X-Amz-Credential."""
     return srv.url("k.dump?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLEKEY123%2F20261121"
