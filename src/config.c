@@ -82,6 +82,17 @@ static const struct option_def options[] = {
 	{"migrate-cmd", "MTR_MIGRATE_CMD", T_STRING, NULL, "CMD",
 	 "migration command, split shell-like and run without a shell (overrides the Alembic command)",
 	 F(migrate_cmd), NULL, false},
+	{"tool", "MTR_TOOL", T_STRING, NULL, "NAME",
+	 "another migration tool's preset: dbmate, golang-migrate, goose, flyway, prisma, django, "
+	 "knex, node-pg-migrate, typeorm, sequelize, sqitch, yoyo or liquibase (its files, history "
+	 "table and command; see README)", F(tool), NULL, false},
+	{"migrate-files", "MTR_MIGRATE_FILES", T_LIST, NULL, "PATH",
+	 "the migration command's files, directories or globs, relative to --migrate-cwd "
+	 "(repeatable; with --migrate-history-table: the tool is not started when neither changed "
+	 "since its last success)", F(migrate_files), NULL, false},
+	{"migrate-history-table", "MTR_MIGRATE_HISTORY_TABLE", T_LIST, NULL, "[SCHEMA.]TABLE",
+	 "the migration command's history table (repeatable; see --migrate-files)",
+	 F(migrate_history_table), NULL, false},
 	{"migrate-cwd", "MTR_MIGRATE_CWD", T_STRING, NULL, "DIR",
 	 "working directory of the migration command (default: the current one)", F(migrate_cwd), NULL,
 	 false},
@@ -668,6 +679,9 @@ void config_free(struct config *cfg)
 	free(cfg->python);
 	free(cfg->migrate_cmd);
 	free(cfg->migrate_cwd);
+	free(cfg->tool);
+	strlist_clear(&cfg->migrate_files);
+	strlist_clear(&cfg->migrate_history_table);
 	free(cfg->sql_dir);
 	free(cfg->history_table);
 	free(cfg->baseline);

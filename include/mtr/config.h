@@ -24,6 +24,9 @@ struct config {
 	char *python;
 	char *migrate_cmd;
 	char *migrate_cwd;
+	char *tool;                 /* --tool: a preset of tools.c */
+	struct strlist migrate_files;         /* the command's files, for the fast path */
+	struct strlist migrate_history_table; /* the command's history tables, likewise */
 	char *sql_dir;
 	char *history_table;        /* schema.table */
 	bool allow_out_of_order;
