@@ -31,6 +31,7 @@ static const char *const log_formats[] = {"json", "text", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const on_failures[] = {"exit", "hold", NULL};
 static const char *const backup_modes[] = {"required", "optional", "off", "always", NULL};
+static const char *const applies[] = {"auto", "native", "cli", NULL};
 static const char *const notify_ons[] = {"failure", "success,failure", "failure,success", "success", NULL};
 
 #define F(field) offsetof(struct config, field)
@@ -93,6 +94,10 @@ static const struct option_def options[] = {
 	{"migrate-history-table", "MTR_MIGRATE_HISTORY_TABLE", T_LIST, NULL, "[SCHEMA.]TABLE",
 	 "the migration command's history table (repeatable; see --migrate-files)",
 	 F(migrate_history_table), NULL, false},
+	{"apply", "MTR_APPLY", T_CHOICE, "auto", "auto|native|cli",
+	 "--tool with a native applier (dbmate, golang-migrate, goose, flyway, prisma): apply the "
+	 "pending migrations ourselves, recorded as the tool records them (native), or run its CLI "
+	 "(cli); auto: native when the CLI is not on PATH", F(apply), applies, false},
 	{"migrate-cwd", "MTR_MIGRATE_CWD", T_STRING, NULL, "DIR",
 	 "working directory of the migration command (default: the current one)", F(migrate_cwd), NULL,
 	 false},

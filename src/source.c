@@ -23,7 +23,15 @@ static bool want_alembic(const struct config *cfg)
  * own. */
 static bool want_command(const struct config *cfg)
 {
-	return cfg->migrate_cmd != NULL && cfg->alembic_ini == NULL && cfg->tool == NULL;
+	return cfg->migrate_cmd != NULL && cfg->alembic_ini == NULL && cfg->tool == NULL &&
+	       !(cfg->migrate_files.n && cfg->migrate_history_table.n);
+}
+
+/* A command with its files and history named: the fast path can say whether it would run. */
+static bool want_known_command(const struct config *cfg)
+{
+	return cfg->migrate_cmd != NULL && cfg->alembic_ini == NULL && cfg->tool == NULL &&
+	       cfg->migrate_files.n && cfg->migrate_history_table.n;
 }
 
 static bool want_tool(const struct config *cfg)
@@ -50,6 +58,8 @@ static const struct source_def sources[] = {
 	 shared_lock, NULL, source_alembic_open},
 	{"tool", "--tool NAME", "MTR_TOOL", "migrate_command", want_tool, shared_lock, NULL,
 	 source_tool_open},
+	{"command", "--migrate-cmd CMD --migrate-files PATH --migrate-history-table TABLE",
+	 "MTR_MIGRATE_CMD", "migrate_command", want_known_command, shared_lock, NULL, source_cmd_open},
 	{"command", "--migrate-cmd CMD", "MTR_MIGRATE_CMD", "migrate_command", want_command,
 	 shared_lock, "a command cannot report a plan", source_cmd_open},
 };

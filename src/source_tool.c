@@ -4,6 +4,7 @@
 #include "mtr/argv.h"
 #include "mtr/source.h"
 #include "mtr/source_cmd.h"
+#include "mtr/tool_native.h"
 #include "mtr/tools.h"
 
 #include <stdlib.h>
@@ -30,6 +31,28 @@ static bool tool_argv(const struct config *cfg, const struct tool_def *t, char *
 	return true;
 }
 
+/* A tool with a native reader: it plans; the pending migrations are applied by our runner
+ * (--apply native, or auto without the CLI on PATH) or by the CLI. */
+static bool open_native(const struct config *cfg, const struct tool_def *t, char **argv,
+			struct source *src, char *err, size_t errlen)
+{
+	bool can_apply = t->native->ensure != NULL;
+	bool native = cfg->apply == APPLY_NATIVE ||
+		      (cfg->apply == APPLY_AUTO && can_apply && !cfg->migrate_cmd &&
+		       !(t->cli && native_cli_found(t->cli)));
+	if (native && !can_apply) {
+		set_err(err, errlen, "--apply native: %s is read natively but applied by its own CLI "
+			"(expected --apply cli or auto)", t->name);
+		argv_free(argv);
+		return false;
+	}
+	if (!tool_native_open(cfg, t, t->native, native, argv, src, err, errlen)) {
+		argv_free(argv);
+		return false;
+	}
+	return true;
+}
+
 bool source_tool_open(const struct config *cfg, struct source *src, char *err, size_t errlen)
 {
 	const struct tool_def *t = tool_find(cfg->tool);
@@ -42,6 +65,8 @@ bool source_tool_open(const struct config *cfg, struct source *src, char *err, s
 	char **argv;
 	if (!tool_argv(cfg, t, &argv, err, errlen))
 		return false;
+	if (t->native)
+		return open_native(cfg, t, argv, src, err, errlen);
 	/* The table's lists are read-only; the command source copies what it keeps. */
 	struct cmd_spec spec = {
 		.tool = t->name,

@@ -1,6 +1,7 @@
 /* The presets of other migration tools: default files, history tables, command, environment. */
 #include "mtr/tools.h"
 #include "mtr/strbuf.h"
+#include "mtr/tool_native.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,7 @@
  * - liquibase: update; LIQUIBASE_COMMAND_URL/_USERNAME/_PASSWORD; databasechangelog. */
 static const struct tool_def tools[] = {
 	{"dbmate", LIST("db/migrations"), LIST("schema_migrations"),
-	 LIST("dbmate", "--no-dump-schema", "migrate"), NONE, "dbmate", NULL},
+	 LIST("dbmate", "--no-dump-schema", "migrate"), NONE, "dbmate", &native_dbmate},
 	{"golang-migrate", LIST("migrations"), LIST("schema_migrations"),
 	 LIST("migrate", "-path", "migrations", "-database", "{url_nopass}", "up"),
 	 LIST("PGPASSWORD={password}"), "migrate", NULL},

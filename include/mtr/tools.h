@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct tool_native;
+struct native_ops;
 
 /* One row of the table (tools.c). Paths are relative to --migrate-cwd. Templates may name
  * {url} {url_nopass} {jdbc_url} {host} {port} {user} {password} {dbname} {python}
@@ -21,7 +21,7 @@ struct tool_def {
 	const char *const *argv;         /* the CLI command (--migrate-cmd replaces it) */
 	const char *const *env;          /* NAME=template, set for the CLI; empty values unset */
 	const char *cli;                 /* the program the command starts, for "is it on PATH" */
-	const struct tool_native *native; /* a native reader (and applier), or NULL */
+	const struct native_ops *native; /* a native reader (and applier: ensure), or NULL */
 };
 
 /* The preset called name, or NULL. */

@@ -88,66 +88,59 @@ def go_url(pg, db):
     return pg.url(db) + "?sslmode=disable"  # lib/pq's default is sslmode=require
 
 
-def test_dbmate_fast_path(pg, db, tmp_path, dbmate):
-    """First start applies through dbmate; the next does not start it and takes no backup; a new
-    file, or a history row deleted by hand, starts it again."""
+FAST = ["--migrate-cmd", "dbmate --no-dump-schema migrate", "--migrate-files", "db/migrations",
+        "--migrate-history-table", "public.schema_migrations"]
+
+
+def test_plain_command_fast_path(pg, db, tmp_path, dbmate):
+    """First start applies through the command; the next does not start it and takes no backup;
+    a new file, or a history row deleted by hand, starts it again."""
     proj = dbmate_project(tmp_path, "20240101000000")
     url, path = go_url(pg, db), dbmate.path()
-    r = tool_run(url, proj, "--tool", "dbmate", path=path)
+    r = tool_run(url, proj, *FAST, path=path)
     assert r.code == 0, r
     assert r.named("fastpath.run")[0]["reason"] == "first"
     assert len(dbmate.calls()) == 1
     assert pg.psql(db, "SELECT version FROM schema_migrations") == "20240101000000"
 
     backups = tmp_path / "backups"
-    r = tool_run(url, proj, "--tool", "dbmate", "--backup", "required", "--backup-dir", str(backups),
-                 path=path)
+    r = tool_run(url, proj, *FAST, "--backup", "required", "--backup-dir", str(backups), path=path)
     assert r.code == 0, r
     assert r.named("fastpath.skip") and r.named("migrate.skip")
     assert not r.named("backup.done") and not backups.exists()
     assert len(dbmate.calls()) == 1
 
     dbmate_project(tmp_path, "20240102000000")
-    r = tool_run(url, proj, "--tool", "dbmate", path=path)
+    r = tool_run(url, proj, *FAST, path=path)
     assert r.code == 0, r
     assert r.named("fastpath.run")[0]["reason"] == "files"
     assert len(dbmate.calls()) == 2
     assert pg.psql(db, "SELECT count(*) FROM schema_migrations") == "2"
 
     pg.psql(db, "DELETE FROM schema_migrations WHERE version = '20240102000000'; DROP TABLE t20240102000000")
-    r = tool_run(url, proj, "--tool", "dbmate", path=path)
+    r = tool_run(url, proj, *FAST, path=path)
     assert r.code == 0, r
     assert r.named("fastpath.run")[0]["reason"] == "history"
     assert len(dbmate.calls()) == 3
     assert pg.psql(db, "SELECT count(*) FROM schema_migrations") == "2"
-    r = tool_run(url, proj, "--tool", "dbmate", path=path)
+    r = tool_run(url, proj, *FAST, path=path)
     assert r.named("fastpath.skip") and len(dbmate.calls()) == 3
-
-
-def test_plain_command_gets_the_fast_path(pg, db, tmp_path, dbmate):
-    proj = dbmate_project(tmp_path, "1")
-    args = ["--migrate-cmd", "dbmate --no-dump-schema migrate", "--migrate-files", "db/migrations",
-            "--migrate-history-table", "public.schema_migrations"]
-    for _ in range(2):
-        r = tool_run(go_url(pg, db), proj, *args, path=dbmate.path())
-        assert r.code == 0, r
-    assert r.named("fastpath.skip") and len(dbmate.calls()) == 1
-    # without them, a command always runs
-    r = tool_run(go_url(pg, db), proj, "--migrate-cmd", "dbmate --no-dump-schema migrate", path=dbmate.path())
-    assert r.code == 0 and len(dbmate.calls()) == 2
+    # without the two options, a command always runs
+    r = tool_run(url, proj, *FAST[:2], path=path)
+    assert r.code == 0 and len(dbmate.calls()) == 4
 
 
 def test_check_changes_nothing(pg, db, tmp_path, dbmate):
     proj = dbmate_project(tmp_path, "1")
     e = {"PATH": dbmate.path()}
-    r = tool_run(go_url(pg, db), proj, "--tool", "dbmate", "--check", env=e)
+    r = tool_run(go_url(pg, db), proj, *FAST, "--check", env=e)
     assert r.code == 0, r
     assert "dbmate: would run dbmate --no-dump-schema migrate: no fingerprint" in r.stdout
     assert pg.psql(db, "SELECT to_regnamespace('migrate_then_run') IS NULL") == "t"
     assert not dbmate.calls()
-    assert tool_run(go_url(pg, db), proj, "--tool", "dbmate", path=dbmate.path()).code == 0
+    assert tool_run(go_url(pg, db), proj, *FAST, path=dbmate.path()).code == 0
     before = pg.psql(db, "SELECT saved_at FROM migrate_then_run.tool_fingerprint")
-    r = tool_run(go_url(pg, db), proj, "--tool", "dbmate", "--check", env=e)
+    r = tool_run(go_url(pg, db), proj, *FAST, "--check", env=e)
     assert r.code == 0 and "dbmate: unchanged since the last successful run" in r.stdout
     assert pg.psql(db, "SELECT saved_at FROM migrate_then_run.tool_fingerprint") == before
 
@@ -161,7 +154,7 @@ def test_role_that_cannot_keep_the_fingerprint_still_migrates(pg, db, tmp_path, 
     url = limited_role(pg, db, f"{db}_nocreate")
     proj = dbmate_project(tmp_path, "1")
     for n in (1, 2):
-        r = tool_run(url, proj, "--tool", "dbmate", path=dbmate.path())
+        r = tool_run(url, proj, *FAST, path=dbmate.path())
         assert r.code == 0, r
         (w,) = r.named("fastpath.unavailable")
         assert w["sqlstate"] == "42501" and "CREATE SCHEMA migrate_then_run AUTHORIZATION" in w["msg"]
@@ -174,12 +167,12 @@ def test_no_ddl_when_the_bookkeeping_exists(pg, db, tmp_path, dbmate):
     role = f"{db}_keeper"
     url = limited_role(pg, db, role)
     proj = dbmate_project(tmp_path, "1")
-    assert tool_run(go_url(pg, db), proj, "--tool", "dbmate", path=dbmate.path()).code == 0
+    assert tool_run(go_url(pg, db), proj, *FAST, path=dbmate.path()).code == 0
     pg.psql(db, f"GRANT USAGE ON SCHEMA migrate_then_run TO {role}; "
                 f"GRANT SELECT, INSERT, UPDATE ON migrate_then_run.tool_fingerprint TO {role}; "
                 f"ALTER TABLE schema_migrations OWNER TO {role}; DELETE FROM schema_migrations; DROP TABLE t1")
-    r = tool_run(url, proj, "--tool", "dbmate", path=dbmate.path())
+    r = tool_run(url, proj, *FAST, path=dbmate.path())
     assert r.code == 0, r
     assert not r.named("fastpath.unavailable")
-    r = tool_run(url, proj, "--tool", "dbmate", path=dbmate.path())
+    r = tool_run(url, proj, *FAST, path=dbmate.path())
     assert r.named("fastpath.skip") and len(dbmate.calls()) == 2
