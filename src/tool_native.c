@@ -7,11 +7,13 @@
 #include "mtr/source_cmd.h"
 #include "mtr/sql_runner.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct native_source {
@@ -107,6 +109,43 @@ bool native_resolve_table(struct native *n, PGconn *conn, const char *table, cha
 	return ok;
 }
 
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+char **native_list(int dirfd, bool want_dirs, size_t *n)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	char **names = NULL;
+	*n = 0;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	for (struct dirent *e = readdir(d); e; e = readdir(d)) {
+		struct stat st;
+		if (e->d_name[0] == '.' || fstatat(dirfd, e->d_name, &st, 0) != 0 ||
+		    (want_dirs ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)))
+			continue;
+		names = xrealloc(names, (*n + 1) * sizeof *names);
+		names[(*n)++] = xstrdup(e->d_name);
+	}
+	closedir(d);
+	if (*n)
+		qsort(names, *n, sizeof *names, by_name);
+	return names;
+}
+
+void native_free_list(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
 bool native_cli_found(const char *program)
 {
 	const char *path = getenv("PATH");
@@ -181,7 +220,8 @@ static void find_pending(struct native_source *ns, struct problems *pr)
 	for (size_t i = 0; i < n->nmigs; i++) {
 		if (n->migs[i].applied)
 			continue;
-		if (any && i < last && n->migs[i].version && !n->cfg->allow_out_of_order)
+		if (any && i < last && n->migs[i].version && !n->cfg->allow_out_of_order &&
+		    !n->ops->unordered)
 			problems_add(pr, "out_of_order",
 				     "%s/%s (%s) is pending but sorts before %s, which is applied: apply it "
 				     "out of order with --allow-out-of-order, or give it a later version",
@@ -363,8 +403,8 @@ bool tool_native_open(const struct config *cfg, const struct tool_def *t,
 {
 	struct native_source *ns = xcalloc(1, sizeof *ns);
 	ns->n = (struct native){.ops = ops, .def = t, .cfg = cfg};
-	ns->n.dir = xstrdup(cfg->migrate_files.n ? cfg->migrate_files.v[0] : t->files[0]);
-	ns->native_apply = native_apply;
+	ns->n.dir = xstrdup(cfg->migrate_files.n ? cfg->migrate_files.v[0] : ops->dir ? ops->dir : t->files[0]);
+	ns->native_apply = ns->n.native_apply = native_apply;
 	struct cmd_spec spec = {.tool = t->name, .env = t->env, .expand_argv = cfg->migrate_cmd == NULL};
 	if (!source_cmd_open_spec(cfg, cli_argv, &spec, &ns->cli, err, errlen)) {
 		free(ns->n.dir);

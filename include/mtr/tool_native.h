@@ -49,7 +49,8 @@ struct native_ops {
 		       char **before, char **after);
 	void (*destroy)(struct native *n); /* the tool's own state (n->tool) */
 	const char *no_tx_marker;          /* the line that marks a file no-transaction */
-	bool checksums_by_cli;             /* edited-after-applied is the tool's own refusal */
+	bool unordered;                    /* no version order (Django's graph): no out-of-order */
+	const char *dir;                   /* the directory to read when not the preset's first file */
 };
 
 struct native {
@@ -65,6 +66,7 @@ struct native {
 	struct native_row *rows;
 	size_t nrows;
 	void *tool;                /* per-tool state */
+	bool native_apply;         /* our runner applies (else the CLI): what it cannot apply is refused */
 };
 
 /* Opens a native source for preset t: ops read and diagnose; pending migrations are applied
@@ -93,7 +95,13 @@ bool native_resolve_table(struct native *n, PGconn *conn, const char *table, cha
 PGresult *native_query(PGconn *conn, const char *sql, char *err, size_t errlen) MTR_MUST_CHECK;
 
 /* The tools' own readers, for tools.c's table. */
-extern const struct native_ops native_dbmate;
+extern const struct native_ops native_dbmate, native_golang_migrate, native_goose, native_flyway,
+	native_prisma, native_django;
+
+/* The names in the directory dirfd (regular files, or directories with want_dirs), sorted
+ * byte-wise; *n their count. Caller frees each and the vector (native_free_list). */
+char **native_list(int dirfd, bool want_dirs, size_t *n);
+void native_free_list(char **names, size_t n);
 
 /* Whether the program is on PATH. */
 bool native_cli_found(const char *program);

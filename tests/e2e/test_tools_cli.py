@@ -123,20 +123,69 @@ def test_real_cli_fast_path(pg, db, tmp_path, tool, program, build, row):
         assert r.code == 0, r
         return r
 
+    def why(r, reason):
+        """The fast path's reason, or (Django: a native reader) what the plan found pending."""
+        if tool == "django":
+            return r.named("plan.ready")[0]["pending"] > 0 if reason else bool(r.named("migrate.skip"))
+        return r.named("fastpath.run")[0]["reason"] == reason if reason else bool(r.named("fastpath.skip"))
+
     r = start()
-    assert r.named("fastpath.run")[0]["reason"] == "first" and len(rec.calls()) == 1
+    assert why(r, "first") and len(rec.calls()) == 1
     assert pg.psql(db, "SELECT to_regclass('t1') IS NOT NULL") == "t"
     r = start()
-    assert r.named("fastpath.skip") and len(rec.calls()) == 1
+    assert why(r, None) and len(rec.calls()) == 1
 
     build(proj, 2)
     r = start()
-    assert r.named("fastpath.run")[0]["reason"] == "files" and len(rec.calls()) == 2
+    assert why(r, "files") and len(rec.calls()) == 2
     assert pg.psql(db, "SELECT to_regclass('t2') IS NOT NULL") == "t"
 
     pg.psql(db, f"DELETE FROM {row}; DROP TABLE t2")
     r = start()
-    assert r.named("fastpath.run")[0]["reason"] == "history" and len(rec.calls()) == 3
+    assert why(r, "history") and len(rec.calls()) == 3
     assert pg.psql(db, "SELECT to_regclass('t2') IS NOT NULL") == "t"
     r = start()
-    assert r.named("fastpath.skip") and len(rec.calls()) == 3
+    assert why(r, None) and len(rec.calls()) == 3
+
+
+def test_django_reader_refuses_a_row_without_its_file(pg, db, tmp_path):
+    """Only the project's apps are checked: django.contrib's rows are Django's own."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    django(proj, 1)
+    django(proj, 2)
+    rec = Recorder(tmp_path, "python3", PYTHON)
+    args = ["--tool", "django", "--python", str(rec.dir / "python3")]
+    assert tool_run(pg.url(db), proj, *args, path=rec.path()).code == 0
+    pg.psql(db, "INSERT INTO django_migrations (app, name, applied) VALUES ('auth', '0001_initial', now())")
+    r = tool_run(pg.url(db), proj, *args, path=rec.path())
+    assert r.code == 0 and r.named("migrate.skip") and len(rec.calls()) == 1
+    (proj / "app" / "migrations" / "0002_t2.py").unlink()
+    r = tool_run(pg.url(db), proj, *args, path=rec.path())
+    assert r.code == 65, r
+    (e,) = r.named("check.failed")
+    assert e["problem"] == "missing" and "applied migration app.0002_t2 is not found locally" in e["msg"]
+    assert len(rec.calls()) == 1
+    r = tool_run(pg.url(db), proj, *args, "--apply", "native", path=rec.path())
+    assert r.code == 64 and "django is read natively but applied by its own CLI" in r.stderr
+
+
+def test_django_reader_counts_the_packages_it_is_given(pg, db, tmp_path):
+    """A package's migrations (here a stand-in for django/contrib) count when their root is
+    given: one not applied yet starts the CLI."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    django(proj, 1)
+    pkg = tmp_path / "site" / "contribapp" / "migrations"
+    pkg.mkdir(parents=True)
+    (pkg / "0001_initial.py").write_text("# a package's migration\n")
+    rec = Recorder(tmp_path, "python3", PYTHON)
+    args = ["--tool", "django", "--python", str(rec.dir / "python3")]
+    assert tool_run(pg.url(db), proj, *args, path=rec.path()).code == 0
+    r = tool_run(pg.url(db), proj, *args, "--migrate-files", ".", "--migrate-files", str(tmp_path / "site"),
+                 path=rec.path())
+    assert r.named("plan.ready")[0]["pending"] == 1, r
+    pg.psql(db, "INSERT INTO django_migrations (app, name, applied) VALUES ('contribapp', '0001_initial', now())")
+    r = tool_run(pg.url(db), proj, *args, "--migrate-files", ".", "--migrate-files", str(tmp_path / "site"),
+                 path=rec.path())
+    assert r.code == 0 and r.named("migrate.skip")
