@@ -19,6 +19,20 @@ def stand_in(tmp_path, name):
     return d, out
 
 
+# One pending migration in each reader's default place, so that the CLI has something to do.
+PENDING = {"flyway": ("sql/V1__a.sql", "SELECT 1;\n"),
+           "golang-migrate": ("migrations/1_a.up.sql", "SELECT 1;\n"),
+           "goose": ("migrations/00001_a.sql", "-- +goose Up\nSELECT 1;\n"),
+           "prisma": ("prisma/migrations/20240101000000_a/migration.sql", "SELECT 1;\n")}
+
+
+def pending(tmp_path, tool):
+    if tool in PENDING:
+        name, text = PENDING[tool]
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+
+
 def test_unknown_tool_names_the_presets(pg, db, tmp_path):
     r = tool_run(pg.url(db), tmp_path, "--tool", "rails")
     assert r.code == 64, r
@@ -46,6 +60,7 @@ def test_unknown_tool_names_the_presets(pg, db, tmp_path):
 def test_preset_command_and_environment(pg, db, tmp_path, tool, program, argv, env):
     """The CLI gets the connection the way it reads it; a password is never in its argv."""
     bindir, seen = stand_in(tmp_path, program)
+    pending(tmp_path, tool)
     r = tool_run(pg.url(db), tmp_path, "--tool", tool, path=f"{bindir}:/usr/bin:/bin")
     assert r.code == 0, r
     lines = seen.read_text().splitlines()
@@ -60,6 +75,7 @@ def test_preset_command_and_environment(pg, db, tmp_path, tool, program, argv, e
 
 def test_migrate_cmd_overrides_the_preset_command(pg, db, tmp_path):
     bindir, seen = stand_in(tmp_path, "flyway")
+    pending(tmp_path, "flyway")
     r = tool_run(pg.url(db), tmp_path, "--tool", "flyway", "--migrate-cmd", "flyway -X migrate",
                  path=f"{bindir}:/usr/bin:/bin")
     assert r.code == 0, r
