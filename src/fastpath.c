@@ -60,7 +60,7 @@ static bool digest_hex(struct digest *d, char out[65])
 	d->ok = d->ok && EVP_DigestFinal_ex(d->ctx, md, &n) && n == 32;
 	EVP_MD_CTX_free(d->ctx);
 	d->ctx = NULL;
-	for (unsigned int i = 0; d->ok && i < n; i++) {
+	for (size_t i = 0; d->ok && i < n; i++) {
 		out[2 * i] = hex[md[i] >> 4];
 		out[2 * i + 1] = hex[md[i] & 15];
 	}
@@ -188,7 +188,8 @@ static void list_files(int base, const struct fastpath_spec *s, struct names *ou
 {
 	for (size_t i = 0; i < s->nfiles; i++)
 		match(base, s->files[i], out);
-	qsort(out->v, out->n, sizeof *out->v, name_cmp);
+	if (out->n)
+		qsort(out->v, out->n, sizeof *out->v, name_cmp);
 	size_t o = 0;
 	for (size_t i = 0; i < out->n; i++) {
 		if (o && strcmp(out->v[o - 1], out->v[i]) == 0)

@@ -139,7 +139,8 @@ static bool dbmate_scan(struct native *n, int dirfd, const char *dir, char *err,
 		closedir(d);
 	else if (fd >= 0)
 		close(fd);
-	qsort(names, count, sizeof *names, by_name); /* dbmate sorts by file name */
+	if (count)
+		qsort(names, count, sizeof *names, by_name); /* dbmate sorts by file name */
 	bool ok = true;
 	for (size_t i = 0; i < count; i++) {
 		char *text = NULL, *v = version_of(names[i]);

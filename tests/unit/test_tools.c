@@ -3,6 +3,7 @@
 #include "mtr/tools.h"
 #include "unit.h"
 
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -65,6 +66,14 @@ static void test_expand(void)
 	}
 }
 
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
 static void write_file(const char *path, const char *text)
 {
 	FILE *f = fopen(path, "w");
@@ -106,9 +115,7 @@ static void test_files(void)
 	char *dirs[] = {"app"};
 	s.files = dirs;
 	CHECK(fastpath_files(&s, c, &n, err, sizeof err) && n == 2, "a directory: every file (%zu)", n);
-	char cmd[300];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	CHECK(system(cmd) == 0, "cleanup");
+	CHECK(nftw(dir, remove_one, 8, FTW_DEPTH | FTW_PHYS) == 0, "cleanup");
 }
 
 void test_tools(void)
