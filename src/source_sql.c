@@ -226,20 +226,20 @@ static char *qualified(PGconn *conn, const struct sql_source *ss)
 	return q;
 }
 
-/* The source's own small queries: pg_run with the usual deadline; NULL when no answer came. */
-static PGresult *small_query(PGconn *conn, const char *sql, int nparams, const char *const *params)
+/* The source's own small queries: pg_run with the usual deadline. On failure (NULL, or an
+ * error result) err says why, with what it was doing. */
+static PGresult *small_query(PGconn *conn, const char *sql, int nparams, const char *const *params,
+			     const char *what, char *err, size_t errlen)
 {
 	struct pg_error e;
-	return pg_run(conn, sql, nparams, params, PG_QUERY_MS, -1, &e);
-}
-
-static bool query_ok(PGresult *res, char *err, size_t errlen, const char *what)
-{
+	PGresult *res = pg_run(conn, sql, nparams, params, PG_QUERY_MS, -1, &e);
 	ExecStatusType st = PQresultStatus(res);
-	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
-		return true;
-	set_err(err, errlen, "%s: %s", what, res ? PQresultErrorMessage(res) : "no result");
-	return false;
+	if (!res || (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)) {
+		set_err(err, errlen, "%s: %s", what, e.msg);
+		PQclear(res);
+		return NULL;
+	}
+	return res;
 }
 
 /* Reads the history table, if there is one. Returns false on a database error. */
@@ -249,8 +249,9 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 	char *q = qualified(conn, ss);
 	const char *params[2] = {q, ss->schema};
 	/* to_regclass is cheap; counting the schema's tables only matters without a history. */
-	PGresult *res = small_query(conn, "SELECT pg_catalog.to_regclass($1) IS NOT NULL", 1, params);
-	if (!query_ok(res, err, errlen, "reading the catalog")) {
+	PGresult *res = small_query(conn, "SELECT pg_catalog.to_regclass($1) IS NOT NULL", 1, params,
+				    "reading the catalog", err, errlen);
+	if (!res) {
 		PQclear(res);
 		free(q);
 		return false;
@@ -261,8 +262,8 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 	if (!ss->history_exists) {
 		res = small_query(conn, "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
 				   "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') "
-				   "AND c.relname <> 'mtr_failure_state'", 1, params + 1);
-		if (!query_ok(res, err, errlen, "reading the catalog")) {
+				   "AND c.relname <> 'mtr_failure_state'", 1, params + 1, "reading the catalog", err, errlen);
+		if (!res) {
 			PQclear(res);
 			free(q);
 			return false;
@@ -275,9 +276,9 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 	char *sql = xasprintf("SELECT h.version::text, h.name, h.checksum, h.success FROM %s h "
 			      "ORDER BY h.version", q);
 	free(q);
-	res = small_query(conn, sql, 0, NULL);
+	res = small_query(conn, sql, 0, NULL, "reading the history table", err, errlen);
 	free(sql);
-	if (!query_ok(res, err, errlen, "reading the history table")) {
+	if (!res) {
 		PQclear(res);
 		return false;
 	}
@@ -490,6 +491,7 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	ss->notes_logged = flags & PLAN_REPEAT;
 	int code = load_files(ss, err, sizeof err);
 	if (code) {
+		ctx->info->files_refused = true; /* the image's files: no lock can change them */
 		log_event(LOG_ERROR, "check.failed",
 			  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
 		return code;
