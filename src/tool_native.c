@@ -162,9 +162,8 @@ bool native_cli_found(const char *program)
 
 /* ---- the plan ---------------------------------------------------------------------------- */
 
-static void free_state(struct native_source *ns)
+void native_clear(struct native *n)
 {
-	struct native *n = &ns->n;
 	for (size_t i = 0; i < n->nmigs; i++) {
 		free(n->migs[i].version);
 		free(n->migs[i].name);
@@ -178,11 +177,17 @@ static void free_state(struct native_source *ns)
 	}
 	free(n->migs);
 	free(n->rows);
-	free(ns->pending);
 	n->migs = NULL;
 	n->rows = NULL;
+	n->nmigs = n->nrows = 0;
+}
+
+static void free_state(struct native_source *ns)
+{
+	native_clear(&ns->n);
+	free(ns->pending);
 	ns->pending = NULL;
-	n->nmigs = n->nrows = ns->npending = 0;
+	ns->npending = 0;
 }
 
 /* Reads the directory relative to --migrate-cwd. */

@@ -78,6 +78,9 @@ bool tool_native_open(const struct config *cfg, const struct tool_def *t,
 /* Adds a migration (strings copied; sql and checksum may be NULL). */
 struct native_mig *native_add(struct native *n, const char *version, const char *name,
 			      const char *file, const char *sql, size_t sqllen);
+/* Forgets the migrations and rows read (scan and state fill them again). */
+void native_clear(struct native *n);
+
 /* Adds a history row (strings copied; checksum may be NULL). */
 void native_add_row(struct native *n, const char *version, const char *checksum);
 

@@ -1,5 +1,6 @@
 /* The presets' table, their placeholders, and the files' fingerprint. */
 #include "mtr/fastpath.h"
+#include "mtr/tool_native.h"
 #include "mtr/tools.h"
 #include "unit.h"
 
@@ -118,8 +119,28 @@ static void test_files(void)
 	CHECK(nftw(dir, remove_one, 8, FTW_DEPTH | FTW_PHYS) == 0, "cleanup");
 }
 
+/* Flyway's checksums, as ChecksumCalculator computes them (values from zlib's CRC-32 over the
+ * lines without their terminators, as java.util.zip.CRC32 updates, signed). */
+static void test_checksums(void)
+{
+	CHECK(native_crc32(0, "123456789", 9) == 0xCBF43926u, "CRC-32 check value");
+	static const struct {
+		const char *text;
+		int32_t want;
+	} cases[] = {
+		{"CREATE TABLE users (id int);\n", 336540139},
+		{"a\r\nb\rc\n\nd", -310194927},
+		{"\xEF\xBB\xBFSELECT 1;\r\n", 78787420},
+		{"", 0},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		CHECK(native_flyway_checksum(cases[i].text, strlen(cases[i].text)) == cases[i].want,
+		      "flyway checksum %zu: %d", i, (int)native_flyway_checksum(cases[i].text, strlen(cases[i].text)));
+}
+
 void test_tools(void)
 {
+	test_checksums();
 	test_table();
 	test_expand();
 	test_files();
