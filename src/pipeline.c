@@ -66,6 +66,7 @@ struct run_report {
 	char from[64], to[64];
 	char database[64];
 	bool applied; /* migrations ran and succeeded */
+	size_t pending; /* what the last plan found pending (--check reports it) */
 };
 
 static int stopped(const char *phase, int signo)
@@ -403,7 +404,10 @@ static enum outcome phase_migrate(struct attempt *a)
 	if (!pg_command(a->conn, "SET idle_session_timeout = 0", 0, NULL, PG_QUERY_MS, -1, &ignored)) {
 	}
 	int64_t migrate_start = now_ms();
+	a->ctx.progress = progress_start(a->target, a->cfg->progress_interval_ms);
 	a->src->migrate(a->src->self, a->conn, &a->ctx, &out);
+	progress_stop(a->ctx.progress);
+	a->ctx.progress = NULL;
 	a->rep->migrate_ms += now_ms() - migrate_start;
 	a->rep->applied = out.result == MIGRATE_OK;
 	a->f->phase = "migrate";
@@ -482,7 +486,7 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 	backoff_init(&retry_backoff, 1000, 30000, random_u64());
 	enum outcome o;
 	for (long attempt = 0;; attempt++) {
-		a.ctx = (struct source_ctx){cfg, target, NULL, sigs, attempt, &a.info};
+		a.ctx = (struct source_ctx){cfg, target, NULL, sigs, attempt, &a.info, NULL};
 		o = attempt_once(&a);
 		if (o != OUT_LOST || retry_lost(&a, attempt, &retry_backoff) != OUT_OK)
 			break;
@@ -490,6 +494,7 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 	if (o == OUT_DONE && !cfg->check) /* success: forget the last failure */
 		breaker_clear(cfg, a.conn);
 	int code = o == OUT_DONE ? MTR_EXIT_OK : a.code;
+	rep->pending = a.pending;
 	snprintf(rep->from, sizeof rep->from, "%s", a.info.from);
 	snprintf(rep->to, sizeof rep->to, "%s", a.info.to);
 	if (code && a.info.fingerprint)
@@ -599,6 +604,17 @@ static int notify(const struct config *cfg, const struct run_report *rep, const 
 	return notify_send(cfg, &n);
 }
 
+/* The end of a consistent --check: what it found, and the exit code a CI gate reads. */
+static int check_done(const struct config *cfg, const struct run_report *rep)
+{
+	int code = rep->pending ? (int)cfg->pending_exit_code : MTR_EXIT_OK;
+	log_event(LOG_INFO, "pipeline.done",
+		  LOG_FIELDS(LF_S("mode", "check"), LF_I("pending", rep->pending), LF_I("exit_code", code)),
+		  "%zu pending, check mode, nothing changed%s", rep->pending,
+		  rep->pending && code ? " (--pending-exit-code)" : "");
+	return code;
+}
+
 /* Everything before the first phase: secrets known to the logger, the target and the source
  * checked, the start event. Returns 0, or 64 (logged). */
 static int pipeline_setup(const struct config *cfg, struct pg_target *target, struct source *src)
@@ -660,7 +676,7 @@ static int after_failure(const struct config *cfg, const struct pg_target *targe
 }
 
 /* The phases before the app, run again while holding after a failure. Returns 0 when the
- * app may start, else the exit code. */
+ * app may start, else the exit code; a consistent --check returns its own (its end logged). */
 static int migrate_until_done(const struct config *cfg, const struct sigstate *sigs,
 			      struct source *src, const struct pg_target *target)
 {
@@ -672,6 +688,8 @@ static int migrate_until_done(const struct config *cfg, const struct sigstate *s
 	for (long run = 0;; run++) {
 		struct failure f;
 		int code = migrate_once(cfg, sigs, src, target, run, backup_path, &f, &rep);
+		if (code == 0 && cfg->check)
+			return check_done(cfg, &rep);
 		if (code == 0) {
 			int sig = rep.applied ? notify(cfg, &rep, &f, 0, backup_path, start) : 0;
 			return sig ? stopped("notify", sig) : 0; /* before the app: a stop is a stop */
@@ -704,7 +722,7 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 		return code;
 	code = migrate_until_done(cfg, sigs, &src, &target);
 	src.destroy(src.self);
-	if (code)
+	if (code || cfg->check) /* a check's end is logged with what it found */
 		return code;
 	if (cfg->migrate_only) {
 		log_event(LOG_INFO, "pipeline.done", NULL, "migrations are up to date; exiting (--migrate-only)");

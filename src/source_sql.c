@@ -708,7 +708,7 @@ static void sql_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 	char err[1024] = "";
 	char *by = applied_by();
 	struct sqlr_opts o = {ctx->cfg->migration_lock_timeout_ms, ctx->cfg->statement_timeout_ms,
-			      ctx->cfg->retries, ctx->sigs, signals_stop_fd()};
+			      ctx->cfg->retries, ctx->sigs, signals_stop_fd(), ctx->progress};
 	int64_t start = now_ms();
 	bool ok = write_bookkeeping(conn, ss, by, err, sizeof err);
 	if (!ok)

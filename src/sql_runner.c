@@ -237,7 +237,9 @@ static enum attempt attempt(PGconn *conn, const struct sqlr_step *s, const struc
 		return record_failed(conn, s, &e, out);
 	if (!s->no_tx)
 		sql = one_trip(s, o, &offset);
+	progress_watch_pid(o->progress, PQbackendPID(conn), s->file);
 	PGresult *res = pg_run(conn, sql ? sql : s->sql, 0, NULL, -1, o->stop_fd, &e);
+	progress_idle(o->progress); /* before its outcome is logged, whatever it is */
 	free(sql);
 	ExecStatusType st = PQresultStatus(res);
 	if (!res || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) ||

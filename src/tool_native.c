@@ -371,7 +371,7 @@ static void native_migrate(void *self, PGconn *conn, const struct source_ctx *ct
 	}
 	int64_t start = now_ms();
 	struct sqlr_opts o = {ctx->cfg->migration_lock_timeout_ms, ctx->cfg->statement_timeout_ms,
-			      ctx->cfg->retries, ctx->sigs, signals_stop_fd()};
+			      ctx->cfg->retries, ctx->sigs, signals_stop_fd(), ctx->progress};
 	bool ok = true;
 	for (size_t i = 0; ok && i < ns->npending; i++)
 		ok = apply_one(ns, conn, &o, &n->migs[ns->pending[i]], out);

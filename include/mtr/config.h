@@ -37,6 +37,8 @@ struct config {
 	int64_t statement_timeout_ms;
 	int64_t lock_timeout_ms;
 	bool check;
+	long pending_exit_code;     /* --check: the exit code when consistent with work pending */
+	int64_t progress_interval_ms; /* migrate.progress while a migration runs; 0: never */
 	char *alembic_version_table;
 	char *alembic_baseline;
 	bool repair_version_table;
@@ -67,6 +69,7 @@ struct config {
 	bool signal_group;
 	int log_format;             /* enum log_format; -1 until resolved: text on a TTY */
 	int log_level;              /* enum log_level */
+	int log_schema;             /* enum log_schema */
 	char **app_argv;            /* points into argv; NULL-terminated; NULL with --migrate-only */
 	int app_argc;
 };

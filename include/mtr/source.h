@@ -5,6 +5,7 @@
 
 #include "mtr/config.h"
 #include "mtr/pg.h"
+#include "mtr/progress.h"
 #include "mtr/signals.h"
 
 #include <stdbool.h>
@@ -31,6 +32,8 @@ struct source_ctx {
 	const struct sigstate *sigs;
 	long attempt;           /* 0 on the first try */
 	struct plan_info *info; /* plan() reports here what it read */
+	/* While migrate() runs: where it says what it is doing, for migrate.progress (or NULL). */
+	struct progress_watch *progress;
 };
 
 enum migrate_result {

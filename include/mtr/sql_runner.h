@@ -5,6 +5,7 @@
 #define MTR_SQL_RUNNER_H
 
 #include "mtr/pg.h"
+#include "mtr/progress.h"
 #include "mtr/signals.h"
 #include "mtr/source.h"
 
@@ -58,6 +59,7 @@ struct sqlr_opts {
 	long retries;              /* of a lock timeout, deadlock or serialization failure */
 	const struct sigstate *sigs;
 	int stop_fd;
+	struct progress_watch *progress; /* told each step, or NULL */
 };
 
 /* Applies one step; retries (with backoff, logged) what a lock timeout, a deadlock or a
