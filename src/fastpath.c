@@ -375,6 +375,12 @@ enum fastpath_verdict fastpath_check(struct fastpath *fp, PGconn *conn, char *wh
 		fp->files[0] = '\0';
 		return FP_UNKNOWN;
 	}
+	if (count == 0) { /* a mistyped path would otherwise freeze the fingerprint for good */
+		set_err(why, whylen, "no file matches the migration files given (%s%s): check "
+			"--migrate-files and --migrate-cwd", fp->spec.files[0], fp->spec.nfiles > 1 ? ", …" : "");
+		fp->files[0] = '\0';
+		return FP_UNKNOWN;
+	}
 	if (!history(&fp->spec, conn, hist, &rows, &err) ||
 	    !load(&fp->spec, conn, kept_files, kept_hist, &found, &err)) {
 		set_err(why, whylen, "the history cannot be read: %s", err.msg);

@@ -192,3 +192,14 @@ def test_no_ddl_when_the_bookkeeping_exists(pg, db, tmp_path, dbmate):
     assert not r.named("fastpath.unavailable")
     r = tool_run(url, proj, *FAST, path=dbmate.path())
     assert r.named("fastpath.skip") and len(dbmate.calls()) == 2
+
+
+def test_no_matching_file_turns_the_fast_path_off(pg, db, tmp_path, dbmate):
+    proj = dbmate_project(tmp_path, "1")
+    args = [*FAST[:2], "--migrate-files", "db/migratoins", *FAST[4:]]
+    for n in (1, 2):
+        r = tool_run(go_url(pg, db), proj, *args, path=dbmate.path())
+        assert r.code == 0, r
+        (e,) = r.named("fastpath.run")
+        assert e["reason"] == "unknown" and "no file matches the migration files given (db/migratoins)" in e["msg"]
+        assert len(dbmate.calls()) == n
