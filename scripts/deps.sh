@@ -11,7 +11,7 @@ PACKAGES=(
     libpq-dev libcurl4-openssl-dev libcjson-dev libssl-dev
     postgresql-15 postgresql-client-15
     python3 python3-pytest python3-alembic python3-psycopg2 python3-yaml
-    util-linux tini openssl nginx-light
+    util-linux tini openssl nginx-light pgbouncer
     # other migration tools the tests run for real (the npm ones: scripts/tools-deps.sh)
     nodejs sqitch libdbd-pg-perl python3-django yoyo
 )

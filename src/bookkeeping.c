@@ -6,8 +6,7 @@
 
 const char *bk_schema(const struct config *cfg)
 {
-	(void)cfg;
-	return "migrate_then_run";
+	return cfg->state_schema;
 }
 
 char *bk_table(PGconn *conn, const char *schema, const char *table)

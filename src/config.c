@@ -175,6 +175,11 @@ static const struct option_def options[] = {
 	{"state-dir", "MTR_STATE_DIR", T_STRING, NULL, "DIR",
 	 "keep the last failure here across restarts (a volume); default: a table in the database",
 	 F(state_dir), NULL, false},
+	{"state-schema", "MTR_STATE_SCHEMA", T_STRING, "migrate_then_run", "SCHEMA",
+	 "the database schema of the tool's own bookkeeping (the failure memory without "
+	 "--state-dir, the --tool fast path's fingerprints), created when first needed; never one "
+	 "of the app's schemas",
+	 F(state_schema), NULL, false},
 	{"status-file", "MTR_STATUS_FILE", T_STRING, NULL, "PATH",
 	 "keep the current state (waiting, locked-out, migrating, failed-holding, running) in PATH",
 	 F(status_file), NULL, false},
@@ -716,6 +721,7 @@ void config_free(struct config *cfg)
 	free(cfg->alembic_version_table);
 	free(cfg->alembic_baseline);
 	free(cfg->state_dir);
+	free(cfg->state_schema);
 	free(cfg->status_file);
 	free(cfg->backup_dir);
 	free(cfg->backup_upload_url);

@@ -184,12 +184,39 @@ static void on_line(void *ctx, const char *stream, const char *line)
 	fold_line(&r->fold, stream, line, emit_output, NULL);
 }
 
+/* How often the lock is looked at while the command runs (its connection turning readable),
+ * and how often it must answer a query (a network gone silent says nothing). */
+#define WATCH_MS 200
+#define PING_EVERY_MS 5000
+
+/* The command runs only while the lock holds: another replica may take it the moment it is
+ * gone, and two migration commands at once is what the lock exists to prevent. */
+static bool watch_lock(void *ctx)
+{
+	struct cmd_outcome *out = ((struct run *)ctx)->out;
+	int64_t now = now_ms();
+	bool ping = now >= out->next_ping;
+	if (ping)
+		out->next_ping = now + PING_EVERY_MS;
+	if (lock_held(out->lock, ping))
+		return true;
+	out->lock_lost = true;
+	return false;
+}
+
 static bool run_command(char *const *argv, const char *cwd, char *const *envp,
-			const struct sigstate *sigs, int64_t stop_grace_ms, struct run *r)
+			const struct sigstate *sigs, int64_t stop_grace_ms, struct lock *lock,
+			struct run *r)
 {
 	memset(r->out, 0, sizeof *r->out);
 	struct proc_spec spec = {
 		.argv = argv, .cwd = cwd, .envp = envp, .sigs = sigs, .stop_grace_ms = stop_grace_ms};
+	if (lock && lock->conn) {
+		r->out->lock = lock;
+		r->out->next_ping = now_ms() + PING_EVERY_MS;
+		spec.watch = watch_lock;
+		spec.watch_ms = WATCH_MS;
+	}
 	bool started = proc_run(&spec, on_line, r, &r->out->proc);
 	progress_idle(r->progress); /* it is over: no progress line after its outcome */
 	fold_flush(&r->fold, emit_output, NULL);
@@ -281,6 +308,22 @@ static void end_sessions(const struct pg_target *t, const char *appname)
 static void session_name(char *buf, size_t len)
 {
 	snprintf(buf, len, "migrate-then-run/migrate/%016llx", (unsigned long long)random_u64());
+}
+
+/* The lock was lost while the command ran and its group was killed: its sessions are ended
+ * too, so that what it was doing rolls back now. A server that restarted (or cannot be
+ * reached) took the lock with it: that is a lost connection, retried as such. */
+static void lock_lost(const struct source_ctx *ctx, const char *appname, struct migrate_outcome *res)
+{
+	end_sessions(ctx->target, appname);
+	if (server_went_away(ctx->target, ctx->start_time)) {
+		res->result = MIGRATE_LOST;
+		snprintf(res->how, sizeof res->how,
+			 "the database went away while the migration command ran (%.400s)", ctx->lock->lost);
+		return;
+	}
+	res->result = MIGRATE_LOCK_LOST;
+	snprintf(res->how, sizeof res->how, "%s", ctx->lock->lost);
 }
 
 static bool is_url(const char *s)
@@ -519,7 +562,7 @@ static void cmd_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 	struct run r = {.out = &out, .progress = ctx->progress, .appname = own && *own ? own : appname};
 	progress_watch_app(ctx->progress, r.appname, cs->joined);
 	bool started = run_command(argv ? argv : cs->argv, cfg->migrate_cwd, env, ctx->sigs,
-				   cfg->stop_timeout_ms, &r);
+				   cfg->stop_timeout_ms, ctx->lock, &r);
 	argv_free(env);
 	argv_free(argv);
 	if (!started) {
@@ -534,6 +577,8 @@ static void cmd_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 		end_sessions(ctx->target, appname);
 		res->result = MIGRATE_STOPPED;
 		res->signo = out.proc.stop_signal;
+	} else if (out.lock_lost) {
+		lock_lost(ctx, appname, res);
 	} else if (out.proc.outcome == PROC_EXITED && out.proc.exit_code == 0) {
 		log_finished(&r);
 		if (cs->fp)

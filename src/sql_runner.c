@@ -211,6 +211,11 @@ static enum attempt judge(PGconn *conn, const struct sqlr_step *s, PGresult *res
 		out->result = MIGRATE_STOPPED;
 		return FINAL;
 	}
+	if (s->fence_state && strcmp(state, s->fence_state) == 0) { /* rolled back, not applied */
+		out->result = MIGRATE_LOCK_LOST;
+		snprintf(out->how, sizeof out->how, "%s: %s", s->file, field(res, PG_DIAG_MESSAGE_PRIMARY));
+		return FINAL;
+	}
 	if (lost(conn, state)) {
 		snprintf(out->how, sizeof out->how, "%s: the database connection was lost (%s)", s->file,
 			 *state ? state : "no answer");

@@ -263,6 +263,12 @@ static void set_info(const struct native_source *ns, const struct source_ctx *ct
 		h = fnv1a(n->migs[i].file, strlen(n->migs[i].file), h);
 	}
 	ctx->info->fingerprint = h;
+	/* a file run outside a transaction needs a server session to itself (no transaction pooler) */
+	ctx->info->session_only[0] = '\0';
+	for (size_t i = 0; ns->native_apply && i < ns->npending && !ctx->info->session_only[0]; i++)
+		if (n->migs[ns->pending[i]].no_tx)
+			snprintf(ctx->info->session_only, sizeof ctx->info->session_only, "%s/%s", n->dir,
+				 n->migs[ns->pending[i]].file);
 	snprintf(ctx->info->from, sizeof ctx->info->from, "%s", from);
 	snprintf(ctx->info->to, sizeof ctx->info->to, "%s", ns->npending && to ? to : from);
 }
@@ -328,23 +334,56 @@ static int native_plan(void *self, PGconn *conn, const struct source_ctx *ctx, i
 
 /* ---- applying ---------------------------------------------------------------------------- */
 
-static bool apply_one(struct native_source *ns, PGconn *conn, const struct sqlr_opts *o,
-		      const struct native_mig *m, struct migrate_outcome *out)
+/* One file through the shared runner; a transactional one commits only while the migration
+ * lock is still ours (the fence before its record). */
+static bool apply_one(struct native_source *ns, PGconn *conn, const struct source_ctx *ctx,
+		      const struct sqlr_opts *o, const struct native_mig *m, struct migrate_outcome *out)
 {
 	struct native *n = &ns->n;
 	char *record = NULL, *before = NULL, *after = NULL;
 	n->ops->record(n, conn, m, &record, &before, &after);
+	char *fence = record ? lock_fence_sql(ctx->lock) : NULL;
+	if (fence) {
+		char *fenced = xasprintf("%s; %s", fence, record);
+		free(record);
+		free(fence);
+		record = fenced;
+	}
 	char *failed_fix = xasprintf("it ran outside a transaction and may be half-applied: repair "
 				     "the database by hand, then record %s in %s as %s would",
 				     m->file, n->table, n->def->name);
-	struct sqlr_step step = {n->dir, m->file, m->version ? m->version : m->name, m->sql, m->no_tx,
-				 record, before, after, failed_fix, n->ops->no_tx_marker};
+	struct sqlr_step step = {
+		.dir = n->dir,
+		.file = m->file,
+		.version = m->version ? m->version : m->name,
+		.sql = m->sql,
+		.no_tx = m->no_tx,
+		.record_sql = record,
+		.before_sql = before,
+		.after_sql = after,
+		.fence_state = LOCK_FENCE_STATE,
+		.no_tx_failed = failed_fix,
+		.no_tx_marker = n->ops->no_tx_marker,
+	};
 	bool ok = sqlr_apply(conn, &step, o, out);
 	free(record);
 	free(before);
 	free(after);
 	free(failed_fix);
 	return ok;
+}
+
+/* Before each file, and when one was interrupted: is the migration lock still ours? */
+static bool lock_still_held(PGconn *conn, const struct source_ctx *ctx, struct migrate_outcome *out)
+{
+	if (!ctx->lock || lock_held(ctx->lock, false))
+		return true;
+	bool server_gone = PQstatus(conn) != CONNECTION_OK;
+	out->result = server_gone ? MIGRATE_LOST : MIGRATE_LOCK_LOST;
+	snprintf(out->how, sizeof out->how, "%s%.400s",
+		 server_gone ? "the database connection was lost with the migration lock: " : "",
+		 ctx->lock->lost);
+	return false;
 }
 
 static void native_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
@@ -370,14 +409,19 @@ static void native_migrate(void *self, PGconn *conn, const struct source_ctx *ct
 		return;
 	}
 	int64_t start = now_ms();
+	/* A statement in progress is cancelled by a stop signal, and by the lock being lost. */
+	int sig_fd = signals_stop_fd(), watch_fd = lock_watch_fd(ctx->lock, sig_fd);
 	struct sqlr_opts o = {ctx->cfg->migration_lock_timeout_ms, ctx->cfg->statement_timeout_ms,
-			      ctx->cfg->retries, ctx->sigs, signals_stop_fd(), ctx->progress};
+			      ctx->cfg->retries, ctx->sigs, watch_fd >= 0 ? watch_fd : sig_fd, ctx->progress};
 	bool ok = true;
 	for (size_t i = 0; ok && i < ns->npending; i++)
-		ok = apply_one(ns, conn, &o, &n->migs[ns->pending[i]], out);
-	if (out->result == MIGRATE_STOPPED && !out->signo)
-		out->signo = signals_stop_read(o.stop_fd);
-	signals_stop_close(o.stop_fd);
+		ok = lock_still_held(conn, ctx, out) &&
+		     apply_one(ns, conn, ctx, &o, &n->migs[ns->pending[i]], out);
+	if (out->result == MIGRATE_STOPPED && !out->signo && lock_still_held(conn, ctx, out))
+		out->signo = signals_stop_read(sig_fd);
+	if (watch_fd >= 0)
+		close(watch_fd);
+	signals_stop_close(sig_fd);
 	if (!ok)
 		return;
 	log_event(LOG_INFO, "migrate.done",

@@ -8,8 +8,8 @@
 
 #include <stdbool.h>
 
-/* The schema of the tool's own tables: "migrate_then_run". The failure memory belongs here
- * too; once an option names the schema, this is where it is read. */
+/* The schema of the tool's own tables (--state-schema, default "migrate_then_run"), where the
+ * failure memory (breaker.c) lives too. */
 const char *bk_schema(const struct config *cfg);
 
 /* "schema"."table", quoted for SQL (caller frees). */

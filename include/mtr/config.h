@@ -49,6 +49,7 @@ struct config {
 	int64_t hold_max_interval_ms;
 	int64_t hold_reminder_ms;
 	char *state_dir;
+	char *state_schema;         /* the tool's own schema in the database */
 	char *status_file;
 	int backup_mode;            /* enum backup_mode; -1: required if pg_dump is on PATH, else off */
 	char *backup_dir;

@@ -50,6 +50,8 @@ struct sqlr_step {
 	/* No transaction: a record before the text (may be NULL), and one after it succeeded,
 	 * whose $1 is the duration in milliseconds. */
 	const char *before_sql, *after_sql;
+	/* The SQLSTATE with which record_sql's lock fence fails (NULL: none): MIGRATE_LOCK_LOST. */
+	const char *fence_state;
 	const char *no_tx_failed; /* a no-transaction file failed: what the user should do */
 	const char *no_tx_marker; /* the line that marks a file no-transaction, for advice */
 };

@@ -203,3 +203,13 @@ def test_no_matching_file_turns_the_fast_path_off(pg, db, tmp_path, dbmate):
         (e,) = r.named("fastpath.run")
         assert e["reason"] == "unknown" and "no file matches the migration files given (db/migratoins)" in e["msg"]
         assert len(dbmate.calls()) == n
+
+
+def test_fingerprint_lives_in_the_state_schema(pg, db, tmp_path, dbmate):
+    proj = dbmate_project(tmp_path, "1")
+    for _ in range(2):
+        r = tool_run(go_url(pg, db), proj, *FAST, "--state-schema", "ops_bookkeeping", path=dbmate.path())
+        assert r.code == 0, r
+    assert r.named("fastpath.skip") and len(dbmate.calls()) == 1
+    assert pg.psql(db, "SELECT count(*) FROM ops_bookkeeping.tool_fingerprint") == "1"
+    assert pg.psql(db, "SELECT to_regnamespace('migrate_then_run') IS NULL") == "t"
