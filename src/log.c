@@ -179,11 +179,11 @@ static char *visible(char *s)
 	return out;
 }
 
-static char *format_text(const char *ts, enum log_level level, const char *event,
-			 const struct log_field *fields, const char *msg)
+/* "event: msg key=value …", redacted and with control characters shown (caller frees). */
+static char *format_text_body(const char *event, const struct log_field *fields, const char *msg)
 {
 	char *m = visible(clean(msg));
-	char *line = xasprintf("%s %-5s %s: %s", ts, log_level_name(level), event, m);
+	char *line = xasprintf("%s: %s", event, m);
 	free(m);
 	for (const struct log_field *f = fields; f && f->key; f++) {
 		char *v;
@@ -215,6 +215,15 @@ static char *format_text(const char *ts, enum log_level level, const char *event
 	return line;
 }
 
+static char *format_text(const char *ts, enum log_level level, const char *event,
+			 const struct log_field *fields, const char *msg)
+{
+	char *body = format_text_body(event, fields, msg);
+	char *line = xasprintf("%s %-5s %s", ts, log_level_name(level), body);
+	free(body);
+	return line;
+}
+
 char *log_format_line(enum log_format format, long long ts_ms, enum log_level level,
 		      const char *event, const struct log_field *fields, const char *msg)
 {
@@ -223,6 +232,30 @@ char *log_format_line(enum log_format format, long long ts_ms, enum log_level le
 	if (format == LOG_FORMAT_TEXT)
 		return format_text(ts, level, event, fields, msg);
 	return format_json(ts, level, event, fields, msg);
+}
+
+/* The last error events, oldest first from g_first, for log_recent_errors(). */
+static char *g_errors[LOG_RECENT_ERRORS];
+static size_t g_nerrors, g_first;
+
+static void remember_error(const char *event, const struct log_field *fields, const char *msg)
+{
+	char *body = format_text_body(event, fields, msg);
+	if (g_nerrors < LOG_RECENT_ERRORS) {
+		g_errors[g_nerrors++] = body;
+		return;
+	}
+	free(g_errors[g_first]);
+	g_errors[g_first] = body;
+	g_first = (g_first + 1) % LOG_RECENT_ERRORS;
+}
+
+size_t log_recent_errors(const char **out, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < g_nerrors && n < max; i++)
+		out[n++] = g_errors[(g_first + i) % LOG_RECENT_ERRORS];
+	return n;
 }
 
 void log_event(enum log_level level, const char *event, const struct log_field *fields,
@@ -241,6 +274,8 @@ void log_event(enum log_level level, const char *event, const struct log_field *
 	clock_gettime(CLOCK_REALTIME, &ts);
 	long long ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	char *line = log_format_line(g_format, ms, level, event, fields, msg ? msg : fmt);
+	if (level == LOG_ERROR)
+		remember_error(event, fields, msg ? msg : fmt);
 	free(msg);
 	size_t len = strlen(line);
 	line = xrealloc(line, len + 2);

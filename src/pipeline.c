@@ -676,10 +676,11 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 		return MTR_EXIT_OK;
 	}
 	status_set(STATUS_RUNNING, "run", 1, NULL);
+	const struct user_ids *user = cfg->user ? &cfg->run_as : NULL; /* the migration ran as us */
 	if (cfg->init == 1 || (cfg->init == -1 && getpid() == 1)) {
-		struct init_opts io = {cfg->stop_timeout_ms, cfg->signal_group};
+		struct init_opts io = {cfg->stop_timeout_ms, cfg->signal_group, user};
 		init_reexec(cfg->app_argv, &io, sigs, cfg->log_format, cfg->log_level);
 		return init_run(cfg->app_argv, &io, sigs);
 	}
-	return run_exec(cfg->app_argv, sigs);
+	return run_exec(cfg->app_argv, user, sigs);
 }
