@@ -41,7 +41,7 @@ static const char *dir_fix(int e)
 	if (e != EACCES && e != EPERM && e != EROFS)
 		return "";
 	return "; the backups need a writable directory: mount a volume and set MTR_BACKUP_DIR "
-	       "(--backup-dir) to it, or pass --backup=off";
+	       "(--backup-dir) to it";
 }
 
 /* pg_dump's major version from `pg_dump --version` ("pg_dump (PostgreSQL) 15.18 (Debian …)"). */

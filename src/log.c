@@ -179,14 +179,18 @@ static char *visible(char *s)
 	return out;
 }
 
-/* "event: msg key=value …", redacted and with control characters shown (caller frees). */
-static char *format_text_body(const char *event, const struct log_field *fields, const char *msg)
+/* "event: msg key=value …", redacted and with control characters shown (caller frees);
+ * terse leaves out empty strings and exit_code (a summary's header has it). */
+static char *format_text_body(const char *event, const struct log_field *fields, const char *msg,
+			      bool terse)
 {
 	char *m = visible(clean(msg));
 	char *line = xasprintf("%s: %s", event, m);
 	free(m);
 	for (const struct log_field *f = fields; f && f->key; f++) {
 		char *v;
+		if (terse && ((f->type == LF_STR && (!f->s || !*f->s)) || strcmp(f->key, "exit_code") == 0))
+			continue;
 		switch (f->type) {
 		case LF_STR: {
 			char *c = clean(f->s ? f->s : "");
@@ -218,7 +222,7 @@ static char *format_text_body(const char *event, const struct log_field *fields,
 static char *format_text(const char *ts, enum log_level level, const char *event,
 			 const struct log_field *fields, const char *msg)
 {
-	char *body = format_text_body(event, fields, msg);
+	char *body = format_text_body(event, fields, msg, false);
 	char *line = xasprintf("%s %-5s %s", ts, log_level_name(level), body);
 	free(body);
 	return line;
@@ -240,7 +244,7 @@ static size_t g_nerrors, g_first;
 
 static void remember_error(const char *event, const struct log_field *fields, const char *msg)
 {
-	char *body = format_text_body(event, fields, msg);
+	char *body = format_text_body(event, fields, msg, true);
 	if (g_nerrors < LOG_RECENT_ERRORS) {
 		g_errors[g_nerrors++] = body;
 		return;

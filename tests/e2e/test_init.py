@@ -593,3 +593,124 @@ def test_supervisor_shows_as_migrate_then_run(url):
     assert exe == pathlib.Path(binary()).name
     ps = subprocess.run(["ps", "-o", "comm=", "-p", str(os.getpid())], capture_output=True, text=True)
     assert ps.returncode == 0  # ps reads the same comm field
+
+
+# --- --user ---------------------------------------------------------------------------------
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="--user needs the tool to start as root")
+
+# The app reports who it is; the migration command records who it ran as.
+WHO = [PYTHON, "-c", "import os; print(os.getuid(), os.getgid(), sorted(os.getgroups()), os.environ.get('HOME'))"]
+
+
+def groups_of(name):
+    import grp
+    import pwd
+    pw = pwd.getpwnam(name)
+    return pw, sorted({pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if name in g.gr_mem})
+
+
+@as_root
+@pytest.mark.parametrize("mode", ["--init", "--no-init"])
+def test_user_runs_the_app_as_that_user_and_the_migration_as_root(mode, url, tmp_path):
+    pw, groups = groups_of("postgres")  # Debian's postgres user is also in ssl-cert
+    assert len(groups) >= 2, groups
+    who_migrated = tmp_path / "migration-uid"
+    r = subprocess.run([binary(), mode, "--user", "postgres",
+                        "--migrate-cmd", f"sh -c 'id -u > {who_migrated}'", "--", *WHO],
+                       env=clean_env(DATABASE_URL=url, HOME="/root"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split(" ", 2)[:2] == [str(pw.pw_uid), str(pw.pw_gid)], r.stdout
+    assert r.stdout.strip() == f"{pw.pw_uid} {pw.pw_gid} {groups} {pw.pw_dir}"
+    assert who_migrated.read_text().strip() == "0"
+
+
+@as_root
+@pytest.mark.parametrize("spec,want", [
+    ("12345:23456", "12345 23456 [23456] /"),   # ids without entries: exactly that group
+    ("12345", "12345 0 [0] /"),                 # no entry, no group: group 0, as Docker
+    ("nobody:postgres", None),                  # names; the group replaces nobody's own
+])
+def test_user_with_ids_and_groups(spec, want, url):
+    if want is None:
+        import grp
+        import pwd
+        want = f"{pwd.getpwnam('nobody').pw_uid} {grp.getgrnam('postgres').gr_gid} " \
+               f"[{grp.getgrnam('postgres').gr_gid}] {pwd.getpwnam('nobody').pw_dir}"
+    r = subprocess.run([binary(), "--user", spec, "--migrate-cmd", "true", "--", *WHO],
+                       env=clean_env(DATABASE_URL=url), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == want
+
+
+@as_root
+@pytest.mark.parametrize("args,words", [
+    (["--user", "no-such-user-here"], "no user 'no-such-user-here'"),
+    (["--user", "nobody:no-such-group"], "no group 'no-such-group'"),
+    (["--user", ":0"], "expected USER or USER:GROUP"),
+    (["--user", "nobody", "--migrate-only"], "--user: applies to the app"),
+])
+def test_user_mistakes_exit_64(args, words):
+    r = subprocess.run([binary(), *args, "--migrate-cmd", "true", *([] if "--migrate-only" in args else ["--", "true"])],
+                       env=clean_env(DATABASE_URL="postgresql://u@127.0.0.1:1/d"), capture_output=True, text=True)
+    assert r.returncode == 64, r.stderr
+    assert words in events(r.stderr)[-1]["msg"], r.stderr
+
+
+def as_nobody():
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+@as_root
+def test_user_is_refused_unless_root():
+    r = subprocess.run([binary(), "--user", "postgres", "--migrate-cmd", "true", "--", "true"],
+                       env=clean_env(DATABASE_URL="postgresql://u@127.0.0.1:1/d"), capture_output=True,
+                       text=True, preexec_fn=as_nobody, cwd="/")
+    assert r.returncode == 64, r.stderr
+    assert "needs the tool to start as root" in events(r.stderr)[-1]["msg"]
+
+
+# --- --termination-log ------------------------------------------------------------------------
+
+def test_termination_log_holds_the_failure_and_its_fix(pg, db, tmp_path):
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "1_ok.sql").write_text("CREATE TABLE t (x int);\n")
+    (sql / "2_bad.sql").write_text("-- a comment\nSELECT no_such_column FROM t;\n")
+    log = tmp_path / "termination-log"
+    r = subprocess.run([binary(), "--sql-dir", str(sql), "--termination-log", str(log), "--migrate-only"],
+                       env=clean_env(DATABASE_URL=pg.url(db)), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 70, r.stderr
+    text = log.read_text()
+    assert len(text.encode()) <= 4096
+    assert text.startswith("migrate-then-run exited 70: a migration failed\n"), text
+    failed = next(e for e in events(r.stderr) if e["event"] == "migrate.failed")
+    assert f"migrate.failed: {failed['msg']}" in text, text  # the diagnosis, with its fix
+    assert "2_bad.sql" in text and "sqlstate=42703" in text and "line=2" in text, text
+    assert 'hint=""' not in text and "exit_code=" not in text  # nothing empty, the code once
+    assert pg.password not in text
+
+
+def test_termination_log_for_a_configuration_error_and_none_for_success(pg, db, tmp_path):
+    log = tmp_path / "termination-log"
+    r = subprocess.run([binary(), "--wait-timeout", "soon", "--migrate-cmd", "true", "--", "true"],
+                       env=clean_env(DATABASE_URL=pg.url(db), MTR_TERMINATION_LOG=str(log)),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 64
+    assert log.read_text().startswith("migrate-then-run exited 64: usage or configuration error\n"
+                                      "config.invalid: --wait-timeout: expected a duration")
+    log.unlink()
+    # Success, and the app's own failure, are not ours to report: no file.
+    for app, code in (["true"], 0), (["sh", "-c", "exit 3"], 3):
+        r = subprocess.run([binary(), "--termination-log", str(log), "--migrate-cmd", "true", "--", *app],
+                           env=clean_env(DATABASE_URL=pg.url(db)), capture_output=True, text=True, timeout=60)
+        assert r.returncode == code, r.stderr
+        assert not log.exists()
+    # Not a regular file: refused, and said so, without blocking on it.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    r = subprocess.run([binary(), "--termination-log", str(fifo), "--wait-timeout", "soon", "--", "true"],
+                       env=clean_env(DATABASE_URL=pg.url(db)), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 64 and events(r.stderr)[-1]["event"] == "termination.unwritable", r.stderr

@@ -35,5 +35,6 @@ void test_sql(void);
 void test_alembic(void);
 void test_breaker(void);
 void test_http(void);
+void test_user(void);
 
 #endif
