@@ -28,30 +28,51 @@ static bool parse_id(const char *s, size_t len, unsigned long *id)
 	return true;
 }
 
-/* The user part: its passwd entry, looked up by name or by number. */
-static bool resolve_user(const char *name, struct user_ids *u, const char **pw_name, char *err,
-			 size_t errlen)
+/* A passwd or group entry's strings: grown until the entry fits (ERANGE). */
+#define ENTRY_BUF_MIN ((size_t)4096)
+#define ENTRY_BUF_MAX ((size_t)1 << 20)
+
+/* The passwd entry of a name, or of a number (then *pw stays NULL when it has none). buf
+ * holds its strings (caller frees). errno-style result: 0, or why the lookup failed. */
+static int find_passwd(const char *name, bool numeric, unsigned long id, struct passwd *pwd,
+		       struct passwd **pw, char **buf)
 {
-	unsigned long id;
+	int rc = ERANGE;
+	for (size_t len = ENTRY_BUF_MIN; rc == ERANGE && len <= ENTRY_BUF_MAX; len *= 2) {
+		*buf = xrealloc(*buf, len);
+		rc = numeric ? getpwuid_r((uid_t)id, pwd, *buf, len, pw) : getpwnam_r(name, pwd, *buf, len, pw);
+	}
+	return rc;
+}
+
+/* The user part: its passwd entry, looked up by name or by number. */
+static bool resolve_user(const char *name, struct user_ids *u, char *pw_name, size_t pw_len,
+			 char *err, size_t errlen)
+{
+	unsigned long id = 0;
 	bool numeric = parse_id(name, strlen(name), &id);
-	errno = 0;
-	const struct passwd *pw = numeric ? getpwuid((uid_t)id) : getpwnam(name);
+	struct passwd pwd, *pw = NULL;
+	char *buf = NULL;
+	int rc = find_passwd(name, numeric, id, &pwd, &pw, &buf);
+	bool ok = false;
 	if (!pw && !numeric) {
 		set_err(err, errlen, "--user: no user '%s' in the passwd database (%s); give a name "
-			"from the image's /etc/passwd or a numeric uid", name,
-			errno ? strerror(errno) : "not found");
-		return false;
+			"from the image's /etc/passwd or a numeric uid", name, rc ? strerror(rc) : "not found");
+		goto fail;
 	}
 	u->uid = pw ? pw->pw_uid : (uid_t)id;
 	u->gid = pw ? pw->pw_gid : 0;
 	const char *home = pw && pw->pw_dir && *pw->pw_dir ? pw->pw_dir : "/";
-	if (strlen(home) >= sizeof u->home) {
-		set_err(err, errlen, "--user: the home directory of '%s' is too long", name);
-		return false;
+	if (strlen(home) >= sizeof u->home || (pw && strlen(pw->pw_name) >= pw_len)) {
+		set_err(err, errlen, "--user: the name or home directory of '%s' is too long", name);
+		goto fail;
 	}
 	snprintf(u->home, sizeof u->home, "%s", home);
-	*pw_name = pw ? pw->pw_name : NULL;
-	return true;
+	snprintf(pw_name, pw_len, "%s", pw ? pw->pw_name : "");
+	ok = true;
+fail:
+	free(buf);
+	return ok;
 }
 
 static bool resolve_group(const char *name, gid_t *gid, char *err, size_t errlen)
@@ -61,16 +82,20 @@ static bool resolve_group(const char *name, gid_t *gid, char *err, size_t errlen
 		*gid = (gid_t)id;
 		return true;
 	}
-	errno = 0;
-	const struct group *gr = getgrnam(name);
-	if (!gr) {
-		set_err(err, errlen, "--user: no group '%s' in the group database (%s); give a name "
-			"from the image's /etc/group or a numeric gid", name,
-			errno ? strerror(errno) : "not found");
-		return false;
+	struct group grp, *gr = NULL;
+	char *buf = NULL;
+	int rc = ERANGE;
+	for (size_t len = ENTRY_BUF_MIN; rc == ERANGE && len <= ENTRY_BUF_MAX; len *= 2) {
+		buf = xrealloc(buf, len);
+		rc = getgrnam_r(name, &grp, buf, len, &gr);
 	}
-	*gid = gr->gr_gid;
-	return true;
+	if (gr)
+		*gid = gr->gr_gid;
+	else
+		set_err(err, errlen, "--user: no group '%s' in the group database (%s); give a name "
+			"from the image's /etc/group or a numeric gid", name, rc ? strerror(rc) : "not found");
+	free(buf);
+	return gr != NULL;
 }
 
 bool user_resolve(const char *spec, struct user_ids *u, char *err, size_t errlen)
@@ -83,13 +108,13 @@ bool user_resolve(const char *spec, struct user_ids *u, char *err, size_t errlen
 		return false;
 	}
 	char *name = xstrndup(spec, ulen);
-	const char *pw_name = NULL;
-	bool ok = resolve_user(name, u, &pw_name, err, errlen);
+	char pw_name[256]; /* "" when the user has no passwd entry */
+	bool ok = resolve_user(name, u, pw_name, sizeof pw_name, err, errlen);
 	if (ok && colon) {
 		ok = resolve_group(colon + 1, &u->gid, err, errlen);
 		u->groups[0] = u->gid;
 		u->ngroups = 1;
-	} else if (ok && pw_name) {
+	} else if (ok && pw_name[0]) {
 		int n = USER_MAX_GROUPS;
 		if (getgrouplist(pw_name, u->gid, u->groups, &n) < 0) {
 			set_err(err, errlen, "--user: '%s' is in more than %d groups", name, USER_MAX_GROUPS);
