@@ -217,10 +217,13 @@ static void job_stop(struct supervisor *s, int sig)
 	static const struct timespec zero = {0, 0};
 	log_event(LOG_INFO, "run.suspend", LOG_FIELDS(LF_S("signal", signals_name(sig)), LF_I("pid", s->app)),
 		  "the app stopped (%s); stopping with it until SIGCONT", signals_name(sig));
-	kill(getpid(), SIGSTOP);
-	sigset_t cont; /* the SIGCONT that woke us is handled here, not forwarded again */
+	sigset_t cont; /* the SIGCONT that wakes us is handled here, not forwarded again */
 	sigemptyset(&cont);
 	sigaddset(&cont, SIGCONT);
+	sigset_t pending;
+	/* Continued already (fg or bg came before we could stop): then only the app waits. */
+	if (sigpending(&pending) != 0 || sigismember(&pending, SIGCONT) != 1)
+		kill(getpid(), SIGSTOP);
 	while (sigtimedwait(&cont, NULL, &zero) > 0)
 		;
 	bool foreground = s->tty && tcgetpgrp(STDIN_FILENO) == getpgrp();
