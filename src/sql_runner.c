@@ -95,7 +95,7 @@ enum attempt { APPLIED, RETRY, FINAL };
 /* Whether a failure means the connection or the server went away. */
 static bool lost(PGconn *conn, const char *state)
 {
-	return PQstatus(conn) == CONNECTION_BAD || strncmp(state, "08", 2) == 0 ||
+	return !pg_usable(conn) || strncmp(state, "08", 2) == 0 ||
 	       strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0;
 }
 
@@ -211,6 +211,11 @@ static enum attempt judge(PGconn *conn, const struct sqlr_step *s, PGresult *res
 		out->result = MIGRATE_STOPPED;
 		return FINAL;
 	}
+	if (s->fence_state && strcmp(state, s->fence_state) == 0) { /* rolled back, not applied */
+		out->result = MIGRATE_LOCK_LOST;
+		snprintf(out->how, sizeof out->how, "%s: %s", s->file, field(res, PG_DIAG_MESSAGE_PRIMARY));
+		return FINAL;
+	}
 	if (lost(conn, state)) {
 		snprintf(out->how, sizeof out->how, "%s: the database connection was lost (%s)", s->file,
 			 *state ? state : "no answer");
@@ -237,7 +242,9 @@ static enum attempt attempt(PGconn *conn, const struct sqlr_step *s, const struc
 		return record_failed(conn, s, &e, out);
 	if (!s->no_tx)
 		sql = one_trip(s, o, &offset);
+	progress_watch_pid(o->progress, PQbackendPID(conn), s->file);
 	PGresult *res = pg_run(conn, sql ? sql : s->sql, 0, NULL, -1, o->stop_fd, &e);
+	progress_idle(o->progress); /* before its outcome is logged, whatever it is */
 	free(sql);
 	ExecStatusType st = PQresultStatus(res);
 	if (!res || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) ||
