@@ -157,7 +157,7 @@ def test_restart_always_with_a_migration_that_always_fails(podman, pg, name):
     conns = {p: sessions(pg, d) - before[p] for p, (d, _) in dbs.items()}
     for policy in policies:
         record("restart=always, 60 s", policy, f"{counts[policy]} restarts, {conns[policy]} connections")
-    assert counts["ours, hold"] == 0 and conns["ours, hold"] <= 4, (counts, conns)
+    assert counts["ours, hold"] == 0 and conns["ours, hold"] <= 8, (counts, conns)  # one run: no reconnecting
     assert counts["ours, exit"] <= 3, counts
     assert counts["shell"] > 5 * max(1, counts["ours, exit"]), counts
     assert conns["shell"] > 2 * conns["ours, exit"], conns
