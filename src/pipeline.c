@@ -8,6 +8,7 @@
 #include "mtr/init.h"
 #include "mtr/lock.h"
 #include "mtr/notify.h"
+#include "mtr/pg_target.h"
 #include "mtr/source.h"
 #include "mtr/status.h"
 #include "mtr/log.h"
@@ -31,24 +32,12 @@
 static void register_secrets(const struct config *cfg)
 {
 	if (cfg->database_url) {
-		char *pw = redact_url_password(cfg->database_url);
+		/* libpq's own reading says which part is the password (URL or conninfo), and, when
+		 * an unencoded '@' or '/' split it, what was meant as one and its pieces. */
+		pg_target_secrets(cfg->database_url, log_add_secret);
+		char *pw = redact_url_password(cfg->database_url); /* a URL libpq cannot parse */
 		log_add_secret(pw);
 		free(pw);
-		/* A password with an unencoded '/' ends libpq's authority early: whatever lies
-		 * between "user:" and the last '@' is hidden too, as it is meant as a password. */
-		const char *sep = strstr(cfg->database_url, "://");
-		const char *at = strrchr(cfg->database_url, '@');
-		const char *colon = sep ? strchr(sep + 3, ':') : NULL;
-		if (colon && at && colon < at) {
-			char *loose = xstrndup(colon + 1, (size_t)(at - colon - 1));
-			log_add_secret(loose);
-			/* libpq splits at the first '@': the rest shows up as a "host name" */
-			for (char *piece = strchr(loose, '@'); piece; piece = strchr(piece + 1, '@'))
-				if (piece[1])
-					log_add_secret(piece + 1);
-			free(loose);
-		}
-		/* A conninfo string: password=... is hidden by pattern. */
 	}
 	log_add_secret(cfg->pgpassword);
 	log_add_secret(getenv("PGPASSWORD"));
@@ -310,6 +299,9 @@ static enum outcome phase_quick_plan(struct attempt *a)
 	a->code = a->src->plan(a->src->self, a->conn, &a->ctx, PLAN_QUIET, &a->pending);
 	if (a->code == 0 && a->pending == 0 && a->cfg->backup_mode != BACKUP_ALWAYS)
 		return nothing_to_do();
+	/* A permanent failure (logged) would only repeat under the lock: it ends here, once. */
+	if (a->code && a->code != MTR_EXIT_INCONSISTENT && a->code != MTR_EXIT_TEMPFAIL)
+		return fail(a, a->code, "check", false, "the migrations could not be planned");
 	return OUT_OK;
 }
 
@@ -418,6 +410,20 @@ static enum outcome phase_migrate(struct attempt *a)
 	}
 }
 
+/* A stop signal ends any round trip at once (pg.c): a phase that ended (failed, lost the
+ * database, or went on) while one is pending was stopped, and exits as stopped, not retried
+ * or counted as a failure. */
+static enum outcome stop_wins(struct attempt *a, enum outcome o)
+{
+	if (o == OUT_DONE || (o == OUT_FAILED && a->code >= MTR_EXIT_SIGNAL_BASE))
+		return o;
+	int sig = signals_take_stop();
+	if (!sig)
+		return o;
+	a->code = stopped(a->f->phase ? a->f->phase : "wait", sig);
+	return OUT_FAILED;
+}
+
 /* Every phase of one attempt, in order, until one does not say "go on". */
 static enum outcome attempt_once(struct attempt *a)
 {
@@ -425,13 +431,13 @@ static enum outcome attempt_once(struct attempt *a)
 		phase_wait, phase_quick_plan, phase_lock, phase_plan, phase_backup, phase_migrate,
 	};
 	for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++) {
-		enum outcome o = phases[i](a);
+		enum outcome o = stop_wins(a, phases[i](a));
 		if (o != OUT_OK)
 			return o;
 		if (phases[i] == phase_wait && a->cfg->check) { /* no lock, no change: a report */
 			a->f->phase = "check";
 			a->code = a->src->plan(a->src->self, a->conn, &a->ctx, PLAN_REPORT, &a->pending);
-			return a->code ? OUT_FAILED : OUT_DONE;
+			return stop_wins(a, a->code ? OUT_FAILED : OUT_DONE);
 		}
 	}
 	return OUT_DONE;

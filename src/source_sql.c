@@ -147,12 +147,13 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 	while ((e = readdir(d)) != NULL) {
 		if (e->d_name[0] == '.')
 			continue;
-		if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN && e->d_type != DT_LNK)
-			continue;
-		char *path = xasprintf("%s/%s", dir, e->d_name);
 		uint64_t version;
 		char name[256];
 		int m = source_sql_parse_name(e->d_name, &version, name, sizeof name);
+		/* A directory or a device not named like a migration is none of ours. */
+		if (m == 0 && e->d_type != DT_REG && e->d_type != DT_UNKNOWN && e->d_type != DT_LNK)
+			continue;
+		char *path = xasprintf("%s/%s", dir, e->d_name);
 		if (m == 0 && ss->notes_logged) {
 			free(path);
 			continue;
@@ -175,23 +176,32 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 		size_t len = 0;
 		char *sql = NULL;
 		enum sqlr_load l = sqlr_load(dirfd(d), dir, e->d_name, &sql, &len, err, errlen);
-		if (l == SQLR_NOT_REGULAR) {
-			free(path); /* a directory or device named like a migration: not ours */
-			continue;
-		}
-		if (l == SQLR_BAD) {
-			free(path);
+		/* Named like a migration, it must be one: a FIFO, a device or a socket is refused
+		 * (never read: it could block or never end), and so is a directory. */
+		if (l == SQLR_NOT_REGULAR)
+			set_err(err, errlen, "%s: %s; a migration must be a regular file: replace it "
+				"with the SQL file, or remove it", path, sqlr_not_regular(dirfd(d), e->d_name));
+		long line = 0;
+		const char *control = l == SQLR_LOADED && !source_sql_no_transaction(sql)
+					      ? sqlr_transaction_control(sql, &line) : NULL;
+		if (control)
+			set_err(err, errlen, "%s:%ld: %s controls the transaction from inside the file; "
+				"remove it (each file already runs in one transaction of its own, committed "
+				"with its record), or mark the file '%s' to run it outside one; nothing "
+				"was applied", path, line, control, DIRECTIVE);
+		free(path);
+		if (l != SQLR_LOADED || control) {
+			free(sql);
 			code = MTR_EXIT_INCONSISTENT;
 			break;
 		}
-		free(path);
 		if (ss->nfiles == cap)
 			ss->files = xrealloc(ss->files, (cap = cap ? cap * 2 : 64) * sizeof *ss->files);
 		struct sql_file *f = &ss->files[ss->nfiles++];
 		memset(f, 0, sizeof *f);
 		f->version = version;
 		snprintf(f->vtext, sizeof f->vtext, "%" PRIu64, version);
-		f->name = xstrdup(name);
+		f->name = sqlr_text_name(name); /* a name in another encoding, escaped */
 		f->file = xstrdup(e->d_name);
 		f->sql = sql;
 		f->no_tx = source_sql_no_transaction(sql);
@@ -227,19 +237,35 @@ static char *qualified(PGconn *conn, const struct sql_source *ss)
 }
 
 /* The source's own small queries: pg_run with the usual deadline; NULL when no answer came. */
+static struct pg_error g_small_err; /* why the last small query had no result */
+
 static PGresult *small_query(PGconn *conn, const char *sql, int nparams, const char *const *params)
 {
-	struct pg_error e;
-	return pg_run(conn, sql, nparams, params, PG_QUERY_MS, -1, &e);
+	return pg_run(conn, sql, nparams, params, PG_QUERY_MS, -1, &g_small_err);
 }
+
+/* The SQLSTATE of the last failed query of read_history ("" when no answer came). */
+static char g_history_state[6];
 
 static bool query_ok(PGresult *res, char *err, size_t errlen, const char *what)
 {
 	ExecStatusType st = PQresultStatus(res);
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
 		return true;
-	set_err(err, errlen, "%s: %s", what, res ? PQresultErrorMessage(res) : "no result");
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	snprintf(g_history_state, sizeof g_history_state, "%s", state ? state : "");
+	set_err(err, errlen, "%s: %s", what, res ? PQresultErrorMessage(res) : g_small_err.msg);
 	return false;
+}
+
+/* A failed read of the history: transient only when the server or the connection went away
+ * (no SQLSTATE, class 08, 57P0x …); a refused privilege (42501) exits 77 and any other
+ * SQLSTATE 70, at once: retrying would fail the same way. */
+static int history_failure_code(void)
+{
+	if (pg_sqlstate_is_transient(g_history_state))
+		return MTR_EXIT_TEMPFAIL;
+	return strcmp(g_history_state, "42501") == 0 ? MTR_EXIT_AUTH : MTR_EXIT_MIGRATION;
 }
 
 /* Reads the history table, if there is one. Returns false on a database error. */
@@ -429,7 +455,9 @@ static void print_report(const struct sql_source *ss, const struct problems *pr)
 			const struct sql_file *f = &ss->files[ss->pending[i]];
 			cJSON *p = cJSON_CreateObject();
 			cJSON_AddStringToObject(p, "version", f->vtext);
-			cJSON_AddStringToObject(p, "file", f->file);
+			char *file = sqlr_text_name(f->file); /* valid JSON text whatever the name */
+			cJSON_AddStringToObject(p, "file", file);
+			free(file);
 			cJSON_AddBoolToObject(p, "no_transaction", f->no_tx);
 			cJSON_AddItemToArray(pending, p);
 		}
@@ -467,16 +495,24 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	free_files(ss);
 	ss->notes_logged = flags & PLAN_REPEAT;
 	int code = load_files(ss, err, sizeof err);
-	if (code) {
-		log_event(LOG_ERROR, "check.failed",
-			  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
+	if (code) { /* the files are the same under the lock: logged by the quiet look already */
+		if (!(flags & PLAN_REPEAT))
+			log_event(LOG_ERROR, "check.failed",
+				  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
 		return code;
 	}
 	long tables = 0;
 	if (!read_history(conn, ss, &tables, err, sizeof err)) {
-		log_event(LOG_ERROR, "plan.failed", LOG_FIELDS(LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
-			  "%s", err);
-		return MTR_EXIT_TEMPFAIL;
+		code = history_failure_code();
+		if (g_small_err.interrupted) /* a stop, not a failure: the pipeline says so */
+			return code;
+		log_event(LOG_ERROR, "plan.failed",
+			  LOG_FIELDS(LF_S("sqlstate", g_history_state[0] ? g_history_state : NULL),
+				     LF_B("transient", code == MTR_EXIT_TEMPFAIL), LF_I("exit_code", code)),
+			  "%s%s", err,
+			  code == MTR_EXIT_AUTH ? "; grant the role SELECT on the history table (and "
+						  "USAGE on its schema)" : "");
+		return code;
 	}
 	struct problems pr = {0};
 	bool quiet = flags & PLAN_QUIET;
