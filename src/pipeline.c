@@ -174,9 +174,24 @@ static void notice_to_log(void *arg, const PGresult *res)
 
 #define BACKUP_PATH_MAX 4096
 
-/* Phase 6 under the lock, before anything is applied. Returns 0 or the exit code. */
+/* After pg_dump failed: whether the server restarted or the connection went away meanwhile
+ * (pg_dump's "server closed the connection unexpectedly" is then ours too). start_time: the
+ * server's start time when we connected. */
+static bool server_went_away(PGconn *conn, const char *start_time)
+{
+	char now[64];
+	struct pg_error err;
+	if (!pg_query_value(conn, "SELECT pg_catalog.pg_postmaster_start_time()::pg_catalog.text",
+			    PG_QUERY_MS, -1, now, sizeof now, &err))
+		return !err.sqlstate[0] || pg_sqlstate_is_transient(err.sqlstate);
+	return start_time && start_time[0] && strcmp(now, start_time) != 0;
+}
+
+/* Phase 6 under the lock, before anything is applied. Returns 0 or the exit code; -1 when the
+ * server went away during the dump (not logged as a backup failure: the caller retries). */
 static int take_backup(const struct config *cfg, PGconn *conn, const struct plan_info *info,
-		       const struct sigstate *sigs, char *path, size_t pathlen, struct failure *f)
+		       const char *start_time, const struct sigstate *sigs, char *path, size_t pathlen,
+		       struct failure *f)
 {
 	const char *dir = cfg->backup_dir ? cfg->backup_dir : backup_default_dir();
 	if (strcmp(dir, BACKUP_DIR_NONE) == 0)
@@ -201,6 +216,8 @@ static int take_backup(const struct config *cfg, PGconn *conn, const struct plan
 	}
 	if (br.path[0]) /* verified and kept, though the upload failed */
 		snprintf(path, pathlen, "%s", br.path);
+	else if (server_went_away(conn, start_time))
+		return -1; /* a restart or a failover, not a backup problem: retried from the wait */
 	if (cfg->backup_mode == BACKUP_OPTIONAL) {
 		log_event(LOG_WARN, "backup.failed",
 			  LOG_FIELDS(LF_S("error", br.err), LF_B("required", false)),
@@ -346,8 +363,13 @@ static enum outcome phase_backup(struct attempt *a)
 	a->f->phase = "backup";
 	status_set(STATUS_MIGRATING, "backup", a->run + 1, NULL);
 	int64_t backup_start = now_ms();
-	a->code = take_backup(a->cfg, a->conn, &a->info, a->sigs, a->backup_path, BACKUP_PATH_MAX, a->f);
+	a->code = take_backup(a->cfg, a->conn, &a->info, a->start_time, a->sigs, a->backup_path,
+			      BACKUP_PATH_MAX, a->f);
 	a->rep->backup_ms += now_ms() - backup_start;
+	if (a->code < 0) {
+		snprintf(a->lost, sizeof a->lost, "the database went away during the backup");
+		return OUT_LOST;
+	}
 	if (a->code)
 		return OUT_FAILED;
 	return a->pending ? OUT_OK : nothing_to_do();

@@ -209,7 +209,7 @@ def test_transaction_control_inside_a_file_is_refused_before_anything_runs(pg, d
                        "DO $$ BEGIN PERFORM 1; END $$;\n"
                        "CREATE TABLE notes (t text DEFAULT 'COMMIT; -- not a statement');\n"
                        "SAVEPOINT s; ROLLBACK TO SAVEPOINT s; /* COMMIT */ SELECT CASE WHEN true THEN 1 END;\n"),
-        "2_commits.sql": "CREATE TABLE half (x int);\n\ncommit;\nCREATE TABLE broken (;\n"})
+        "2_commits.sql": "CREATE TABLE half (x int);\n\ncommit;\nSELECT 1/0;\n"})
     r = run(["--sql-dir", str(d), "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
     assert r.code == 65, r
     msg = r.named("check.failed")[0]["msg"]
@@ -248,3 +248,36 @@ def test_shell_operators_glued_to_a_word_are_refused(pg, db, cmd):
     r = run(["--migrate-only", "--migrate-cmd", cmd], env=clean_env(DATABASE_URL=pg.url(db)))
     assert r.code == 64, r
     assert "shell operator" in r.named("config.invalid")[0]["msg"]
+
+
+def test_server_restart_during_pg_dump_is_retried(cluster_factory, tmp_path):
+    import psycopg2
+    c = cluster_factory()
+    c.start()
+    c.psql("postgres", "CREATE SCHEMA other; CREATE TABLE other.busy (x int)")
+    d = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE after_dump (x int);\n"})
+    holder = psycopg2.connect(c.url())  # pg_dump waits for this lock: the restart comes mid-dump
+    holder.cursor().execute("LOCK TABLE other.busy IN ACCESS EXCLUSIVE MODE")
+    p = start(["--sql-dir", str(d), "--backup-dir", str(tmp_path / "b"), "--migrate-only"],
+              clean_env(DATABASE_URL=c.url(), MTR_BACKUP=None))
+    deadline = time.time() + 30
+    while time.time() < deadline and c.psql("postgres", (
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'migrate-then-run/backup' "
+            "AND wait_event_type = 'Lock'")) != "1":
+        time.sleep(0.05)
+    pg_ctl = ["/usr/lib/postgresql/15/bin/pg_ctl", "-D", str(c.dir / "data"), "-l",
+              str(c.dir / "server.log"), "restart", "-m", "immediate", "-w"]
+    if os.geteuid() == 0:
+        pg_ctl = ["runuser", "-u", "postgres", "--", *pg_ctl]
+    subprocess.run(pg_ctl, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, cwd="/")
+    _, err = p.communicate(timeout=90)
+    try:
+        holder.close()
+    except psycopg2.Error:
+        pass
+    assert p.returncode == 0, err
+    names = [e["event"] for e in events(err)]
+    assert "migrate.retry" in names and "backup.done" in names, err
+    assert "backup.failed" not in names, err
+    assert c.psql("postgres", "SELECT to_regclass('after_dump') IS NOT NULL") == "t"
