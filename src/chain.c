@@ -1,8 +1,8 @@
 /* The revision graph of a migration set (Alembic's down_revision links) and its checks. */
 #include "mtr/chain.h"
+#include "mtr/strbuf.h"
 #include "mtr/util.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,100 +240,174 @@ static void check_dangling(const struct chain *c, struct problems *p)
 	}
 }
 
+enum { DFS_WHITE, DFS_GREY, DFS_BLACK };
+
+/* The depth-first walk of check_cycles; each array has room for every revision. */
+struct dfs {
+	int *color;   /* DFS_GREY: on the current path; DFS_BLACK: all its parents followed */
+	size_t *path; /* the current path, from where the walk started */
+	size_t *next; /* per revision: the index of the next down_revision to follow */
+};
+
+/* The loop that the back edge to v closes, for messages: the path from v to its end, then v
+ * again, "c2 (versions/c2.py) -> c3 (versions/c3.py) -> c2 (versions/c2.py)". Caller frees. */
+static char *cycle_text(const struct chain *c, const size_t *path, size_t depth, size_t v)
+{
+	size_t from = 0;
+	while (path[from] != v)
+		from++;
+	struct strbuf b = STRBUF_INIT;
+	for (size_t k = from; k <= depth; k++) {
+		const struct rev *x = &c->revs[k < depth ? path[k] : v];
+		sb_addf(&b, "%s%s (%s)", k == from ? "" : " -> ", x->id, x->file);
+	}
+	return sb_take(&b);
+}
+
+/* Walks down_revision links from s; each back edge (to a revision on the path) is a cycle. */
+static void cycles_from(const struct chain *c, struct dfs *d, size_t s, struct problems *p)
+{
+	size_t depth = 0;
+	d->path[depth++] = s;
+	d->color[s] = DFS_GREY;
+	d->next[s] = 0;
+	while (depth) {
+		size_t u = d->path[depth - 1];
+		const struct rev *r = &c->revs[u];
+		if (d->next[u] >= r->ndown) {
+			d->color[u] = DFS_BLACK;
+			depth--;
+			continue;
+		}
+		long v = chain_find(c, r->down[d->next[u]++]);
+		if (v < 0)
+			continue;
+		if (d->color[v] == DFS_GREY) {
+			char *loop = cycle_text(c, d->path, depth, (size_t)v);
+			problems_add(p, "cycle",
+				    "the down_revision links form a cycle: %s (each names the next "
+				    "as its parent); break it by pointing one of them at its real "
+				    "predecessor",
+				    loop);
+			free(loop);
+		} else if (d->color[v] == DFS_WHITE) {
+			d->color[v] = DFS_GREY;
+			d->next[v] = 0;
+			d->path[depth++] = (size_t)v;
+		}
+	}
+}
+
 /* Cycles through down_revision: depth-first with colors; each back edge prints its loop. */
 static void check_cycles(const struct chain *c, struct problems *p)
 {
-	enum { WHITE, GREY, BLACK };
-	int *color = xcalloc(c->n + 1, sizeof *color);
-	size_t *path = xmalloc((c->n + 1) * sizeof *path);
-	size_t *next = xcalloc(c->n + 1, sizeof *next);
-	for (size_t s = 0; s < c->n; s++) {
-		if (color[s] != WHITE)
-			continue;
-		size_t depth = 0;
-		path[depth++] = s;
-		color[s] = GREY;
-		next[s] = 0;
-		while (depth) {
-			size_t u = path[depth - 1];
-			const struct rev *r = &c->revs[u];
-			if (next[u] >= r->ndown) {
-				color[u] = BLACK;
-				depth--;
-				continue;
-			}
-			long v = chain_find(c, r->down[next[u]++]);
-			if (v < 0)
-				continue;
-			if (color[v] == GREY) {
-				/* The loop is the path from v to u, then back to v. */
-				size_t from = 0;
-				while (path[from] != (size_t)v)
-					from++;
-				size_t cap = 64;
-				char *loop = xmalloc(cap);
-				loop[0] = '\0';
-				for (size_t k = from; k <= depth; k++) {
-					const struct rev *x = &c->revs[k < depth ? path[k] : (size_t)v];
-					char *part = xasprintf("%s%s (%s)", k == from ? "" : " -> ", x->id, x->file);
-					while (strlen(loop) + strlen(part) + 1 > cap)
-						loop = xrealloc(loop, cap *= 2);
-					strcat(loop, part);
-					free(part);
-				}
-				problems_add(p, "cycle",
-					    "the down_revision links form a cycle: %s (each names the next "
-					    "as its parent); break it by pointing one of them at its real "
-					    "predecessor",
-					    loop);
-				free(loop);
-			} else if (color[v] == WHITE) {
-				color[v] = GREY;
-				next[v] = 0;
-				path[depth++] = (size_t)v;
-			}
-		}
-	}
-	free(color);
-	free(path);
-	free(next);
+	struct dfs d = {xcalloc(c->n + 1, sizeof *d.color), xmalloc((c->n + 1) * sizeof *d.path),
+			xcalloc(c->n + 1, sizeof *d.next)};
+	for (size_t s = 0; s < c->n; s++)
+		if (d.color[s] == DFS_WHITE)
+			cycles_from(c, &d, s, p);
+	free(d.color);
+	free(d.path);
+	free(d.next);
 }
 
-/* The ids of the line a root starts, for messages: "0004 -> 0005 -> 0006". Caller frees. */
+/* The ids of the line a root starts, for messages: "0004 -> 0005 -> 0006"; past six ids,
+ * "… -> ... -> last". *head is where the line ends. Caller frees. */
 static char *describe_line(const struct chain *c, size_t root, size_t *head)
 {
-	size_t cap = 128;
-	char *s = xmalloc(cap);
-	s[0] = '\0';
+	struct strbuf b = STRBUF_INIT;
 	size_t cur = root, count = 0;
 	for (;;) {
-		const char *id = c->revs[cur].id;
-		while (strlen(s) + strlen(id) + 8 > cap)
-			s = xrealloc(s, cap *= 2);
-		if (count < 6) {
-			if (count)
-				strcat(s, " -> ");
-			strcat(s, id);
-		}
+		if (count < 6)
+			sb_addf(&b, "%s%s", count ? " -> " : "", c->revs[cur].id);
 		count++;
 		size_t nx;
 		if (children(c, cur, &nx) != 1 || count > c->n)
 			break;
 		cur = nx;
 	}
-	if (count > 6) {
-		char *more = xasprintf("%s -> ... -> %s", s, c->revs[cur].id);
-		free(s);
-		s = more;
-	}
+	if (count > 6)
+		sb_addf(&b, " -> ... -> %s", c->revs[cur].id);
 	*head = cur;
-	return s;
+	return sb_take(&b);
 }
 
 static int by_file(const void *a, const void *b, void *arg)
 {
 	const struct chain *c = arg;
 	return strcmp(c->revs[*(const size_t *)a].file, c->revs[*(const size_t *)b].file);
+}
+
+/* Adds to fixes the join for an unlabeled root whose file comes right after the head of
+ * another line (order: every revision in file-name order). */
+static void suggest_join(const struct chain *c, const size_t *order, size_t root, struct strbuf *fixes)
+{
+	size_t pos = 0;
+	while (order[pos] != root)
+		pos++;
+	if (pos == 0)
+		return;
+	size_t prev = order[pos - 1];
+	if (children(c, prev, NULL) == 0 && !chain_is_ancestor(c, root, prev))
+		sb_addf(fixes, "%sset down_revision = '%s' in %s", fixes->len ? "; " : "",
+			c->revs[prev].id, c->revs[root].file);
+}
+
+/* More than one unlabeled root: each line, and the down_revision that would join them. */
+static void report_roots(const struct chain *c, const size_t *roots, size_t nroots, size_t unlabeled,
+			 struct problems *p)
+{
+	/* Every revision in file-name order: a root right after another line's head is
+	 * almost always the continuation of that line. */
+	size_t *order = xmalloc(c->n * sizeof *order);
+	for (size_t i = 0; i < c->n; i++)
+		order[i] = i;
+	qsort_r(order, c->n, sizeof *order, by_file, (void *)c);
+	struct strbuf lines = STRBUF_INIT, fixes = STRBUF_INIT;
+	for (size_t i = 0; i < nroots; i++) {
+		if (root_labeled(c, roots[i]))
+			continue;
+		size_t head;
+		char *line = describe_line(c, roots[i], &head);
+		sb_addf(&lines, "%s%s (%s, starting %s)", lines.len ? "; " : "", line,
+			c->revs[roots[i]].file, c->revs[roots[i]].id);
+		free(line);
+		suggest_join(c, order, roots[i], &fixes);
+	}
+	char *all = sb_take(&lines), *fix = sb_take(&fixes);
+	problems_add(p, "roots",
+		    "the migrations form %zu independent chains, each with its own first "
+		    "revision (down_revision = None): %s. Alembic would apply them as unrelated "
+		    "histories. %s%s",
+		    unlabeled, all,
+		    fix[0] ? "Join them: " : "Point each later chain's first revision at the "
+					 "head of the chain it continues (down_revision), "
+					 "or restore the missing migrations",
+		    fix);
+	free(all);
+	free(fix);
+	free(order);
+}
+
+/* More than one unlabeled head: each of them, and the merge that joins them. */
+static void report_heads(const struct chain *c, const size_t *heads, size_t nheads, size_t unlabeled,
+			 struct problems *p)
+{
+	struct strbuf list = STRBUF_INIT, ids = STRBUF_INIT;
+	for (size_t i = 0; i < nheads; i++) {
+		if (head_labeled(c, heads[i]))
+			continue;
+		const struct rev *r = &c->revs[heads[i]];
+		sb_addf(&list, "%s%s (%s)", list.len ? ", " : "", r->id, r->file);
+		sb_addf(&ids, " %s", r->id);
+	}
+	char *all = sb_take(&list), *merge = sb_take(&ids);
+	problems_add(p, "heads",
+		    "the migrations have %zu heads and none of the branches declares "
+		    "branch_labels: %s. Merge them with: alembic merge -m \"merge heads\"%s",
+		    unlabeled, all, merge);
+	free(all);
+	free(merge);
 }
 
 static void check_roots_and_heads(const struct chain *c, struct problems *p)
@@ -346,83 +420,10 @@ static void check_roots_and_heads(const struct chain *c, struct problems *p)
 		unlabeled_roots += !root_labeled(c, roots[i]);
 	for (size_t i = 0; i < nheads; i++)
 		unlabeled_heads += !head_labeled(c, heads[i]);
-	if (unlabeled_roots > 1) {
-		/* Every revision in file-name order: a root right after another line's head is
-		 * almost always the continuation of that line. */
-		size_t *order = xmalloc(c->n * sizeof *order);
-		for (size_t i = 0; i < c->n; i++)
-			order[i] = i;
-		qsort_r(order, c->n, sizeof *order, by_file, (void *)c);
-		size_t cap = 256;
-		char *lines = xmalloc(cap), *fixes = xmalloc(cap);
-		lines[0] = fixes[0] = '\0';
-		size_t fcap = cap;
-		for (size_t i = 0; i < nroots; i++) {
-			if (root_labeled(c, roots[i]))
-				continue;
-			size_t head;
-			char *line = describe_line(c, roots[i], &head);
-			char *part = xasprintf("%s%s (%s, starting %s)", lines[0] ? "; " : "", line,
-					       c->revs[roots[i]].file, c->revs[roots[i]].id);
-			while (strlen(lines) + strlen(part) + 1 > cap)
-				lines = xrealloc(lines, cap *= 2);
-			strcat(lines, part);
-			free(part);
-			free(line);
-			size_t pos = 0;
-			while (order[pos] != roots[i])
-				pos++;
-			if (pos == 0)
-				continue;
-			size_t prev = order[pos - 1];
-			if (children(c, prev, NULL) == 0 && !chain_is_ancestor(c, roots[i], prev)) {
-				char *fix = xasprintf("%sset down_revision = '%s' in %s", fixes[0] ? "; " : "",
-						      c->revs[prev].id, c->revs[roots[i]].file);
-				while (strlen(fixes) + strlen(fix) + 1 > fcap)
-					fixes = xrealloc(fixes, fcap *= 2);
-				strcat(fixes, fix);
-				free(fix);
-			}
-		}
-		problems_add(p, "roots",
-			    "the migrations form %zu independent chains, each with its own first "
-			    "revision (down_revision = None): %s. Alembic would apply them as unrelated "
-			    "histories. %s%s",
-			    unlabeled_roots, lines,
-			    fixes[0] ? "Join them: " : "Point each later chain's first revision at the "
-						       "head of the chain it continues (down_revision), "
-						       "or restore the missing migrations",
-			    fixes);
-		free(lines);
-		free(fixes);
-		free(order);
-	}
-	if (unlabeled_heads > 1 && unlabeled_heads > unlabeled_roots) {
-		size_t cap = 256;
-		char *list = xmalloc(cap), *ids = xmalloc(cap);
-		list[0] = ids[0] = '\0';
-		for (size_t i = 0; i < nheads; i++) {
-			if (head_labeled(c, heads[i]))
-				continue;
-			char *part = xasprintf("%s%s (%s)", list[0] ? ", " : "", c->revs[heads[i]].id,
-					       c->revs[heads[i]].file);
-			while (strlen(list) + strlen(part) + 1 > cap || strlen(ids) + strlen(part) + 1 > cap) {
-				cap *= 2;
-				list = xrealloc(list, cap);
-				ids = xrealloc(ids, cap);
-			}
-			strcat(list, part);
-			strcat(ids, " ");
-			strcat(ids, c->revs[heads[i]].id);
-			free(part);
-		}
-		problems_add(p, "heads",
-			    "the migrations have %zu heads and none of the branches declares "
-			    "branch_labels: %s. Merge them with: alembic merge -m \"merge heads\"%s",
-			    unlabeled_heads, list, ids);
-		free(list);
-		free(ids);
-	}
+	if (unlabeled_roots > 1)
+		report_roots(c, roots, nroots, unlabeled_roots, p);
+	if (unlabeled_heads > 1 && unlabeled_heads > unlabeled_roots)
+		report_heads(c, heads, nheads, unlabeled_heads, p);
 	free(roots);
 	free(heads);
 }

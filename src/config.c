@@ -250,41 +250,50 @@ static void strlist_clear(struct strlist *l)
 
 /* Stores value into the option's field; `where` names the flag or variable for errors. A
  * list option adds to its values when `append`, else replaces them. */
+/* A list option's value: white-space separated items, added to the list (append) or
+ * replacing it. */
+static bool set_list(struct strlist *l, const struct option_def *o, const char *value,
+		     const char *where, bool append, char *err, size_t errlen)
+{
+	if (!append)
+		strlist_clear(l);
+	size_t added = 0;
+	for (const char *p = value; *p;) {
+		size_t len = strcspn(p, " \t\r\n");
+		if (len) {
+			l->v = xrealloc(l->v, (l->n + 1) * sizeof *l->v);
+			l->v[l->n++] = xstrndup(p, len);
+			added++;
+		}
+		p += len + strspn(p + len, " \t\r\n");
+	}
+	if (added)
+		return true;
+	set_err(err, errlen, "%s: expected %s, got an empty string", where, o->metavar);
+	return false;
+}
+
+static bool set_string(char **p, const struct option_def *o, const char *value, const char *where,
+		       char *err, size_t errlen)
+{
+	if (!*value) {
+		set_err(err, errlen, "%s: expected %s, got an empty string", where, o->metavar);
+		return false;
+	}
+	free(*p);
+	*p = xstrdup(value);
+	return true;
+}
+
 static bool set_value(struct config *cfg, const struct option_def *o, const char *value,
 		      const char *where, bool append, char *err, size_t errlen)
 {
 	char *field = (char *)cfg + o->off;
 	switch (o->type) {
-	case T_LIST: {
-		struct strlist *l = (struct strlist *)(void *)field;
-		if (!append)
-			strlist_clear(l);
-		size_t added = 0;
-		for (const char *p = value; *p;) {
-			size_t len = strcspn(p, " \t\r\n");
-			if (len) {
-				l->v = xrealloc(l->v, (l->n + 1) * sizeof *l->v);
-				l->v[l->n++] = xstrndup(p, len);
-				added++;
-			}
-			p += len + strspn(p + len, " \t\r\n");
-		}
-		if (added)
-			return true;
-		set_err(err, errlen, "%s: expected %s, got an empty string", where, o->metavar);
-		return false;
-	}
-	case T_STRING: {
-		if (!*value) {
-			set_err(err, errlen, "%s: expected %s, got an empty string", where,
-				o->metavar);
-			return false;
-		}
-		char **p = (char **)(void *)field;
-		free(*p);
-		*p = xstrdup(value);
-		return true;
-	}
+	case T_LIST:
+		return set_list((struct strlist *)(void *)field, o, value, where, append, err, errlen);
+	case T_STRING:
+		return set_string((char **)(void *)field, o, value, where, err, errlen);
 	case T_DURATION:
 		if (config_parse_duration(value, (int64_t *)(void *)field))
 			return true;
@@ -531,6 +540,93 @@ static bool apply_fallback_env(struct config *cfg, char *err, size_t errlen)
 	return true;
 }
 
+/* Where the command line stands while it is read. */
+struct cmdline {
+	int argc;
+	char **argv;
+	int i;                  /* the argument being read */
+	bool seen[N_OPTIONS];   /* a list given by flags replaces the environment's, then grows */
+	bool health, url_from_flag;
+};
+
+/* The value of option o given as argv[i] (--name=value, a flag, or the next argument). NULL
+ * with err when it is missing. */
+static const char *option_value(struct cmdline *c, const struct option_def *o, const char *eq,
+				bool negated, const char *where, char *err, size_t errlen)
+{
+	if (negated)
+		return "false";
+	if (eq)
+		return eq + 1;
+	if (o->type == T_FLAG || o->type == T_AUTO)
+		return "true";
+	if (c->i + 1 < c->argc)
+		return c->argv[++c->i];
+	set_err(err, errlen, "%s: expected %s after it, got nothing", where,
+		o->type == T_STRING || o->type == T_LIST ? o->metavar : expected(o));
+	return NULL;
+}
+
+/* The option argv[i] names, --no-NAME for flags included; NULL with err when unknown. */
+static const struct option_def *option_named(const char *name, size_t len, bool has_value,
+					     bool *negated, char *err, size_t errlen)
+{
+	const struct option_def *o = find_option(name, len);
+	*negated = false;
+	if (!o && len > 3 && strncmp(name, "no-", 3) == 0 && !has_value) {
+		/* --no-NAME turns a flag off: --no-init, --no-signal-group */
+		o = find_option(name + 3, len - 3);
+		*negated = o && (o->type == T_FLAG || o->type == T_AUTO);
+		if (!*negated)
+			o = NULL;
+	}
+	if (!o)
+		set_err(err, errlen, "unknown option '--%.*s' (see --help)", (int)len, name);
+	return o;
+}
+
+/* Reads one option at argv[i]. CONFIG_OK to go on; the app command (or "--") ends the
+ * options with *done; anything else is the result. */
+static enum config_result parse_one(struct config *cfg, struct cmdline *c, bool *done, char *err,
+				    size_t errlen)
+{
+	const char *a = c->argv[c->i];
+	if (strcmp(a, "--") == 0 || a[0] != '-' || a[1] == '\0') {
+		c->i += strcmp(a, "--") == 0;
+		*done = true; /* the app command starts here */
+		return CONFIG_OK;
+	}
+	if (strcmp(a, "-h") == 0)
+		return CONFIG_HELP;
+	if (a[1] != '-') {
+		set_err(err, errlen, "unknown option '%s' (see --help)", a);
+		return CONFIG_ERROR;
+	}
+	const char *name = a + 2, *eq = strchr(name, '=');
+	bool negated;
+	const struct option_def *o = option_named(name, eq ? (size_t)(eq - name) : strlen(name),
+						  eq != NULL, &negated, err, errlen);
+	if (!o)
+		return CONFIG_ERROR;
+	if (o->type == T_HELP || o->type == T_VERSION)
+		return o->type == T_HELP ? CONFIG_HELP : CONFIG_VERSION;
+	if (o->type == T_HEALTH) {
+		c->health = true;
+		c->i++;
+		return CONFIG_OK;
+	}
+	char where[80];
+	snprintf(where, sizeof where, "--%s", o->name);
+	const char *value = option_value(c, o, eq, negated, where, err, errlen);
+	c->i++;
+	bool append = c->seen[o - options];
+	c->seen[o - options] = true;
+	if (!value || !set_value(cfg, o, value, where, append, err, errlen))
+		return CONFIG_ERROR;
+	c->url_from_flag |= o->off == F(database_url);
+	return CONFIG_OK;
+}
+
 enum config_result config_parse(struct config *cfg, int argc, char **argv, char *err,
 				size_t errlen)
 {
@@ -538,83 +634,21 @@ enum config_result config_parse(struct config *cfg, int argc, char **argv, char 
 	cfg->log_format = -1;
 	cfg->on_failure = -1;
 	cfg->backup_mode = -1;
-	bool health = false;
 	if (!apply_defaults_and_env(cfg, err, errlen))
 		return CONFIG_ERROR;
-	bool url_from_flag = false;
-	bool seen[N_OPTIONS] = {false};
-	int i = 1;
-	while (i < argc) {
-		const char *a = argv[i];
-		if (strcmp(a, "--") == 0) {
-			i++;
-			break;
-		}
-		if (strcmp(a, "-h") == 0)
-			return CONFIG_HELP;
-		if (a[0] != '-' || a[1] == '\0')
-			break; /* the app command starts here */
-		if (a[1] != '-') {
-			set_err(err, errlen, "unknown option '%s' (see --help)", a);
-			return CONFIG_ERROR;
-		}
-		const char *name = a + 2;
-		const char *eq = strchr(name, '=');
-		size_t len = eq ? (size_t)(eq - name) : strlen(name);
-		const struct option_def *o = find_option(name, len);
-		bool negated = false;
-		if (!o && len > 3 && strncmp(name, "no-", 3) == 0 && !eq) {
-			/* --no-NAME turns a flag off: --no-init, --no-signal-group */
-			o = find_option(name + 3, len - 3);
-			negated = o && (o->type == T_FLAG || o->type == T_AUTO);
-			if (!negated)
-				o = NULL;
-		}
-		if (!o) {
-			set_err(err, errlen, "unknown option '--%.*s' (see --help)", (int)len, name);
-			return CONFIG_ERROR;
-		}
-		if (o->type == T_HELP)
-			return CONFIG_HELP;
-		if (o->type == T_VERSION)
-			return CONFIG_VERSION;
-		if (o->type == T_HEALTH) {
-			health = true;
-			i++;
-			continue;
-		}
-		char where[80];
-		snprintf(where, sizeof where, "--%s", o->name);
-		const char *value;
-		if (negated) {
-			value = "false";
-		} else if (eq) {
-			value = eq + 1;
-		} else if (o->type == T_FLAG || o->type == T_AUTO) {
-			value = "true";
-		} else if (i + 1 < argc) {
-			value = argv[++i];
-		} else {
-			set_err(err, errlen, "%s: expected %s after it, got nothing", where,
-				o->type == T_STRING || o->type == T_LIST ? o->metavar : expected(o));
-			return CONFIG_ERROR;
-		}
-		/* a list given by flags replaces the environment's, then grows */
-		bool append = seen[o - options];
-		seen[o - options] = true;
-		if (!set_value(cfg, o, value, where, append, err, errlen))
-			return CONFIG_ERROR;
-		if (o->off == F(database_url))
-			url_from_flag = true;
-		i++;
+	struct cmdline c = {.argc = argc, .argv = argv, .i = 1};
+	for (bool done = false; c.i < argc && !done;) {
+		enum config_result r = parse_one(cfg, &c, &done, err, errlen);
+		if (r != CONFIG_OK)
+			return r;
 	}
-	if (url_from_flag)
+	if (c.url_from_flag)
 		cfg->database_url_from = "--database-url";
-	cfg->app_argv = i < argc ? &argv[i] : NULL;
-	cfg->app_argc = argc - i;
+	cfg->app_argv = c.i < argc ? &argv[c.i] : NULL;
+	cfg->app_argc = argc - c.i;
 	if (cfg->log_format < 0)
 		cfg->log_format = isatty(STDERR_FILENO) ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON;
-	if (health) {
+	if (c.health) {
 		if (!cfg->status_file) {
 			set_err(err, errlen, "--health: expected --status-file PATH (or MTR_STATUS_FILE)");
 			return CONFIG_ERROR;

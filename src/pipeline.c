@@ -623,19 +623,17 @@ static int notify(const struct config *cfg, const struct run_report *rep, const 
 	return notify_send(cfg, &n);
 }
 
-int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
+/* Everything before the first phase: secrets known to the logger, the target and the source
+ * checked, the start event. Returns 0, or 64 (logged). */
+static int pipeline_setup(const struct config *cfg, struct pg_target *target, struct source *src)
 {
-	int64_t start = now_ms();
 	char err[512];
-	struct source src = {0};
 	register_secrets(cfg);
 	status_init(cfg->status_file);
 	if (cfg->backup_upload_url || cfg->notify_url.n || cfg->wait_http.n)
 		http_setup(cfg->ca_file); /* libcurl's start-up costs time: only when it is used */
-
-	struct pg_target target = {cfg->database_url, cfg->pgpassword};
 	struct pg_error perr;
-	if (pg_check_target(&target, &perr) != PG_OK) {
+	if (pg_check_target(target, &perr) != PG_OK) {
 		log_event(LOG_ERROR, "config.invalid",
 			  LOG_FIELDS(LF_S("option", cfg->database_url_from), LF_S("error", perr.msg),
 				     LF_I("exit_code", MTR_EXIT_USAGE)),
@@ -643,7 +641,7 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 			  cfg->database_url_from, perr.msg, URL_HINT);
 		return MTR_EXIT_USAGE;
 	}
-	if (!source_open(cfg, &src, err, sizeof err)) {
+	if (!source_open(cfg, src, err, sizeof err)) {
 		log_event(LOG_ERROR, "config.invalid", LOG_FIELDS(LF_I("exit_code", MTR_EXIT_USAGE)),
 			  "%s", err);
 		return MTR_EXIT_USAGE;
@@ -651,58 +649,67 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 	const char *mode = cfg->check ? "check" : cfg->migrate_only ? "migrate-only" : "exec";
 	log_event(LOG_INFO, "pipeline.start",
 		  LOG_FIELDS(LF_S("version", MTR_VERSION), LF_I("pid", getpid()), LF_S("mode", mode),
-			     LF_S("database_from", cfg->database_url_from), LF_S("source", src.kind),
-			     LF_S(src.def->log_field, src.describe),
+			     LF_S("database_from", cfg->database_url_from), LF_S("source", src->kind),
+			     LF_S(src->def->log_field, src->describe),
 			     LF_S("on_failure", cfg->on_failure == ON_FAILURE_HOLD ? "hold" : "exit")),
 		  "migrate-then-run %s starting", MTR_VERSION);
-
 	if (cfg->backup_defaulted_off)
 		log_event(LOG_INFO, "backup.off", NULL,
 			  "no pg_dump on PATH: migrating without a backup (install the PostgreSQL client, "
 			  "or say --backup=off to silence this)");
-	int64_t hold_interval = cfg->hold_interval_ms;
+	return 0;
+}
+
+/* A failed run under the --on-failure policy: -1 to run again (holding), else the exit
+ * code. A check, a configuration error or a stop signal ends here, whatever the policy. */
+static int after_failure(const struct config *cfg, const struct pg_target *target,
+			 const struct failure *f, const struct run_report *rep, int code,
+			 const char *backup_path, int64_t start, int64_t *hold_interval, long run,
+			 const struct sigstate *sigs)
+{
+	int sig = 0;
+	if (!cfg->check && code < MTR_EXIT_SIGNAL_BASE)
+		sig = notify(cfg, rep, f, code, backup_path, start);
+	if (sig)
+		log_event(LOG_WARN, "stop.signal",
+			  LOG_FIELDS(LF_S("phase", "notify"), LF_S("signal", signals_name(sig)),
+				     LF_I("exit_code", code)),
+			  "stopped by %s while reporting the failure; exiting with its code %d",
+			  signals_name(sig), code);
+	if (sig || cfg->check || code == MTR_EXIT_USAGE || code >= MTR_EXIT_SIGNAL_BASE)
+		return code;
+	if (cfg->on_failure == ON_FAILURE_EXIT)
+		return exit_after(cfg, target, f, sigs);
+	return hold_after(cfg, f, sigs, hold_interval, run) == HOLD_STOP ? code : -1;
+}
+
+/* The phases before the app, run again while holding after a failure. Returns 0 when the
+ * app may start, else the exit code. */
+static int migrate_until_done(const struct config *cfg, const struct sigstate *sigs,
+			      struct source *src, const struct pg_target *target)
+{
+	int64_t start = now_ms(), hold_interval = cfg->hold_interval_ms;
 	/* One backup per process: retries while holding keep the one from before the failure
 	 * (and the rotation cannot push it out). */
 	char backup_path[BACKUP_PATH_MAX] = "";
 	struct run_report rep;
 	for (long run = 0;; run++) {
 		struct failure f;
-		int code = migrate_once(cfg, sigs, &src, &target, run, backup_path, &f, &rep);
+		int code = migrate_once(cfg, sigs, src, target, run, backup_path, &f, &rep);
 		if (code == 0) {
 			int sig = rep.applied ? notify(cfg, &rep, &f, 0, backup_path, start) : 0;
-			if (sig) { /* before the app: a stop is a stop */
-				src.destroy(src.self);
-				return stopped("notify", sig);
-			}
-			break;
+			return sig ? stopped("notify", sig) : 0; /* before the app: a stop is a stop */
 		}
-		int sig = 0;
-		if (!cfg->check && code < MTR_EXIT_SIGNAL_BASE)
-			sig = notify(cfg, &rep, &f, code, backup_path, start);
-		if (sig)
-			log_event(LOG_WARN, "stop.signal",
-				  LOG_FIELDS(LF_S("phase", "notify"), LF_S("signal", signals_name(sig)),
-					     LF_I("exit_code", code)),
-				  "stopped by %s while reporting the failure; exiting with its code %d",
-				  signals_name(sig), code);
-		/* A check, a configuration error or a stop signal ends here, whatever the policy. */
-		if (sig || cfg->check || code == MTR_EXIT_USAGE || code >= MTR_EXIT_SIGNAL_BASE ||
-		    cfg->on_failure == ON_FAILURE_EXIT) {
-			if (!sig && !cfg->check && code != MTR_EXIT_USAGE && code < MTR_EXIT_SIGNAL_BASE)
-				code = exit_after(cfg, &target, &f, sigs);
-			src.destroy(src.self);
+		code = after_failure(cfg, target, &f, &rep, code, backup_path, start, &hold_interval,
+				     run, sigs);
+		if (code >= 0)
 			return code;
-		}
-		if (hold_after(cfg, &f, sigs, &hold_interval, run) == HOLD_STOP) {
-			src.destroy(src.self);
-			return code;
-		}
 	}
-	src.destroy(src.self);
-	if (cfg->migrate_only) {
-		log_event(LOG_INFO, "pipeline.done", NULL, "migrations are up to date; exiting (--migrate-only)");
-		return MTR_EXIT_OK;
-	}
+}
+
+/* Phase 8: exec the app, or supervise it as PID 1 / with --init. */
+static int run_app(const struct config *cfg, const struct sigstate *sigs)
+{
 	status_set(STATUS_RUNNING, "run", 1, NULL);
 	if (cfg->init == 1 || (cfg->init == -1 && getpid() == 1)) {
 		struct init_opts io = {cfg->stop_timeout_ms, cfg->signal_group};
@@ -710,4 +717,22 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 		return init_run(cfg->app_argv, &io, sigs);
 	}
 	return run_exec(cfg->app_argv, sigs);
+}
+
+int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
+{
+	struct source src = {0};
+	struct pg_target target = {cfg->database_url, cfg->pgpassword};
+	int code = pipeline_setup(cfg, &target, &src);
+	if (code)
+		return code;
+	code = migrate_until_done(cfg, sigs, &src, &target);
+	src.destroy(src.self);
+	if (code)
+		return code;
+	if (cfg->migrate_only) {
+		log_event(LOG_INFO, "pipeline.done", NULL, "migrations are up to date; exiting (--migrate-only)");
+		return MTR_EXIT_OK;
+	}
+	return run_app(cfg, sigs);
 }

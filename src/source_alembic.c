@@ -3,9 +3,11 @@
 #include "mtr/source_alembic.h"
 #include "mtr/chain.h"
 #include "mtr/exitcode.h"
+#include "mtr/fileio.h"
 #include "mtr/log.h"
 #include "mtr/source.h"
 #include "mtr/source_cmd.h"
+#include "mtr/strbuf.h"
 
 #include <cJSON.h>
 #include <ctype.h>
@@ -125,54 +127,56 @@ struct ini_budget {
 };
 
 static char *ini_expand(const struct ini *ini, const char *section, const char *key, const char *here,
+			int depth, struct ini_budget *b);
+
+/* The text of the %(name)s reference at *pp, which moves past it (and its 's'); %(here)s is
+ * the ini's directory. Caller frees; NULL when the name is not set. */
+static char *ini_reference(const struct ini *ini, const char *section, const char **pp,
+			   const char *here, int depth, struct ini_budget *b)
+{
+	const char *p = *pp, *close = strchr(p, ')');
+	char *name = xstrndup(p + 2, (size_t)(close - p - 2));
+	p = close + 1;
+	if (*p == 's')
+		p++;
+	*pp = p;
+	char *v = strcmp(name, "here") == 0 ? xstrdup(here)
+					    : ini_expand(ini, section, name, here, depth + 1, b);
+	free(name);
+	return v;
+}
+
+static char *ini_expand(const struct ini *ini, const char *section, const char *key, const char *here,
 			int depth, struct ini_budget *b)
 {
 	const char *raw = ini_raw(ini, section, key);
 	if (!raw)
 		return NULL;
-	size_t cap = strlen(raw) + 64, n = 0;
-	char *out = xmalloc(cap);
+	struct strbuf out = STRBUF_INIT;
 	for (const char *p = raw; *p && !b->exceeded;) {
-		const char *add = NULL;
+		const char *add = p;
 		char *owned = NULL;
-		size_t addlen = 0;
+		size_t addlen = 1;
 		if (p[0] == '%' && p[1] == '%') {
 			add = "%";
-			addlen = 1;
 			p += 2;
 		} else if (p[0] == '%' && p[1] == '(' && strchr(p, ')')) {
 			if (depth >= INI_MAX_DEPTH || ++b->refs > INI_MAX_REFS) {
 				b->exceeded = true;
 				break;
 			}
-			const char *close = strchr(p, ')');
-			char *name = xstrndup(p + 2, (size_t)(close - p - 2));
-			p = close + 1;
-			if (*p == 's')
-				p++;
-			if (strcmp(name, "here") == 0)
-				add = here;
-			else
-				add = owned = ini_expand(ini, section, name, here, depth + 1, b);
+			add = owned = ini_reference(ini, section, &p, here, depth, b);
 			addlen = add ? strlen(add) : 0;
-			free(name);
 		} else {
-			add = p++;
-			addlen = 1;
+			p++;
 		}
-		if (n + addlen >= INI_MAX_VALUE)
+		if (out.len + addlen >= INI_MAX_VALUE)
 			b->exceeded = true;
-		else {
-			while (n + addlen + 1 > cap)
-				out = xrealloc(out, cap *= 2);
-			if (addlen)
-				memcpy(out + n, add, addlen);
-			n += addlen;
-		}
+		else
+			sb_add(&out, add, addlen);
 		free(owned);
 	}
-	out[n] = '\0';
-	return out;
+	return sb_take(&out);
 }
 
 /* The value with %(here)s, %(name)s (from the same section or DEFAULT) and %% expanded, as
@@ -238,22 +242,18 @@ static char *py_string(const char **pp)
 		return NULL;
 	if (p[1] == q && p[2] == q)
 		return NULL; /* a triple-quoted string is not an id */
-	size_t cap = 32, n = 0;
-	char *out = xmalloc(cap);
+	struct strbuf out = STRBUF_INIT;
 	for (p++; *p && *p != q && *p != '\n'; p++) {
 		if (*p == '\\' && p[1] && p[1] != '\n')
 			p++;
-		if (n + 2 > cap)
-			out = xrealloc(out, cap *= 2);
-		out[n++] = *p;
+		sb_addc(&out, *p);
 	}
 	if (*p != q) {
-		free(out);
+		sb_free(&out);
 		return NULL;
 	}
-	out[n] = '\0';
 	*pp = p + 1;
-	return out;
+	return sb_take(&out);
 }
 
 /* None, a string, or a tuple/list of strings, possibly over several lines. */
@@ -302,108 +302,142 @@ static bool py_literal(const char **pp, int *line, struct pyvalue *v)
 
 static const char *const KEYS[] = {"revision", "down_revision", "branch_labels", "depends_on"};
 
+/* Where the scan of a revision file is. */
+struct revscan {
+	const char *p;
+	int line;
+	bool line_start; /* p is at the first column of a line */
+	char triple;     /* inside a triple-quoted string opened with this quote; 0 outside */
+};
+
+/* Keeps v (a literal read for KEYS[k] at line vline) in r. False with err when a revision
+ * is not one string id; v is consumed either way. */
+static bool rev_store(struct rev *r, size_t k, struct pyvalue *v, int vline, char *err, size_t errlen)
+{
+	if (k == 0) {
+		bool one = !v->none && v->n == 1;
+		if (!one) {
+			set_err(err, errlen, "%s:%d: revision must be one string id", r->file, vline);
+		} else {
+			free(r->id);
+			r->id = xstrdup(v->items[0]);
+			r->line = vline;
+		}
+		pyvalue_free(v);
+		return one;
+	}
+	char ***dst = k == 1 ? &r->down : k == 2 ? &r->labels : &r->depends;
+	size_t *dn = k == 1 ? &r->ndown : k == 2 ? &r->nlabels : &r->ndepends;
+	for (size_t i = 0; i < *dn; i++)
+		free((*dst)[i]);
+	free(*dst);
+	*dst = v->items;
+	*dn = v->n;
+	if (k == 1)
+		r->down_line = vline;
+	return true;
+}
+
+/* At the start of a line: `key = literal` or `key: annotation = literal` for one of KEYS is
+ * read into r and skipped. Anything else is left for scan_code. False with err when the value
+ * is not a literal. */
+static bool scan_assignment(struct revscan *s, struct rev *r, char *err, size_t errlen)
+{
+	for (size_t k = 0; k < sizeof KEYS / sizeof KEYS[0]; k++) {
+		size_t n = strlen(KEYS[k]);
+		if (strncmp(s->p, KEYS[k], n) != 0 || isalnum((unsigned char)s->p[n]) || s->p[n] == '_')
+			continue;
+		int vline = s->line;
+		const char *q = skip_space(s->p + n, false, &s->line);
+		if (*q == ':') { /* an annotation: up to the '=' */
+			while (*q && *q != '=' && *q != '\n')
+				q++;
+		}
+		if (*q != '=' || q[1] == '=')
+			return true;
+		q++;
+		struct pyvalue v;
+		if (!py_literal(&q, &s->line, &v)) {
+			set_err(err, errlen,
+				"%s:%d: %s is not a literal (expected None, 'id', \"id\" or a tuple or "
+				"list of them); revision files are read as text and their values are "
+				"never guessed",
+				r->file, vline, KEYS[k]);
+			return false;
+		}
+		if (!rev_store(r, k, &v, vline, err, errlen))
+			return false;
+		s->p = q;
+		return true;
+	}
+	return true;
+}
+
+/* One step inside a triple-quoted string, which may hold text that looks like code. */
+static void scan_triple(struct revscan *s)
+{
+	const char *p = s->p;
+	if (p[0] == s->triple && p[1] == s->triple && p[2] == s->triple) {
+		s->triple = 0;
+		s->p = p + 3;
+		return;
+	}
+	if (*p == '\\' && p[1])
+		p++;
+	s->line_start = *p == '\n';
+	if (*p == '\n')
+		s->line++;
+	s->p = p + 1;
+}
+
+/* One step through code: opens a triple-quoted string, skips a comment or a one-line string
+ * (whose text may look like an assignment), counts lines. */
+static void scan_code(struct revscan *s)
+{
+	const char *p = s->p;
+	if ((p[0] == '"' || p[0] == '\'') && p[1] == p[0] && p[2] == p[0]) {
+		s->triple = p[0];
+		s->p = p + 3;
+		return;
+	}
+	if (*p == '#') {
+		while (*p && *p != '\n')
+			p++;
+		s->p = p;
+		return;
+	}
+	if (*p == '\'' || *p == '"') {
+		char *str = py_string(&p);
+		free(str);
+		if (str) {
+			s->p = p;
+			return;
+		}
+	}
+	if (*p == '\n') {
+		s->line++;
+		s->line_start = true;
+	}
+	s->p = p + 1;
+}
+
 /* Parses one revision file's text into r (file and strings owned by r). False with err naming
  * file:line when a value is not a literal, or when there is no revision at all. */
 bool alembic_parse_revision(const char *text, const char *file, struct rev *r, char *err, size_t errlen)
 {
 	memset(r, 0, sizeof *r);
 	r->file = xstrdup(file);
-	int line = 1;
-	bool in_triple = false;
-	char triple = 0;
-	bool at_line_start = true;
-	for (const char *p = text; *p;) {
-		if (in_triple) {
-			if (p[0] == triple && p[1] == triple && p[2] == triple) {
-				in_triple = false;
-				p += 3;
-				continue;
-			}
-			if (*p == '\\' && p[1])
-				p++;
-			if (*p == '\n') {
-				line++;
-				at_line_start = true;
-			} else {
-				at_line_start = false;
-			}
-			p++;
-			continue;
+	struct revscan s = {text, 1, true, 0};
+	while (*s.p) {
+		if (s.triple) {
+			scan_triple(&s);
+		} else if (s.line_start) {
+			s.line_start = false;
+			if (!scan_assignment(&s, r, err, errlen))
+				return false;
+		} else {
+			scan_code(&s);
 		}
-		if (at_line_start) {
-			at_line_start = false;
-			for (size_t k = 0; k < sizeof KEYS / sizeof KEYS[0]; k++) {
-				size_t n = strlen(KEYS[k]);
-				if (strncmp(p, KEYS[k], n) != 0 || isalnum((unsigned char)p[n]) || p[n] == '_')
-					continue;
-				const char *q = p + n;
-				int vline = line;
-				q = skip_space(q, false, &line);
-				if (*q == ':') { /* an annotation: up to the '=' */
-					while (*q && *q != '=' && *q != '\n')
-						q++;
-				}
-				if (*q != '=' || q[1] == '=')
-					break;
-				q++;
-				struct pyvalue v;
-				if (!py_literal(&q, &line, &v)) {
-					set_err(err, errlen,
-						"%s:%d: %s is not a literal (expected None, 'id', \"id\" or a "
-						"tuple or list of them); revision files are read as text and "
-						"their values are never guessed",
-						file, vline, KEYS[k]);
-					return false;
-				}
-				if (k == 0) {
-					if (v.none || v.n != 1) {
-						set_err(err, errlen, "%s:%d: revision must be one string id", file,
-							vline);
-						pyvalue_free(&v);
-						return false;
-					}
-					free(r->id);
-					r->id = xstrdup(v.items[0]);
-					r->line = vline;
-					pyvalue_free(&v);
-				} else {
-					char ***dst = k == 1 ? &r->down : k == 2 ? &r->labels : &r->depends;
-					size_t *dn = k == 1 ? &r->ndown : k == 2 ? &r->nlabels : &r->ndepends;
-					for (size_t i = 0; i < *dn; i++)
-						free((*dst)[i]);
-					free(*dst);
-					*dst = v.items;
-					*dn = v.n;
-					if (k == 1)
-						r->down_line = vline;
-				}
-				p = q;
-				break;
-			}
-			continue;
-		}
-		if ((p[0] == '"' || p[0] == '\'') && p[1] == p[0] && p[2] == p[0]) {
-			in_triple = true;
-			triple = p[0];
-			p += 3;
-			continue;
-		}
-		if (*p == '#') {
-			while (*p && *p != '\n')
-				p++;
-			continue;
-		}
-		if (*p == '\'' || *p == '"') {
-			char *s = py_string(&p);
-			free(s);
-			if (s)
-				continue;
-		}
-		if (*p == '\n') {
-			line++;
-			at_line_start = true;
-		}
-		p++;
 	}
 	if (!r->id) {
 		set_err(err, errlen,
@@ -438,20 +472,28 @@ struct alembic_source {
 	size_t npending;
 };
 
-static void free_plan(struct alembic_source *as)
+/* Forgets the rows read from the version table (before reading them again). */
+static void forget_versions(struct alembic_source *as)
 {
-	chain_free(&as->chain);
 	for (size_t i = 0; i < as->ndb; i++)
 		free(as->db_revs[i]);
 	free(as->db_revs);
+	as->db_revs = NULL;
+	as->ndb = 0;
+}
+
+static void free_plan(struct alembic_source *as)
+{
+	chain_free(&as->chain);
+	forget_versions(as);
 	for (size_t i = 0; i < as->nstale; i++)
 		free(as->stale[i]);
 	free(as->stale);
 	free(as->heads);
 	free(as->pending);
-	as->db_revs = as->stale = NULL;
+	as->stale = NULL;
 	as->heads = as->pending = NULL;
-	as->ndb = as->nstale = as->nheads = as->npending = 0;
+	as->nstale = as->nheads = as->npending = 0;
 }
 
 /* Shortens a path under the ini's directory for messages: versions/0004_x.py. */
@@ -463,6 +505,21 @@ static char *display_path(const struct alembic_source *as, const char *path)
 	return xstrdup(path);
 }
 
+/* ---- the revision files ---------------------------------------------------------------------- */
+
+/* alembic.ini and revision files are source text: anything larger is not one. */
+#define INI_MAX_BYTES ((size_t)1 << 20)
+#define REV_MAX_BYTES ((size_t)16 << 20)
+
+/* Why file_read failed, with the limit when the file was too large. Returns buf or static text. */
+static const char *read_reason(int e, size_t max, char *buf, size_t len)
+{
+	if (e != EFBIG)
+		return file_strerror(e);
+	snprintf(buf, len, "%s (more than %zu MiB)", file_strerror(e), max >> 20);
+	return buf;
+}
+
 static bool is_revision_file(const char *name)
 {
 	size_t n = strlen(name);
@@ -470,7 +527,85 @@ static bool is_revision_file(const char *name)
 	       name[0] != '.' && name[0] != '#' && name[0] != '~';
 }
 
-static int scan_dir(struct alembic_source *as, const char *dir, char *err, size_t errlen)
+/* The directories one version location's walk has entered, by device and inode: with
+ * recursive_version_locations a symlink may lead back up, and a loop must end. */
+struct walk {
+	struct walk_dir {
+		dev_t dev;
+		ino_t ino;
+	} *seen;
+	size_t n;
+};
+
+/* Records the open directory d; false when this walk has been in it already. */
+static bool walk_enter(struct walk *w, DIR *d)
+{
+	struct stat st;
+	if (fstat(dirfd(d), &st) != 0)
+		return true; /* cannot tell; it opened, so read it */
+	for (size_t i = 0; i < w->n; i++)
+		if (w->seen[i].dev == st.st_dev && w->seen[i].ino == st.st_ino)
+			return false;
+	w->seen = xrealloc(w->seen, (w->n + 1) * sizeof *w->seen);
+	w->seen[w->n].dev = st.st_dev;
+	w->seen[w->n].ino = st.st_ino;
+	w->n++;
+	return true;
+}
+
+/* Reads and parses one revision file (name inside the directory dfd; path for messages) into
+ * the chain. Returns 0, or MTR_EXIT_INCONSISTENT with err naming the file. */
+static int read_revision(struct alembic_source *as, int dfd, const char *name, const char *path,
+			 char *err, size_t errlen)
+{
+	size_t len;
+	char *text = file_read_at(dfd, name, REV_MAX_BYTES, &len);
+	int e = errno;
+	char *shown = display_path(as, path);
+	int code = 0;
+	struct rev r;
+	if (!text) {
+		char why[128];
+		set_err(err, errlen, "%s: cannot read: %s", shown, read_reason(e, REV_MAX_BYTES, why, sizeof why));
+		code = MTR_EXIT_INCONSISTENT;
+	} else if (alembic_parse_revision(text, shown, &r, err, errlen)) {
+		chain_add(&as->chain, &r);
+	} else {
+		rev_free(&r);
+		code = MTR_EXIT_INCONSISTENT;
+	}
+	free(text);
+	free(shown);
+	return code;
+}
+
+static int scan_dir(struct alembic_source *as, struct walk *w, const char *dir, char *err,
+		    size_t errlen);
+
+/* One entry of the directory d (dir for messages): a directory is walked when recursive, a
+ * revision file is read, anything else skipped. A revision file that cannot be read (a
+ * dangling link, a link loop, a FIFO or a device) is refused with the reason, since Alembic
+ * would try to load it. Returns 0 or an exit code. */
+static int scan_entry(struct alembic_source *as, struct walk *w, DIR *d, const char *dir,
+		      const char *name, char *err, size_t errlen)
+{
+	char *path = xasprintf("%s/%s", dir, name);
+	struct stat st;
+	int code = 0;
+	if (fstatat(dirfd(d), name, &st, 0) == 0 && S_ISDIR(st.st_mode)) {
+		if (as->recursive && strcmp(name, "__pycache__") != 0)
+			code = scan_dir(as, w, path, err, errlen);
+	} else if (is_revision_file(name)) {
+		code = read_revision(as, dirfd(d), name, path, err, errlen);
+	}
+	free(path);
+	return code;
+}
+
+/* Reads the revision files of dir (and below it, when recursive) into the chain, in the
+ * directory's order. Returns 0, or an exit code with err. */
+static int scan_dir(struct alembic_source *as, struct walk *w, const char *dir, char *err,
+		    size_t errlen)
 {
 	DIR *d = opendir(dir);
 	if (!d) {
@@ -478,63 +613,84 @@ static int scan_dir(struct alembic_source *as, const char *dir, char *err, size_
 			as->ini_path, dir, strerror(errno));
 		return MTR_EXIT_INCONSISTENT;
 	}
-	struct dirent *e;
 	int code = 0;
-	while ((e = readdir(d)) != NULL && !code) {
-		if (e->d_name[0] == '.')
-			continue;
-		char *path = xasprintf("%s/%s", dir, e->d_name);
-		struct stat st;
-		if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-			if (as->recursive && strcmp(e->d_name, "__pycache__") != 0)
-				code = scan_dir(as, path, err, errlen);
-			free(path);
-			continue;
-		}
-		if (!S_ISREG(st.st_mode) || !is_revision_file(e->d_name)) {
-			free(path);
-			continue;
-		}
-		FILE *f = fopen(path, "rb");
-		char *text = NULL;
-		size_t len = 0;
-		if (f) {
-			text = xmalloc((size_t)st.st_size + 1);
-			len = fread(text, 1, (size_t)st.st_size, f);
-			text[len] = '\0';
-			fclose(f);
-		}
-		char *shown = display_path(as, path);
-		if (!text) {
-			set_err(err, errlen, "%s: cannot read: %s", shown, strerror(errno));
-			code = MTR_EXIT_INCONSISTENT;
-		} else {
-			struct rev r;
-			if (alembic_parse_revision(text, shown, &r, err, errlen)) {
-				chain_add(&as->chain, &r);
-			} else {
-				rev_free(&r);
-				code = MTR_EXIT_INCONSISTENT;
-			}
-		}
-		free(text);
-		free(shown);
-		free(path);
+	if (walk_enter(w, d)) {
+		struct dirent *e;
+		while (!code && (e = readdir(d)) != NULL)
+			if (e->d_name[0] != '.')
+				code = scan_entry(as, w, d, dir, e->d_name, err, errlen);
 	}
 	closedir(d);
 	return code;
 }
 
+/* Every version location into the chain; logs and returns an exit code when one cannot be
+ * read or none holds a revision. */
+static int load_revisions(struct alembic_source *as)
+{
+	char err[1024];
+	for (size_t i = 0; i < as->ndirs; i++) {
+		struct walk w = {NULL, 0};
+		int code = scan_dir(as, &w, as->dirs[i], err, sizeof err);
+		free(w.seen);
+		if (code) {
+			log_event(LOG_ERROR, "check.failed",
+				  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
+			return code;
+		}
+	}
+	if (as->chain.n == 0) {
+		log_event(LOG_ERROR, "check.failed",
+			  LOG_FIELDS(LF_S("problem", "empty"), LF_I("exit_code", MTR_EXIT_INCONSISTENT)),
+			  "%s: no revision files in %s; check script_location / version_locations",
+			  as->ini_path, as->dirs[0]);
+		return MTR_EXIT_INCONSISTENT;
+	}
+	return 0;
+}
+
 /* ---- the database ---------------------------------------------------------------------------- */
 
+/* The tool's own small queries: bounded by PG_QUERY_MS. libpq's message when the server
+ * answered with an error, pg_run's when no answer came. */
+static PGresult *small_query(PGconn *conn, const char *sql, const char **msg, struct pg_error *e)
+{
+	PGresult *res = pg_run(conn, sql, 0, NULL, PG_QUERY_MS, -1, e);
+	*msg = res ? PQresultErrorMessage(res) : e->msg;
+	return res;
+}
+
+/* The tables of the current schema (not ours): a database Alembic did not set up has some. */
+static bool count_tables(PGconn *conn, long *tables, char *err, size_t errlen)
+{
+	struct pg_error e;
+	const char *msg;
+	PGresult *res = small_query(conn,
+				    "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+				    "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+				    "AND n.nspname = pg_catalog.current_schema() AND c.relname <> 'mtr_failure_state'",
+				    &msg, &e);
+	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+	if (ok)
+		*tables = atol(PQgetvalue(res, 0, 0));
+	else
+		set_err(err, errlen, "reading the catalog: %s", msg);
+	PQclear(res);
+	return ok;
+}
+
+/* Reads the version table's rows into as->db_revs (as->table_exists says whether there is
+ * one; *tables counts the schema's tables when there is not). False with err. */
 static bool read_versions(PGconn *conn, struct alembic_source *as, long *tables, char *err, size_t errlen)
 {
 	/* The usual case in one round trip: the table is there. Only when it is not (42P01, or
 	 * 3F000 for a missing schema) is the schema counted, to tell a new database from one
 	 * set up without Alembic. */
 	*tables = 0;
+	struct pg_error e;
+	const char *msg;
 	char *sql = xasprintf("SELECT version_num FROM %s ORDER BY 1", as->cfg->alembic_version_table);
-	PGresult *res = PQexec(conn, sql);
+	PGresult *res = small_query(conn, sql, &msg, &e);
 	free(sql);
 	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
@@ -547,103 +703,117 @@ static bool read_versions(PGconn *conn, struct alembic_source *as, long *tables,
 		return true;
 	}
 	if (!state || (strcmp(state, "42P01") != 0 && strcmp(state, "3F000") != 0)) {
-		set_err(err, errlen, "reading %s: %s", as->cfg->alembic_version_table,
-			PQresultErrorMessage(res));
+		set_err(err, errlen, "reading %s: %s", as->cfg->alembic_version_table, msg);
 		PQclear(res);
 		return false;
 	}
 	PQclear(res);
 	as->table_exists = false;
-	res = PQexec(conn, "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-			   "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
-			   "AND n.nspname = pg_catalog.current_schema() AND c.relname <> 'mtr_failure_state'");
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		set_err(err, errlen, "reading the catalog: %s", PQresultErrorMessage(res));
-		PQclear(res);
-		return false;
-	}
-	*tables = atol(PQgetvalue(res, 0, 0));
-	PQclear(res);
-	return true;
+	return count_tables(conn, tables, err, errlen);
 }
 
 /* ---- plan ------------------------------------------------------------------------------------ */
 
+/* The ids at idx, ", "-separated, for messages. Caller frees. */
 static char *join_ids(const struct chain *c, const size_t *idx, size_t n)
 {
-	size_t cap = 64, len = 0;
-	char *s = xmalloc(cap);
-	s[0] = '\0';
-	for (size_t i = 0; i < n; i++) {
-		const char *id = c->revs[idx[i]].id;
-		while (len + strlen(id) + 3 > cap)
-			s = xrealloc(s, cap *= 2);
-		len += (size_t)sprintf(s + len, "%s%s", i ? ", " : "", id);
-	}
-	return s;
+	struct strbuf b = STRBUF_INIT;
+	for (size_t i = 0; i < n; i++)
+		sb_addf(&b, "%s%s", i ? ", " : "", c->revs[idx[i]].id);
+	return sb_take(&b);
 }
 
-static void check_database(struct alembic_source *as, long tables, struct problems *p)
+/* The database's rows, ","-separated (plan.ready's from). Caller frees. */
+static char *join_rows(const struct alembic_source *as)
+{
+	struct strbuf b = STRBUF_INIT;
+	for (size_t i = 0; i < as->ndb; i++)
+		sb_addf(&b, "%s%s", i ? "," : "", as->db_revs[i]);
+	return sb_take(&b);
+}
+
+/* No version table: --alembic-baseline to stamp, or a schema that Alembic did not set up. */
+static void check_no_table(struct alembic_source *as, long tables, struct problems *p)
 {
 	const struct config *cfg = as->cfg;
-	const struct chain *c = &as->chain;
-	const char *table = cfg->alembic_version_table;
-	as->do_baseline = false;
-	if (!as->table_exists) {
-		if (cfg->alembic_baseline) {
-			if (chain_find(c, cfg->alembic_baseline) < 0)
-				problems_add(p, "baseline",
-					"--alembic-baseline %s: no revision file declares that id",
-					cfg->alembic_baseline);
-			else
-				as->do_baseline = true;
-		} else if (tables > 0) {
-			problems_add(p, "no_version_table",
-				"the database has %ld tables but no %s table: it was not set up by "
-				"Alembic, or by another tool. Running upgrade head would replay every "
-				"migration on top of it. Find the revision its schema matches and stamp "
-				"it: --alembic-baseline REV (or: alembic stamp REV)",
-				tables, table);
-		}
-		return;
+	if (cfg->alembic_baseline) {
+		if (chain_find(&as->chain, cfg->alembic_baseline) < 0)
+			problems_add(p, "baseline", "--alembic-baseline %s: no revision file declares that id",
+				     cfg->alembic_baseline);
+		else
+			as->do_baseline = true;
+	} else if (tables > 0) {
+		problems_add(p, "no_version_table",
+			     "the database has %ld tables but no %s table: it was not set up by "
+			     "Alembic, or by another tool. Running upgrade head would replay every "
+			     "migration on top of it. Find the revision its schema matches and stamp "
+			     "it: --alembic-baseline REV (or: alembic stamp REV)",
+			     tables, cfg->alembic_version_table);
 	}
-	size_t *at = xmalloc((as->ndb + 1) * sizeof *at), nat = 0;
+}
+
+/* The database's rows as chain indexes into at (room for as->ndb); a row that no revision
+ * file declares is a problem. Returns how many were found. */
+static size_t known_rows(const struct alembic_source *as, size_t *at, struct problems *p)
+{
+	const char *table = as->cfg->alembic_version_table;
+	size_t nat = 0;
 	for (size_t i = 0; i < as->ndb; i++) {
-		long k = chain_find(c, as->db_revs[i]);
+		long k = chain_find(&as->chain, as->db_revs[i]);
 		if (k < 0) {
 			problems_add(p, "unknown_revision",
-				"the database is at revision '%s' (%s), which no revision file here "
-				"declares: the image is older than the database, or migrations were "
-				"lost. Running alembic would fail with \"Can't locate revision "
-				"identified by '%s'\". Deploy an image that has it (or restore the file)",
-				as->db_revs[i], table, as->db_revs[i]);
+				     "the database is at revision '%s' (%s), which no revision file here "
+				     "declares: the image is older than the database, or migrations were "
+				     "lost. Running alembic would fail with \"Can't locate revision "
+				     "identified by '%s'\". Deploy an image that has it (or restore the file)",
+				     as->db_revs[i], table, as->db_revs[i]);
 			continue;
 		}
 		at[nat++] = (size_t)k;
 	}
-	/* A row that is an ancestor of another row is stale (the incident's 0003 beside 0004). */
+	return nat;
+}
+
+/* A row that is an ancestor of another row is stale (the incident's 0003 beside 0004): with
+ * --repair-version-table it is kept in as->stale for removal, else it is a problem. */
+static void check_stale(struct alembic_source *as, const size_t *at, size_t nat, struct problems *p)
+{
+	const struct chain *c = &as->chain;
+	const char *table = as->cfg->alembic_version_table;
 	for (size_t i = 0; i < nat; i++) {
 		for (size_t k = 0; k < nat; k++) {
 			if (i == k || !chain_is_ancestor(c, at[i], at[k]) || at[i] == at[k])
 				continue;
 			const char *old = c->revs[at[i]].id, *newer = c->revs[at[k]].id;
-			if (cfg->repair_version_table) {
+			if (as->cfg->repair_version_table) {
 				as->stale = xrealloc(as->stale, (as->nstale + 1) * sizeof *as->stale);
 				as->stale[as->nstale++] = xstrdup(old);
 				as->do_repair = true;
 			} else {
 				problems_add(p, "stale_row",
-					"%s holds both '%s' and '%s', but '%s' (%s) is an ancestor of "
-					"'%s' (%s): the row '%s' is stale, left by a hand repair. Alembic "
-					"would say \"Requested revision %s overlaps with other requested "
-					"revisions\". Remove it: --repair-version-table (or DELETE FROM %s "
-					"WHERE version_num = '%s')",
-					table, old, newer, old, c->revs[at[i]].file, newer, c->revs[at[k]].file,
-					old, newer, table, old);
+					     "%s holds both '%s' and '%s', but '%s' (%s) is an ancestor of "
+					     "'%s' (%s): the row '%s' is stale, left by a hand repair. Alembic "
+					     "would say \"Requested revision %s overlaps with other requested "
+					     "revisions\". Remove it: --repair-version-table (or DELETE FROM %s "
+					     "WHERE version_num = '%s')",
+					     table, old, newer, old, c->revs[at[i]].file, newer, c->revs[at[k]].file,
+					     old, newer, table, old);
 			}
 			break;
 		}
 	}
+}
+
+static void check_database(struct alembic_source *as, long tables, struct problems *p)
+{
+	as->do_baseline = false;
+	if (!as->table_exists) {
+		check_no_table(as, tables, p);
+		return;
+	}
+	size_t *at = xmalloc((as->ndb + 1) * sizeof *at);
+	size_t nat = known_rows(as, at, p);
+	check_stale(as, at, nat, p);
 	free(at);
 }
 
@@ -665,82 +835,132 @@ static size_t db_positions(const struct alembic_source *as, size_t *at)
 	return nat;
 }
 
-static void print_report(const struct alembic_source *as, const struct problems *p)
+/* The heads, and what is pending from where the database is (nothing when there are problems). */
+static void find_pending(struct alembic_source *as, const struct problems *p)
+{
+	as->heads = xmalloc((as->chain.n + 1) * sizeof *as->heads);
+	as->nheads = chain_heads(&as->chain, as->heads, as->chain.n);
+	as->pending = xmalloc((as->chain.n + 1) * sizeof *as->pending);
+	if (p->n == 0) {
+		size_t *at = xmalloc((as->ndb + 2) * sizeof *at);
+		size_t nat = db_positions(as, at);
+		as->npending = chain_pending(&as->chain, at, nat, as->pending);
+		free(at);
+	}
+}
+
+static void add_ids(cJSON *o, const char *name, const struct chain *c, const size_t *idx, size_t n)
+{
+	cJSON *a = cJSON_AddArrayToObject(o, name);
+	for (size_t i = 0; i < n; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateString(c->revs[idx[i]].id));
+}
+
+/* --check with --log-format json: one object on stdout. */
+static void report_json(const struct alembic_source *as, const size_t *roots, size_t nroots,
+			const struct problems *p)
 {
 	const struct chain *c = &as->chain;
-	size_t *roots = xmalloc((c->n + 1) * sizeof *roots);
-	size_t nroots = chain_roots(c, roots, c->n);
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "revisions", (double)c->n);
+	add_ids(o, "roots", c, roots, nroots);
+	add_ids(o, "heads", c, as->heads, as->nheads);
+	cJSON *a = cJSON_AddArrayToObject(o, "database");
+	for (size_t i = 0; i < as->ndb; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateString(as->db_revs[i]));
+	add_ids(o, "pending", c, as->pending, as->npending);
+	a = cJSON_AddArrayToObject(o, "problems");
+	for (size_t i = 0; i < p->n; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateString(p->items[i].msg));
+	cJSON_AddBoolToObject(o, "consistent", p->n == 0);
+	char *text = cJSON_PrintUnformatted(o);
+	if (text)
+		printf("%s\n", text);
+	cJSON_free(text);
+	cJSON_Delete(o);
+}
+
+/* --check: a few lines on stdout. */
+static void report_text(const struct alembic_source *as, const size_t *roots, size_t nroots,
+			const struct problems *p)
+{
+	const struct chain *c = &as->chain;
 	char *r = join_ids(c, roots, nroots), *h = join_ids(c, as->heads, as->nheads);
 	char *pend = join_ids(c, as->pending, as->npending);
-	if (as->cfg->log_format == LOG_FORMAT_JSON) {
-		cJSON *o = cJSON_CreateObject();
-		cJSON_AddNumberToObject(o, "revisions", (double)c->n);
-		cJSON *a = cJSON_AddArrayToObject(o, "roots");
-		for (size_t i = 0; i < nroots; i++)
-			cJSON_AddItemToArray(a, cJSON_CreateString(c->revs[roots[i]].id));
-		a = cJSON_AddArrayToObject(o, "heads");
-		for (size_t i = 0; i < as->nheads; i++)
-			cJSON_AddItemToArray(a, cJSON_CreateString(c->revs[as->heads[i]].id));
-		a = cJSON_AddArrayToObject(o, "database");
-		for (size_t i = 0; i < as->ndb; i++)
-			cJSON_AddItemToArray(a, cJSON_CreateString(as->db_revs[i]));
-		a = cJSON_AddArrayToObject(o, "pending");
-		for (size_t i = 0; i < as->npending; i++)
-			cJSON_AddItemToArray(a, cJSON_CreateString(c->revs[as->pending[i]].id));
-		a = cJSON_AddArrayToObject(o, "problems");
-		for (size_t i = 0; i < p->n; i++)
-			cJSON_AddItemToArray(a, cJSON_CreateString(p->items[i].msg));
-		cJSON_AddBoolToObject(o, "consistent", p->n == 0);
-		char *text = cJSON_PrintUnformatted(o);
-		if (text)
-			printf("%s\n", text);
-		cJSON_free(text);
-		cJSON_Delete(o);
-	} else {
-		printf("revisions: %zu; roots: %s; heads: %s\n", c->n, r, h);
-		printf("database: ");
-		if (!as->table_exists)
-			printf("no %s table\n", as->cfg->alembic_version_table);
-		for (size_t i = 0; i < as->ndb; i++)
-			printf("%s%s", i ? ", " : "", as->db_revs[i]);
-		if (as->table_exists)
-			printf("%s\n", as->ndb ? "" : "(empty)");
-		printf("pending: %s\n", as->npending ? pend : "none");
-		for (size_t i = 0; i < p->n; i++)
-			printf("problem: %s\n", p->items[i].msg);
-		printf("%s: %zu problem%s\n", p->n ? "INCONSISTENT" : "consistent", p->n,
-		       p->n == 1 ? "" : "s");
-	}
+	printf("revisions: %zu; roots: %s; heads: %s\n", c->n, r, h);
+	printf("database: ");
+	if (!as->table_exists)
+		printf("no %s table\n", as->cfg->alembic_version_table);
+	for (size_t i = 0; i < as->ndb; i++)
+		printf("%s%s", i ? ", " : "", as->db_revs[i]);
+	if (as->table_exists)
+		printf("%s\n", as->ndb ? "" : "(empty)");
+	printf("pending: %s\n", as->npending ? pend : "none");
+	for (size_t i = 0; i < p->n; i++)
+		printf("problem: %s\n", p->items[i].msg);
+	printf("%s: %zu problem%s\n", p->n ? "INCONSISTENT" : "consistent", p->n, p->n == 1 ? "" : "s");
 	free(r);
 	free(h);
 	free(pend);
+}
+
+static void print_report(const struct alembic_source *as, const struct problems *p)
+{
+	size_t *roots = xmalloc((as->chain.n + 1) * sizeof *roots);
+	size_t nroots = chain_roots(&as->chain, roots, as->chain.n);
+	if (as->cfg->log_format == LOG_FORMAT_JSON)
+		report_json(as, roots, nroots, p);
+	else
+		report_text(as, roots, nroots, p);
 	free(roots);
+}
+
+/* The plan's last word: refused (code), or ready with what is pending. A quiet plan (before
+ * the lock) that found problems or work leaves the telling to the locked one. */
+static void log_verdict(const struct alembic_source *as, const struct problems *p, bool quiet, int code)
+{
+	if (quiet && (p->n || as->npending + as->do_repair + as->do_baseline > 0))
+		return;
+	if (p->n) {
+		log_event(LOG_ERROR, "check.refused", LOG_FIELDS(LF_I("problems", p->n), LF_I("exit_code", code)),
+			  "refusing to migrate: %zu problem%s with the Alembic project %s (see "
+			  "check.failed above); nothing was changed, Alembic was not started",
+			  p->n, p->n == 1 ? "" : "s", as->ini_path);
+		return;
+	}
+	char *from = join_rows(as), *to = join_ids(&as->chain, as->heads, as->nheads);
+	log_event(LOG_INFO, "plan.ready",
+		  LOG_FIELDS(LF_I("revisions", as->chain.n), LF_I("pending", as->npending),
+			     LF_S("from", as->ndb ? from : NULL), LF_S("to", to)),
+		  "%zu Alembic revision%s pending", as->npending, as->npending == 1 ? "" : "s");
+	free(from);
+	free(to);
+}
+
+/* What the phases after the plan name backups and failures by. */
+static void record_info(const struct alembic_source *as, struct plan_info *info)
+{
+	uint64_t h = FNV_OFFSET;
+	for (size_t i = 0; i < as->chain.n; i++)
+		h = fnv1a(as->chain.revs[i].id, strlen(as->chain.revs[i].id) + 1, h);
+	info->fingerprint = h;
+	snprintf(info->from, sizeof info->from, "%s", as->ndb ? as->db_revs[as->ndb - 1] : "");
+	snprintf(info->to, sizeof info->to, "%s",
+		 as->nheads ? as->chain.revs[as->heads[as->nheads - 1]].id : "");
 }
 
 static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int flags,
 			size_t *pending)
 {
 	struct alembic_source *as = self;
-	char err[1024];
 	free_plan(as);
 	as->do_repair = false;
-	for (size_t i = 0; i < as->ndirs; i++) {
-		int code = scan_dir(as, as->dirs[i], err, sizeof err);
-		if (code) {
-			log_event(LOG_ERROR, "check.failed",
-				  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
-			return code;
-		}
-	}
-	if (as->chain.n == 0) {
-		log_event(LOG_ERROR, "check.failed",
-			  LOG_FIELDS(LF_S("problem", "empty"), LF_I("exit_code", MTR_EXIT_INCONSISTENT)),
-			  "%s: no revision files in %s; check script_location / version_locations",
-			  as->ini_path, as->dirs[0]);
-		return MTR_EXIT_INCONSISTENT;
-	}
+	int code = load_revisions(as);
+	if (code)
+		return code;
 	struct problems p = {0};
 	chain_check(&as->chain, &p);
+	char err[1024];
 	long tables = 0;
 	if (!read_versions(conn, as, &tables, err, sizeof err)) {
 		problems_free(&p);
@@ -749,112 +969,113 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 		return MTR_EXIT_TEMPFAIL;
 	}
 	check_database(as, tables, &p);
-	as->heads = xmalloc((as->chain.n + 1) * sizeof *as->heads);
-	as->nheads = chain_heads(&as->chain, as->heads, as->chain.n);
-	as->pending = xmalloc((as->chain.n + 1) * sizeof *as->pending);
-	if (p.n == 0) {
-		size_t *at = xmalloc((as->ndb + 2) * sizeof *at);
-		size_t nat = db_positions(as, at);
-		as->npending = chain_pending(&as->chain, at, nat, as->pending);
-		free(at);
-	}
-	bool quiet = flags & PLAN_QUIET;
-	if (!quiet)
+	find_pending(as, &p);
+	if (!(flags & PLAN_QUIET))
 		problems_log(&p);
 	if (flags & PLAN_REPORT)
 		print_report(as, &p);
-	int code = p.n ? MTR_EXIT_INCONSISTENT : 0;
-	if (quiet && (p.n || as->npending + as->do_repair + as->do_baseline > 0)) {
-		/* problems or pending: the locked plan will say what */
-	} else if (p.n) {
-		log_event(LOG_ERROR, "check.refused",
-			  LOG_FIELDS(LF_I("problems", p.n), LF_I("exit_code", code)),
-			  "refusing to migrate: %zu problem%s with the Alembic project %s (see "
-			  "check.failed above); nothing was changed, Alembic was not started",
-			  p.n, p.n == 1 ? "" : "s", as->ini_path);
-	} else {
-		char *from = xmalloc(1);
-		from[0] = '\0';
-		for (size_t i = 0; i < as->ndb; i++) {
-			char *n = xasprintf("%s%s%s", from, i ? "," : "", as->db_revs[i]);
-			free(from);
-			from = n;
-		}
-		char *to = join_ids(&as->chain, as->heads, as->nheads);
-		log_event(LOG_INFO, "plan.ready",
-			  LOG_FIELDS(LF_I("revisions", as->chain.n), LF_I("pending", as->npending),
-				     LF_S("from", as->ndb ? from : NULL), LF_S("to", to)),
-			  "%zu Alembic revision%s pending", as->npending, as->npending == 1 ? "" : "s");
-		free(from);
-		free(to);
-	}
+	code = p.n ? MTR_EXIT_INCONSISTENT : 0;
+	log_verdict(as, &p, flags & PLAN_QUIET, code);
 	problems_free(&p);
 	*pending = as->npending + as->do_repair + as->do_baseline;
-	uint64_t h = FNV_OFFSET;
-	for (size_t i = 0; i < as->chain.n; i++)
-		h = fnv1a(as->chain.revs[i].id, strlen(as->chain.revs[i].id) + 1, h);
-	ctx->info->fingerprint = h;
-	snprintf(ctx->info->from, sizeof ctx->info->from, "%s", as->ndb ? as->db_revs[as->ndb - 1] : "");
-	snprintf(ctx->info->to, sizeof ctx->info->to, "%s",
-		 as->nheads ? as->chain.revs[as->heads[as->nheads - 1]].id : "");
+	record_info(as, ctx->info);
 	return code;
 }
 
 /* ---- migrate --------------------------------------------------------------------------------- */
 
+/* One bookkeeping statement (small: PG_QUERY_MS). False with libpq's message in err. */
 static bool exec_ok(PGconn *conn, const char *sql, char *err, size_t errlen)
 {
-	PGresult *res = PQexec(conn, sql);
-	bool ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+	struct pg_error e;
+	const char *msg;
+	PGresult *res = small_query(conn, sql, &msg, &e);
+	ExecStatusType st = PQresultStatus(res);
+	bool ok = res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
 	if (!ok)
-		set_err(err, errlen, "%s", PQresultErrorMessage(res));
+		set_err(err, errlen, "%s", msg);
 	PQclear(res);
 	return ok;
 }
 
-static bool bookkeeping(PGconn *conn, struct alembic_source *as, char *err, size_t errlen)
+/* Ends the transaction a bookkeeping step failed in; the step's own error is what is reported. */
+static void rollback(PGconn *conn)
+{
+	struct pg_error e;
+	if (!pg_command(conn, "ROLLBACK", 0, NULL, PG_QUERY_MS, -1, &e)) {
+		/* nothing more to do: the connection's state is checked by the caller */
+	}
+}
+
+/* --alembic-baseline on a database without the version table: create it holding the baseline. */
+static bool stamp_baseline(PGconn *conn, const struct alembic_source *as, char *err, size_t errlen)
+{
+	const char *table = as->cfg->alembic_version_table, *base = as->cfg->alembic_baseline;
+	char *rev = PQescapeLiteral(conn, base, strlen(base));
+	char *sql = xasprintf("BEGIN; CREATE TABLE %s (version_num varchar(32) NOT NULL, "
+			      "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)); "
+			      "INSERT INTO %s VALUES (%s); COMMIT",
+			      table, table, rev ? rev : "''");
+	bool ok = exec_ok(conn, sql, err, errlen);
+	free(sql);
+	PQfreemem(rev);
+	if (!ok) {
+		rollback(conn);
+		return false;
+	}
+	log_event(LOG_INFO, "migrate.baseline", LOG_FIELDS(LF_S("revision", base)),
+		  "stamped %s with %s (--alembic-baseline): revisions up to it count as applied", table,
+		  base);
+	return true;
+}
+
+/* --repair-version-table: the stale rows go, in one transaction. */
+static bool remove_stale(PGconn *conn, const struct alembic_source *as, char *err, size_t errlen)
 {
 	const char *table = as->cfg->alembic_version_table;
-	if (as->do_baseline) {
-		char *rev = PQescapeLiteral(conn, as->cfg->alembic_baseline, strlen(as->cfg->alembic_baseline));
-		char *sql = xasprintf("BEGIN; CREATE TABLE %s (version_num varchar(32) NOT NULL, "
-				      "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)); "
-				      "INSERT INTO %s VALUES (%s); COMMIT",
-				      table, table, rev ? rev : "''");
+	if (!exec_ok(conn, "BEGIN", err, errlen))
+		return false;
+	for (size_t i = 0; i < as->nstale; i++) {
+		char *rev = PQescapeLiteral(conn, as->stale[i], strlen(as->stale[i]));
+		char *sql = xasprintf("DELETE FROM %s WHERE version_num = %s", table, rev ? rev : "''");
 		bool ok = exec_ok(conn, sql, err, errlen);
 		free(sql);
 		PQfreemem(rev);
 		if (!ok) {
-			PQclear(PQexec(conn, "ROLLBACK"));
+			rollback(conn);
 			return false;
 		}
-		log_event(LOG_INFO, "migrate.baseline", LOG_FIELDS(LF_S("revision", as->cfg->alembic_baseline)),
-			  "stamped %s with %s (--alembic-baseline): revisions up to it count as applied",
-			  table, as->cfg->alembic_baseline);
+		log_event(LOG_WARN, "migrate.repair", LOG_FIELDS(LF_S("table", table), LF_S("removed", as->stale[i])),
+			  "removed the stale row '%s' from %s (an ancestor of another row; "
+			  "--repair-version-table)",
+			  as->stale[i], table);
 	}
-	if (as->do_repair) {
-		if (!exec_ok(conn, "BEGIN", err, errlen))
-			return false;
-		for (size_t i = 0; i < as->nstale; i++) {
-			char *rev = PQescapeLiteral(conn, as->stale[i], strlen(as->stale[i]));
-			char *sql = xasprintf("DELETE FROM %s WHERE version_num = %s", table, rev ? rev : "''");
-			bool ok = exec_ok(conn, sql, err, errlen);
-			free(sql);
-			PQfreemem(rev);
-			if (!ok) {
-				PQclear(PQexec(conn, "ROLLBACK"));
-				return false;
-			}
-			log_event(LOG_WARN, "migrate.repair",
-				  LOG_FIELDS(LF_S("table", table), LF_S("removed", as->stale[i])),
-				  "removed the stale row '%s' from %s (an ancestor of another row; "
-				  "--repair-version-table)",
-				  as->stale[i], table);
-		}
-		if (!exec_ok(conn, "COMMIT", err, errlen))
-			return false;
+	return exec_ok(conn, "COMMIT", err, errlen);
+}
+
+static bool bookkeeping(PGconn *conn, const struct alembic_source *as, char *err, size_t errlen)
+{
+	if (as->do_baseline && !stamp_baseline(conn, as, err, errlen))
+		return false;
+	return !as->do_repair || remove_stale(conn, as, err, errlen);
+}
+
+/* The version table could not be updated: the connection was lost (try again), or it is a
+ * migration failure. */
+static void bookkeeping_failed(const struct alembic_source *as, PGconn *conn, const char *err,
+			       struct migrate_outcome *out)
+{
+	if (PQstatus(conn) != CONNECTION_OK) {
+		out->result = MIGRATE_LOST;
+		snprintf(out->how, sizeof out->how, "the database connection was lost");
+		return;
 	}
-	return true;
+	log_event(LOG_ERROR, "migrate.failed", LOG_FIELDS(LF_S("error", err), LF_I("exit_code", MTR_EXIT_MIGRATION)),
+		  "cannot update %s: %s", as->cfg->alembic_version_table, err);
+	snprintf(out->message, sizeof out->message, "cannot update %.100s: %.300s",
+		 as->cfg->alembic_version_table, err);
+	out->result = MIGRATE_FAILED;
+	out->code = MTR_EXIT_MIGRATION;
 }
 
 /* Explains a failure whose SQLSTATE says the schema and the revision history disagree. */
@@ -884,80 +1105,54 @@ static void diagnose(const struct alembic_source *as, const struct migrate_outco
 	}
 }
 
-static void alembic_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
+/* Alembic failed: a diagnosis from what the database holds now, and the file to blame. */
+static void explain_failure(struct alembic_source *as, PGconn *conn, bool had_table,
 			    struct migrate_outcome *out)
 {
-	struct alembic_source *as = self;
-	char err[1024];
-	memset(out, 0, sizeof *out);
-	if (!bookkeeping(conn, as, err, sizeof err)) {
-		if (PQstatus(conn) != CONNECTION_OK) {
-			out->result = MIGRATE_LOST;
-			snprintf(out->how, sizeof out->how, "the database connection was lost");
-			return;
-		}
-		log_event(LOG_ERROR, "migrate.failed",
-			  LOG_FIELDS(LF_S("error", err), LF_I("exit_code", MTR_EXIT_MIGRATION)),
-			  "cannot update %s: %s", as->cfg->alembic_version_table, err);
-		snprintf(out->message, sizeof out->message, "cannot update %.100s: %.300s",
-			 as->cfg->alembic_version_table, err);
-		out->result = MIGRATE_FAILED;
-		out->code = MTR_EXIT_MIGRATION;
-		return;
-	}
-	if (as->npending == 0) {
-		out->result = MIGRATE_OK;
-		return;
-	}
+	char err[256];
 	long tables_before = 0;
-	bool had_table = as->table_exists;
-	as->cmd.migrate(as->cmd.self, conn, ctx, out);
-	if (out->result == MIGRATE_FAILED) {
-		char e2[256];
-		for (size_t i = 0; i < as->ndb; i++)
-			free(as->db_revs[i]);
-		free(as->db_revs);
-		as->db_revs = NULL;
-		as->ndb = 0;
-		if (read_versions(conn, as, &tables_before, e2, sizeof e2))
-			diagnose(as, out, had_table ? 2 : tables_before);
-		long k = out->revision[0] ? chain_find(&as->chain, out->revision) : -1;
-		if (k >= 0)
-			snprintf(out->file, sizeof out->file, "%s", as->chain.revs[k].file);
-		return;
+	forget_versions(as);
+	if (read_versions(conn, as, &tables_before, err, sizeof err))
+		diagnose(as, out, had_table ? 2 : tables_before);
+	long k = out->revision[0] ? chain_find(&as->chain, out->revision) : -1;
+	if (k >= 0)
+		snprintf(out->file, sizeof out->file, "%s", as->chain.revs[k].file);
+}
+
+/* At the heads: nothing left pending from where the rows say we are (Alembic leaves out
+ * a head that another head depends_on, so the rows need not list every head). */
+static bool at_heads(const struct alembic_source *as)
+{
+	size_t *at = xmalloc((as->ndb + 1) * sizeof *at), nat = 0;
+	bool ok = as->ndb > 0;
+	for (size_t i = 0; i < as->ndb; i++) {
+		long k = chain_find(&as->chain, as->db_revs[i]);
+		if (k < 0)
+			ok = false;
+		else
+			at[nat++] = (size_t)k;
 	}
-	if (out->result != MIGRATE_OK)
-		return;
-	/* Confirm where the database is now: the heads, and nothing else. */
-	for (size_t i = 0; i < as->ndb; i++)
-		free(as->db_revs[i]);
-	free(as->db_revs);
-	as->db_revs = NULL;
-	as->ndb = 0;
+	size_t *left = xmalloc((as->chain.n + 1) * sizeof *left);
+	if (ok && chain_pending(&as->chain, at, nat, left) > 0)
+		ok = false;
+	free(left);
+	free(at);
+	return ok;
+}
+
+/* Alembic exited 0: confirm where the database is now, the heads and nothing else. */
+static void verify_heads(struct alembic_source *as, PGconn *conn, struct migrate_outcome *out)
+{
+	char err[1024];
 	long tables;
+	forget_versions(as);
 	if (!read_versions(conn, as, &tables, err, sizeof err)) {
 		log_event(LOG_WARN, "migrate.verify", LOG_FIELDS(LF_S("error", err)),
 			  "cannot confirm the database's revision after Alembic ran: %s", err);
 		return;
 	}
-	/* At the heads: nothing left pending from where the rows say we are (Alembic leaves out
-	 * a head that another head depends_on, so the rows need not list every head). */
-	size_t *at = xmalloc((as->ndb + 1) * sizeof *at), nat = 0;
-	bool at_heads = as->ndb > 0;
-	for (size_t i = 0; i < as->ndb; i++) {
-		long k = chain_find(&as->chain, as->db_revs[i]);
-		if (k < 0)
-			at_heads = false;
-		else
-			at[nat++] = (size_t)k;
-	}
-	size_t *left = xmalloc((as->chain.n + 1) * sizeof *left);
-	if (at_heads && chain_pending(&as->chain, at, nat, left) > 0)
-		at_heads = false;
-	free(left);
-	free(at);
 	char *to = join_ids(&as->chain, as->heads, as->nheads);
-	if (!at_heads) {
+	if (!at_heads(as)) {
 		log_event(LOG_ERROR, "migrate.failed",
 			  LOG_FIELDS(LF_S("expected", to), LF_I("exit_code", MTR_EXIT_MIGRATION)),
 			  "Alembic exited 0 but %s does not hold the head revision(s) %s; check the "
@@ -977,6 +1172,28 @@ static void alembic_migrate(void *self, PGconn *conn, const struct source_ctx *c
 	free(to);
 }
 
+static void alembic_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
+			    struct migrate_outcome *out)
+{
+	struct alembic_source *as = self;
+	char err[1024];
+	memset(out, 0, sizeof *out);
+	if (!bookkeeping(conn, as, err, sizeof err)) {
+		bookkeeping_failed(as, conn, err, out);
+		return;
+	}
+	if (as->npending == 0) {
+		out->result = MIGRATE_OK;
+		return;
+	}
+	bool had_table = as->table_exists;
+	as->cmd.migrate(as->cmd.self, conn, ctx, out);
+	if (out->result == MIGRATE_FAILED)
+		explain_failure(as, conn, had_table, out);
+	else if (out->result == MIGRATE_OK)
+		verify_heads(as, conn, out);
+}
+
 static void alembic_destroy(void *self)
 {
 	struct alembic_source *as = self;
@@ -990,6 +1207,8 @@ static void alembic_destroy(void *self)
 	free(as->ini_dir);
 	free(as);
 }
+
+/* ---- where the revision files are ------------------------------------------------------------ */
 
 /* Splits version_locations as Alembic does for the given version_path_separator. */
 static bool split_locations(const char *value, const char *sep, char ***out, size_t *n)
@@ -1019,67 +1238,69 @@ static bool split_locations(const char *value, const char *sep, char ***out, siz
 	return true;
 }
 
-bool alembic_ini_locate(const char *text, const char *ini, const char *here, char ***dirs,
-			size_t *ndirs, bool *recursive, char *err, size_t errlen)
+/* The [alembic] settings that say where the revision files are. */
+enum { WHERE_SCRIPT, WHERE_VERSIONS, WHERE_SEPARATOR, WHERE_RECURSIVE, WHERE_N };
+static const char *const WHERE_KEYS[WHERE_N] = {"script_location", "version_locations",
+						"version_path_separator", "recursive_version_locations"};
+
+/* Parses the ini's text and expands WHERE_KEYS into v (NULL where absent; caller frees each).
+ * False with err, and nothing to free, when the text is not an ini or a value never ends. */
+static bool ini_where(const char *text, const char *ini, const char *here, char *v[WHERE_N],
+		      char *err, size_t errlen)
 {
 	struct ini parsed;
 	char perr[256];
-	*dirs = NULL;
-	*ndirs = 0;
-	*recursive = false;
+	for (size_t i = 0; i < WHERE_N; i++)
+		v[i] = NULL;
 	if (!alembic_ini_parse(text, &parsed, perr, sizeof perr)) {
 		set_err(err, errlen, "--alembic-ini: %s: %s", ini, perr);
 		return false;
 	}
-	static const char *const keys[] = {"script_location", "version_locations",
-					   "version_path_separator", "recursive_version_locations"};
-	char *values[4] = {NULL, NULL, NULL, NULL};
 	bool bad = false;
-	for (size_t i = 0; i < 4 && !bad; i++) {
-		values[i] = ini_get(&parsed, "alembic", keys[i], here, &bad);
-		if (bad) {
+	for (size_t i = 0; i < WHERE_N && !bad; i++) {
+		v[i] = ini_get(&parsed, "alembic", WHERE_KEYS[i], here, &bad);
+		if (bad)
 			set_err(err, errlen,
 				"--alembic-ini: %s: %s does not expand to a value: its %%(name)s "
 				"references nest deeper than %d (a loop?) or grow past %d bytes",
-				ini, keys[i], INI_MAX_DEPTH, INI_MAX_VALUE);
-		}
+				ini, WHERE_KEYS[i], INI_MAX_DEPTH, INI_MAX_VALUE);
 	}
 	ini_free(&parsed);
-	if (bad) {
-		for (size_t i = 0; i < 4; i++)
-			free(values[i]);
+	for (size_t i = 0; bad && i < WHERE_N; i++) {
+		free(v[i]);
+		v[i] = NULL;
+	}
+	return !bad;
+}
+
+/* The revision directories from the settings: version_locations (relative ones under here),
+ * else script_location/versions. False with err; *dirs may then hold some to free. */
+static bool where_dirs(char *const v[WHERE_N], const char *ini, const char *here, char ***dirs,
+		       size_t *ndirs, char *err, size_t errlen)
+{
+	const char *loc = v[WHERE_SCRIPT], *vloc = v[WHERE_VERSIONS], *vsep = v[WHERE_SEPARATOR];
+	if (!loc) {
+		set_err(err, errlen, "--alembic-ini: %s has no script_location in its [alembic] section", ini);
 		return false;
 	}
-	char *loc = values[0], *vloc = values[1], *vsep = values[2], *rec = values[3];
-	bool ok = false;
-	if (!loc) {
-		set_err(err, errlen, "--alembic-ini: %s has no script_location in its [alembic] section",
-			ini);
-		goto out;
-	}
 	struct stat st;
-	const char *colon = strchr(loc, ':');
-	if (colon && loc[0] != '/' && stat(loc, &st) != 0) {
+	if (strchr(loc, ':') && loc[0] != '/' && stat(loc, &st) != 0) {
 		set_err(err, errlen,
 			"--alembic-ini: script_location = %s is a package resource (package:path), "
 			"which is not supported; give a directory (e.g. %%(here)s/migrations)",
 			loc);
-		goto out;
+		return false;
 	}
-	if (vloc) {
-		if (!split_locations(vloc, vsep, dirs, ndirs)) {
-			set_err(err, errlen,
-				"--alembic-ini: version_path_separator = %s: expected space, os, :, ; or "
-				"newline",
-				vsep);
-			goto out;
-		}
-		for (size_t i = 0; i < *ndirs; i++) {
-			if ((*dirs)[i][0] != '/') {
-				char *abs = xasprintf("%s/%s", here, (*dirs)[i]);
-				free((*dirs)[i]);
-				(*dirs)[i] = abs;
-			}
+	if (vloc && !split_locations(vloc, vsep, dirs, ndirs)) {
+		set_err(err, errlen,
+			"--alembic-ini: version_path_separator = %s: expected space, os, :, ; or newline", vsep);
+		return false;
+	}
+	for (size_t i = 0; i < *ndirs; i++) {
+		if ((*dirs)[i][0] != '/') {
+			char *abs = xasprintf("%s/%s", here, (*dirs)[i]);
+			free((*dirs)[i]);
+			(*dirs)[i] = abs;
 		}
 	}
 	if (*ndirs == 0) {
@@ -1087,14 +1308,23 @@ bool alembic_ini_locate(const char *text, const char *ini, const char *here, cha
 		(*dirs)[(*ndirs)++] = loc[0] == '/' ? xasprintf("%s/versions", loc)
 						    : xasprintf("%s/%s/versions", here, loc);
 	}
+	return true;
+}
+
+bool alembic_ini_locate(const char *text, const char *ini, const char *here, char ***dirs,
+			size_t *ndirs, bool *recursive, char *err, size_t errlen)
+{
+	char *v[WHERE_N];
+	*dirs = NULL;
+	*ndirs = 0;
+	*recursive = false;
+	if (!ini_where(text, ini, here, v, err, errlen))
+		return false;
+	bool ok = where_dirs(v, ini, here, dirs, ndirs, err, errlen);
 	bool b = false;
-	*recursive = rec && config_parse_bool(rec, &b) && b;
-	ok = true;
-out:
-	free(loc);
-	free(vloc);
-	free(vsep);
-	free(rec);
+	*recursive = ok && v[WHERE_RECURSIVE] && config_parse_bool(v[WHERE_RECURSIVE], &b) && b;
+	for (size_t i = 0; i < WHERE_N; i++)
+		free(v[i]);
 	if (!ok) {
 		for (size_t i = 0; i < *ndirs; i++)
 			free((*dirs)[i]);
@@ -1105,32 +1335,35 @@ out:
 	return ok;
 }
 
+/* Reads --alembic-ini and sets as->ini_dir (its real directory: %(here)s). Returns the text
+ * (caller frees), or NULL with err. */
+static char *read_ini(struct alembic_source *as, char *err, size_t errlen)
+{
+	const char *ini = as->cfg->alembic_ini;
+	char *real = realpath(ini, NULL);
+	size_t len;
+	char *text = real ? file_read(real, INI_MAX_BYTES, &len) : NULL;
+	if (!text) {
+		int e = errno;
+		char why[128];
+		set_err(err, errlen, "--alembic-ini: cannot read '%s': %s", ini,
+			read_reason(e, INI_MAX_BYTES, why, sizeof why));
+		free(real);
+		return NULL;
+	}
+	as->ini_dir = xstrdup(dirname(real));
+	free(real);
+	return text;
+}
+
 bool source_alembic_open(const struct config *cfg, struct source *src, char *err, size_t errlen)
 {
 	struct alembic_source *as = xcalloc(1, sizeof *as);
 	as->cfg = cfg;
-	char *real = realpath(cfg->alembic_ini, NULL);
 	as->ini_path = xstrdup(cfg->alembic_ini);
-	FILE *f = real ? fopen(real, "rb") : NULL;
-	if (!f) {
-		set_err(err, errlen, "--alembic-ini: cannot read '%s': %s", cfg->alembic_ini, strerror(errno));
-		free(real);
-		alembic_destroy(as);
-		return false;
-	}
-	char *copy = xstrdup(real);
-	as->ini_dir = xstrdup(dirname(copy));
-	free(copy);
-	free(real);
-	size_t cap = 4096, len = 0, got;
-	char *text = xmalloc(cap);
-	while ((got = fread(text + len, 1, cap - len - 1, f)) > 0)
-		if ((len += got) + 1 == cap)
-			text = xrealloc(text, cap *= 2);
-	text[len] = '\0';
-	fclose(f);
-	bool located = alembic_ini_locate(text, cfg->alembic_ini, as->ini_dir, &as->dirs, &as->ndirs,
-					  &as->recursive, err, errlen);
+	char *text = read_ini(as, err, errlen);
+	bool located = text && alembic_ini_locate(text, cfg->alembic_ini, as->ini_dir, &as->dirs,
+						  &as->ndirs, &as->recursive, err, errlen);
 	free(text);
 	/* The tool: --migrate-cmd, else PYTHON -m alembic -c INI upgrade head. */
 	if (!located || !source_cmd_open(cfg, &as->cmd, err, errlen)) {

@@ -354,14 +354,13 @@ static const struct applied *find_applied(const struct sql_source *ss, uint64_t 
 	return NULL;
 }
 
-static void check_state(struct sql_source *ss, PGconn *conn, long tables, struct problems *pr)
+/* Each history row against the files: failed rows, missing files, changed checksums.
+ * Returns the newest applied version in *max (false when nothing is applied). */
+static bool check_rows(struct sql_source *ss, const char *hist, struct problems *pr, uint64_t *max)
 {
 	const char *dir = ss->cfg->sql_dir;
-	char *hist = qualified(conn, ss);
-	uint64_t max_applied = 0;
 	bool any_applied = false;
-	ss->do_repair = false;
-	ss->do_baseline = false;
+	*max = 0;
 	for (size_t i = 0; i < ss->napplied; i++) {
 		const struct applied *a = &ss->applied[i];
 		if (!a->success) {
@@ -377,8 +376,8 @@ static void check_state(struct sql_source *ss, PGconn *conn, long tables, struct
 				a->vtext, a->name, a->vtext, hist, a->vtext);
 			continue;
 		}
-		if (!any_applied || a->version > max_applied)
-			max_applied = a->version;
+		if (!any_applied || a->version > *max)
+			*max = a->version;
 		any_applied = true;
 		const struct sql_file *f = find_file(ss, a->version);
 		if (!f) {
@@ -395,6 +394,13 @@ static void check_state(struct sql_source *ss, PGconn *conn, long tables, struct
 				a->vtext, dir, f->file, f->checksum, a->checksum);
 		}
 	}
+	return any_applied;
+}
+
+/* --repair-failed and --baseline against what the history holds. */
+static void check_repair_and_baseline(struct sql_source *ss, const char *hist, long tables,
+				      struct problems *pr)
+{
 	if (ss->has_repair && !ss->do_repair && !ss->notes_logged)
 		log_event(LOG_WARN, "plan.repair",
 			  LOG_FIELDS(LF_S("version", ss->cfg->repair_failed)),
@@ -415,7 +421,12 @@ static void check_state(struct sql_source *ss, PGconn *conn, long tables, struct
 			  "--baseline %s ignored: the history table already records migrations",
 			  ss->cfg->baseline);
 	}
-	/* What is pending, and whether any of it comes too late. */
+}
+
+/* What is pending, and whether any of it comes too late. */
+static void find_pending(struct sql_source *ss, bool any_applied, uint64_t max_applied,
+			 struct problems *pr)
+{
 	ss->pending = xcalloc(ss->nfiles + 1, sizeof *ss->pending);
 	for (size_t i = 0; i < ss->nfiles; i++) {
 		const struct sql_file *f = &ss->files[i];
@@ -431,10 +442,21 @@ static void check_state(struct sql_source *ss, PGconn *conn, long tables, struct
 				"pending migration %s/%s (version %s) is older than the newest applied "
 				"migration %s: it was added out of order. Give it a version above %s, or "
 				"pass --allow-out-of-order if it is independent of the later ones",
-				dir, f->file, f->vtext, maxtext, maxtext);
+				ss->cfg->sql_dir, f->file, f->vtext, maxtext, maxtext);
 		}
 		ss->pending[ss->npending++] = i;
 	}
+}
+
+static void check_state(struct sql_source *ss, PGconn *conn, long tables, struct problems *pr)
+{
+	char *hist = qualified(conn, ss);
+	uint64_t max_applied;
+	ss->do_repair = false;
+	ss->do_baseline = false;
+	bool any_applied = check_rows(ss, hist, pr, &max_applied);
+	check_repair_and_baseline(ss, hist, tables, pr);
+	find_pending(ss, any_applied, max_applied, pr);
 	free(hist);
 }
 

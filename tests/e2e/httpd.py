@@ -10,7 +10,7 @@ import tempfile
 import threading
 import time
 
-from conftest import audit
+from conftest import audit, wait_until
 
 NGINX = "/usr/sbin/nginx"
 
@@ -83,16 +83,16 @@ http {{
 
 
 def wait_port(port, proc=None, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening():
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited: {proc.stderr.read().decode(errors='replace')}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+            return False
+
+    wait_until(f"something listening on 127.0.0.1:{port}", listening, timeout)
 
 
 class Recorder:
@@ -105,7 +105,7 @@ class Recorder:
         self.hang = hang
         self.reply = reply  # the body of every answer
         self.requests = []
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()  # notified at each request
         self.release = threading.Event()
         self.port = port or free_port()
         outer = self
@@ -142,6 +142,7 @@ class Recorder:
                                            "headers": dict(self.headers), "body": body,
                                            "time": time.monotonic()})
                     status = outer.statuses[min(len(outer.requests), len(outer.statuses)) - 1]
+                    outer.lock.notify_all()
                 if outer.hang:
                     outer.release.wait(60)
                     return
@@ -166,6 +167,14 @@ class Recorder:
 
     def url(self, path="", host="127.0.0.1"):
         return f"{self.scheme}://{host}:{self.port}/{path}"
+
+    def wait_for_requests(self, n=1, timeout=30):
+        """Returns the requests once n have arrived (whole: body read, answer not yet sent);
+        fails when the deadline passes first."""
+        with self.lock:
+            if not self.lock.wait_for(lambda: len(self.requests) >= n, timeout):
+                raise AssertionError(f"{len(self.requests)} of {n} requests within {timeout}s")
+            return list(self.requests)
 
     def stop(self):
         self.release.set()

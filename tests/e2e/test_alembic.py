@@ -182,3 +182,60 @@ def test_database_behind_the_head_is_brought_up(pg, db, tmp_path):
     assert ready["from"] == "8e15b6d0c2a9" and ready["pending"] == 1
     assert r.named("migrate.revisions")[0]["applied"] == "c47d09e3f8b1"
     assert versions(pg, db) == "c47d09e3f8b1"
+
+
+REV2 = "revision = '0002'\ndown_revision = '0001'\n"
+
+
+@pytest.mark.parametrize("kind,reason", [
+    ("dangling", "No such file or directory"),
+    ("loop", "Too many levels of symbolic links"),
+    ("fifo", "not a regular file"),
+    ("device", "not a regular file"),
+])
+def test_revision_file_that_cannot_be_read_is_refused_with_the_reason(pg, db, tmp_path, kind, reason):
+    path = make_project(tmp_path, {"0001_a.py": "revision = '0001'\ndown_revision = None\n"})
+    entry = pathlib.Path(path).parent / "versions" / "0002_b.py"
+    if kind == "dangling":
+        entry.symlink_to("gone.py")
+    elif kind == "loop":
+        entry.symlink_to(entry.name)
+    elif kind == "fifo":
+        os.mkfifo(entry)  # read as a file, this would wait for a writer forever
+    else:
+        entry.symlink_to("/dev/zero")
+    r = run(["--alembic-ini", path, "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)), timeout=30)
+    assert r.code == 65, r
+    p = problems(r)[-1]
+    assert p["problem"] == "files"
+    assert p["msg"].startswith("versions/0002_b.py: cannot read: " + reason), p
+
+
+def test_alembic_ini_that_is_not_a_regular_file_or_too_large_is_refused(tmp_path):
+    fifo = tmp_path / "alembic.ini"
+    os.mkfifo(fifo)
+    env = clean_env(DATABASE_URL="postgresql://u@127.0.0.1:1/d")
+    r = run(["--alembic-ini", str(fifo), "--migrate-only"], env=env, timeout=30)
+    assert r.code == 64, r
+    assert "cannot read '%s': not a regular file" % fifo in r.events[-1]["msg"]
+    big = tmp_path / "big.ini"
+    big.write_text("[alembic]\nscript_location = m\n" + "#" * (1 << 20))
+    r = run(["--alembic-ini", str(big), "--migrate-only"], env=env, timeout=30)
+    assert r.code == 64, r
+    assert "(more than 1 MiB)" in r.events[-1]["msg"]
+
+
+def test_recursive_version_locations_walk_a_symlink_loop_once(pg, db, tmp_path):
+    path = make_project(tmp_path, {"0001_a.py": "revision = '0001'\ndown_revision = None\n"})
+    ini_file = pathlib.Path(path)
+    (ini_file.parent / "versions" / "sub").mkdir()
+    (ini_file.parent / "versions" / "sub" / "0002_b.py").write_text(REV2)
+    ini_file.write_text(ini_file.read_text().replace(
+        "version_locations = %(here)s/versions", "version_locations = %(here)s/versions\nrecursive_version_locations = true"))
+    versions_dir = ini_file.parent / "versions"
+    (versions_dir / "sub" / "up").symlink_to("..")  # versions/sub/up/sub/up/... for ever
+    r = run(["--alembic-ini", path, "--python", PYTHON, "--check"], env=clean_env(DATABASE_URL=pg.url(db)),
+            timeout=30)
+    assert r.code == 0, r
+    rep = json.loads(r.stdout)
+    assert rep["revisions"] == 2 and rep["pending"] == ["0001", "0002"] and rep["consistent"] is True

@@ -6,10 +6,11 @@ import signal
 import stat
 import subprocess
 import time
+from datetime import datetime, timezone
 
 import pytest
 
-from conftest import PASSWORD, binary, clean_env, run
+from conftest import PASSWORD, PROMPT, clean_env, run, start, wait_for_event, wait_until
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -120,7 +121,11 @@ def test_retention_keeps_n_of_ours_and_nothing_else_is_touched(pg, db, tmp_path)
         write(mig, {f"{v}_t.sql": f"CREATE TABLE t{v} (x int);\n"})
         r = go(pg, db, mig, bdir, "--backup-keep", "2")
         assert r.code == 0, r
-        time.sleep(1.1)  # backup names carry the second
+        # Backup names carry the second (UTC): the next run starts in a later one.
+        name = os.path.basename(r.named("backup.done")[0]["path"])  # mtr-DB-STAMP-FROM-to-TO.dump
+        taken = datetime.strptime(name.split("-")[-4], "%Y%m%dT%H%M%SZ")
+        taken = taken.replace(tzinfo=timezone.utc).timestamp()
+        wait_until("the next second", lambda: time.time() >= taken + 1)
     ours = [n for n in backups(bdir) if n.startswith(f"mtr-{db}-")]
     assert len(ours) == 2 and ours[-1].endswith("-3-to-4.dump"), ours
     assert (bdir / "notes.txt").exists() and (bdir / "mtr-otherdb-20200101T000000Z-1-to-2.dump").exists()
@@ -153,15 +158,15 @@ def test_sigterm_during_pg_dump_removes_the_partial_file(pg, db, tmp_path):
     (fake / "pg_dump").chmod(0o755)
     bdir = tmp_path / "backups"
     env = clean_env(DATABASE_URL=pg.url(db), MTR_BACKUP=None, PATH=f"{fake}:/usr/bin:/bin")
-    p = subprocess.Popen([binary(), "--sql-dir", str(mig), "--backup-dir", str(bdir), "--migrate-only"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not (bdir.exists() and any(bdir.iterdir())):
-        time.sleep(0.02)
-    time.sleep(0.3)
+    p = start(["--sql-dir", str(mig), "--backup-dir", str(bdir), "--migrate-only"], env=env)
+    # pg_dump's first bytes are in the partial file: the dump is under way.
+    wait_until("pg_dump's output in the partial file", lambda: bdir.exists() and any(
+        f.read_bytes().startswith(b"PGDMP") for f in bdir.iterdir()))
+    t0 = time.monotonic()
     p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=10)
-    assert p.returncode == 143, err
-    assert '"phase":"backup"' in err
+    r = p.finish(timeout=30)
+    assert r.code == 143, r
+    assert time.monotonic() - t0 < PROMPT  # pg_dump, asleep for 30 s, was stopped
+    assert [e["phase"] for e in r.named("stop.signal")] == ["backup"]
     assert list(bdir.iterdir()) == []
     assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"

@@ -3,12 +3,12 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import FAILING_INI, PYTHON, binary, clean_env, run
+from conftest import (FAILING_INI, PROMPT, PYTHON, binary, clean_env, run, start, wait_for_event,
+                      wait_until)
 
 BAD_SQL = {"1_ok.sql": "CREATE TABLE ok (x int);\n", "2_bad.sql": "CREATE TABLE bad (x int;\n"}
 
@@ -24,21 +24,17 @@ def events(text):
     return [json.loads(l) for l in text.splitlines() if l.startswith("{")]
 
 
-def restart_loop(argv, env, seconds):
-    """Restarts argv the moment it exits, like `restart: always` with no delay; returns the
-    number of starts and everything they printed on stderr."""
-    starts, err = 0, []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        starts += 1
-        try:
-            _, e = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGTERM)
-            _, e = p.communicate(timeout=10)
-        err.append(e)
-    return starts, "".join(err)
+def restart_loop(argv, env, starts):
+    """Restarts argv the moment it exits, like `restart: always` with no delay, until it has
+    started `starts` times; returns how long each run took and everything they wrote on stderr."""
+    took, err = [], []
+    for _ in range(starts):
+        t0 = time.monotonic()
+        p = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, timeout=120)
+        took.append(time.monotonic() - t0)
+        err.append(p.stderr)
+    return took, "".join(err)
 
 
 @pytest.fixture
@@ -58,40 +54,47 @@ def connections(c):
 
 
 def test_restart_loop_is_spaced_out_and_a_shell_entrypoint_is_not(logged_cluster, tmp_path):
+    """The same number of immediate restarts: the shell line this tool replaces connects as fast
+    as it can start; ours pauses 2, 4, then 8 s before each exit (1 s base, doubled for each time
+    in a row), by its events and by the clock (a lower bound: a slow machine only adds to it)."""
     c = logged_cluster
     url = c.url("loop")
-    # The shell line this tool replaces, under the same immediate-restart driver.
+    starts = 3
     shell = ["sh", "-c", f"{PYTHON} -m alembic -c {FAILING_INI} upgrade head && exec true"]
-    base_starts, _ = restart_loop(shell, clean_env(DATABASE_URL=url), 20)
+    base_took, _ = restart_loop(shell, clean_env(DATABASE_URL=url), starts)
     base_conns = connections(c)
 
     state = tmp_path / "state"
     ours = [binary(), "--migrate-only", "--alembic-ini", str(FAILING_INI), "--python", PYTHON,
             "--state-dir", str(state), "--failure-backoff", "1s"]
-    starts, err = restart_loop(ours, clean_env(DATABASE_URL=url, MTR_FAILURE_BACKOFF="1s"), 20)
+    took, err = restart_loop(ours, clean_env(DATABASE_URL=url, MTR_FAILURE_BACKOFF="1s"), starts)
     conns = connections(c) - base_conns
     ev = events(err)
     attempts = len([e for e in ev if e["event"] == "migrate.start"])
-    repeats = [e for e in ev if e["event"] == "failure.repeat"]
-    print(f"\nrestart loop, 20 s: shell entrypoint {base_starts} attempts, {base_conns} connections; "
-          f"migrate-then-run (exit, 1 s base) {attempts} attempts, {conns} connections")
-    assert attempts <= 4, attempts
-    assert base_starts >= 4 * attempts
-    assert repeats and repeats[-1]["count"] == attempts and repeats[-1]["pause_ms"] >= 2000
-    assert json.loads((state / "migrate-then-run.state.json").read_text())["count"] == attempts
+    pauses = [e for e in ev if e["event"] in ("failure.pause", "failure.repeat")]
+    print(f"\nrestart loop, {starts} immediate restarts: shell entrypoint {sum(base_took):.1f} s, "
+          f"{base_conns} connections; migrate-then-run (exit, 1 s base) {sum(took):.1f} s, "
+          f"{conns} connections")
+    assert base_conns >= starts  # every start of the shell line hits the database at once
+    assert attempts == starts and conns <= 4 * starts, (attempts, conns)
+    assert [e["event"] for e in pauses] == ["failure.pause"] + ["failure.repeat"] * (starts - 1)
+    assert [(e["count"], e["pause_ms"]) for e in pauses] == [(n, 1000 << n) for n in range(1, starts + 1)]
+    assert all(t >= e["pause_ms"] / 1000 for t, e in zip(took, pauses)), took
+    assert json.loads((state / "migrate-then-run.state.json").read_text())["count"] == starts
 
 
 def test_hold_keeps_one_attempt_then_sighup_after_the_fix(pg, db, tmp_path):
     d = write(tmp_path / "m", BAD_SQL)
     marker = tmp_path / "app-started"
     status = tmp_path / "status.json"
-    p = subprocess.Popen([binary(), "--sql-dir", str(d), "--on-failure", "hold", "--hold-interval", "1h",
-                          "--hold-reminder", "2s", "--status-file", str(status), "--",
-                          "sh", "-c", f"touch {marker}; exec sleep 30"],
-                         env=clean_env(DATABASE_URL=pg.url(db), MTR_ON_FAILURE=None),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = start(["--sql-dir", str(d), "--on-failure", "hold", "--hold-interval", "1h",
+               "--hold-reminder", "500ms", "--status-file", str(status), "--",
+               "sh", "-c", f"touch {marker}; exec sleep 30"],
+              env=clean_env(DATABASE_URL=pg.url(db), MTR_ON_FAILURE=None))
     try:
-        time.sleep(10)
+        wait_for_event(p, "failure.hold")
+        for _ in range(3):  # three reminders in a row, and no second attempt in between
+            wait_for_event(p, "failure.holding")
         assert p.poll() is None, "it must hold, not exit"
         assert not marker.exists()
         st = json.loads(status.read_text())
@@ -100,70 +103,79 @@ def test_hold_keeps_one_attempt_then_sighup_after_the_fix(pg, db, tmp_path):
         # The operator fixes the migration and asks for a retry.
         (d / "2_bad.sql").write_text("CREATE TABLE bad (x int);\n")
         p.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 15
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert marker.exists(), "the app did not start after SIGHUP"
+        wait_for_event(p, "failure.retry", signal="SIGHUP")
+        wait_for_event(p, "run.exec")
+        wait_until("the app started after SIGHUP", marker.exists)
         assert json.loads(status.read_text())["state"] == "running"
         assert subprocess.run([binary(), "--health", "--status-file", str(status)]).returncode == 0
     finally:
         p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=15)
-    ev = events(err)
-    names = [e["event"] for e in ev]
+        p.finish(timeout=15)
+    names = [e["event"] for e in p.events]
     assert names.count("migrate.failed") == 1  # exactly one attempt while holding
     assert names.count("failure.hold") == 1 and names.count("failure.holding") >= 3
-    assert "failure.retry" in names and "run.exec" in names
+    assert names.index("failure.hold") < names.index("failure.retry") < names.index("run.exec")
 
 
 def test_sigterm_while_holding_exits_with_the_failure_code(pg, db, tmp_path):
     d = write(tmp_path / "m", BAD_SQL)
-    p = subprocess.Popen([binary(), "--sql-dir", str(d), "--on-failure", "hold", "--", "true"],
-                         env=clean_env(DATABASE_URL=pg.url(db)), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 15
-    err = ""
-    while time.monotonic() < deadline:
-        if pg.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'migrate-then-run'") == "0" \
-                and p.poll() is None:
-            time.sleep(0.5)
-            break
-        time.sleep(0.05)
+    p = start(["--sql-dir", str(d), "--on-failure", "hold", "--", "true"],
+              env=clean_env(DATABASE_URL=pg.url(db)))
+    hold = wait_for_event(p, "failure.hold")
+    assert hold["retry_in_ms"] == 60000  # no retry on its own for a minute
     t0 = time.monotonic()
     p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=10)
-    assert p.returncode == 70, err
-    assert time.monotonic() - t0 < 2
-    assert any(e["event"] == "stop.signal" and e["phase"] == "hold" for e in events(err))
+    r = p.finish(timeout=30)
+    took = time.monotonic() - t0
+    assert r.code == 70, r
+    assert took < PROMPT, took
+    assert [e["phase"] for e in r.named("stop.signal")] == ["hold"]
+    assert len(r.named("migrate.failed")) == 1 and not r.named("failure.retry")
 
 
 def test_default_policy_holds_with_an_app_and_exits_without(pg, db, tmp_path):
     d = write(tmp_path / "m", BAD_SQL)
     r = run(["--sql-dir", str(d), "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db), MTR_ON_FAILURE=None))
     assert r.code == 70 and r.named("pipeline.start")[0]["on_failure"] == "exit"
-    p = subprocess.Popen([binary(), "--sql-dir", str(d), "--", "true"],
-                         env=clean_env(DATABASE_URL=pg.url(db), MTR_ON_FAILURE=None),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2)
+    p = start(["--sql-dir", str(d), "--", "true"], env=clean_env(DATABASE_URL=pg.url(db), MTR_ON_FAILURE=None))
+    assert wait_for_event(p, "pipeline.start")["on_failure"] == "hold"
+    wait_for_event(p, "failure.hold")
     assert p.poll() is None
     p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=10)
-    assert '"on_failure":"hold"' in err
+    r = p.finish(timeout=10)
+    assert r.code == 70 and r.named("stop.signal")[0]["phase"] == "hold", r
 
 
 def test_transient_lock_wait_is_retried_and_not_a_failure(pg, db, tmp_path):
     import psycopg2
     d = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
     state = tmp_path / "state"
-    # Hold the very advisory lock the tool uses for public.mtr_schema_history for 3 s.
+    # Hold the very advisory lock the tool uses for public.mtr_schema_history until it waits.
     key = int.from_bytes(bytes.fromhex(fnv1a(b"public.mtr_schema_history")), "big", signed=True)
     holder = psycopg2.connect(pg.url(db))
     holder.autocommit = True
-    holder.cursor().execute("SELECT pg_advisory_lock(%s)", (key,))
-    threading.Timer(3.0, holder.close).start()
-    r = run(["--sql-dir", str(d), "--migrate-only", "--state-dir", str(state)], env=clean_env(DATABASE_URL=pg.url(db)))
+    cur = holder.cursor()
+    cur.execute("SELECT pg_advisory_lock(%s), pg_backend_pid()", (key,))
+    holder_pid = cur.fetchone()[1]
+    p = start(["--sql-dir", str(d), "--migrate-only", "--state-dir", str(state)], env=clean_env(DATABASE_URL=pg.url(db)))
+    tries = set()
+
+    def tried(times):  # each try of the tool's is a new query: a new query_start
+        tries.update(pg.psql(db, "SELECT query_start FROM pg_stat_activity WHERE application_name = "
+                                 "'migrate-then-run' AND query LIKE '%pg_try_advisory_lock%'").split("\n"))
+        return len(tries - {""}) >= times
+
+    try:
+        assert wait_for_event(p, "lock.wait")["holder_pid"] == holder_pid
+        wait_until("three tries for the lock", lambda: tried(3))
+    finally:
+        holder.close()
+    r = p.finish()
     assert r.code == 0, r
-    assert r.named("lock.wait") and r.named("lock.acquired")[0]["waited_ms"] >= 2500
+    names = [e["event"] for e in r.events]
+    assert names.index("lock.wait") < names.index("lock.acquired") < names.index("migrate.step")
+    assert r.named("lock.acquired")[0]["waited_ms"] > 0
+    assert not r.named("migrate.failed") and not r.named("migrate.retry")
     assert not (state / "migrate-then-run.state.json").exists()
 
 
@@ -208,26 +220,42 @@ def test_without_state_dir_the_database_remembers(pg, db, tmp_path):
 
 
 def test_status_file_through_a_run(pg, db, tmp_path):
-    d = write(tmp_path / "m", {"1_slow.sql": "SELECT pg_sleep(1.5);\n"})
+    import psycopg2
+    # The migration waits for a lock the test holds, and the app for its stdin to close: each
+    # state lasts until the test has seen it.
+    blocker = psycopg2.connect(pg.url(db))
+    blocker.cursor().execute("SELECT pg_advisory_lock(4242)")
+    d = write(tmp_path / "m", {"1_slow.sql": "SELECT pg_advisory_xact_lock(4242);\n"})
     status = tmp_path / "status.json"
-    p = subprocess.Popen([binary(), "--sql-dir", str(d), "--status-file", str(status), "--", "sleep", "3"],
-                         env=clean_env(DATABASE_URL=pg.url(db)), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = start(["--sql-dir", str(d), "--status-file", str(status), "--", "sh", "-c", "cat >/dev/null"],
+              env=clean_env(DATABASE_URL=pg.url(db)), stdin=subprocess.PIPE)
     seen = []
-    deadline = time.monotonic() + 20
-    while p.poll() is None and time.monotonic() < deadline:
+
+    def state():
         try:
-            state = json.loads(status.read_text())["state"]
+            s = json.loads(status.read_text())["state"]
         except (OSError, ValueError):
-            state = None
-        if state and (not seen or seen[-1] != state):
-            seen.append(state)
-        if state == "running":
-            assert subprocess.run([binary(), "--health", "--status-file", str(status)]).returncode == 0
-            break
-        time.sleep(0.01)
-    p.wait(timeout=10)
+            return None
+        if not seen or seen[-1] != s:
+            seen.append(s)
+        return s
+
+    try:
+        wait_until("the status file says migrating", lambda: state() == "migrating")
+        wait_until("the migration waits for the test's lock", lambda: pg.psql(
+            db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") == "1")
+        assert state() == "migrating"
+    finally:
+        blocker.close()
+    wait_for_event(p, "run.exec")
+    assert state() == "running"
+    assert subprocess.run([binary(), "--health", "--status-file", str(status)]).returncode == 0
+    p.proc.stdin.close()  # the app ends
+    r = p.finish(timeout=30)
+    assert r.code == 0, r
     assert seen[-2:] == ["migrating", "running"] and seen[0] in ("waiting", "migrating"), seen
     # The app is gone: the file still says running, but the pid is dead.
+    assert json.loads(status.read_text())["state"] == "running"
     assert subprocess.run([binary(), "--health", "--status-file", str(status)]).returncode == 1
     assert subprocess.run([binary(), "--health"], capture_output=True).returncode == 64

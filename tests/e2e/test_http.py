@@ -1,17 +1,20 @@
 """HTTP with real servers on 127.0.0.1: the backup streamed to nginx (WebDAV PUT), retried on
 5xx; webhooks on failure and success; --wait-http for a service that starts late."""
+import fcntl
 import json
 import os
+import pathlib
 import signal
 import socket
+import struct
 import subprocess
-import threading
+import termios
 import time
 
 import pytest
 
-from conftest import PASSWORD, binary, clean_env, run
-from httpd import Nginx, Recorder, free_port, wait_port
+from conftest import PASSWORD, PROMPT, clean_env, run, start, wait_for_event, wait_until
+from httpd import Nginx, Recorder, free_port
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -138,6 +141,38 @@ def test_failed_dump_never_completes_the_upload(pg, db, tmp_path, nginx):
     assert not list((tmp_path / "b").iterdir())
 
 
+def children(pid):
+    kids = []
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def queued(fd):
+    """Bytes waiting to be read on fd (a pipe or a socket)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
+def blocked_on_a_full_pipe(pid):
+    """Whether the pg_dump child of pid has filled the pipe to its reader: it can write no more."""
+    for kid in children(pid):
+        try:
+            if pathlib.Path(f"/proc/{kid}/comm").read_text().strip() != "pg_dump" or \
+                    not os.readlink(f"/proc/{kid}/fd/1").startswith("pipe:"):
+                continue
+            fd = os.open(f"/proc/{kid}/fd/1", os.O_RDONLY | os.O_NONBLOCK)  # the same pipe
+        except OSError:
+            continue
+        try:
+            return queued(fd) >= fcntl.fcntl(fd, 1032) - 4096  # F_GETPIPE_SZ, less a page
+        finally:
+            os.close(fd)
+    return False
+
+
 def test_sigterm_while_the_server_stops_reading_mid_body(pg, db, tmp_path):
     # A server that accepts and then never reads: the pipe and the socket fill, pg_dump blocks.
     pg.psql(db, "CREATE TABLE big AS SELECT g, md5(g::text) AS h, md5((g * 7)::text) AS i "
@@ -146,28 +181,30 @@ def test_sigterm_while_the_server_stops_reading_mid_body(pg, db, tmp_path):
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(1)
-    accepted = []
-    threading.Thread(target=lambda: accepted.append(lsock.accept()), daemon=True).start()
+    lsock.settimeout(30)
+    conn = None
     try:
         bdir = tmp_path / "backups"
-        p = subprocess.Popen([binary(), "--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir),
-                              "--baseline", "0", "--backup-upload-url",
-                              f"http://127.0.0.1:{lsock.getsockname()[1]}/x.dump", "--migrate-only"],
-                             env=backup_env(pg, db), stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while not accepted and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert accepted, "the upload never connected"
-        time.sleep(1.5)  # the dump is under way, blocked on the full socket
+        p = start(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir),
+                   "--baseline", "0", "--backup-upload-url",
+                   f"http://127.0.0.1:{lsock.getsockname()[1]}/x.dump", "--migrate-only"],
+                  env=backup_env(pg, db), stdout=None)
+        conn, _ = lsock.accept()
+        # The request has reached the server unread, and pg_dump is stuck behind it.
+        wait_until("the upload's first bytes, unread", lambda: queued(conn.fileno()) > 0)
+        wait_until("pg_dump blocked on a full pipe", lambda: blocked_on_a_full_pipe(p.pid))
         assert p.poll() is None
+        t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=15)
-        assert p.returncode == 143, err
-        assert '"backup.done"' not in err
+        r = p.finish(timeout=30)
+        assert r.code == 143, r
+        assert time.monotonic() - t0 < PROMPT  # "SIGTERM abandons the upload within a second"
+        assert [e["phase"] for e in r.named("stop.signal")] == ["backup"]
+        assert not r.named("backup.done")
         assert not list(bdir.iterdir()), list(bdir.iterdir())  # no partial file
         assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
     finally:
-        for conn, _ in accepted:
+        if conn:
             conn.close()
         lsock.close()
 
@@ -227,20 +264,18 @@ def test_length_first_upload_for_presigned_urls_and_411(pg, db, tmp_path):
 def test_sigterm_while_notifying_a_failure_ends_at_once(pg, db, tmp_path, policy):
     hang = Recorder(hang=True)
     try:
-        p = subprocess.Popen([binary(), "--sql-dir", str(migrations(tmp_path, failing=True)), "--notify-url",
-                              hang.url("h"), "--notify-timeout", "30s", "--on-failure", policy,
-                              "--failure-backoff", "60s", "--", "/bin/true"],
-                             env=clean_env(DATABASE_URL=pg.url(db)), stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while not hang.requests and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert hang.requests
+        p = start(["--sql-dir", str(migrations(tmp_path, failing=True)), "--notify-url",
+                   hang.url("h"), "--notify-timeout", "30s", "--on-failure", policy,
+                   "--failure-backoff", "60s", "--", "/bin/true"],
+                  env=clean_env(DATABASE_URL=pg.url(db)), stdout=None)
+        hang.wait_for_requests(1)
         t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=15)
-        assert time.monotonic() - t0 < 5  # no failure pause, no holding
-        assert p.returncode == 70, err  # the failure's code, as a stop while holding gives
-        assert '"failure.hold"' not in err and '"failure.pause"' not in err
+        r = p.finish(timeout=30)
+        assert time.monotonic() - t0 < PROMPT  # no failure pause, no holding
+        assert r.code == 70, r  # the failure's code, as a stop while holding gives
+        assert [e["phase"] for e in r.named("stop.signal")] == ["notify"]
+        assert not r.named("failure.hold") and not r.named("failure.pause")
     finally:
         hang.stop()
 
@@ -249,19 +284,17 @@ def test_sigterm_while_notifying_a_success_does_not_start_the_app(pg, db, tmp_pa
     hang = Recorder(hang=True)
     try:
         marker = tmp_path / "app-ran"
-        p = subprocess.Popen([binary(), "--sql-dir", str(migrations(tmp_path)), "--notify-url", hang.url("h"),
-                              "--notify-on", "success,failure", "--notify-timeout", "30s",
-                              "--", "/bin/sh", "-c", f"touch {marker}"],
-                             env=clean_env(DATABASE_URL=pg.url(db)), stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while not hang.requests and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert hang.requests
+        p = start(["--sql-dir", str(migrations(tmp_path)), "--notify-url", hang.url("h"),
+                   "--notify-on", "success,failure", "--notify-timeout", "30s",
+                   "--", "/bin/sh", "-c", f"touch {marker}"],
+                  env=clean_env(DATABASE_URL=pg.url(db)), stdout=None)
+        hang.wait_for_requests(1)
         p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=15)
-        assert p.returncode == 143, err
+        r = p.finish(timeout=30)
+        assert r.code == 143, r
         assert not marker.exists()
-        assert '"run.exec"' not in err
+        assert not r.named("run.exec")
+        assert [e["phase"] for e in r.named("stop.signal")] == ["notify"]
     finally:
         hang.stop()
 
@@ -270,17 +303,15 @@ def test_sigterm_while_the_server_never_answers(pg, db, tmp_path):
     srv = Recorder(hang=True)
     try:
         bdir = tmp_path / "backups"
-        p = subprocess.Popen([binary(), "--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir),
-                              "--backup-upload-url", srv.url("x.dump"), "--migrate-only"],
-                             env=backup_env(pg, db), stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while not srv.requests and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        p = start(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir),
+                   "--backup-upload-url", srv.url("x.dump"), "--migrate-only"],
+                  env=backup_env(pg, db), stdout=None)
+        [put] = srv.wait_for_requests(1)  # the whole body was sent; the answer never comes
+        assert put["method"] == "PUT" and put["body"]
         p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=15)
-        assert srv.requests  # the body was sent; the answer never came
-        assert p.returncode == 143, err
+        r = p.finish(timeout=30)
+        assert r.code == 143, r
+        assert [e["phase"] for e in r.named("stop.signal")] == ["backup"]
         assert not list(bdir.iterdir()) if bdir.exists() else True
         assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
     finally:
@@ -339,13 +370,16 @@ def test_hanging_receiver_delays_the_app_by_at_most_the_notify_timeout(pg, db, t
     try:
         mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
         marker = tmp_path / "started"
+        p = start(["--sql-dir", str(mig), "--notify-url", hang.url("h"), "--notify-url", good.url("g"),
+                   "--notify-on", "success,failure", "--notify-timeout", "2s",
+                   "--", "/bin/sh", "-c", f"touch {marker}"], env=clean_env(DATABASE_URL=pg.url(db)))
+        hang.wait_for_requests(1)  # from here on, the app waits for the report at most 2 s
         t0 = time.monotonic()
-        r = run(["--sql-dir", str(mig), "--notify-url", hang.url("h"), "--notify-url", good.url("g"),
-                 "--notify-on", "success,failure", "--notify-timeout", "2s",
-                 "--", "/bin/sh", "-c", f"touch {marker}"], env=clean_env(DATABASE_URL=pg.url(db)))
+        wait_for_event(p, "run.exec")
+        assert time.monotonic() - t0 < 2 + PROMPT
+        r = p.finish()
         assert r.code == 0, r
         assert marker.exists()
-        assert time.monotonic() - t0 < 8
         assert len(good.requests) == 1  # the hanging one did not hold the other back
         failed = r.named("notify.failed")
         # a webhook URL's path is often its token: hidden
@@ -374,28 +408,23 @@ def test_webhook_retries_and_never_changes_the_exit_code(pg, db, tmp_path):
 def test_wait_http_waits_for_a_server_that_starts_late(pg, db, tmp_path):
     mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
     port = free_port()
-    holder = {}
-
-    def late():
-        time.sleep(1.5)
-        holder["srv"] = Recorder(statuses=(503, 200), port=port)
-
-    t = threading.Thread(target=late)
-    t.start()
+    p = start(["--sql-dir", str(mig), "--wait-http", f"http://127.0.0.1:{port}/healthz",
+               "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
+    srv = None
     try:
-        t0 = time.monotonic()
-        r = run(["--sql-dir", str(mig), "--wait-http", f"http://127.0.0.1:{port}/healthz",
-                 "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
-        t.join()
+        wait_for_event(p, "wait.http.waiting")  # refused: nothing listens yet
+        srv = Recorder(statuses=(503, 200), port=port)
+        r = p.finish()
         assert r.code == 0, r
-        assert time.monotonic() - t0 >= 1.5
-        assert r.named("wait.http.waiting") and r.named("wait.http.ready")[0]["status"] == 200
-        assert [q["path"] for q in holder["srv"].requests][-1] == "/healthz"
+        ready = r.named("wait.http.ready")[0]
+        assert ready["status"] == 200 and ready["attempts"] >= 3  # refused, 503, then 200
+        assert [q["path"] for q in srv.requests] == ["/healthz", "/healthz"]
+        names = [e["event"] for e in r.events]
+        assert names.index("wait.http.waiting") < names.index("wait.http.ready") < names.index("migrate.step")
         assert pg.psql(db, "SELECT count(*) FROM a") == "0"
     finally:
-        t.join()
-        if "srv" in holder:
-            holder["srv"].stop()
+        if srv:
+            srv.stop()
 
 
 def test_wait_http_deadline_is_69_and_nothing_migrates(pg, db, tmp_path):

@@ -4,14 +4,14 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import (EXAMPLE_INI, FAILING_INI, PASSWORD, PGTMP, PSQL, PYTHON, ROOT, binary,
-                      clean_env, free_port, run, scratch_dir)
+from conftest import (EXAMPLE_INI, FAILING_INI, PASSWORD, PGTMP, PROMPT, PSQL, PYTHON, ROOT,
+                      binary, clean_env, free_port, run, scratch_dir, start, wait_for_event)
 
 # An app that reports exactly what it received, and exits with the status it is asked for.
 APP = [PYTHON, "-c",
@@ -32,20 +32,29 @@ def test_server_starts_late_then_migrate_and_exec(cluster_factory):
     late = cluster_factory()
     url = late.url()
     env = clean_env(DATABASE_URL=url, APP_SETTING="kept", APP_EXIT="7")
-    proc = subprocess.Popen([binary(), "--wait-timeout", "30s", *ALEMBIC, "--", *APP, *TRICKY_ARGS],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2)
+    p = start(["--wait-timeout", "30s", "--log-level", "debug", *ALEMBIC, "--", *APP, *TRICKY_ARGS],
+              env=env)
+    # The server is started only once the tool has failed to reach it three times.
+    wait_for_event(p, "wait.waiting")
+    refused = wait_for_event(p, "wait.attempt", attempt=3)
+    assert refused["ready"] is False and "Connection refused" in refused["error"]
     late.start()
-    out, err = proc.communicate(timeout=60)
-    events = [json.loads(line) for line in err.splitlines()]
+    r = p.finish()
+    err = r.stderr
+    events = r.events
+    assert len(events) == len(r.lines)  # every line is JSON
     names = [e["event"] for e in events]
-    assert proc.returncode == 7, err
-    app = json.loads(out)
+    assert r.code == 7, err
+    app = json.loads(r.stdout)
     assert app["argv"] == TRICKY_ARGS
     assert app["env"] == {"APP_SETTING": "kept", "DATABASE_URL": url, "MTR_LOG_FORMAT": "json"}
     ready = next(e for e in events if e["event"] == "wait.ready")
-    assert ready["attempts"] > 1 and ready["elapsed_ms"] >= 1500
-    assert names.index("wait.ready") < names.index("migrate.start") < names.index("run.exec")
+    attempts = [e for e in events if e["event"] == "wait.attempt"]
+    assert ready["attempts"] > 3 and len(attempts) == ready["attempts"], attempts
+    assert [a["ready"] for a in attempts] == [False] * (len(attempts) - 1) + [True]
+    assert ready["elapsed_ms"] >= attempts[-2]["elapsed_ms"]
+    assert names.index("wait.waiting") < names.index("wait.ready") < names.index("migrate.start") \
+        < names.index("run.exec")
     upgrades = [e["line"] for e in events if e["event"] == "migrate.output" and "Running upgrade" in e["line"]]
     assert len(upgrades) == 3, upgrades
     assert alembic_revision(late, "postgres") == "0003"
@@ -53,30 +62,41 @@ def test_server_starts_late_then_migrate_and_exec(cluster_factory):
 
 def test_server_never_starts():
     port = free_port()
-    r = run(["--wait-timeout", "2s", "--wait-max-interval", "500ms", "--migrate-cmd", "true", "--", "true"],
-            env=clean_env(DATABASE_URL=f"postgresql://u:p@127.0.0.1:{port}/d"))
+    p = start(["--wait-timeout", "2s", "--wait-max-interval", "500ms", "--log-level", "debug",
+               "--migrate-cmd", "true", "--", "true"],
+              env=clean_env(DATABASE_URL=f"postgresql://u:p@127.0.0.1:{port}/d"))
+    wait_for_event(p, "wait.waiting")
+    seen = time.monotonic()
+    r = p.finish()
+    took = time.monotonic() - seen
     assert r.code == 69, r
-    assert r.elapsed < 2.0 + 0.5 + 1.0, r.elapsed  # the deadline plus one interval, plus start-up slack
     failed = r.named("wait.failed")
     assert failed and failed[0]["reason"] == "timeout" and failed[0]["attempts"] >= 3
     assert "Connection refused" in failed[0]["error"]
     assert not r.named("migrate.start")
+    # Attempt after attempt up to the deadline by its own clock, and not past it by more than one
+    # interval (plus slack); the exit follows (measured from the first failed attempt).
+    attempts = r.named("wait.attempt")
+    assert len(attempts) == failed[0]["attempts"] and attempts[-1]["attempt"] == len(attempts)
+    assert 1900 <= failed[0]["elapsed_ms"] < 2000 + 500 + 1000, failed
+    assert took < 2.0 + 0.5 + PROMPT, took
 
 
 def test_wrong_password_fails_at_once_and_never_shows_it(pg, db):
     wrong = "Wr0ng-Pa55-visible-if-leaked"
-    r = run(["--migrate-cmd", "true", "--", "true"],
+    r = run(["--log-level", "debug", "--migrate-cmd", "true", "--", "true"],
             env=clean_env(DATABASE_URL=pg.url(db, password=wrong)))
     assert r.code == 77, r
-    assert r.elapsed < 2.0
+    assert len(r.named("wait.attempt")) == 1 and not r.named("wait.waiting"), r  # not retried
     assert wrong not in r.stderr and wrong not in r.stdout
     assert "password authentication failed" in r.named("wait.failed")[0]["error"]
 
 
 def test_database_does_not_exist_fails_at_once(pg):
-    r = run(["--migrate-cmd", "true", "--", "true"], env=clean_env(DATABASE_URL=pg.url("no_such_db")))
+    r = run(["--log-level", "debug", "--migrate-cmd", "true", "--", "true"],
+            env=clean_env(DATABASE_URL=pg.url("no_such_db")))
     assert r.code == 69, r
-    assert r.elapsed < 2.0
+    assert len(r.named("wait.attempt")) == 1 and not r.named("wait.waiting"), r  # not retried
     assert "createdb" in r.named("wait.failed")[0]["msg"]
 
 
@@ -178,11 +198,35 @@ def test_ordinary_failure_is_not_retried_even_with_connection_words(pg, db):
     assert not r.named("migrate.retry")
 
 
-def test_idle_session_timeout_is_not_an_outage(pg, db):
+# A migration command that lasts until the tool's own session has sat idle for 2 s, four times
+# the database's idle_session_timeout (or until that session is gone), and then fails.
+OUTLAST_IDLE_TIMEOUT = r"""
+import os, sys, time, psycopg2
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    c = psycopg2.connect(os.environ["DATABASE_URL"])
+    cur = c.cursor()
+    cur.execute("SELECT count(*), count(*) FILTER (WHERE state = 'idle' AND now() - state_change > "
+                "interval '2 s') FROM pg_stat_activity WHERE application_name = 'migrate-then-run' "
+                "AND datname = current_database()")
+    sessions, idle = cur.fetchone()
+    c.close()
+    if sessions == 0 or idle == 1:
+        print("tool sessions", sessions, "idle for 2 s", idle, flush=True)
+        break
+    time.sleep(0.05)
+print("ERROR: bad migration", file=sys.stderr)
+sys.exit(1)
+"""
+
+
+def test_idle_session_timeout_is_not_an_outage(pg, db, tmp_path):
     pg.psql("postgres", f"ALTER DATABASE {db} SET idle_session_timeout = '500ms'")
-    r = run(["--migrate-only", "--migrate-cmd", "sh -c 'sleep 1.5; echo ERROR: bad migration >&2; exit 1'"],
-            env=clean_env(DATABASE_URL=pg.url(db)))
+    script = tmp_path / "outlast.py"
+    script.write_text(OUTLAST_IDLE_TIMEOUT)
+    r = run(["--migrate-only", "--migrate-cmd", f"{PYTHON} {script}"], env=clean_env(DATABASE_URL=pg.url(db)))
     assert r.code == 70, r
+    assert [e["line"] for e in r.named("migrate.output")][0] == "tool sessions 1 idle for 2 s 1", r
 
 
 def test_url_given_as_conninfo_reaches_the_tool_complete(pg, db):
@@ -242,19 +286,35 @@ def test_app_not_found_or_not_executable(pg, db, tmp_path, kind, code):
     assert r.named("run.failed")[0]["exit_code"] == code
 
 
-def test_stop_signal_during_wait(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen([binary(), "--wait-timeout", "60s", "--migrate-cmd", "true", "--", "true"],
-                            env=clean_env(DATABASE_URL=f"postgresql://u:p@127.0.0.1:{port}/d"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert time.monotonic() - t0 < 1.0
-    stop = [json.loads(l) for l in err.splitlines() if '"stop.signal"' in l][0]
+@pytest.mark.parametrize("between", ["sleeping", "connecting"])
+def test_stop_signal_during_wait(between):
+    """SIGTERM ends the wait at once: in the pause between two attempts (the 8th attempt is
+    followed by one of 6.4 to 12.8 s here), and during an attempt that a server which accepts
+    the connection but never answers would keep going for 10 s."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        silent.settimeout(30)
+        port = silent.getsockname()[1] if between == "connecting" else free_port()
+        p = start(["--wait-timeout", "60s", "--wait-max-interval", "60s", "--log-level", "debug",
+                   "--migrate-cmd", "true", "--", "true"],
+                  env=clean_env(DATABASE_URL=f"postgresql://u:p@127.0.0.1:{port}/d"))
+        if between == "sleeping":
+            assert wait_for_event(p, "wait.attempt", attempt=8)["ready"] is False
+            held = None
+        else:
+            held, _ = silent.accept()  # the first attempt is under way, and never answered
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        r = p.finish(timeout=30)
+        took = time.monotonic() - t0
+        if held:
+            held.close()
+    assert r.code == 128 + signal.SIGTERM, r
+    assert took < PROMPT, took
+    stop = r.named("stop.signal")[0]
     assert stop["phase"] == "wait" and stop["signal"] == "SIGTERM"
+    assert len(r.named("wait.attempt")) == (8 if between == "sleeping" else 0), r
 
 
 @pytest.mark.parametrize("args,named", [

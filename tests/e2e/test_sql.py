@@ -3,12 +3,11 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import PGTMP, binary, clean_env, run
+from conftest import PROMPT, binary, clean_env, run, start, wait_for_event, wait_until
 
 HIST = "public.mtr_schema_history"
 
@@ -186,11 +185,14 @@ def test_a_table_locked_by_another_session_is_retried(pg, db, tmp_path):
     holder = psycopg2.connect(pg.url(db))
     cur = holder.cursor()
     cur.execute("LOCK TABLE busy IN ACCESS EXCLUSIVE MODE")
-    release = threading.Timer(2.0, holder.commit)
-    release.start()
-    r = sql_run(pg.url(db), d, "--migration-lock-timeout", "300ms", "--retries", "10")
-    release.join()
-    holder.close()
+    p = start(["--sql-dir", str(d), "--migration-lock-timeout", "300ms", "--retries", "10", "--migrate-only"],
+              env=clean_env(DATABASE_URL=pg.url(db)))
+    try:
+        wait_for_event(p, "migrate.retry")  # it ran into the lock, and is trying again
+    finally:
+        holder.commit()
+        holder.close()
+    r = p.finish(timeout=120)
     assert r.code == 0, r
     retries = r.named("migrate.retry")
     assert retries and all(e["sqlstate"] == "55P03" for e in retries)
@@ -198,69 +200,80 @@ def test_a_table_locked_by_another_session_is_retried(pg, db, tmp_path):
                        "WHERE table_name = 'busy' AND column_name = 'y'") == "1"
 
 
+def waits_for_lock(c, db, key):
+    """Whether a session of the tool waits in db for the advisory lock key that the test holds."""
+    return c.psql(db, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                      f"WHERE l.locktype = 'advisory' AND NOT l.granted AND l.objid = {key} "
+                      "AND a.application_name = 'migrate-then-run' AND a.datname = current_database()") == "1"
+
+
 def test_terminated_backend_and_server_restart_mid_run(cluster_factory, tmp_path):
+    import psycopg2
     c = cluster_factory()
     c.start()
     d = write(tmp_path / "m", audit_migrations(10, sleep=0.3))
     url = c.url()
 
-    def kill_backend():
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if c.psql("postgres", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                      "WHERE query LIKE '%INSERT INTO audit%' AND application_name = 'migrate-then-run'") == "1":
-                return
-            time.sleep(0.05)
-
-    t = threading.Thread(target=kill_backend)
-    t.start()
-    r = sql_run(url, d)
-    t.join()
+    p = start(["--sql-dir", str(d), "--migrate-only"], env=clean_env(DATABASE_URL=url))
+    wait_until("the tool's session, terminated while it migrates", lambda: c.psql(
+        "postgres", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE query LIKE '%INSERT INTO audit%' AND application_name = 'migrate-then-run'") == "1")
+    r = p.finish(timeout=120)
     assert r.code == 0, r
     assert r.named("migrate.retry")
 
-    # Now an immediate restart while a migration sleeps.
-    d2 = write(tmp_path / "m", {f"{v:04d}_more.sql": f"INSERT INTO audit (version) VALUES ({v});\nSELECT pg_sleep(0.3);\n"
-                                for v in range(11, 16)})
-    def restart():
-        time.sleep(0.7)
-        # The restarted server must not inherit our pipes: its output goes to its log file.
-        pg_ctl = ["/usr/lib/postgresql/15/bin/pg_ctl", "-D", str(c.dir / "data"), "-l",
-                  str(c.dir / "server.log"), "restart", "-m", "immediate", "-w"]
-        if os.geteuid() == 0:
-            pg_ctl = ["runuser", "-u", "postgres", "--", *pg_ctl]
-        subprocess.run(pg_ctl, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, cwd="/")
-    t = threading.Thread(target=restart)
-    t.start()
-    r = sql_run(url, d2)
-    t.join()
+    # Now an immediate restart while a migration runs: the one that waits for a lock the test holds.
+    files = {f"{v:04d}_more.sql": f"INSERT INTO audit (version) VALUES ({v});\nSELECT pg_sleep(0.3);\n"
+             for v in range(11, 16)}
+    files["0013_more.sql"] = "INSERT INTO audit (version) VALUES (13);\nSELECT pg_advisory_xact_lock(1313);\n"
+    d2 = write(tmp_path / "m", files)
+    blocker = psycopg2.connect(url)
+    blocker.cursor().execute("SELECT pg_advisory_lock(1313)")
+    p = start(["--sql-dir", str(d2), "--migrate-only"], env=clean_env(DATABASE_URL=url))
+    wait_until("migration 13 waits for the test's lock", lambda: waits_for_lock(c, "postgres", 1313))
+    # The restarted server must not inherit our pipes: its output goes to its log file.
+    pg_ctl = ["/usr/lib/postgresql/15/bin/pg_ctl", "-D", str(c.dir / "data"), "-l",
+              str(c.dir / "server.log"), "restart", "-m", "immediate", "-w"]
+    if os.geteuid() == 0:
+        pg_ctl = ["runuser", "-u", "postgres", "--", *pg_ctl]
+    subprocess.run(pg_ctl, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, cwd="/")
+    blocker.close()  # its session ended with the server, and the lock with it
+    r = p.finish(timeout=120)
     assert r.code == 0, r
     assert r.named("migrate.retry")
+    assert [e["file"] for e in r.named("migrate.step")][-3:] == ["0013_more.sql", "0014_more.sql", "0015_more.sql"]
     assert c.psql("postgres", "SELECT count(*), count(DISTINCT version) FROM audit") == "15|15"
     assert c.psql("postgres", f"SELECT count(*) FILTER (WHERE success) FROM {HIST}") == "16"
 
 
 def test_killed_lock_holder_is_taken_over(pg, db, tmp_path):
+    import psycopg2
     files = audit_migrations(3)
-    files["0002_step.sql"] = "INSERT INTO audit (version) VALUES (2);\nSELECT pg_sleep(2);\n"
+    # The first replica stops in migration 2, on a lock the test holds, and is killed there.
+    files["0002_step.sql"] = "INSERT INTO audit (version) VALUES (2);\nSELECT pg_advisory_xact_lock(2222);\n"
     d = write(tmp_path / "m", files)
     url = pg.url(db)
     env = clean_env(DATABASE_URL=url)
-    first = subprocess.Popen([binary(), "--sql-dir", str(d), "--migrate-only"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 15
-    while time.time() < deadline and pg.psql(
-            db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' AND pid <> pg_backend_pid()") != "1":
-        time.sleep(0.02)
-    second = subprocess.Popen([binary(), "--sql-dir", str(d), "--migrate-only"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.3)
-    first.send_signal(signal.SIGKILL)  # the holder dies mid-migration; its session ends with it
-    first.wait()
-    out, err = second.communicate(timeout=60)
-    assert second.returncode == 0, err
-    assert '"event":"lock.wait"' in err
+    blocker = psycopg2.connect(url)
+    blocker.cursor().execute("SELECT pg_advisory_lock(2222)")
+    try:
+        first = start(["--sql-dir", str(d), "--migrate-only"], env=env)
+        wait_until("the first replica waits in migration 2", lambda: waits_for_lock(pg, db, 2222))
+        second = start(["--sql-dir", str(d), "--migrate-only"], env=env)
+        wait_for_event(second, "lock.wait", holder_pid=int(pg.psql(
+            db, "SELECT pid FROM pg_stat_activity WHERE application_name = 'migrate-then-run' "
+                "AND query LIKE '%pg_advisory_xact_lock(2222)%'")))
+        first.proc.kill()  # the holder dies mid-migration; its session ends with it
+        first.finish()
+    finally:
+        blocker.close()  # now the dead replica's statement can end, and its session with it
+    r = second.finish(timeout=60)
+    assert r.code == 0, r
+    assert r.named("lock.wait") and r.named("lock.acquired")
+    # Migration 2 went to the server as one statement with its COMMIT: the dead replica's
+    # session finished it; the survivor took over from migration 3.
+    assert [e["file"] for e in r.named("migrate.step")] == ["0003_step.sql"]
     assert pg.psql(db, "SELECT string_agg(version::text, ',' ORDER BY version) FROM audit") == "1,2,3"
     assert history(pg, db) == ["0:true", "1:true", "2:true", "3:true"]
 
@@ -268,23 +281,20 @@ def test_killed_lock_holder_is_taken_over(pg, db, tmp_path):
 def test_sigterm_during_a_sql_migration_cancels_and_rolls_back(pg, db, tmp_path):
     d = write(tmp_path / "m", {"1_slow.sql": "CREATE TABLE slow (x int);\nSELECT pg_sleep(60);\n"})
     marker = tmp_path / "app-started"
-    p = subprocess.Popen([binary(), "--sql-dir", str(d), "--", "touch", str(marker)],
-                         env=clean_env(DATABASE_URL=pg.url(db)), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 15
-    while time.time() < deadline and pg.psql(
-            db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()") != "1":
-        time.sleep(0.02)
-    t0 = time.time()
+    p = start(["--sql-dir", str(d), "--", "touch", str(marker)], env=clean_env(DATABASE_URL=pg.url(db)))
+    sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()"
+    wait_until("the migration sleeps in the server", lambda: pg.psql(db, sleeping) == "1")
+    t0 = time.monotonic()
     p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=15)
-    assert p.returncode == 128 + signal.SIGTERM, err
-    assert time.time() - t0 < 3
+    r = p.finish(timeout=30)
+    took = time.monotonic() - t0
+    assert r.code == 128 + signal.SIGTERM, r
+    assert took < PROMPT, took
     assert not marker.exists()
-    assert '"phase":"migrate"' in err
+    assert [e["phase"] for e in r.named("stop.signal")] == ["migrate"]
     assert pg.psql(db, "SELECT to_regclass('slow') IS NULL") == "t"
     assert history(pg, db) == []
-    assert pg.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()") == "0"
+    assert pg.psql(db, sleeping) == "0"
 
 
 def test_trailing_comment_without_newline_and_notices(pg, db, tmp_path):

@@ -50,12 +50,10 @@ def root(tmp_path, static_true):
 
 
 def in_root(root, args, env=None, timeout=60):
-    import time
-    t0 = time.monotonic()
     proc = subprocess.run(["chroot", str(root), "/migrate-then-run", *args],
                           env=env if env is not None else clean_env(),
                           capture_output=True, text=True, timeout=timeout)
-    return Result(proc, time.monotonic() - t0)
+    return Result(proc)
 
 
 def test_version_needs_nothing_from_the_root(root):
@@ -142,9 +140,10 @@ def test_sslmode_verify_full_checks_the_certificate(root, tls_cluster):
 
     # The certificate names localhost, not 127.0.0.1: OpenSSL's check must refuse it.
     bad = tls_cluster.url("postgres") + "?sslmode=verify-full&sslrootcert=/ca.crt"
-    r = in_root(root, ["--migrate-cmd", "/true", "--", "/true"], env=clean_env(DATABASE_URL=bad))
+    r = in_root(root, ["--log-level", "debug", "--migrate-cmd", "/true", "--", "/true"],
+                env=clean_env(DATABASE_URL=bad))
     assert r.code == 64, r  # a configuration problem: refused at once, not waited out
-    assert r.elapsed < 5
+    assert len(r.named("wait.attempt")) == 1 and not r.named("wait.waiting"), r
     assert not r.named("run.exec"), r
     assert "does not match host name" in r.stderr, r
 

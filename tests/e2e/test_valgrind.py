@@ -8,6 +8,7 @@ under Valgrind is Valgrind's own launcher, so `--init` cannot run under Valgrind
 supervisor image is started here directly, as that re-exec starts it."""
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -16,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, binary, clean_env
+from conftest import ROOT, Tool, binary, clean_env, wait_for_event, wait_until
 
 VALGRIND = shutil.which("valgrind")
 
@@ -105,13 +106,13 @@ def test_happy_path_wait_migrate_backup_exec(cluster_factory, tmp_path):
     mig = write(tmp_path / "m", GOOD)
     bdir = tmp_path / "backups"
     env = clean_env(DATABASE_URL=late.url(), MTR_BACKUP="required")
-    p = subprocess.Popen([*memcheck(logs), binary(), "--sql-dir", str(mig), "--backup-dir", str(bdir),
-                          "--wait-timeout", "60s", "--", "echo", "app-ran"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    p = Tool([*memcheck(logs), binary(), "--sql-dir", str(mig), "--backup-dir", str(bdir),
+              "--wait-timeout", "60s", "--", "echo", "app-ran"], env=env)
+    wait_for_event(p, "wait.waiting", timeout=60)  # refused: the server is not up yet
     late.start()
-    out, err = p.communicate(timeout=120)
-    assert p.returncode == 0, err
+    r = p.finish(timeout=120)
+    out, err = r.stdout, r.stderr
+    assert r.code == 0, err
     assert out == "app-ran\n"
     for event in ('"wait.ready"', '"backup.done"', '"migrate.step"', '"run.exec"'):
         assert event in err, (event, err)
@@ -158,27 +159,26 @@ def status_kb(pid):
     return fields
 
 
-def signal_for(pid, count, seconds):
-    """count SIGUSR1 to pid, evenly over seconds."""
+def signal_for(p, count, seconds):
+    """count SIGUSR1 to the supervisor p (a Tool), evenly over seconds (or longer: each one only
+    once the one before has been forwarded, so none merges with a pending one)."""
     t0 = time.monotonic()
     for i in range(count):
-        os.kill(pid, signal.SIGUSR1)
+        os.kill(p.pid, signal.SIGUSR1)
+        wait_for_event(p, "run.signal", timeout=60, signal="SIGUSR1")
         delay = t0 + (i + 1) * seconds / count - time.monotonic()
         if delay > 0:
             time.sleep(delay)
 
 
+def asleep(pid):
+    """Whether pid sleeps (in its wait for the next signal: all it does between them)."""
+    stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "S"
+
+
 # The app ignores SIGUSR1 (and so does the sleep it waits for); SIGTERM ends it.
 APP = ["sh", "-c", 'trap "" USR1; sleep 60']
-
-
-def wait_for(path, text, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{text} never appeared in {path}")
 
 
 def test_supervisor_under_memcheck_through_a_long_run(tmp_path):
@@ -188,23 +188,16 @@ def test_supervisor_under_memcheck_through_a_long_run(tmp_path):
     while the app runs 10 s and receives 1,000 signals through it."""
     logs = tmp_path / "vg"
     logs.mkdir()
-    err_path = tmp_path / "stderr"
     env = clean_env(MTR_INTERNAL_SUPERVISE="10000,0,0,1,0,0")
-    with open(err_path, "w") as err:
-        p = subprocess.Popen([*memcheck(logs), binary(), "--", *APP], env=env,
-                             stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        wait_for(err_path, '"run.start"')
-        signal_for(p.pid, SIGNALS, APP_SECONDS)
-        p.send_signal(signal.SIGTERM)
-        code = p.wait(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    text = err_path.read_text()
-    assert code == 128 + signal.SIGTERM, text[-2000:]
-    forwarded = text.count('"event":"run.signal"')
-    assert forwarded >= SIGNALS * 0.9, forwarded  # a signal sent while one is pending merges with it
+    p = Tool([*memcheck(logs), binary(), "--", *APP], env=env, stdout=subprocess.DEVNULL)
+    wait_for_event(p, "run.start", timeout=60)
+    signal_for(p, SIGNALS, APP_SECONDS)
+    p.send_signal(signal.SIGTERM)
+    r = p.finish(timeout=60)
+    text = r.stderr
+    assert r.code == 128 + signal.SIGTERM, text[-2000:]
+    forwarded = len(r.named("run.signal"))
+    assert forwarded == SIGNALS + 1, forwarded  # and SIGTERM
     assert_clean(logs, p.pid, f"supervisor, {APP_SECONDS:.0f} s, {forwarded} signals forwarded")
 
 
@@ -225,31 +218,25 @@ def test_supervisor_does_not_grow(pg, db, tmp_path, build):
     exe = binary() if build == "MTR_BIN" else str(STATIC_BIN)
     if build == "static" and not STATIC_BIN.exists():
         pytest.skip("no static binary: make static")
-    err_path = tmp_path / "stderr"
-    with open(err_path, "w") as err:
-        p = subprocess.Popen([exe, "--init", "--migrate-cmd", "true", "--", *APP],
-                             env=clean_env(DATABASE_URL=pg.url(db)), stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        wait_for(err_path, '"run.start"')  # the re-exec'd supervisor has the same pid
-        time.sleep(0.3)
-        cold = status_kb(p.pid)
-        signal_for(p.pid, SIGNALS, APP_SECONDS)
-        time.sleep(0.3)
-        first = status_kb(p.pid)
-        signal_for(p.pid, SIGNALS, APP_SECONDS)
-        time.sleep(0.3)
-        second = status_kb(p.pid)
-        p.send_signal(signal.SIGTERM)
-        code = p.wait(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    text = err_path.read_text()
-    assert code == 128 + signal.SIGTERM, text[-2000:]
-    forwarded = text.count('"event":"run.signal"') - 1  # SIGTERM is forwarded too
+    p = Tool([exe, "--init", "--migrate-cmd", "true", "--", *APP], env=clean_env(DATABASE_URL=pg.url(db)),
+             stdout=subprocess.DEVNULL)
+
+    def settled():  # back in its wait for the next signal
+        return status_kb(wait_until("the supervisor asleep", lambda: asleep(p.pid) and p.pid))
+
+    wait_for_event(p, "run.start")  # the re-exec'd supervisor has the same pid
+    cold = settled()
+    signal_for(p, SIGNALS, APP_SECONDS)
+    first = settled()
+    signal_for(p, SIGNALS, APP_SECONDS)
+    second = settled()
+    p.send_signal(signal.SIGTERM)
+    r = p.finish(timeout=30)
+    assert r.code == 128 + signal.SIGTERM, r.stderr[-2000:]
+    forwarded = len(r.named("run.signal")) - 1  # SIGTERM is forwarded too
     print(f"\nsupervisor ({exe}): {forwarded} signals forwarded in 2 x {APP_SECONDS:.0f} s; kB at start → "
           "after 1,000 → after 2,000: " + "; ".join(f"{k} {cold[k]} → {first[k]} → {second[k]}" for k in cold))
-    assert forwarded >= 2 * SIGNALS * 0.9, forwarded  # a signal sent while one is pending merges with it
+    assert forwarded == 2 * SIGNALS, forwarded
     assert cold["VmData"] == first["VmData"] == second["VmData"], (cold, first, second)
     assert second["VmRSS"] - first["VmRSS"] <= GROWTH_LIMIT_KB, (cold, first, second)
     assert second["VmHWM"] - first["VmHWM"] <= GROWTH_LIMIT_KB, (cold, first, second)

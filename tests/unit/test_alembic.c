@@ -126,6 +126,54 @@ static void test_graph(void)
 	chain_free(&c);
 }
 
+/* The whole text of each graph message, as users read it (lines of more than six ids are
+ * shortened; the join names the file-order predecessor). */
+static void test_graph_messages(void)
+{
+	static const struct {
+		const char *specs[12];
+		size_t n;
+		const char *kind, *msg;
+	} cases[] = {
+		{{"1:-:v/01.py", "2:1:v/02.py", "3:2:v/03.py", "4:3:v/04.py", "5:4:v/05.py", "6:5:v/06.py",
+		  "7:6:v/07.py", "8:7:v/08.py", "a:-:v/09.py", "b:a:v/10.py"},
+		 10,
+		 "roots",
+		 "the migrations form 2 independent chains, each with its own first revision (down_revision = "
+		 "None): 1 -> 2 -> 3 -> 4 -> 5 -> 6 -> ... -> 8 (v/01.py, starting 1); a -> b (v/09.py, "
+		 "starting a). Alembic would apply them as unrelated histories. Join them: set down_revision "
+		 "= '8' in v/09.py"},
+		{{"a:-:v/a.py", "b:-:v/b.py"},
+		 2,
+		 "roots",
+		 "the migrations form 2 independent chains, each with its own first revision (down_revision = "
+		 "None): a (v/a.py, starting a); b (v/b.py, starting b). Alembic would apply them as unrelated "
+		 "histories. Join them: set down_revision = 'a' in v/b.py"},
+		{{"1:-:v/1.py", "2:1:v/2.py", "3:1:v/3.py", "4:1:v/4.py"},
+		 4,
+		 "heads",
+		 "the migrations have 3 heads and none of the branches declares branch_labels: 2 (v/2.py), 3 "
+		 "(v/3.py), 4 (v/4.py). Merge them with: alembic merge -m \"merge heads\" 2 3 4"},
+		{{"c1:-:v/c1.py", "c2:c3:v/c2.py", "c3:c2:v/c3.py"},
+		 3,
+		 "cycle",
+		 "the down_revision links form a cycle: c2 (v/c2.py) -> c3 (v/c3.py) -> c2 (v/c2.py) (each "
+		 "names the next as its parent); break it by pointing one of them at its real predecessor"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct chain c = {0};
+		struct problems p = {0};
+		build(&c, cases[i].specs, cases[i].n);
+		chain_check(&c, &p);
+		CHECK(p.n == 1 && strcmp(p.items[0].kind, cases[i].kind) == 0, "message case %zu: %zu problems", i,
+		      p.n);
+		if (p.n)
+			CHECK_STR(p.items[0].msg, cases[i].msg, "message");
+		problems_free(&p);
+		chain_free(&c);
+	}
+}
+
 /* alembic.ini: where the revision files are, and values that never finish expanding. */
 static void test_ini(void)
 {
@@ -194,5 +242,6 @@ void test_alembic(void)
 {
 	test_parse();
 	test_graph();
+	test_graph_messages();
 	test_ini();
 }
