@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import PASSWORD, binary, clean_env, run
+from conftest import PASSWORD, PROMPT, Tool, binary, clean_env, run, start, wait_until
 from netfault import BlackHole, Proxy, SilentDNS
 
 HIST = "public.mtr_schema_history"
@@ -24,21 +24,12 @@ def write(d, files):
     return d
 
 
-def start(args, env):
-    return subprocess.Popen([binary(), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def events(err):
-    return [json.loads(line) for line in err.splitlines()]
-
-
-def stop_and_time(proc, timeout=15):
-    """SIGTERM now; returns (seconds from the signal to the exit, stderr)."""
+def stop_and_time(tool):
+    """SIGTERM now; returns (seconds from the signal to the exit, the finished tool)."""
     t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=timeout)
-    return time.monotonic() - t0, err
+    tool.send_signal(signal.SIGTERM)
+    tool.finish(timeout=30)
+    return time.monotonic() - t0, tool
 
 
 # ---- a server that goes silent mid-conversation -------------------------------------------
@@ -49,16 +40,16 @@ def test_sigterm_while_the_server_is_silent(pg, db, tmp_path, phase, trigger):
     proxy = Proxy(pg.port, silent_on=trigger)
     try:
         url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{proxy.port}/{db}"
-        p = start(["--sql-dir", str(d), "--migrate-only"], clean_env(DATABASE_URL=url))
-        assert proxy.silenced.wait(30), p.communicate(timeout=30)
-        time.sleep(0.2)  # the query is out and unanswered: the tool waits for the server
-        took, err = stop_and_time(p)
+        p = start(["--sql-dir", str(d), "--migrate-only"], env=clean_env(DATABASE_URL=url))
+        assert proxy.silenced.wait(30), p.finish()  # the query is out, and never answered
+        took, r = stop_and_time(p)
     finally:
         proxy.close()
-    assert p.returncode == 128 + signal.SIGTERM, err
-    stop = [e for e in events(err) if e["event"] == "stop.signal"]
-    assert stop and stop[0]["phase"] == phase, err
-    assert took < 5, f"{took:.2f}s from SIGTERM to exit"  # 1 s is the promise; generous here
+    assert r.code == 128 + signal.SIGTERM, r
+    stop = r.named("stop.signal")
+    assert stop and stop[0]["phase"] == phase, r
+    assert took < PROMPT, f"{took:.2f}s from SIGTERM to exit"  # 1 s is the promise
+    assert not r.named("plan.failed") and not r.named("migrate.failed"), r  # a stop, not a failure
     assert pg.psql(db, "SELECT to_regclass('never_applied') IS NULL") == "t"
 
 
@@ -112,20 +103,19 @@ def test_dns_that_never_answers_honours_the_wait_timeout_and_sigterm(tmp_path):
                            timeout=60)
         took = time.monotonic() - t0
         assert r.returncode == 69, r.stderr
-        failed = [e for e in events(r.stderr) if e["event"] == "wait.failed"][0]
+        failed = [json.loads(line) for line in r.stderr.splitlines() if '"wait.failed"' in line][0]
         assert "db.mtr-e2e.invalid" in failed["msg"] and "name server" in failed["msg"], failed
-        assert took < 2 + 4, f"{took:.2f}s for --wait-timeout 2s"  # generous
+        assert took < 2 + PROMPT, f"{took:.2f}s for --wait-timeout 2s"
 
-        p = subprocess.Popen([*prefix, binary(), "--wait-timeout", "60s", "--migrate-only",
-                              "--migrate-cmd", "true"], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
         dns.queried.clear()
-        assert dns.queried.wait(30), p.communicate(timeout=30)
-        took, err = stop_and_time(p)
-        assert p.returncode == 128 + signal.SIGTERM, err
-        assert [e for e in events(err) if e["event"] == "stop.signal"][0]["phase"] == "wait"
-        assert took < 5, f"{took:.2f}s from SIGTERM to exit"
-        assert PASSWORD not in err
+        p = Tool([*prefix, binary(), "--wait-timeout", "60s", "--migrate-only", "--migrate-cmd",
+                  "true"], env=env)
+        assert dns.queried.wait(30), p.finish()  # the lookup is under way, and never answered
+        took, r = stop_and_time(p)
+        assert r.code == 128 + signal.SIGTERM, r
+        assert r.named("stop.signal")[0]["phase"] == "wait", r
+        assert took < PROMPT, f"{took:.2f}s from SIGTERM to exit"
+        assert PASSWORD not in r.stderr
     finally:
         dns.close()
 
@@ -259,25 +249,54 @@ def test_server_restart_during_pg_dump_is_retried(cluster_factory, tmp_path):
     holder = psycopg2.connect(c.url())  # pg_dump waits for this lock: the restart comes mid-dump
     holder.cursor().execute("LOCK TABLE other.busy IN ACCESS EXCLUSIVE MODE")
     p = start(["--sql-dir", str(d), "--backup-dir", str(tmp_path / "b"), "--migrate-only"],
-              clean_env(DATABASE_URL=c.url(), MTR_BACKUP=None))
-    deadline = time.time() + 30
-    while time.time() < deadline and c.psql("postgres", (
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'migrate-then-run/backup' "
-            "AND wait_event_type = 'Lock'")) != "1":
-        time.sleep(0.05)
+              env=clean_env(DATABASE_URL=c.url(), MTR_BACKUP=None))
+    wait_until("pg_dump waiting for the lock", lambda: c.psql("postgres", (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'migrate-then-run/backup' "
+        "AND wait_event_type = 'Lock'")) == "1")
     pg_ctl = ["/usr/lib/postgresql/15/bin/pg_ctl", "-D", str(c.dir / "data"), "-l",
               str(c.dir / "server.log"), "restart", "-m", "immediate", "-w"]
     if os.geteuid() == 0:
         pg_ctl = ["runuser", "-u", "postgres", "--", *pg_ctl]
     subprocess.run(pg_ctl, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, cwd="/")
-    _, err = p.communicate(timeout=90)
+    r = p.finish(timeout=90)
     try:
         holder.close()
     except psycopg2.Error:
         pass
-    assert p.returncode == 0, err
-    names = [e["event"] for e in events(err)]
-    assert "migrate.retry" in names and "backup.done" in names, err
-    assert "backup.failed" not in names, err
+    assert r.code == 0, r
+    assert r.named("migrate.retry") and r.named("backup.done"), r
+    assert not r.named("backup.failed"), r
     assert c.psql("postgres", "SELECT to_regclass('after_dump') IS NOT NULL") == "t"
+
+
+def test_connections_get_keepalives_unless_the_url_sets_them(pg, db):
+    env = clean_env(PGHOST="127.0.0.1", PGPORT=str(pg.port), PGUSER="postgres",
+                    PGPASSWORD=PASSWORD, PGDATABASE=db)
+    r = run(["--migrate-only", "--migrate-cmd", "printenv DATABASE_URL"], env=env)
+    assert r.code == 0, r
+    url = r.named("migrate.output")[0]["line"]  # the URL built from our connection
+    for kv in ("keepalives=1", "keepalives_idle=5", "keepalives_interval=2", "keepalives_count=3",
+               "tcp_user_timeout=15000"):
+        assert kv in url, url
+    conninfo = (f"host=127.0.0.1 port={pg.port} user=postgres password={PASSWORD} dbname={db} "
+                "keepalives_idle=60 tcp_user_timeout=0")
+    r = run(["--migrate-only", "--migrate-cmd", "printenv DATABASE_URL"],
+            env=clean_env(DATABASE_URL=conninfo))
+    assert r.code == 0, r
+    url = r.named("migrate.output")[0]["line"]
+    assert "keepalives_idle=60" in url and "keepalives=1" in url and "tcp_user_timeout=15000" not in url, url
+
+
+def test_permission_denied_reading_the_history_is_permanent_and_logged_once(pg, db, tmp_path):
+    d = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
+    assert run(["--sql-dir", str(d), "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db))).code == 0
+    role = f"reader_{db}"
+    pg.psql(db, f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'")
+    write(d, {"2_b.sql": "CREATE TABLE b (x int);\n"})
+    url = f"postgresql://{role}:{PASSWORD}@127.0.0.1:{pg.port}/{db}"
+    r = run(["--sql-dir", str(d), "--migrate-only"], env=clean_env(DATABASE_URL=url))
+    assert r.code == 77, r
+    failed = r.named("plan.failed")
+    assert len(failed) == 1 and failed[0]["sqlstate"] == "42501" and failed[0]["transient"] is False, r
+    assert "permission denied" in failed[0]["msg"] and "grant" in failed[0]["msg"], failed[0]["msg"]
