@@ -128,9 +128,11 @@ static bool check_tls_files(const struct settings *s, struct pg_error *err)
 	if (mode && strcmp(mode, "disable") == 0)
 		return true;
 	const char *cert = setting(s, "sslcert"), *key = setting(s, "sslkey");
-	struct passwd *pw = getpwuid(geteuid());
+	struct passwd pwbuf, *pw = NULL;
+	char pwtext[4096];
 	char dcert[4096] = "", dkey[4096] = "";
-	if (pw && pw->pw_dir) {
+	/* libpq looks in the home directory of the effective user, as getpwuid says it. */
+	if (getpwuid_r(geteuid(), &pwbuf, pwtext, sizeof pwtext, &pw) == 0 && pw && pw->pw_dir) {
 		snprintf(dcert, sizeof dcert, "%s/.postgresql/postgresql.crt", pw->pw_dir);
 		snprintf(dkey, sizeof dkey, "%s/.postgresql/postgresql.key", pw->pw_dir);
 	}
@@ -155,7 +157,9 @@ static bool check_tls_files(const struct settings *s, struct pg_error *err)
 /* The settings libpq would refuse, or misread, later. */
 static bool check_settings(const char *url, const struct settings *s, struct pg_error *err)
 {
-	char cut = url ? userinfo_cut(url) : 0;
+	char cut = '\0';
+	if (url)
+		cut = userinfo_cut(url);
 	if (cut == '@')
 		return config_error(err, "the URL's user name or password holds an unencoded '@': libpq "
 				    "splits at the first '@' and takes the rest for the host name");

@@ -52,4 +52,34 @@ void test_pg(void)
 	CHECK(pg_check_target(&t, &err) == PG_OK, "good URL");
 	t.url = "host=h dbname=d";
 	CHECK(pg_check_target(&t, &err) == PG_OK, "conninfo");
+
+	/* What libpq would refuse only while connecting, or never: configuration errors at once,
+	 * naming the setting but never the password. */
+	static const struct {
+		const char *url;
+		enum pg_status want;
+		const char *named;
+	} targets[] = {
+		{"postgresql://u:S3cr@tPw@h/d", PG_CONFIG, "unencoded '@'"},
+		{"postgresql://u:1234/5678@h/d", PG_CONFIG, "unencoded '/'"},
+		{"postgresql://u:p%40w@h/d?application_name=a@b", PG_OK, NULL},
+		{"postgresql://u@h/d?connect_timeout=abc", PG_CONFIG, "connect_timeout"},
+		{"postgresql://u@h/d?connect_timeout=%2010%20", PG_OK, NULL},
+		{"postgresql://u@h/d?target_session_attrs=writable", PG_CONFIG, "target_session_attrs"},
+		{"postgresql://u@h/d?target_session_attrs=prefer-standby", PG_OK, NULL},
+		{"postgresql://u@h1,h2/d?hostaddr=10.0.0.1", PG_CONFIG, "hostaddr"},
+		{"postgresql://u@h1:1,h2:2,h3:3/d", PG_OK, NULL},
+		{"host=h1,h2 port=1,2,3 dbname=d", PG_CONFIG, "port"},
+		{"postgresql://u@h/d?sslcert=/nonexistent/c.crt", PG_CONFIG, "/nonexistent/c.crt"},
+		{"postgresql://u@h/d?sslcert=/nonexistent/c.crt&sslmode=disable", PG_OK, NULL},
+	};
+	for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
+		t.url = targets[i].url;
+		enum pg_status got = pg_check_target(&t, &err);
+		CHECK(got == targets[i].want, "'%s': %d, want %d (%s)", t.url, got, targets[i].want, err.msg);
+		if (targets[i].named)
+			CHECK(strstr(err.msg, targets[i].named) != NULL, "'%s': %s", t.url, err.msg);
+		CHECK(!strstr(err.msg, "S3cr") && !strstr(err.msg, "tPw") && !strstr(err.msg, "5678"),
+		      "'%s': a piece of the password in '%s'", t.url, err.msg);
+	}
 }
