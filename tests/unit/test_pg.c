@@ -1,9 +1,46 @@
 /* Classifying libpq's connection failures and SQLSTATEs: what is retried and what is not. */
 #include "mtr/pg.h"
+#include "mtr/pg_target.h"
 #include "unit.h"
+
+static char g_secrets[8][64];
+static size_t g_nsecrets;
+
+static void collect(const char *secret)
+{
+	if (secret && g_nsecrets < 8)
+		snprintf(g_secrets[g_nsecrets++], sizeof g_secrets[0], "%s", secret);
+}
+
+/* Which parts of a URL are the password, by libpq's reading, and what was meant as one when
+ * an unencoded '@' or '/' cut it. */
+static void test_secrets(void)
+{
+	static const struct {
+		const char *url;
+		const char *want[4];
+	} cases[] = {
+		{"postgresql://u:p%40ss@h/d", {"p@ss"}},
+		{"host=h password='a b' dbname=d", {"a b"}},
+		{"postgresql://u:S3cr@tPw@h/d", {"S3cr@tPw", "S3cr", "tPw"}},
+		{"postgresql://u:1234/5678@h/d", {"1234/5678", "1234", "5678"}},
+		{"postgresql://u@h/d?application_name=x@y", {NULL}},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		g_nsecrets = 0;
+		pg_target_secrets(cases[i].url, collect);
+		size_t n = 0;
+		while (n < 4 && cases[i].want[n])
+			n++;
+		CHECK(g_nsecrets == n, "'%s': %zu secrets, want %zu", cases[i].url, g_nsecrets, n);
+		for (size_t k = 0; k < n && k < g_nsecrets; k++)
+			CHECK_STR(g_secrets[k], cases[i].want[k], cases[i].url);
+	}
+}
 
 void test_pg(void)
 {
+	test_secrets();
 	static const struct {
 		const char *msg;
 		enum pg_status want;
