@@ -264,14 +264,18 @@ static PGconn *walk_try(struct walk *w, const struct pg_host *h, const char *add
 	PGconn *conn = share > 0 ? connect_one(w->t, &one, share, w->stop_fd, &st, &err) : NULL;
 	if (conn)
 		return conn;
-	if (st == PG_TIMEOUT)
-		snprintf(err.msg, sizeof err.msg, "connection to server at \"%s\"%s%s%s, port %s failed: "
-			 "timeout expired after %lldms", h->host ? h->host : "localhost",
-			 addr ? " (" : "", addr ? addr : "", addr ? ")" : "", h->port ? h->port : "default",
-			 (long long)share);
 	if (w->msgs.len)
 		sb_adds(&w->msgs, "; ");
-	sb_adds(&w->msgs, err.msg);
+	if (st != PG_TIMEOUT) {
+		sb_adds(&w->msgs, err.msg);
+	} else { /* in libpq's words, which name the host */
+		sb_addf(&w->msgs, "connection to server at \"%s\"", h->host ? h->host : "localhost");
+		if (addr)
+			sb_addf(&w->msgs, " (%s)", addr);
+		if (h->port)
+			sb_addf(&w->msgs, ", port %s", h->port);
+		sb_addf(&w->msgs, " failed: timeout expired after %lldms", (long long)share);
+	}
 	w->st = st == PG_TIMEOUT ? PG_TRANSIENT : st;
 	return NULL;
 }
