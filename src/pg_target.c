@@ -33,8 +33,9 @@ static const char *setting(const struct settings *s, const char *kw)
 }
 
 /* Where the URL's user-info was cut by an unencoded character: '@' when the authority holds
- * two of them (libpq splits at the first, the rest becomes the host name), '/' when an '@'
- * follows the first '/' (libpq ended the authority there). 0 for a well-formed URL. */
+ * two of them (libpq splits at the first, the rest becomes the host name), '/' when it holds
+ * none but one follows the first '/' (libpq ended the authority there, and the password went
+ * into the database name). 0 for a well-formed URL. */
 static char userinfo_cut(const char *url)
 {
 	const char *sep = strstr(url, "://");
@@ -46,7 +47,7 @@ static char userinfo_cut(const char *url)
 	const char *first = memchr(auth, '@', auth_end);
 	if (first && memchr(first + 1, '@', auth_end - (size_t)(first + 1 - auth)))
 		return '@';
-	if (auth_end < end && memchr(auth + auth_end, '@', end - auth_end))
+	if (!first && auth_end < end && memchr(auth + auth_end, '@', end - auth_end))
 		return '/';
 	return 0;
 }

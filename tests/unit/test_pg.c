@@ -100,6 +100,7 @@ void test_pg(void)
 		{"postgresql://u:S3cr@tPw@h/d", PG_CONFIG, "unencoded '@'"},
 		{"postgresql://u:1234/5678@h/d", PG_CONFIG, "unencoded '/'"},
 		{"postgresql://u:p%40w@h/d?application_name=a@b", PG_OK, NULL},
+		{"postgresql://u:pw@h/odd@name", PG_OK, NULL},
 		{"postgresql://u@h/d?connect_timeout=abc", PG_CONFIG, "connect_timeout"},
 		{"postgresql://u@h/d?connect_timeout=%2010%20", PG_OK, NULL},
 		{"postgresql://u@h/d?target_session_attrs=writable", PG_CONFIG, "target_session_attrs"},
