@@ -624,9 +624,10 @@ static int scan_dir(struct alembic_source *as, struct walk *w, const char *dir, 
 	return code;
 }
 
-/* Every version location into the chain; logs and returns an exit code when one cannot be
- * read or none holds a revision. */
-static int load_revisions(struct alembic_source *as)
+/* Every version location into the chain; returns an exit code when one cannot be read or
+ * none holds a revision, logged unless quiet (a look before the lock: the locked plan that
+ * follows logs it). */
+static int load_revisions(struct alembic_source *as, bool quiet)
 {
 	char err[1024];
 	for (size_t i = 0; i < as->ndirs; i++) {
@@ -634,11 +635,15 @@ static int load_revisions(struct alembic_source *as)
 		int code = scan_dir(as, &w, as->dirs[i], err, sizeof err);
 		free(w.seen);
 		if (code) {
-			log_event(LOG_ERROR, "check.failed",
-				  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
+			if (!quiet)
+				log_event(LOG_ERROR, "check.failed",
+					  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)),
+					  "%s", err);
 			return code;
 		}
 	}
+	if (as->chain.n == 0 && quiet)
+		return MTR_EXIT_INCONSISTENT;
 	if (as->chain.n == 0) {
 		log_event(LOG_ERROR, "check.failed",
 			  LOG_FIELDS(LF_S("problem", "empty"), LF_I("exit_code", MTR_EXIT_INCONSISTENT)),
@@ -955,7 +960,7 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 	struct alembic_source *as = self;
 	free_plan(as);
 	as->do_repair = false;
-	int code = load_revisions(as);
+	int code = load_revisions(as, flags & PLAN_QUIET);
 	if (code)
 		return code;
 	struct problems p = {0};

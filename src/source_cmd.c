@@ -5,7 +5,6 @@
 #include "mtr/log.h"
 #include "mtr/source.h"
 
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <ctype.h>
@@ -209,10 +208,7 @@ static void end_sessions(const struct pg_target *t, const char *appname)
 /* A name no other replica uses, even when every replica is PID 1 of its own container. */
 static void session_name(char *buf, size_t len)
 {
-	uint64_t nonce = 0;
-	if (getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != (ssize_t)sizeof nonce)
-		nonce = (uint64_t)now_ms() * 6364136223846793005ULL ^ (uint64_t)getpid();
-	snprintf(buf, len, "migrate-then-run/migrate/%016llx", (unsigned long long)nonce);
+	snprintf(buf, len, "migrate-then-run/migrate/%016llx", (unsigned long long)random_u64());
 }
 
 static bool is_url(const char *s)

@@ -517,10 +517,11 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	free_files(ss);
 	ss->notes_logged = flags & PLAN_REPEAT;
 	int code = load_files(ss, err, sizeof err);
-	if (code) { /* the files are the same under the lock: logged by the quiet look already */
-		if (!(flags & PLAN_REPEAT))
-			log_event(LOG_ERROR, "check.failed",
-				  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
+	if (code && (flags & PLAN_QUIET))
+		return code; /* the locked plan that follows says it, once */
+	if (code) {
+		log_event(LOG_ERROR, "check.failed",
+			  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
 		return code;
 	}
 	long tables = 0;
