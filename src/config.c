@@ -1,5 +1,6 @@
 /* Configuration: one option table drives parsing (flags > MTR_* environment > defaults) and --help. */
 #include "mtr/config.h"
+#include "mtr/fileio.h"
 #include "mtr/source.h"
 #include "mtr/http.h"
 
@@ -364,7 +365,7 @@ static bool getenv_secret(const char *name, char **out, const char **from, char 
 		return true;
 	*out = read_secret_file(f);
 	if (!*out) {
-		set_err(err, errlen, "%s: cannot read '%s': %s", file_var, f, strerror(errno));
+		set_err(err, errlen, "%s: cannot read '%s': %s", file_var, f, file_strerror(errno));
 		return false;
 	}
 	/* A stable copy of the variable's name for cfg->database_url_from. */

@@ -522,12 +522,19 @@ PGresult *pg_run(PGconn *conn, const char *sql, int nparams, const char *const *
 	return keep;
 }
 
+bool pg_usable(PGconn *conn)
+{
+	PGTransactionStatusType t = PQtransactionStatus(conn);
+	return PQstatus(conn) == CONNECTION_OK && t != PQTRANS_ACTIVE && t != PQTRANS_UNKNOWN;
+}
+
 bool pg_command(PGconn *conn, const char *sql, int nparams, const char *const *params,
 		int64_t timeout_ms, int stop_fd, struct pg_error *err)
 {
 	PGresult *res = pg_run(conn, sql, nparams, params, timeout_ms, stop_fd, err);
 	ExecStatusType st = PQresultStatus(res);
-	bool ok = res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+	/* A stop signal wins over an answer that raced it: the caller must stop, not go on. */
+	bool ok = res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) && !err->interrupted;
 	PQclear(res);
 	return ok;
 }
@@ -537,8 +544,8 @@ bool pg_query_value(PGconn *conn, const char *sql, int64_t timeout_ms, int cance
 {
 	PGresult *res = pg_run(conn, sql, 0, NULL, timeout_ms, cancel_fd, err);
 	bool ok = false;
-	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
-		goto fail;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || err->interrupted)
+		goto fail; /* a stop signal wins over an answer that raced it */
 	if (PQntuples(res) != 1 || PQnfields(res) < 1) {
 		copy_msg(err, "query returned an unexpected shape");
 		goto fail;

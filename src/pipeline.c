@@ -308,12 +308,16 @@ static enum outcome phase_wait(struct attempt *a)
  * hide work, so "nothing pending" is safe to trust without the lock. Anything else (work, or
  * anything that looks wrong) is decided again under the lock, where the plan is final and
  * may refuse. The quiet look logs the notes about the files (skipped names and the like);
- * the locked plan (PLAN_REPEAT) does not log them again.
+ * the locked plan (PLAN_REPEAT) does not log them again. Files that cannot be read at all are
+ * refused by the quiet look at once: no lock can change the image's files.
  */
 static enum outcome phase_quick_plan(struct attempt *a)
 {
 	a->f->phase = "check";
+	a->info.files_refused = false;
 	a->code = a->src->plan(a->src->self, a->conn, &a->ctx, PLAN_QUIET, &a->pending);
+	if (a->code && a->info.files_refused) /* no lock can change the image's files */
+		return fail(a, a->code, "check", false, "the migration files were refused (see check.failed)");
 	if (a->code == 0 && a->pending == 0 && a->cfg->backup_mode != BACKUP_ALWAYS)
 		return nothing_to_do();
 	/* A permanent failure (logged) would only repeat under the lock: it ends here, once. */
@@ -341,7 +345,7 @@ static enum outcome phase_plan(struct attempt *a)
 {
 	a->f->phase = "check";
 	int code = a->src->plan(a->src->self, a->conn, &a->ctx, PLAN_REPEAT, &a->pending);
-	if (code == MTR_EXIT_TEMPFAIL && PQstatus(a->conn) != CONNECTION_OK) {
+	if (code == MTR_EXIT_TEMPFAIL && !pg_usable(a->conn)) {
 		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking or planning");
 		return OUT_LOST;
 	}

@@ -556,10 +556,12 @@ static bool walk_enter(struct walk *w, DIR *d)
 /* Reads and parses one revision file (name inside the directory dfd; path for messages) into
  * the chain. Returns 0, or MTR_EXIT_INCONSISTENT with err naming the file. */
 static int read_revision(struct alembic_source *as, int dfd, const char *name, const char *path,
-			 char *err, size_t errlen)
+			 bool not_regular, char *err, size_t errlen)
 {
 	size_t len;
-	char *text = file_read_at(dfd, name, REV_MAX_BYTES, &len);
+	/* A device or FIFO is refused without being opened: opening some devices acts. */
+	errno = ENOTSUP;
+	char *text = not_regular ? NULL : file_read_at(dfd, name, REV_MAX_BYTES, &len);
 	int e = errno;
 	char *shown = display_path(as, path);
 	int code = 0;
@@ -592,11 +594,13 @@ static int scan_entry(struct alembic_source *as, struct walk *w, DIR *d, const c
 	char *path = xasprintf("%s/%s", dir, name);
 	struct stat st;
 	int code = 0;
-	if (fstatat(dirfd(d), name, &st, 0) == 0 && S_ISDIR(st.st_mode)) {
+	bool known = fstatat(dirfd(d), name, &st, 0) == 0;
+	if (known && S_ISDIR(st.st_mode)) {
 		if (as->recursive && strcmp(name, "__pycache__") != 0)
 			code = scan_dir(as, w, path, err, errlen);
 	} else if (is_revision_file(name)) {
-		code = read_revision(as, dirfd(d), name, path, err, errlen);
+		code = read_revision(as, dirfd(d), name, path, known && !S_ISREG(st.st_mode), err,
+				     errlen);
 	}
 	free(path);
 	return code;
@@ -624,10 +628,9 @@ static int scan_dir(struct alembic_source *as, struct walk *w, const char *dir, 
 	return code;
 }
 
-/* Every version location into the chain; returns an exit code when one cannot be read or
- * none holds a revision, logged unless quiet (a look before the lock: the locked plan that
- * follows logs it). */
-static int load_revisions(struct alembic_source *as, bool quiet)
+/* Every version location into the chain; logs and returns an exit code when one cannot be
+ * read or none holds a revision. */
+static int load_revisions(struct alembic_source *as)
 {
 	char err[1024];
 	for (size_t i = 0; i < as->ndirs; i++) {
@@ -635,15 +638,11 @@ static int load_revisions(struct alembic_source *as, bool quiet)
 		int code = scan_dir(as, &w, as->dirs[i], err, sizeof err);
 		free(w.seen);
 		if (code) {
-			if (!quiet)
-				log_event(LOG_ERROR, "check.failed",
-					  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)),
-					  "%s", err);
+			log_event(LOG_ERROR, "check.failed",
+				  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
 			return code;
 		}
 	}
-	if (as->chain.n == 0 && quiet)
-		return MTR_EXIT_INCONSISTENT;
 	if (as->chain.n == 0) {
 		log_event(LOG_ERROR, "check.failed",
 			  LOG_FIELDS(LF_S("problem", "empty"), LF_I("exit_code", MTR_EXIT_INCONSISTENT)),
@@ -960,9 +959,11 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 	struct alembic_source *as = self;
 	free_plan(as);
 	as->do_repair = false;
-	int code = load_revisions(as, flags & PLAN_QUIET);
-	if (code)
+	int code = load_revisions(as);
+	if (code) {
+		ctx->info->files_refused = true;
 		return code;
+	}
 	struct problems p = {0};
 	chain_check(&as->chain, &p);
 	char err[1024];

@@ -236,26 +236,23 @@ static char *qualified(PGconn *conn, const struct sql_source *ss)
 	return q;
 }
 
-/* The source's own small queries: pg_run with the usual deadline; NULL when no answer came. */
-static struct pg_error g_small_err; /* why the last small query had no result */
+/* Why the last small query failed: its SQLSTATE ("" when no answer came), and whether a stop
+ * signal ended it (the plan's failure is then a stop, not logged as a failure). */
+static struct pg_error g_small_err;
 
-static PGresult *small_query(PGconn *conn, const char *sql, int nparams, const char *const *params)
+/* The source's own small queries: pg_run with the usual deadline. On failure (NULL, or an
+ * error result) err says why, with what it was doing. */
+static PGresult *small_query(PGconn *conn, const char *sql, int nparams, const char *const *params,
+			     const char *what, char *err, size_t errlen)
 {
-	return pg_run(conn, sql, nparams, params, PG_QUERY_MS, -1, &g_small_err);
-}
-
-/* The SQLSTATE of the last failed query of read_history ("" when no answer came). */
-static char g_history_state[6];
-
-static bool query_ok(PGresult *res, char *err, size_t errlen, const char *what)
-{
+	PGresult *res = pg_run(conn, sql, nparams, params, PG_QUERY_MS, -1, &g_small_err);
 	ExecStatusType st = PQresultStatus(res);
-	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
-		return true;
-	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-	snprintf(g_history_state, sizeof g_history_state, "%s", state ? state : "");
-	set_err(err, errlen, "%s: %s", what, res ? PQresultErrorMessage(res) : g_small_err.msg);
-	return false;
+	if (!res || (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)) {
+		set_err(err, errlen, "%s: %s", what, g_small_err.msg);
+		PQclear(res);
+		return NULL;
+	}
+	return res;
 }
 
 /* A failed read of the history: transient only when the server or the connection went away
@@ -263,9 +260,9 @@ static bool query_ok(PGresult *res, char *err, size_t errlen, const char *what)
  * SQLSTATE 70, at once: retrying would fail the same way. */
 static int history_failure_code(void)
 {
-	if (pg_sqlstate_is_transient(g_history_state))
+	if (pg_sqlstate_is_transient(g_small_err.sqlstate))
 		return MTR_EXIT_TEMPFAIL;
-	return strcmp(g_history_state, "42501") == 0 ? MTR_EXIT_AUTH : MTR_EXIT_MIGRATION;
+	return strcmp(g_small_err.sqlstate, "42501") == 0 ? MTR_EXIT_AUTH : MTR_EXIT_MIGRATION;
 }
 
 /* Reads the history table, if there is one. Returns false on a database error. */
@@ -275,8 +272,9 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 	char *q = qualified(conn, ss);
 	const char *params[2] = {q, ss->schema};
 	/* to_regclass is cheap; counting the schema's tables only matters without a history. */
-	PGresult *res = small_query(conn, "SELECT pg_catalog.to_regclass($1) IS NOT NULL", 1, params);
-	if (!query_ok(res, err, errlen, "reading the catalog")) {
+	PGresult *res = small_query(conn, "SELECT pg_catalog.to_regclass($1) IS NOT NULL", 1, params,
+				    "reading the catalog", err, errlen);
+	if (!res) {
 		PQclear(res);
 		free(q);
 		return false;
@@ -287,8 +285,8 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 	if (!ss->history_exists) {
 		res = small_query(conn, "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
 				   "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') "
-				   "AND c.relname <> 'mtr_failure_state'", 1, params + 1);
-		if (!query_ok(res, err, errlen, "reading the catalog")) {
+				   "AND c.relname <> 'mtr_failure_state'", 1, params + 1, "reading the catalog", err, errlen);
+		if (!res) {
 			PQclear(res);
 			free(q);
 			return false;
@@ -301,9 +299,9 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 	char *sql = xasprintf("SELECT h.version::text, h.name, h.checksum, h.success FROM %s h "
 			      "ORDER BY h.version", q);
 	free(q);
-	res = small_query(conn, sql, 0, NULL);
+	res = small_query(conn, sql, 0, NULL, "reading the history table", err, errlen);
 	free(sql);
-	if (!query_ok(res, err, errlen, "reading the history table")) {
+	if (!res) {
 		PQclear(res);
 		return false;
 	}
@@ -517,9 +515,8 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	free_files(ss);
 	ss->notes_logged = flags & PLAN_REPEAT;
 	int code = load_files(ss, err, sizeof err);
-	if (code && (flags & PLAN_QUIET))
-		return code; /* the locked plan that follows says it, once */
 	if (code) {
+		ctx->info->files_refused = true; /* the image's files: no lock can change them */
 		log_event(LOG_ERROR, "check.failed",
 			  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
 		return code;
@@ -530,7 +527,7 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 		if (g_small_err.interrupted) /* a stop, not a failure: the pipeline says so */
 			return code;
 		log_event(LOG_ERROR, "plan.failed",
-			  LOG_FIELDS(LF_S("sqlstate", g_history_state[0] ? g_history_state : NULL),
+			  LOG_FIELDS(LF_S("sqlstate", g_small_err.sqlstate[0] ? g_small_err.sqlstate : NULL),
 				     LF_B("transient", code == MTR_EXIT_TEMPFAIL), LF_I("exit_code", code)),
 			  "%s%s", err,
 			  code == MTR_EXIT_AUTH ? "; grant the role SELECT on the history table (and "

@@ -290,7 +290,7 @@ enum attempt { APPLIED, RETRY, FINAL };
 /* Whether a failure means the connection or the server went away. */
 static bool lost(PGconn *conn, const char *state)
 {
-	return PQstatus(conn) == CONNECTION_BAD || strncmp(state, "08", 2) == 0 ||
+	return !pg_usable(conn) || strncmp(state, "08", 2) == 0 ||
 	       strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0;
 }
 

@@ -20,6 +20,7 @@ struct plan_info {
 	uint64_t fingerprint; /* a hash of the migration set */
 	char from[64];        /* where the database is ("" when new) */
 	char to[64];          /* where it will be */
+	bool files_refused;   /* the migration files themselves were refused (logged): final */
 };
 
 /* What the phases around a source give it. */
