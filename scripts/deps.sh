@@ -11,7 +11,7 @@ PACKAGES=(
     libpq-dev libcurl4-openssl-dev libcjson-dev libssl-dev
     postgresql-15 postgresql-client-15
     python3 python3-pytest python3-alembic python3-psycopg2 python3-yaml
-    util-linux tini openssl nginx-light
+    util-linux tini openssl nginx-light pgbouncer
 )
 declare -A GROUP_PACKAGES=(
     # the chart, the supervisor peers besides tini, curl for the upload peer

@@ -5,6 +5,7 @@
 #include "mtr/fileio.h"
 #include "mtr/http.h"
 #include "mtr/log.h"
+#include "mtr/pg.h"
 #include "mtr/proc.h"
 #include "mtr/retry.h"
 #include "mtr/strbuf.h"
@@ -199,9 +200,10 @@ static void rotate(const char *dir, const char *prefix, long keep)
 		size_t len = strlen(e->d_name);
 		if (remove_if_stale(dir, prefix, e->d_name, keep))
 			continue;
-		/* <prefix><YYYYmmddTHHMMSSZ>-….dump */
-		if (strncmp(e->d_name, prefix, plen) != 0 || len < plen + 17 || strcmp(e->d_name + len - 5, ".dump") != 0 ||
-		    e->d_name[plen + 8] != 'T' || e->d_name[plen + 15] != 'Z')
+		/* <prefix><YYYYmmddTHHMMSS.mmmZ>-….dump, or …SSZ as earlier versions named them */
+		if (strncmp(e->d_name, prefix, plen) != 0 || len < plen + 21 || strcmp(e->d_name + len - 5, ".dump") != 0 ||
+		    e->d_name[plen + 8] != 'T' ||
+		    (e->d_name[plen + 15] != 'Z' && (e->d_name[plen + 15] != '.' || e->d_name[plen + 19] != 'Z')))
 			continue;
 		names = xrealloc(names, (n + 1) * sizeof *names);
 		names[n++] = xstrdup(e->d_name);
@@ -349,6 +351,41 @@ fail:
 	return ok;
 }
 
+/* The name's FROM when the source could not say where the database is: "empty" only when it
+ * holds no table, view or sequence of its own (our failure memory aside), else "current" (the
+ * state it is in, whatever made it). */
+static const char *unnamed_from(struct job *j)
+{
+	char n[32] = "";
+	struct pg_error err;
+	bool ok = pg_query_value(j->conn,
+				 "SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c JOIN "
+				 "pg_catalog.pg_namespace s ON s.oid = c.relnamespace WHERE c.relkind IN "
+				 "('r', 'p', 'v', 'm', 'S', 'f') AND s.nspname NOT IN ('pg_catalog', "
+				 "'information_schema') AND s.nspname NOT LIKE 'pg\\_%' AND NOT "
+				 "(s.nspname = 'public' AND c.relname = 'mtr_failure_state')",
+				 PG_QUERY_MS, j->stop_fd, n, sizeof n, &err);
+	return ok && strcmp(n, "0") == 0 ? "empty" : "current";
+}
+
+/* <prefix><stamp>-<from>-to-<to>[-N].dump that no file in the directory has yet: two backups
+ * in the same millisecond get a sequence number rather than one replacing the other. */
+static char *free_name(const char *dir, const char *prefix, const char *stamp, const char *f,
+		       const char *t)
+{
+	for (int seq = 1;; seq++) {
+		char *name = seq == 1 ? xasprintf("%s%s-%s-to-%s.dump", prefix, stamp, f, t)
+				      : xasprintf("%s%s-%s-to-%s-%d.dump", prefix, stamp, f, t, seq);
+		struct stat st;
+		char *path = dir ? xasprintf("%s/%s", dir, name) : NULL;
+		bool taken = path && lstat(path, &st) == 0;
+		free(path);
+		if (!taken)
+			return name;
+		free(name);
+	}
+}
+
 /* The backup directory, the backup's name and the upload's URL (as r->uploaded shows it). */
 static bool job_name(struct job *j, const char *from, const char *to)
 {
@@ -357,11 +394,11 @@ static bool job_name(struct job *j, const char *from, const char *to)
 		return failed(j->r, "cannot create the backup directory %s: %s", o->dir, strerror(errno));
 	char db[64], f[64], t[64];
 	safe_part(db, sizeof db, PQdb(j->conn));
-	safe_part(f, sizeof f, from && *from ? from : "empty");
+	safe_part(f, sizeof f, from && *from ? from : unnamed_from(j));
 	safe_part(t, sizeof t, to && *to ? to : "head");
-	utc_format(wall_ms(), UTC_COMPACT, j->stamp, sizeof j->stamp);
+	utc_format(wall_ms(), UTC_COMPACT_MS, j->stamp, sizeof j->stamp);
 	snprintf(j->prefix, sizeof j->prefix, "mtr-%s-", db);
-	j->name = xasprintf("%s%s-%s-to-%s.dump", j->prefix, j->stamp, f, t);
+	j->name = free_name(o->dir, j->prefix, j->stamp, f, t);
 	if (o->upload_url) {
 		j->url = upload_target(o->upload_url, j->name);
 		char *pub = http_url_public(j->url, false);

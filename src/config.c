@@ -30,6 +30,8 @@ struct option_def {
 
 static const char *const log_formats[] = {"json", "text", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+/* In enum log_schema's order. */
+static const char *const log_schemas[] = {"default", "ecs", "gcp", "datadog", NULL};
 static const char *const on_failures[] = {"exit", "hold", NULL};
 static const char *const backup_modes[] = {"required", "optional", "off", "always", NULL};
 static const char *const notify_ons[] = {"failure", "success,failure", "failure,success", "success", NULL};
@@ -69,6 +71,9 @@ static const struct option_def options[] = {
 	{"check", "MTR_CHECK", T_FLAG, "false", NULL,
 	 "print the plan (applied, pending, problems) and exit 0 if consistent, 65 if not; change "
 	 "nothing", F(check), NULL, false},
+	{"pending-exit-code", "MTR_PENDING_EXIT_CODE", T_COUNT, "0", "N",
+	 "with --check: exit N when the state is consistent but something is pending (a CI gate)",
+	 F(pending_exit_code), NULL, false},
 	{"alembic-version-table", "MTR_ALEMBIC_VERSION_TABLE", T_STRING, "alembic_version",
 	 "[SCHEMA.]TABLE", "Alembic's version table (as env.py configures it)",
 	 F(alembic_version_table), NULL, false},
@@ -96,6 +101,9 @@ static const struct option_def options[] = {
 	{"wait-http", "MTR_WAIT_HTTP", T_LIST, NULL, "URL",
 	 "also wait until URL answers 2xx to a GET (repeatable; same deadline and backoff)",
 	 F(wait_http), NULL, false},
+	{"progress-interval", "MTR_PROGRESS_INTERVAL", T_DURATION, "10s", "DURATION",
+	 "while a migration runs, log migrate.progress this often: its step, what the server is "
+	 "waiting for and who blocks it (0: never)", F(progress_interval_ms), NULL, false},
 	{"retries", "MTR_RETRIES", T_COUNT, "3", "N",
 	 "retries of a migration that failed because the database went away", F(retries), NULL, false},
 	{"log-format", "MTR_LOG_FORMAT", T_CHOICE, NULL, "json|text",
@@ -103,6 +111,9 @@ static const struct option_def options[] = {
 	 false},
 	{"log-level", "MTR_LOG_LEVEL", T_CHOICE, "info", "debug|info|warn|error", "least severe level logged",
 	 F(log_level), log_levels, false},
+	{"log-schema", "MTR_LOG_SCHEMA", T_CHOICE, "default", "default|ecs|gcp|datadog",
+	 "JSON key names: ours (ts, level, msg), or what Elastic (ECS), Google Cloud Logging or "
+	 "Datadog read by default", F(log_schema), log_schemas, false},
 	{"init", "MTR_INIT", T_AUTO, "auto", NULL,
 	 "supervise the app as its init (forward signals, reap zombies); --no-init execs it "
 	 "instead; auto: init when PID 1",
@@ -148,6 +159,10 @@ static const struct option_def options[] = {
 	{"state-dir", "MTR_STATE_DIR", T_STRING, NULL, "DIR",
 	 "keep the last failure here across restarts (a volume); default: a table in the database",
 	 F(state_dir), NULL, false},
+	{"state-schema", "MTR_STATE_SCHEMA", T_STRING, "migrate_then_run", "SCHEMA",
+	 "the database schema of the tool's own bookkeeping (the failure memory without "
+	 "--state-dir), created when first needed; never one of the app's schemas",
+	 F(state_schema), NULL, false},
 	{"status-file", "MTR_STATUS_FILE", T_STRING, NULL, "PATH",
 	 "keep the current state (waiting, locked-out, migrating, failed-holding, running) in PATH",
 	 F(status_file), NULL, false},
@@ -484,6 +499,16 @@ static bool check_combination(struct config *cfg, char *err, size_t errlen)
 			cfg->app_argv[0]);
 		return false;
 	}
+	if (cfg->pending_exit_code > 255) {
+		set_err(err, errlen, "--pending-exit-code: expected an exit code from 0 to 255, got %ld",
+			cfg->pending_exit_code);
+		return false;
+	}
+	if (cfg->pending_exit_code && !cfg->check) {
+		set_err(err, errlen, "--pending-exit-code: expected --check as well (it is the answer of "
+			"a check)");
+		return false;
+	}
 	if (cfg->check)
 		cfg->migrate_only = true; /* nothing to exec after a check */
 	if (cfg->migrate_only && cfg->app_argc > 0) {
@@ -676,6 +701,7 @@ void config_free(struct config *cfg)
 	free(cfg->alembic_version_table);
 	free(cfg->alembic_baseline);
 	free(cfg->state_dir);
+	free(cfg->state_schema);
 	free(cfg->status_file);
 	free(cfg->backup_dir);
 	free(cfg->backup_upload_url);
@@ -722,7 +748,8 @@ void config_print_help(FILE *out)
 		"Durations: 60 (seconds), 30s, 500ms, 2m, 1h.\n"
 		"\n"
 		"Exit codes:\n"
-		"  0    success (--migrate-only), or the app's own 0\n"
+		"  0    success (--migrate-only, --check consistent), or the app's own 0\n"
+		"  N    --check --pending-exit-code N: consistent, but something is pending\n"
 		"  64   usage or configuration error\n"
 		"  65   migration chain or database state is inconsistent\n"
 		"  69   database not ready before the wait deadline, or does not exist\n"

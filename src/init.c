@@ -332,10 +332,10 @@ void init_reexec(char *const *argv, const struct init_opts *o, const struct sigs
 	v[1] = "--";
 	for (size_t i = 0; i < n; i++)
 		v[i + 2] = argv[i];
-	char *state = xasprintf("%lld,%d,%d,%d,%llx,%d", (long long)o->stop_timeout_ms,
+	char *state = xasprintf("%lld,%d,%d,%d,%llx,%d,%d", (long long)o->stop_timeout_ms,
 				o->signal_group, log_format, log_level,
 				(unsigned long long)set_bits(&sigs->orig_mask),
-				sigs->orig_pipe.sa_handler == SIG_IGN);
+				sigs->orig_pipe.sa_handler == SIG_IGN, (int)log_get_schema());
 	setenv(SUPERVISE_ENV, state, 1);
 	free(state);
 	/* Signals stay blocked across exec, so none is lost in between. */
@@ -390,10 +390,12 @@ bool init_resume(int argc, char **argv, int *code)
 	if (!state || argc < 3 || strcmp(argv[1], "--") != 0)
 		return false;
 	long long stop_ms;
-	int group, fmt, lvl, pipe_ignored;
+	int group, fmt, lvl, pipe_ignored, schema = LOG_SCHEMA_DEFAULT;
 	unsigned long long mask;
-	if (sscanf(state, "%lld,%d,%d,%d,%llx,%d", &stop_ms, &group, &fmt, &lvl, &mask,
-		   &pipe_ignored) != 6)
+	/* the log schema came last, and may be left out */
+	int n = sscanf(state, "%lld,%d,%d,%d,%llx,%d,%d", &stop_ms, &group, &fmt, &lvl, &mask,
+		       &pipe_ignored, &schema);
+	if (n < 6 || schema < LOG_SCHEMA_DEFAULT || schema > LOG_SCHEMA_DATADOG)
 		return false;
 	unsetenv(SUPERVISE_ENV); /* the app must not see it */
 	struct sigstate sigs;
@@ -405,6 +407,7 @@ bool init_resume(int argc, char **argv, int *code)
 			sigaddset(&sigs.orig_mask, sig);
 	sigs.orig_pipe.sa_handler = pipe_ignored ? SIG_IGN : SIG_DFL;
 	log_init((enum log_format)fmt, (enum log_level)lvl);
+	log_set_schema((enum log_schema)schema);
 	struct init_opts o = {stop_ms, group != 0};
 	shed_text();
 	*code = init_run(&argv[2], &o, &sigs);

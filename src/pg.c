@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,14 +158,20 @@ static enum pg_status connect_poll(PGconn *conn, int64_t timeout_ms, int cancel_
 /* The process's stop signals as a descriptor, for callers that pass none of their own: every
  * round trip yields to SIGTERM. Opened once, never read (the signal stays pending for the
  * pipeline's own wait to take). */
+static int g_own_stop_fd = -1;
+
+static void open_own_stop_fd(void)
+{
+	g_own_stop_fd = signals_stop_fd();
+}
+
 static int default_stop_fd(int fd)
 {
-	static int own = -2;
+	static pthread_once_t once = PTHREAD_ONCE_INIT; /* a watcher thread may connect too */
 	if (fd >= 0)
 		return fd;
-	if (own == -2)
-		own = signals_stop_fd();
-	return own;
+	pthread_once(&once, open_own_stop_fd);
+	return g_own_stop_fd;
 }
 
 static bool stop_pending(int stop_fd)

@@ -9,6 +9,7 @@
 #include "mtr/lock.h"
 #include "mtr/notify.h"
 #include "mtr/pg_target.h"
+#include "mtr/pooler.h"
 #include "mtr/source.h"
 #include "mtr/status.h"
 #include "mtr/log.h"
@@ -55,6 +56,7 @@ struct run_report {
 	char from[64], to[64];
 	char database[64];
 	bool applied; /* migrations ran and succeeded */
+	size_t pending; /* what the last plan found pending (--check reports it) */
 };
 
 static int stopped(const char *phase, int signo)
@@ -135,14 +137,16 @@ static int wait_http(const struct config *cfg, int64_t deadline_ms, const struct
 	return MTR_EXIT_UNAVAILABLE;
 }
 
-/* Takes the migration lock; returns 0 or the exit code (already logged). -1: lost, retry. */
-static int take_lock(const struct config *cfg, const struct source *src, PGconn *conn,
+/* Takes the migration lock into l; returns 0 or the exit code (already logged). -1: lost,
+ * retry. conn (may be NULL): closed meanwhile, so that it holds no pooled session. */
+static int take_lock(const struct config *cfg, const struct source *src,
+		     const struct pg_target *target, struct lock *l, PGconn **conn,
 		     const struct sigstate *sigs)
 {
 	const char *name = src->def->lock_name(cfg);
 	int signo = 0;
 	struct pg_error err;
-	switch (lock_acquire(conn, name, cfg->lock_timeout_ms, sigs, &signo, &err)) {
+	switch (lock_acquire(l, target, name, cfg->lock_timeout_ms, sigs, conn, &signo, &err)) {
 	case LOCK_ACQUIRED:
 		return 0;
 	case LOCK_INTERRUPTED:
@@ -248,7 +252,9 @@ struct attempt {
 	size_t pending;
 	char start_time[64]; /* the server's start time when we connected: restarts show */
 	int code;          /* OUT_FAILED: the exit code (already logged) */
-	char lost[160];    /* OUT_LOST: what happened, for the retry line */
+	char lost[600];    /* OUT_LOST: what happened, for the retry line */
+	struct lock lock;  /* the migration lock, from phase_lock to the end of the attempt */
+	enum pooling pooling; /* what stands between us and the server (phase_pooler) */
 };
 
 /* What a phase did: go on, stop with success (nothing left to do), or ask for another
@@ -326,18 +332,48 @@ static enum outcome phase_quick_plan(struct attempt *a)
 	return OUT_OK;
 }
 
+/* The connection was given up while locking (lock_acquire says why): a new one, now. */
+static enum outcome reconnect(struct attempt *a)
+{
+	enum pg_status st;
+	struct pg_error err;
+	int stop_fd = signals_stop_fd();
+	a->conn = pg_connect(a->target, PG_QUERY_MS, stop_fd, &st, &err);
+	int sig = !a->conn && st == PG_INTERRUPTED ? signals_stop_read(stop_fd) : 0;
+	signals_stop_close(stop_fd);
+	if (sig) {
+		a->code = stopped("lock", sig);
+		return OUT_FAILED;
+	}
+	if (!a->conn) {
+		snprintf(a->lost, sizeof a->lost, "cannot connect again after taking the lock: %.400s", err.msg);
+		return OUT_LOST;
+	}
+	PQsetNoticeReceiver(a->conn, notice_to_log, NULL);
+	return OUT_OK;
+}
+
 /* Phase 3: the migration lock. */
 static enum outcome phase_lock(struct attempt *a)
 {
 	a->f->phase = "lock";
-	int lock = take_lock(a->cfg, a->src, a->conn, a->sigs);
+	/* Through a pooler, a connection kept while waiting holds a server session of a pool the
+	 * holder needs: it is given up (and opened again once the lock is ours). Directly, it is
+	 * kept: one connection fewer per start. */
+	bool pooled = true;
+	struct pg_error err;
+	if (!pooler_seen(a->conn, &pooled, &err)) {
+		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking: %.400s", err.msg);
+		return OUT_LOST;
+	}
+	int lock = take_lock(a->cfg, a->src, a->target, &a->lock, pooled ? &a->conn : NULL, a->sigs);
 	if (lock < 0) {
 		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking or planning");
 		return OUT_LOST;
 	}
 	if (lock > 0)
 		return fail(a, lock, "lock", lock == MTR_EXIT_TEMPFAIL, "the migration lock stayed taken");
-	return OUT_OK;
+	return a->conn ? OUT_OK : reconnect(a);
 }
 
 /* Phases 4 and 5 under the lock: the final plan and its check. */
@@ -357,6 +393,44 @@ static enum outcome phase_plan(struct attempt *a)
 	if (a->pending == 0 && a->cfg->backup_mode != BACKUP_ALWAYS)
 		return nothing_to_do();
 	return OUT_OK;
+}
+
+/*
+ * Through a pooler in transaction mode the lock still holds (its open transaction pins one
+ * server session), and so does every migration that is one transaction. A step that needs a
+ * server session of its own does not: its statements may each land on another session, and
+ * session settings would reach other clients of the pool. Refused here, before anything is
+ * changed (the backup included), with the fix: a direct URL for the tool.
+ */
+static enum outcome phase_pooler(struct attempt *a)
+{
+	struct pg_error err;
+	if (!pooler_probe(a->conn, a->target, &a->pooling, &err)) {
+		snprintf(a->lost, sizeof a->lost, "the database connection was lost while planning: %.400s", err.msg);
+		return OUT_LOST;
+	}
+	if (a->pooling == POOLING_NONE)
+		return OUT_OK;
+	log_event(LOG_INFO, "pooler.detected", LOG_FIELDS(LF_S("mode", pooler_name(a->pooling))),
+		  "connected through a connection pooler in %s mode; the migration lock holds through "
+		  "it (a transaction of its own pins one server session)",
+		  pooler_name(a->pooling));
+	/* Session pooling cannot be proven from outside (a busy transaction pool can look like
+	 * one), so a step that needs a session of its own is refused through any pooler. */
+	if (!a->info.session_only[0])
+		return OUT_OK;
+	log_event(LOG_ERROR, "pooler.refused",
+		  LOG_FIELDS(LF_S("file", a->info.session_only), LF_S("mode", pooler_name(a->pooling)),
+			     LF_S("database_from", a->cfg->database_url_from),
+			     LF_I("exit_code", MTR_EXIT_USAGE)),
+		  "%s runs outside a transaction, which a connection pooler cannot be relied on to keep "
+		  "on one server session (in transaction mode each statement may land on another, and "
+		  "session settings reach other clients); nothing was changed. Give migrate-then-run "
+		  "a direct URL to the server in MTR_DATABASE_URL (it wins over DATABASE_URL) and let the app keep its "
+		  "pooled DATABASE_URL",
+		  a->info.session_only);
+	return fail(a, MTR_EXIT_USAGE, "check", false,
+		    "a no-transaction migration cannot run through a connection pooler");
 }
 
 /* Phase 6: one backup per process, before anything is applied. */
@@ -406,18 +480,53 @@ static enum outcome migrate_failed(struct attempt *a, const struct migrate_outco
 		    breaker_classify(out->code, out->sqlstate) == FAILURE_TRANSIENT, error);
 }
 
+/* The lock went while the backup ran: nothing was changed yet, so plan again under a new one. */
+static enum outcome lock_gone_before(struct attempt *a)
+{
+	log_event(LOG_WARN, "lock.lost",
+		  LOG_FIELDS(LF_S("phase", a->f->phase), LF_S("error", a->lock.lost), LF_B("changed", false)),
+		  "the migration lock was lost before migrating (%s); nothing was changed: locking "
+		  "and planning again", a->lock.lost);
+	snprintf(a->lost, sizeof a->lost, "the migration lock was lost before migrating");
+	return OUT_LOST;
+}
+
+/* The lock went while migrating: the source stopped the work (a command's process group is
+ * killed). Transient, and not retried here: the next attempt plans again under a new lock. */
+static enum outcome lock_gone_during(struct attempt *a, const struct migrate_outcome *out)
+{
+	log_event(LOG_ERROR, "lock.lost",
+		  LOG_FIELDS(LF_S("phase", "migrate"), LF_S("error", out->how), LF_B("changed", true),
+			     LF_B("transient", true), LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
+		  "the migration lock was lost while migrating (%s); the migration was stopped at once, "
+		  "so that no other replica runs it at the same time. The next attempt plans again "
+		  "under a new lock; find what ends idle sessions (idle_in_transaction_session_timeout, "
+		  "a pooler's idle_transaction_timeout, a session killer) if it repeats",
+		  out->how);
+	snprintf(a->f->message, sizeof a->f->message, "%s", out->how);
+	return fail(a, MTR_EXIT_TEMPFAIL, "migrate", true, "the migration lock was lost while migrating");
+}
+
 /* Phase 7: apply what the locked plan found. */
 static enum outcome phase_migrate(struct attempt *a)
 {
 	struct migrate_outcome out = {0};
+	if (!lock_held(&a->lock, true))
+		return lock_gone_before(a);
 	status_set(STATUS_MIGRATING, "migrate", a->run + 1, NULL);
-	/* Held while a long migration runs: a server-side idle timeout must not drop the lock's
-	 * session (the setting is unknown before PostgreSQL 14: then there is nothing to keep). */
+	/* Our connection may idle while a migration command runs; a server-side idle timeout must
+	 * not drop it (the setting is unknown before PostgreSQL 14: then there is nothing to
+	 * keep). Never through a transaction pooler: the setting would stay with a pooled
+	 * session that other clients get. */
 	struct pg_error ignored;
-	if (!pg_command(a->conn, "SET idle_session_timeout = 0", 0, NULL, PG_QUERY_MS, -1, &ignored)) {
+	if (a->pooling != POOLING_TRANSACTION &&
+	    !pg_command(a->conn, "SET idle_session_timeout = 0", 0, NULL, PG_QUERY_MS, -1, &ignored)) {
 	}
 	int64_t migrate_start = now_ms();
+	a->ctx.progress = progress_start(a->target, a->cfg->progress_interval_ms);
 	a->src->migrate(a->src->self, a->conn, &a->ctx, &out);
+	progress_stop(a->ctx.progress);
+	a->ctx.progress = NULL;
 	a->rep->migrate_ms += now_ms() - migrate_start;
 	a->rep->applied = out.result == MIGRATE_OK;
 	a->f->phase = "migrate";
@@ -429,6 +538,8 @@ static enum outcome phase_migrate(struct attempt *a)
 		return OUT_FAILED;
 	case MIGRATE_FAILED:
 		return migrate_failed(a, &out);
+	case MIGRATE_LOCK_LOST:
+		return lock_gone_during(a, &out);
 	case MIGRATE_LOST:
 	default:
 		snprintf(a->lost, sizeof a->lost, "%s", out.how);
@@ -454,7 +565,8 @@ static enum outcome stop_wins(struct attempt *a, enum outcome o)
 static enum outcome attempt_once(struct attempt *a)
 {
 	static enum outcome (*const phases[])(struct attempt *) = {
-		phase_wait, phase_quick_plan, phase_lock, phase_plan, phase_backup, phase_migrate,
+		phase_wait, phase_quick_plan, phase_lock, phase_plan, phase_pooler, phase_backup,
+		phase_migrate,
 	};
 	for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++) {
 		enum outcome o = stop_wins(a, phases[i](a));
@@ -472,6 +584,9 @@ static enum outcome attempt_once(struct attempt *a)
 /* After OUT_LOST: within --retries, a pause; then the caller starts over from the wait. */
 static enum outcome retry_lost(struct attempt *a, long attempt, struct backoff *b)
 {
+	if (!lock_release(&a->lock)) {
+		/* lost already: the next attempt takes it anew */
+	}
 	PQfinish(a->conn);
 	a->conn = NULL;
 	if (attempt >= a->cfg->retries) {
@@ -510,14 +625,23 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 	backoff_init(&retry_backoff, 1000, 30000, random_u64());
 	enum outcome o;
 	for (long attempt = 0;; attempt++) {
-		a.ctx = (struct source_ctx){cfg, target, NULL, sigs, attempt, &a.info};
+		a.ctx = (struct source_ctx){.cfg = cfg, .target = target, .sigs = sigs,
+					    .attempt = attempt, .info = &a.info, .lock = &a.lock};
 		o = attempt_once(&a);
 		if (o != OUT_LOST || retry_lost(&a, attempt, &retry_backoff) != OUT_OK)
 			break;
 	}
+	/* Released on every path (failures and stop signals too), its COMMIT checked. */
+	if (!lock_release(&a.lock) && o == OUT_DONE)
+		log_event(LOG_WARN, "lock.lost",
+			  LOG_FIELDS(LF_S("phase", "release"), LF_S("error", a.lock.lost), LF_B("changed", true)),
+			  "the migration lock ended before the tool released it (%s), after the "
+			  "migrations had finished",
+			  a.lock.lost);
 	if (o == OUT_DONE && !cfg->check) /* success: forget the last failure */
 		breaker_clear(cfg, a.conn);
 	int code = o == OUT_DONE ? MTR_EXIT_OK : a.code;
+	rep->pending = a.pending;
 	snprintf(rep->from, sizeof rep->from, "%s", a.info.from);
 	snprintf(rep->to, sizeof rep->to, "%s", a.info.to);
 	if (code && a.info.fingerprint)
@@ -627,6 +751,17 @@ static int notify(const struct config *cfg, const struct run_report *rep, const 
 	return notify_send(cfg, &n);
 }
 
+/* The end of a consistent --check: what it found, and the exit code a CI gate reads. */
+static int check_done(const struct config *cfg, const struct run_report *rep)
+{
+	int code = rep->pending ? (int)cfg->pending_exit_code : MTR_EXIT_OK;
+	log_event(LOG_INFO, "pipeline.done",
+		  LOG_FIELDS(LF_S("mode", "check"), LF_I("pending", rep->pending), LF_I("exit_code", code)),
+		  "%zu pending, check mode, nothing changed%s", rep->pending,
+		  rep->pending && code ? " (--pending-exit-code)" : "");
+	return code;
+}
+
 /* Everything before the first phase: secrets known to the logger, the target and the source
  * checked, the start event. Returns 0, or 64 (logged). */
 static int pipeline_setup(const struct config *cfg, struct pg_target *target, struct source *src)
@@ -688,7 +823,7 @@ static int after_failure(const struct config *cfg, const struct pg_target *targe
 }
 
 /* The phases before the app, run again while holding after a failure. Returns 0 when the
- * app may start, else the exit code. */
+ * app may start, else the exit code; a consistent --check returns its own (its end logged). */
 static int migrate_until_done(const struct config *cfg, const struct sigstate *sigs,
 			      struct source *src, const struct pg_target *target)
 {
@@ -700,6 +835,8 @@ static int migrate_until_done(const struct config *cfg, const struct sigstate *s
 	for (long run = 0;; run++) {
 		struct failure f;
 		int code = migrate_once(cfg, sigs, src, target, run, backup_path, &f, &rep);
+		if (code == 0 && cfg->check)
+			return check_done(cfg, &rep);
 		if (code == 0) {
 			int sig = rep.applied ? notify(cfg, &rep, &f, 0, backup_path, start) : 0;
 			return sig ? stopped("notify", sig) : 0; /* before the app: a stop is a stop */
@@ -732,7 +869,7 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 		return code;
 	code = migrate_until_done(cfg, sigs, &src, &target);
 	src.destroy(src.self);
-	if (code)
+	if (code || cfg->check) /* a check's end is logged with what it found */
 		return code;
 	if (cfg->migrate_only) {
 		log_event(LOG_INFO, "pipeline.done", NULL, "migrations are up to date; exiting (--migrate-only)");

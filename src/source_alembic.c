@@ -655,6 +655,19 @@ static int load_revisions(struct alembic_source *as)
 
 /* ---- the database ---------------------------------------------------------------------------- */
 
+/* False only when to_regclass says the table is not there: asking for a missing table would
+ * leave an ERROR in the server's log on every fresh database. */
+static bool version_table_maybe(PGconn *conn, const char *table)
+{
+	const char *params[1] = {table};
+	struct pg_error e;
+	PGresult *res = pg_run(conn, "SELECT pg_catalog.to_regclass($1) IS NULL", 1, params, PG_QUERY_MS, -1, &e);
+	bool absent = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+		      strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return !absent;
+}
+
 /* The tool's own small queries: bounded by PG_QUERY_MS. libpq's message when the server
  * answered with an error, pg_run's when no answer came. */
 static PGresult *small_query(PGconn *conn, const char *sql, const char **msg, struct pg_error *e)
@@ -687,16 +700,17 @@ static bool count_tables(PGconn *conn, long *tables, char *err, size_t errlen)
  * one; *tables counts the schema's tables when there is not). False with err. */
 static bool read_versions(PGconn *conn, struct alembic_source *as, long *tables, char *err, size_t errlen)
 {
-	/* The usual case in one round trip: the table is there. Only when it is not (42P01, or
+	/* The usual case: the table is there. Only when it is not (to_regclass, else 42P01, or
 	 * 3F000 for a missing schema) is the schema counted, to tell a new database from one
 	 * set up without Alembic. */
 	*tables = 0;
 	struct pg_error e;
 	const char *msg;
 	char *sql = xasprintf("SELECT version_num FROM %s ORDER BY 1", as->cfg->alembic_version_table);
-	PGresult *res = small_query(conn, sql, &msg, &e);
+	bool absent = !version_table_maybe(conn, as->cfg->alembic_version_table);
+	PGresult *res = absent ? NULL : small_query(conn, sql, &msg, &e);
 	free(sql);
-	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *state = absent ? "42P01" : PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 		as->table_exists = true;
 		as->ndb = (size_t)PQntuples(res);

@@ -422,6 +422,11 @@ static enum attempt judge(PGconn *conn, const struct sqlr_step *s, PGresult *res
 		out->result = MIGRATE_STOPPED;
 		return FINAL;
 	}
+	if (s->fence_state && strcmp(state, s->fence_state) == 0) { /* rolled back, not applied */
+		out->result = MIGRATE_LOCK_LOST;
+		snprintf(out->how, sizeof out->how, "%s: %s", s->file, field(res, PG_DIAG_MESSAGE_PRIMARY));
+		return FINAL;
+	}
 	if (lost(conn, state)) {
 		snprintf(out->how, sizeof out->how, "%s: the database connection was lost (%s)", s->file,
 			 *state ? state : "no answer");
@@ -450,7 +455,9 @@ static enum attempt run_step(PGconn *conn, const struct sqlr_step *s, const stru
 		return record_failed(conn, s, RECORDING, &e, out);
 	if (!s->no_tx)
 		sql = one_trip(s, o, &offset);
+	progress_watch_pid(o->progress, PQbackendPID(conn), s->file);
 	PGresult *res = pg_run(conn, sql ? sql : s->sql, 0, NULL, -1, o->stop_fd, &e);
+	progress_idle(o->progress); /* before its outcome is logged, whatever it is */
 	free(sql);
 	ExecStatusType st = PQresultStatus(res);
 	if (!res || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) ||

@@ -126,9 +126,10 @@ void utc_format(int64_t epoch_ms, enum utc_style style, char *buf, size_t len)
 		snprintf(buf, len, "?");
 		return;
 	}
-	size_t n = style == UTC_COMPACT ? strftime(buf, len, "%Y%m%dT%H%M%SZ", &tm)
-					: strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (style == UTC_ISO_MS)
+	size_t n = style == UTC_COMPACT	   ? strftime(buf, len, "%Y%m%dT%H%M%SZ", &tm)
+		   : style == UTC_COMPACT_MS ? strftime(buf, len, "%Y%m%dT%H%M%S", &tm)
+					     : strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (style == UTC_ISO_MS || style == UTC_COMPACT_MS)
 		snprintf(buf + n, len - n, ".%03dZ", (int)(epoch_ms % 1000));
 	else if (style == UTC_ISO)
 		snprintf(buf + n, len - n, "Z");

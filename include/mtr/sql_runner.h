@@ -5,6 +5,7 @@
 #define MTR_SQL_RUNNER_H
 
 #include "mtr/pg.h"
+#include "mtr/progress.h"
 #include "mtr/signals.h"
 #include "mtr/source.h"
 
@@ -65,6 +66,8 @@ struct sqlr_step {
 	/* No transaction: a record before the text (may be NULL), and one after it succeeded,
 	 * whose $1 is the duration in milliseconds. */
 	const char *before_sql, *after_sql;
+	/* The SQLSTATE with which record_sql's lock fence fails (NULL: none): MIGRATE_LOCK_LOST. */
+	const char *fence_state;
 	const char *no_tx_failed; /* a no-transaction file failed: what the user should do */
 	const char *no_tx_marker; /* the line that marks a file no-transaction, for advice */
 };
@@ -74,6 +77,7 @@ struct sqlr_opts {
 	long retries;              /* of a lock timeout, deadlock or serialization failure */
 	const struct sigstate *sigs;
 	int stop_fd;
+	struct progress_watch *progress; /* told each step, or NULL */
 };
 
 /* Applies one step; retries (with backoff, logged) what a lock timeout, a deadlock or a

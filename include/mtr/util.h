@@ -28,8 +28,9 @@ int64_t now_ms(void);
 int64_t wall_ms(void);
 
 /* The one time formatter, UTC: UTC_ISO "2026-11-21T10:00:00Z", UTC_ISO_MS
- * "2026-11-21T10:00:00.123Z", UTC_COMPACT "20261121T100000Z" (file names). */
-enum utc_style { UTC_ISO, UTC_ISO_MS, UTC_COMPACT };
+ * "2026-11-21T10:00:00.123Z", UTC_COMPACT "20261121T100000Z" and UTC_COMPACT_MS
+ * "20261121T100000.123Z" (file names). */
+enum utc_style { UTC_ISO, UTC_ISO_MS, UTC_COMPACT, UTC_COMPACT_MS };
 #define UTC_LEN 32 /* enough for every style */
 void utc_format(int64_t epoch_ms, enum utc_style style, char *buf, size_t len);
 

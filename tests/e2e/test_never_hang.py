@@ -296,7 +296,7 @@ def test_permission_denied_reading_the_history_is_permanent_and_logged_once(pg, 
     write(d, {"2_b.sql": "CREATE TABLE b (x int);\n"})
     url = f"postgresql://{role}:{PASSWORD}@127.0.0.1:{pg.port}/{db}"
     r = run(["--sql-dir", str(d), "--migrate-only"], env=clean_env(DATABASE_URL=url))
-    assert r.code == 77, r
+    assert r.code == 65, r  # permanent: not 75, not retried
     failed = r.named("plan.failed")
     assert len(failed) == 1 and failed[0]["sqlstate"] == "42501" and failed[0]["transient"] is False, r
     assert "permission denied" in failed[0]["msg"] and "grant" in failed[0]["msg"], failed[0]["msg"]

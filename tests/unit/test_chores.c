@@ -89,7 +89,11 @@ static void writer_cases(void)
 	char *tmp = NULL;
 	int fd = file_create_temp(dir, ".x.", 0600, &tmp);
 	CHECK(fd >= 0 && tmp && strncmp(tmp, dir, strlen(dir)) == 0, "temp file");
-	CHECK(fd >= 0 && write(fd, "abc", 3) == 3, "write temp");
+	if (fd < 0 || !tmp) {
+		CHECK(false, "no temp file: %s", strerror(errno));
+		return;
+	}
+	CHECK(write(fd, "abc", 3) == 3, "write temp");
 	CHECK(file_publish(fd, tmp, path), "publish");
 	v = file_read(path, 100, &len);
 	CHECK(v && strcmp(v, "abc") == 0, "published: %s", v ? v : "NULL");

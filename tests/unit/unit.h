@@ -36,5 +36,6 @@ void test_sql(void);
 void test_alembic(void);
 void test_breaker(void);
 void test_http(void);
+void test_fold(void);
 
 #endif
