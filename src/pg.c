@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,10 +175,19 @@ static int default_stop_fd(int fd)
 	return g_own_stop_fd;
 }
 
+/* Set once the process is stopping (pg_stopping): no round trip starts after that. */
+static atomic_bool g_stopping;
+
+void pg_stopping(void)
+{
+	atomic_store(&g_stopping, true);
+}
+
 static bool stop_pending(int stop_fd)
 {
 	struct pollfd p = {stop_fd, POLLIN, 0};
-	return stop_fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
+	return atomic_load(&g_stopping) ||
+	       (stop_fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & POLLIN));
 }
 
 /* TCP keepalives, unless the URL sets its own (it comes later in the keyword list and wins):
@@ -321,6 +331,11 @@ PGconn *pg_connect(const struct pg_target *t, int64_t timeout_ms, int cancel_fd,
 	memset(err, 0, sizeof *err);
 	struct pg_hosts hosts;
 	cancel_fd = default_stop_fd(cancel_fd);
+	if (atomic_load(&g_stopping)) {
+		copy_msg(err, "interrupted before connecting");
+		*st = PG_INTERRUPTED;
+		return NULL;
+	}
 	*st = pg_hosts_plan(t, &hosts, err);
 	if (*st != PG_OK) {
 		pg_hosts_free(&hosts);

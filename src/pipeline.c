@@ -61,6 +61,7 @@ struct run_report {
 
 static int stopped(const char *phase, int signo)
 {
+	pg_stopping(); /* what is left to do (the lock's release) must not wait for the server */
 	log_event(LOG_WARN, "stop.signal",
 		  LOG_FIELDS(LF_S("phase", phase), LF_S("signal", signals_name(signo)),
 			     LF_I("exit_code", MTR_EXIT_SIGNAL_BASE + signo)),
