@@ -107,28 +107,6 @@ const char *log_level_name(enum log_level level)
 	return "info";
 }
 
-/* Length of the valid UTF-8 sequence at s (1-4), or 0 if it is not one. */
-static size_t utf8_seq(const unsigned char *s)
-{
-	if (s[0] < 0x80)
-		return 1;
-	size_t n;
-	unsigned min;
-	unsigned cp;
-	if ((s[0] & 0xE0) == 0xC0) { n = 2; cp = s[0] & 0x1F; min = 0x80; }
-	else if ((s[0] & 0xF0) == 0xE0) { n = 3; cp = s[0] & 0x0F; min = 0x800; }
-	else if ((s[0] & 0xF8) == 0xF0) { n = 4; cp = s[0] & 0x07; min = 0x10000; }
-	else return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3F);
-	}
-	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-		return 0;
-	return n;
-}
-
 /* Redacted copy with invalid UTF-8 replaced by U+FFFD, so that every line is valid JSON text. */
 static char *clean(const char *in)
 {
@@ -137,7 +115,7 @@ static char *clean(const char *in)
 	char *out = xmalloc(len * 3 + 1);
 	size_t o = 0;
 	for (const unsigned char *p = (const unsigned char *)r; *p;) {
-		size_t n = utf8_seq(p);
+		size_t n = utf8_char_len((const char *)p);
 		if (n == 0) {
 			memcpy(out + o, "\xEF\xBF\xBD", 3);
 			o += 3;
