@@ -3,6 +3,7 @@
 #include "mtr/fileio.h"
 #include "mtr/source.h"
 #include "mtr/http.h"
+#include "mtr/user.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -134,12 +135,16 @@ static const struct option_def options[] = {
 	 "supervise the app as its init (forward signals, reap zombies); --no-init execs it "
 	 "instead; auto: init when PID 1",
 	 F(init), NULL, false},
-	{"stop-timeout", "MTR_STOP_TIMEOUT", T_DURATION, "10s", "DURATION",
-	 "grace period after SIGTERM before SIGKILL, for the app and its leftover processes",
+	{"stop-timeout", "MTR_STOP_TIMEOUT", T_DURATION, "8s", "DURATION",
+	 "one stop budget from the first SIGTERM: the app and its leftover processes together, "
+	 "then SIGKILL; keep it 2s below the runtime's grace (Docker and podman: 10s)",
 	 F(stop_timeout_ms), NULL, false},
 	{"signal-group", "MTR_SIGNAL_GROUP", T_FLAG, "false", NULL,
 	 "forward signals to the app's whole process group, not only the app", F(signal_group),
 	 NULL, false},
+	{"user", "MTR_USER", T_STRING, NULL, "USER[:GROUP]",
+	 "run the app as USER (name or uid; its groups and HOME) or USER:GROUP; the migration runs "
+	 "as the user the tool started as, which must be root", F(user), NULL, false},
 	{"backup", "MTR_BACKUP", T_CHOICE, NULL, "required|optional|off|always",
 	 "pg_dump before migrating: required (no backup, no migration), optional (warn), off, or "
 	 "always (even with nothing pending); default: required when pg_dump is on PATH, else off",
@@ -183,6 +188,10 @@ static const struct option_def options[] = {
 	{"status-file", "MTR_STATUS_FILE", T_STRING, NULL, "PATH",
 	 "keep the current state (waiting, locked-out, migrating, failed-holding, running) in PATH",
 	 F(status_file), NULL, false},
+	{"termination-log", "MTR_TERMINATION_LOG", T_STRING, NULL, "PATH",
+	 "on a failure, write a summary of at most 4 KiB to PATH, for kubectl describe (default: "
+	 "/dev/termination-log when it exists and is writable; none: never)", F(termination_log),
+	 NULL, false},
 	{"notify-url", "MTR_NOTIFY_URL", T_LIST, NULL, "URL",
 	 "POST a JSON report of a failure (see --notify-on) to URL (repeatable); never changes the "
 	 "exit code", F(notify_url), NULL, true},
@@ -487,6 +496,23 @@ static bool check_urls(const struct config *cfg, char *err, size_t errlen)
 	return true;
 }
 
+/* --user: only for an app, only from root, and a user the image knows (or plain ids). */
+static bool check_user(struct config *cfg, char *err, size_t errlen)
+{
+	if (cfg->migrate_only) {
+		set_err(err, errlen, "--user: applies to the app, and %s runs none (drop one of the two)",
+			cfg->check ? "--check" : "--migrate-only");
+		return false;
+	}
+	if (geteuid() != 0) {
+		set_err(err, errlen, "--user: switching the app to another user needs the tool to start "
+			"as root, and it runs as uid %u; start the container as root (USER 0, runAsUser: "
+			"0) or drop --user", (unsigned)geteuid());
+		return false;
+	}
+	return user_resolve(cfg->user, &cfg->run_as, err, errlen);
+}
+
 static bool check_combination(struct config *cfg, char *err, size_t errlen)
 {
 	if (cfg->backup_mode < 0) { /* the default: back up when we can, and when asked to upload */
@@ -547,6 +573,8 @@ static bool check_combination(struct config *cfg, char *err, size_t errlen)
 			cfg->backup_keep);
 		return false;
 	}
+	if (cfg->user && !check_user(cfg, err, errlen))
+		return false;
 	if (cfg->on_failure < 0)
 		cfg->on_failure = cfg->migrate_only ? ON_FAILURE_EXIT : ON_FAILURE_HOLD;
 	if (cfg->hold_interval_ms <= 0 || cfg->hold_reminder_ms <= 0) {
@@ -723,6 +751,8 @@ void config_free(struct config *cfg)
 	free(cfg->state_dir);
 	free(cfg->state_schema);
 	free(cfg->status_file);
+	free(cfg->termination_log);
+	free(cfg->user);
 	free(cfg->backup_dir);
 	free(cfg->backup_upload_url);
 	free(cfg->ca_file);

@@ -419,27 +419,32 @@ static void keep_fingerprint(struct cmd_source *cs, PGconn *conn, const struct c
  * by the struct and freed by vars_free). */
 struct preset_vars {
 	struct tool_vars v;
-	char *nopass, *jdbc, *target;
+	char *url, *nopass, *jdbc, *target;
 };
 
 static void vars_fill(struct preset_vars *p, PGconn *conn, const struct config *cfg, const char *url)
 {
 	const char *host = PQhost(conn), *port = PQport(conn), *db = PQdb(conn), *user = PQuser(conn);
-	char *conn_url = pg_conn_url(conn);
-	p->nopass = tool_url_without_password(conn_url);
-	const char *query = strchr(p->nopass, '?');
+	char *conn_url = pg_conn_url(conn), *plain = tool_url_for_drivers(conn_url);
+	p->url = tool_url_for_drivers(url);
+	p->nopass = tool_url_without_password(plain);
+	char *sslmode = tool_url_param(plain, "sslmode");
 	bool tcp = host && host[0] != '/';
-	p->jdbc = tcp ? xasprintf("jdbc:postgresql://%s:%s/%s%s", host, port, db, query ? query : "")
+	p->jdbc = tcp ? xasprintf("jdbc:postgresql://%s:%s/%s%s%s", host, port, db,
+				  sslmode ? "?sslmode=" : "", sslmode ? sslmode : "")
 		      : xstrdup("");
 	p->target = xasprintf("db:pg://%s@%s%s%s/%s", user, tcp ? host : "", tcp ? ":" : "",
 			      tcp ? port : "", db);
+	free(sslmode);
+	free(plain);
 	free(conn_url);
-	p->v = (struct tool_vars){url, p->nopass, p->jdbc, host, port, user, PQpass(conn), db,
+	p->v = (struct tool_vars){p->url, p->nopass, p->jdbc, host, port, user, PQpass(conn), db,
 				  cfg->python, p->target};
 }
 
 static void vars_free(struct preset_vars *p)
 {
+	free(p->url);
 	free(p->nopass);
 	free(p->jdbc);
 	free(p->target);
@@ -497,7 +502,11 @@ static void prepare(const struct cmd_source *cs, PGconn *conn, const struct conf
 	if (cs->spec.env || cs->spec.expand_argv) {
 		struct preset_vars p;
 		vars_fill(&p, conn, cfg, url);
+		/* the tools' own drivers refuse what only libpq understands (keepalives…) */
+		static const char *const url_only[] = {"DATABASE_URL={url}", NULL};
 		add_tool_env(env, cs->spec.env, &p.v);
+		if (cs->spec.tool)
+			add_tool_env(env, url_only, &p.v);
 		if (cs->spec.expand_argv)
 			*argv = expand_argv(cs->argv, &p.v);
 		vars_free(&p);

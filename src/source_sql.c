@@ -149,12 +149,13 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 	while ((e = readdir(d)) != NULL) {
 		if (e->d_name[0] == '.')
 			continue;
-		if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN && e->d_type != DT_LNK)
-			continue;
-		char *path = xasprintf("%s/%s", dir, e->d_name);
 		uint64_t version;
 		char name[256];
 		int m = source_sql_parse_name(e->d_name, &version, name, sizeof name);
+		/* A directory or a device not named like a migration is none of ours. */
+		if (m == 0 && e->d_type != DT_REG && e->d_type != DT_UNKNOWN && e->d_type != DT_LNK)
+			continue;
+		char *path = xasprintf("%s/%s", dir, e->d_name);
 		if (m == 0 && ss->notes_logged) {
 			free(path);
 			continue;
@@ -177,23 +178,32 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 		size_t len = 0;
 		char *sql = NULL;
 		enum sqlr_load l = sqlr_load(dirfd(d), dir, e->d_name, &sql, &len, err, errlen);
-		if (l == SQLR_NOT_REGULAR) {
-			free(path); /* a directory or device named like a migration: not ours */
-			continue;
-		}
-		if (l == SQLR_BAD) {
-			free(path);
+		/* Named like a migration, it must be one: a FIFO, a device or a socket is refused
+		 * (never read: it could block or never end), and so is a directory. */
+		if (l == SQLR_NOT_REGULAR)
+			set_err(err, errlen, "%s: %s; a migration must be a regular file: replace it "
+				"with the SQL file, or remove it", path, sqlr_not_regular(dirfd(d), e->d_name));
+		long line = 0;
+		const char *control = l == SQLR_LOADED && !source_sql_no_transaction(sql)
+					      ? sqlr_transaction_control(sql, &line) : NULL;
+		if (control)
+			set_err(err, errlen, "%s:%ld: %s controls the transaction from inside the file; "
+				"remove it (each file already runs in one transaction of its own, committed "
+				"with its record), or mark the file '%s' to run it outside one; nothing "
+				"was applied", path, line, control, DIRECTIVE);
+		free(path);
+		if (l != SQLR_LOADED || control) {
+			free(sql);
 			code = MTR_EXIT_INCONSISTENT;
 			break;
 		}
-		free(path);
 		if (ss->nfiles == cap)
 			ss->files = xrealloc(ss->files, (cap = cap ? cap * 2 : 64) * sizeof *ss->files);
 		struct sql_file *f = &ss->files[ss->nfiles++];
 		memset(f, 0, sizeof *f);
 		f->version = version;
 		snprintf(f->vtext, sizeof f->vtext, "%" PRIu64, version);
-		f->name = xstrdup(name);
+		f->name = sqlr_text_name(name); /* a name in another encoding, escaped */
 		f->file = xstrdup(e->d_name);
 		f->sql = sql;
 		f->no_tx = source_sql_no_transaction(sql);
@@ -458,7 +468,9 @@ static void print_report(const struct sql_source *ss, const struct problems *pr)
 			const struct sql_file *f = &ss->files[ss->pending[i]];
 			cJSON *p = cJSON_CreateObject();
 			cJSON_AddStringToObject(p, "version", f->vtext);
-			cJSON_AddStringToObject(p, "file", f->file);
+			char *file = sqlr_text_name(f->file); /* valid JSON text whatever the name */
+			cJSON_AddStringToObject(p, "file", file);
+			free(file);
 			cJSON_AddBoolToObject(p, "no_transaction", f->no_tx);
 			cJSON_AddItemToArray(pending, p);
 		}

@@ -144,3 +144,47 @@ char *tool_url_without_password(const char *url)
 		return xstrdup(url);
 	return xasprintf("%.*s%s", (int)(colon - url), url, at);
 }
+
+/* libpq's client-side settings that no other driver takes. */
+static bool libpq_only(const char *param, size_t len)
+{
+	static const char *const names[] = {"keepalives", "keepalives_idle", "keepalives_interval",
+					    "keepalives_count", "tcp_user_timeout"};
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (strlen(names[i]) == len && strncmp(names[i], param, len) == 0)
+			return true;
+	return false;
+}
+
+char *tool_url_for_drivers(const char *url)
+{
+	const char *q = strchr(url, '?');
+	if (!q)
+		return xstrdup(url);
+	struct strbuf b = STRBUF_INIT;
+	sb_add(&b, url, (size_t)(q - url));
+	char sep = '?';
+	for (const char *p = q + 1; *p;) {
+		size_t len = strcspn(p, "&"), key = strcspn(p, "=&");
+		if (len && !libpq_only(p, key)) {
+			sb_addc(&b, sep);
+			sb_add(&b, p, len);
+			sep = '&';
+		}
+		p += len + (p[len] == '&');
+	}
+	return sb_take(&b);
+}
+
+char *tool_url_param(const char *url, const char *name)
+{
+	const char *q = strchr(url, '?');
+	size_t n = strlen(name);
+	for (const char *p = q ? q + 1 : NULL; p && *p;) {
+		size_t len = strcspn(p, "&");
+		if (len > n && strncmp(p, name, n) == 0 && p[n] == '=')
+			return xstrndup(p + n + 1, len - n - 1);
+		p += len + (p[len] == '&');
+	}
+	return NULL;
+}

@@ -3,6 +3,7 @@
 #define MTR_CONFIG_H
 
 #include "mtr/log.h"
+#include "mtr/user.h"
 #include "mtr/util.h"
 
 #include <stdbool.h>
@@ -51,6 +52,7 @@ struct config {
 	char *state_dir;
 	char *state_schema;         /* the tool's own schema in the database */
 	char *status_file;
+	char *termination_log;      /* NULL: /dev/termination-log when writable; "none": never */
 	int backup_mode;            /* enum backup_mode; -1: required if pg_dump is on PATH, else off */
 	char *backup_dir;
 	bool backup_defaulted_off;  /* off only because no pg_dump was found */
@@ -68,6 +70,8 @@ struct config {
 	int init;                   /* -1: supervise when PID 1; 0: exec the app; 1: supervise */
 	int64_t stop_timeout_ms;
 	bool signal_group;
+	char *user;                 /* --user USER[:GROUP] as given, resolved into run_as */
+	struct user_ids run_as;
 	int log_format;             /* enum log_format; -1 until resolved: text on a TTY */
 	int log_level;              /* enum log_level */
 	int log_schema;             /* enum log_schema */

@@ -34,6 +34,22 @@ enum sqlr_load { SQLR_LOADED, SQLR_NOT_REGULAR, SQLR_BAD };
 enum sqlr_load sqlr_load(int dirfd, const char *dir, const char *name, char **sql, size_t *len,
 			 char *err, size_t errlen) MTR_MUST_CHECK;
 
+/* Why dir entry name (relative to dirfd) is not a regular file, for a refusal: "a FIFO …",
+ * "a device …" (static text; found with fstatat, nothing is opened). */
+const char *sqlr_not_regular(int dirfd, const char *name);
+
+/* A file name as text for the history table and logs (caller frees): valid UTF-8 stays as
+ * it is, every other byte (and a backslash) becomes \xNN, so that a name in another
+ * encoding is recorded readably and never as an empty string. */
+char *sqlr_text_name(const char *raw);
+
+/* The first statement of sql that starts or ends a transaction (BEGIN, START TRANSACTION,
+ * COMMIT, END, ROLLBACK but not ROLLBACK TO, ABORT, PREPARE TRANSACTION): its keyword (static
+ * text) and 1-based *line, or NULL. A lexer that knows comments, quoted strings and names,
+ * dollar quoting and BEGIN ATOMIC bodies finds it before anything is sent, because a COMMIT
+ * inside a file would commit the first part of it for good. */
+const char *sqlr_transaction_control(const char *sql, long *line);
+
 /* 1-based line and column of the 1-based character position pos in text (UTF-8). */
 void sqlr_position(const char *text, long pos, long *line, long *col);
 

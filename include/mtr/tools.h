@@ -43,4 +43,11 @@ char *tool_expand(const char *tmpl, const struct tool_vars *v) MTR_MUST_CHECK;
  * postgresql:// or postgres:// URL whose user-info is percent-encoded (caller frees). */
 char *tool_url_without_password(const char *url);
 
+/* The URL without the settings only libpq understands (keepalives…, tcp_user_timeout), which
+ * the Go drivers would send to the server as run-time parameters it refuses (caller frees). */
+char *tool_url_for_drivers(const char *url);
+
+/* The value of a query parameter of the URL ("disable" for sslmode), or NULL (caller frees). */
+char *tool_url_param(const char *url, const char *name);
+
 #endif

@@ -189,7 +189,7 @@ REV2 = "revision = '0002'\ndown_revision = '0001'\n"
 
 @pytest.mark.parametrize("kind,reason", [
     ("dangling", "No such file or directory"),
-    ("loop", "Too many levels of symbolic links"),
+    ("loop", "a loop of symbolic links"),
     ("fifo", "not a regular file"),
     ("device", "not a regular file"),
 ])

@@ -213,3 +213,18 @@ def test_fingerprint_lives_in_the_state_schema(pg, db, tmp_path, dbmate):
     assert r.named("fastpath.skip") and len(dbmate.calls()) == 1
     assert pg.psql(db, "SELECT count(*) FROM ops_bookkeeping.tool_fingerprint") == "1"
     assert pg.psql(db, "SELECT to_regnamespace('migrate_then_run') IS NULL") == "t"
+
+
+def test_libpq_only_settings_stay_out_of_the_tools_urls(pg, db, tmp_path):
+    """Given as libpq variables, the connection carries settings of ours only libpq reads
+    (keepalives): the Go drivers would send them to the server, which refuses them."""
+    bindir, seen = stand_in(tmp_path, "migrate")
+    pending(tmp_path, "golang-migrate")
+    from conftest import PASSWORD, clean_env, run
+    env = clean_env(PGHOST="127.0.0.1", PGPORT=str(pg.port), PGUSER="postgres", PGPASSWORD=PASSWORD,
+                    PGDATABASE=db, PATH=f"{bindir}:/usr/bin:/bin")
+    r = run(["--tool", "golang-migrate", "--migrate-cwd", str(tmp_path), "--migrate-only"], env=env)
+    assert r.code == 0, r
+    text = seen.read_text()
+    assert "keepalives" not in text and "tcp_user_timeout" not in text, text
+    assert f"-database postgresql://postgres@127.0.0.1:{pg.port}/{db}" in text

@@ -65,6 +65,16 @@ static void test_expand(void)
 		CHECK_STR(s, urls[i].want, urls[i].in);
 		free(s);
 	}
+	s = tool_url_for_drivers("postgresql://h/d?keepalives=1&sslmode=require&keepalives_idle=5&tcp_user_timeout=1");
+	CHECK_STR(s, "postgresql://h/d?sslmode=require", "libpq-only settings dropped");
+	free(s);
+	s = tool_url_for_drivers("postgresql://h/d?keepalives=1");
+	CHECK_STR(s, "postgresql://h/d", "nothing left");
+	free(s);
+	s = tool_url_param("postgresql://h/d?a=1&sslmode=verify-full", "sslmode");
+	CHECK_STR(s, "verify-full", "sslmode");
+	free(s);
+	CHECK(tool_url_param("postgresql://h/d?sslmodex=1", "sslmode") == NULL, "no sslmode");
 }
 
 static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
