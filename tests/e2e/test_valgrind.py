@@ -204,10 +204,10 @@ def test_supervisor_under_memcheck_through_a_long_run(tmp_path):
 STATIC_BIN = ROOT / "build" / "static" / "migrate-then-run"
 
 
-@pytest.mark.parametrize("build", ["MTR_BIN", "static"])
 WARMUP_DATA_KB = 8
 
 
+@pytest.mark.parametrize("build", ["MTR_BIN", "static"])
 def test_supervisor_does_not_grow(pg, db, tmp_path, build):
     """Without Valgrind: the supervisor's memory from /proc/PID/status right after the app
     started, after the issue's long run (1,000 signals over 10 s), and after a second one.
