@@ -453,6 +453,7 @@ bool alembic_parse_revision(const char *text, const char *file, struct rev *r, c
 
 struct alembic_source {
 	const struct config *cfg;
+	char *vt_sql; /* --alembic-version-table as SQL: [SCHEMA.]TABLE, each part quoted */
 	char *ini_path, *ini_dir;
 	char **dirs;   /* where revision files live */
 	size_t ndirs;
@@ -706,8 +707,8 @@ static bool read_versions(PGconn *conn, struct alembic_source *as, long *tables,
 	*tables = 0;
 	struct pg_error e;
 	const char *msg;
-	char *sql = xasprintf("SELECT version_num FROM %s ORDER BY 1", as->cfg->alembic_version_table);
-	bool absent = !version_table_maybe(conn, as->cfg->alembic_version_table);
+	char *sql = xasprintf("SELECT version_num FROM %s ORDER BY 1", as->vt_sql);
+	bool absent = !version_table_maybe(conn, as->vt_sql);
 	PGresult *res = absent ? NULL : small_query(conn, sql, &msg, &e);
 	free(sql);
 	const char *state = absent ? "42P01" : PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -1035,7 +1036,7 @@ static bool stamp_baseline(PGconn *conn, const struct alembic_source *as, char *
 	char *sql = xasprintf("BEGIN; CREATE TABLE %s (version_num varchar(32) NOT NULL, "
 			      "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)); "
 			      "INSERT INTO %s VALUES (%s); COMMIT",
-			      table, table, rev ? rev : "''");
+			      as->vt_sql, as->vt_sql, rev ? rev : "''");
 	bool ok = exec_ok(conn, sql, err, errlen);
 	free(sql);
 	PQfreemem(rev);
@@ -1057,7 +1058,7 @@ static bool remove_stale(PGconn *conn, const struct alembic_source *as, char *er
 		return false;
 	for (size_t i = 0; i < as->nstale; i++) {
 		char *rev = PQescapeLiteral(conn, as->stale[i], strlen(as->stale[i]));
-		char *sql = xasprintf("DELETE FROM %s WHERE version_num = %s", table, rev ? rev : "''");
+		char *sql = xasprintf("DELETE FROM %s WHERE version_num = %s", as->vt_sql, rev ? rev : "''");
 		bool ok = exec_ok(conn, sql, err, errlen);
 		free(sql);
 		PQfreemem(rev);
@@ -1214,10 +1215,30 @@ static void alembic_migrate(void *self, PGconn *conn, const struct source_ctx *c
 		verify_heads(as, conn, out);
 }
 
+/* [SCHEMA.]TABLE as SQL, each part a quoted identifier (as SQLAlchemy quotes a name that is
+ * not all lower case), so that no option value is ever read as SQL. Caller frees. */
+static char *quote_table(const char *name)
+{
+	struct strbuf b = STRBUF_INIT;
+	sb_addc(&b, '"');
+	for (const char *p = name; *p; p++) {
+		if (*p == '.') {
+			sb_adds(&b, "\".\"");
+			continue;
+		}
+		if (*p == '"')
+			sb_addc(&b, '"');
+		sb_addc(&b, *p);
+	}
+	sb_addc(&b, '"');
+	return sb_take(&b);
+}
+
 static void alembic_destroy(void *self)
 {
 	struct alembic_source *as = self;
 	free_plan(as);
+	free(as->vt_sql);
 	if (as->cmd.destroy)
 		as->cmd.destroy(as->cmd.self);
 	for (size_t i = 0; i < as->ndirs; i++)
@@ -1380,6 +1401,7 @@ bool source_alembic_open(const struct config *cfg, struct source *src, char *err
 {
 	struct alembic_source *as = xcalloc(1, sizeof *as);
 	as->cfg = cfg;
+	as->vt_sql = quote_table(cfg->alembic_version_table);
 	as->ini_path = xstrdup(cfg->alembic_ini);
 	char *text = read_ini(as, err, errlen);
 	bool located = text && alembic_ini_locate(text, cfg->alembic_ini, as->ini_dir, &as->dirs,

@@ -239,3 +239,20 @@ def test_recursive_version_locations_walk_a_symlink_loop_once(pg, db, tmp_path):
     assert r.code == 0, r
     rep = json.loads(r.stdout)
     assert rep["revisions"] == 2 and rep["pending"] == ["0001", "0002"] and rep["consistent"] is True
+
+
+def test_version_table_option_is_an_identifier_never_sql(pg, db):
+    # Pasted into a statement, this value would run a second one (and --check must change
+    # nothing): as an identifier it names a table that does not exist.
+    evil = "alembic_version; DROP TABLE widgets; --"
+    pg.psql(db, "CREATE TABLE widgets (id int); CREATE TABLE alembic_version "
+                "(version_num varchar(32) PRIMARY KEY); INSERT INTO alembic_version VALUES ('c47d09e3f8b1')")
+    r = go(pg, db, "linear", "--alembic-version-table", evil, check=True)
+    assert r.code == 65, r  # a non-empty database without that version table
+    assert pg.psql(db, "SELECT count(*) FROM pg_catalog.pg_tables WHERE tablename = 'widgets'") == "1"
+    # Schema-qualified: each part is quoted on its own, as SQLAlchemy quotes a mixed-case name.
+    pg.psql(db, 'CREATE SCHEMA "Ops"; CREATE TABLE "Ops".alembic_version (version_num varchar(32) PRIMARY KEY); '
+                "INSERT INTO \"Ops\".alembic_version VALUES ('c47d09e3f8b1')")
+    r = go(pg, db, "linear", "--alembic-version-table", "Ops.alembic_version", check=True)
+    assert r.code == 0, r
+    assert json.loads(r.stdout)["pending"] == [], r  # the rows of "Ops" were read, not "ops"
