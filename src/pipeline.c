@@ -702,6 +702,10 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 	src.destroy(src.self);
 	if (code)
 		return code;
+	if (cfg->check) { /* the plan is the report: pending work is not "up to date" */
+		log_event(LOG_INFO, "pipeline.done", NULL, "check done: the report is on stdout; nothing was changed (--check)");
+		return MTR_EXIT_OK;
+	}
 	if (cfg->migrate_only) {
 		log_event(LOG_INFO, "pipeline.done", NULL, "migrations are up to date; exiting (--migrate-only)");
 		return MTR_EXIT_OK;

@@ -35,6 +35,7 @@ struct config {
 	bool check;
 	char *alembic_version_table;
 	char *alembic_baseline;
+	char *alembic_section; /* the ini section, as alembic -n NAME */
 	bool repair_version_table;
 	int on_failure;             /* enum on_failure; -1 until resolved */
 	int64_t failure_backoff_ms;

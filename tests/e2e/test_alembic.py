@@ -145,8 +145,8 @@ def test_check_reports_graph_and_database(pg, db):
 
 
 def test_revision_that_is_not_a_literal(pg, db, tmp_path):
-    path = make_project(tmp_path, {"0001_a.py": '"""a\n\nrevision = \'docstring\'\n"""\nREV = "0001"\n'
-                                                'revision = REV\ndown_revision = None\n'})
+    path = make_project(tmp_path, {"0001_a.py": '"""a\n\nrevision = \'docstring\'\n"""\nimport ids\n'
+                                                'revision = ids.REV\ndown_revision = None\n'})
     r = run(["--alembic-ini", path, "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
     assert r.code == 65, r
     assert "versions/0001_a.py:6: revision is not a literal" in problems(r)[0]["msg"]
