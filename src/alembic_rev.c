@@ -158,7 +158,8 @@ static void scan_op(struct scan *s)
 					  ">=", "**", "//", "<<", ">>", "+=", "-=", "*=", "/=", "%=",
 					  "&=", "|=", "^=", "@="};
 	size_t n = 1;
-	for (size_t k = 0; k < sizeof ops / sizeof ops[0] && n == 1; k++) {
+	bool multi = strchr("*/<>.-:=!+%&|^@", s->text[s->pos]) != NULL; /* may start a longer one */
+	for (size_t k = 0; multi && k < sizeof ops / sizeof ops[0] && n == 1; k++) {
 		size_t l = strlen(ops[k]);
 		if (s->pos + l <= s->len && memcmp(s->text + s->pos, ops[k], l) == 0)
 			n = l;
@@ -444,6 +445,7 @@ static struct pv eval_strings(const char *text, const struct tok *t, size_t a, s
  * something that is not a literal, or only in a block that may not run). */
 struct name {
 	char *name;
+	size_t len;
 	bool known;
 	struct pv val;
 	int line;       /* of the binding statement */
@@ -458,7 +460,7 @@ struct names {
 static struct name *name_find(struct names *ns, const char *s, size_t len)
 {
 	for (size_t i = 0; i < ns->n; i++)
-		if (strlen(ns->v[i].name) == len && memcmp(ns->v[i].name, s, len) == 0)
+		if (ns->v[i].len == len && memcmp(ns->v[i].name, s, len) == 0)
 			return &ns->v[i];
 	return NULL;
 }
@@ -474,6 +476,7 @@ static struct name *name_slot(struct names *ns, const char *s, size_t len)
 	e = &ns->v[ns->n++];
 	memset(e, 0, sizeof *e);
 	e->name = xstrndup(s, len);
+	e->len = len;
 	return e;
 }
 
@@ -521,16 +524,19 @@ struct line {
 	int nesting; /* how deep eval has gone: Python's parser stops at 200 */
 };
 
+/* Whether token i is the operator op or the name w (the first byte decides most cases). */
 static bool is_op(const struct line *l, size_t i, const char *op)
 {
-	return i < l->n && l->t[i].kind == TK_OP && l->t[i].len == strlen(op) &&
-	       memcmp(l->text + l->t[i].off, op, l->t[i].len) == 0;
+	const struct tok *t = &l->t[i];
+	return i < l->n && t->kind == TK_OP && l->text[t->off] == op[0] && t->len == strlen(op) &&
+	       memcmp(l->text + t->off, op, t->len) == 0;
 }
 
 static bool is_word(const struct line *l, size_t i, const char *w)
 {
-	return i < l->n && l->t[i].kind == TK_NAME && l->t[i].len == strlen(w) &&
-	       memcmp(l->text + l->t[i].off, w, l->t[i].len) == 0;
+	const struct tok *t = &l->t[i];
+	return i < l->n && t->kind == TK_NAME && l->text[t->off] == w[0] && t->len == strlen(w) &&
+	       memcmp(l->text + t->off, w, t->len) == 0;
 }
 
 static bool is_keyword(const char *s, size_t len)
@@ -540,8 +546,10 @@ static bool is_keyword(const char *s, size_t len)
 					 "finally", "for", "from", "global", "if", "import", "in", "is",
 					 "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try",
 					 "while", "with", "yield"};
+	if (len < 2 || len > 8 || !strchr("FNTabcdefgilnoprtwy", s[0]))
+		return false;
 	for (size_t k = 0; k < sizeof kw / sizeof kw[0]; k++)
-		if (strlen(kw[k]) == len && memcmp(kw[k], s, len) == 0)
+		if (kw[k][0] == s[0] && strlen(kw[k]) == len && memcmp(kw[k], s, len) == 0)
 			return true;
 	return false;
 }
@@ -734,7 +742,7 @@ static void stmt_import(struct line *l, size_t a, size_t b, int block_line)
 				name = k + 1;
 		if (is_op(l, name, "*")) {
 			for (size_t k = 0; k < l->ns->n; k++)
-				name_bind(l->ns, l->ns->v[k].name, strlen(l->ns->v[k].name), NULL, l->t[a].line,
+				name_bind(l->ns, l->ns->v[k].name, l->ns->v[k].len, NULL, l->t[a].line,
 					  block_line);
 		} else if (name < end) {
 			unknown_names(l, name, name + 1, block_line);

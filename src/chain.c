@@ -53,7 +53,8 @@ void chain_add(struct chain *c, const struct rev *r)
 		c->ids = xcalloc(1, sizeof *c->ids);
 	graph_free(c->g);
 	c->g = NULL;
-	c->revs = xrealloc(c->revs, (c->n + 1) * sizeof *c->revs);
+	if ((c->n & (c->n - 1)) == 0) /* grown by doubling: at 0, 1, 2, 4 … */
+		c->revs = xrealloc(c->revs, (c->n ? c->n * 2 : 1) * sizeof *c->revs);
 	c->revs[c->n] = *r;
 	(void)strmap_put(&c->ids->m, r->id, (uint32_t)c->n); /* a duplicate: the first stays */
 	c->n++;

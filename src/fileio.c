@@ -10,10 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Reads fd to its end into a buffer sized from st_size (0 for /proc files: grown). */
+/* Reads fd to its end into a buffer sized from st_size (0 for /proc files: grown). The first
+ * read asks for one byte more than st_size: a file that has not grown then ends in one read. */
 static char *read_all(int fd, size_t hint, size_t max, size_t *len)
 {
-	size_t cap = (hint ? hint : 4096) + 1, n = 0;
+	size_t cap = (hint ? hint + 1 : 4096) + 1, n = 0;
 	char *buf = xmalloc(cap);
 	for (;;) {
 		if (n + 1 == cap) {

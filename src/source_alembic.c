@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,7 @@ struct alembic_source {
 	size_t *pending;
 	size_t npending;
 	bool pending_known; /* false: problems stopped the computation */
+	struct preload *pre; /* the first plan's files, being read since open */
 };
 
 /* Forgets the rows read from the version table (before reading them again). */
@@ -113,17 +115,34 @@ static bool is_compiled_file(const char *name)
 	       strncmp(name, ".#", 2) != 0 && strncmp(name, "__init__", 8) != 0;
 }
 
-/* One reading of every version location (load_revisions). */
+/* One revision file: listed in Alembic's order first, then read and parsed (on one of the
+ * reading threads), then added to the chain in the listed order. */
+struct item {
+	int dfd;     /* its directory (open until the items are read) */
+	char *name;  /* in it */
+	char *path;  /* the whole path, for messages */
+	bool ok;     /* r holds it; else problem says why not */
+	struct rev r;
+	char *problem;
+};
+
+/* One reading of every version location. Only the source's settings are read from as, which
+ * do not change after open: a load may run on a thread of its own (see struct preload). */
 struct load {
-	struct alembic_source *as;
-	struct problems *p;   /* what cannot be read, kind "files" (or "sourceless") */
-	struct strmap seen;   /* the real path of every file read: Alembic reads a file once */
+	const struct alembic_source *as;
+	struct problems p;    /* what cannot be read, kind "files" (or "sourceless"), listed first */
+	struct item *items;
+	size_t nitems;
+	DIR **dirs;           /* the directories the items are in */
+	size_t ndirs;
+	struct strmap seen;   /* the real path of every file listed: Alembic reads a file once */
 	char **keys;          /* the strings seen points at */
 	size_t nkeys;
 	size_t twice;         /* files reached a second time, skipped */
 	char *twice_example;
 	struct strbuf missing; /* version locations that do not exist, skipped */
 	bool sourceless;      /* a revision exists only compiled */
+	int64_t started;      /* now_ms() when the load began */
 };
 
 /* One directory entry: its name, and whether it is a directory (a link to one counts, as
@@ -176,9 +195,9 @@ static void free_entries(struct entry *v, size_t n)
 	free(v);
 }
 
-/* Reads one revision file (name in the directory d, which is dir, whose real path is real)
- * into the chain, unless its real path was read already (Alembic warns and skips it). */
-static void read_revision(struct load *l, DIR *d, const char *dir, const char *real, const struct entry *e)
+/* Lists one revision file (name in the directory d, which is dir, whose real path is real),
+ * unless its real path was listed already (Alembic warns and skips it). */
+static void list_revision(struct load *l, DIR *d, const char *dir, const char *real, const struct entry *e)
 {
 	char *path = xasprintf("%s/%s", dir, e->name);
 	char *key = e->link ? realpath(path, NULL) : xasprintf("%s/%s", real, e->name);
@@ -192,25 +211,37 @@ static void read_revision(struct load *l, DIR *d, const char *dir, const char *r
 		free(path);
 		return;
 	}
-	l->keys = xrealloc(l->keys, (l->nkeys + 1) * sizeof *l->keys);
+	if ((l->nkeys & (l->nkeys - 1)) == 0) /* doubling */
+		l->keys = xrealloc(l->keys, (l->nkeys ? l->nkeys * 2 : 1) * sizeof *l->keys);
 	l->keys[l->nkeys++] = key;
+	if ((l->nitems & (l->nitems - 1)) == 0)
+		l->items = xrealloc(l->items, (l->nitems ? l->nitems * 2 : 1) * sizeof *l->items);
+	struct item *it = &l->items[l->nitems++];
+	memset(it, 0, sizeof *it);
+	it->dfd = dirfd(d);
+	it->name = xstrdup(e->name);
+	it->path = path;
+}
+
+/* Reads and parses one listed file: four system calls (open, fstat, read, close) and one
+ * copy, as the SQL reader's. Touches nothing but the item: items are read in parallel. */
+static void read_item(const struct load *l, struct item *it)
+{
 	size_t len;
-	char *text = file_read_at(dirfd(d), e->name, REV_MAX_BYTES, &len);
+	char *text = file_read_at(it->dfd, it->name, REV_MAX_BYTES, &len);
 	int err_no = errno;
-	char *shown = display_path(l->as, path), err[1024];
-	struct rev r;
+	char *shown = display_path(l->as, it->path), err[1024];
 	if (!text) {
 		char why[128];
-		problems_add(l->p, "files", "%s: cannot read: %s", shown, read_reason(err_no, REV_MAX_BYTES, why, sizeof why));
-	} else if (alembic_rev_parse(text, len, shown, &r, err, sizeof err)) {
-		chain_add(&l->as->chain, &r);
+		it->problem = xasprintf("%s: cannot read: %s", shown, read_reason(err_no, REV_MAX_BYTES, why, sizeof why));
+	} else if (alembic_rev_parse(text, len, shown, &it->r, err, sizeof err)) {
+		it->ok = true;
 	} else {
-		problems_add(l->p, "files", "%s", err);
-		rev_free(&r);
+		it->problem = xstrdup(err);
+		rev_free(&it->r);
 	}
 	free(text);
 	free(shown);
-	free(path);
 }
 
 /* The first part of a file name, up to its first dot (how Alembic pairs x.py with its .pyc). */
@@ -247,7 +278,7 @@ static void check_compiled(struct load *l, const char *dir, const struct entry *
 	}
 	if (only) {
 		char *shown = display_path(l->as, dir);
-		problems_add(l->p, "sourceless",
+		problems_add(&l->p, "sourceless",
 			     "%s: the revision %s exists only compiled, and sourceless = true in %s: a compiled "
 			     "file cannot be read as text. Let Alembic decide on every start instead: drop "
 			     "--alembic-ini and give --migrate-cmd '%s -m alembic -c %s upgrade heads'",
@@ -270,23 +301,25 @@ static bool ends_with(const char *s, const char *tail)
 /* Walks a version location as Alembic does (os.walk, top down): the revision files of dir in
  * name order, then, with recursive_version_locations, each subdirectory in name order; links
  * to directories are not followed, and files in a __pycache__ are not revisions. real is
- * dir's real path. */
+ * dir's real path. The directory stays open for its files to be read. */
 static void walk(struct load *l, const char *dir, const char *real, int depth)
 {
 	DIR *d = opendir(dir);
 	if (!d) {
 		char *shown = display_path(l->as, dir);
-		problems_add(l->p, "files", "%s: cannot read the Alembic versions directory %s: %s", l->as->ini_path,
+		problems_add(&l->p, "files", "%s: cannot read the Alembic versions directory %s: %s", l->as->ini_path,
 			     shown, strerror(errno));
 		free(shown);
 		return;
 	}
+	l->dirs = xrealloc(l->dirs, (l->ndirs + 1) * sizeof *l->dirs);
+	l->dirs[l->ndirs++] = d;
 	size_t n;
 	struct entry *v = list_dir(d, &n);
 	bool cache = ends_with(dir, "__pycache__");
 	for (size_t i = 0; i < n && !cache; i++)
 		if (!v[i].dir && is_revision_file(v[i].name))
-			read_revision(l, d, dir, real, &v[i]);
+			list_revision(l, d, dir, real, &v[i]);
 	if (l->as->where.sourceless && !cache)
 		check_compiled(l, dir, v, n);
 	for (size_t i = 0; i < n && l->as->where.recursive && depth < 64; i++) {
@@ -298,7 +331,6 @@ static void walk(struct load *l, const char *dir, const char *real, int depth)
 		free(subreal);
 	}
 	free_entries(v, n);
-	closedir(d);
 }
 
 /* One version location: walked when it is a directory; skipped, as Alembic skips it, when it
@@ -308,7 +340,7 @@ static void load_location(struct load *l, const char *dir)
 	struct stat st;
 	char *shown = display_path(l->as, dir);
 	if (stat(dir, &st) != 0 && errno != ENOENT && errno != ENOTDIR && errno != ELOOP) {
-		problems_add(l->p, "files", "%s: cannot read the Alembic versions directory %s: %s", l->as->ini_path,
+		problems_add(&l->p, "files", "%s: cannot read the Alembic versions directory %s: %s", l->as->ini_path,
 			     shown, strerror(errno));
 	} else if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
 		sb_addf(&l->missing, "%s%s", l->missing.len ? ", " : "", shown);
@@ -318,6 +350,83 @@ static void load_location(struct load *l, const char *dir)
 		free(real);
 	}
 	free(shown);
+}
+
+/* The files of a large project are read by up to this many threads (system calls, mostly). */
+#define READERS_MAX 4
+#define READER_MIN_FILES 256
+
+struct reader {
+	const struct load *l;
+	struct item *from, *to;
+};
+
+static void *reader_main(void *arg)
+{
+	const struct reader *r = arg;
+	for (struct item *it = r->from; it < r->to; it++)
+		read_item(r->l, it);
+	return NULL;
+}
+
+/* Reads every listed item, in parallel when there are many and several processors; a thread
+ * that cannot be started leaves its share to this one. */
+static void read_items(struct load *l)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t n = l->nitems, t = cpus > READERS_MAX ? READERS_MAX : cpus > 1 ? (size_t)cpus : 1;
+	if (n < READER_MIN_FILES)
+		t = 1;
+	pthread_t th[READERS_MAX];
+	struct reader job[READERS_MAX];
+	bool started[READERS_MAX] = {false};
+	for (size_t k = 0; k < t; k++)
+		job[k] = (struct reader){l, l->items + k * n / t, l->items + (k + 1) * n / t};
+	for (size_t k = 1; k < t; k++)
+		started[k] = pthread_create(&th[k], NULL, reader_main, &job[k]) == 0;
+	reader_main(&job[0]);
+	for (size_t k = 1; k < t; k++) {
+		if (started[k])
+			pthread_join(th[k], NULL);
+		else
+			reader_main(&job[k]);
+	}
+}
+
+/* Every version location listed, then every file read. */
+static void load_all(struct load *l, const struct alembic_source *as)
+{
+	memset(l, 0, sizeof *l);
+	l->as = as;
+	l->started = now_ms();
+	for (size_t i = 0; i < as->where.ndirs; i++)
+		load_location(l, as->where.dirs[i]);
+	read_items(l);
+	for (size_t i = 0; i < l->ndirs; i++)
+		closedir(l->dirs[i]);
+	free(l->dirs);
+	l->dirs = NULL;
+	l->ndirs = 0;
+}
+
+static void load_free(struct load *l)
+{
+	for (size_t i = 0; i < l->nitems; i++) {
+		if (l->items[i].ok)
+			rev_free(&l->items[i].r);
+		free(l->items[i].name);
+		free(l->items[i].path);
+		free(l->items[i].problem);
+	}
+	free(l->items);
+	for (size_t i = 0; i < l->nkeys; i++)
+		free(l->keys[i]);
+	free(l->keys);
+	strmap_free(&l->seen);
+	sb_free(&l->missing);
+	free(l->twice_example);
+	problems_free(&l->p);
+	memset(l, 0, sizeof *l);
 }
 
 /* What a reading noticed and skipped, as Alembic skips it: logged once per start (the quiet
@@ -337,34 +446,92 @@ static void log_notes(const struct load *l)
 			  l->twice, l->twice == 1 ? " was" : "s were", l->twice_example);
 }
 
-/* Every version location into the chain; what cannot be read goes to p (kind "files"), every
- * file of it, not only the first. Returns 0, or MTR_EXIT_USAGE when the project can only be
- * run by Alembic (sourceless). */
-static int load_revisions(struct alembic_source *as, struct problems *p, int flags)
+/* The load's revisions into the chain in Alembic's order, what could not be read into p (every
+ * file of it, not only the first). Returns 0, or MTR_EXIT_USAGE when the project can only be
+ * run by Alembic (sourceless). The load is emptied. */
+static int take_load(struct alembic_source *as, struct load *l, struct problems *p, int flags)
 {
-	struct load l = {as, p, {0}, NULL, 0, 0, NULL, STRBUF_INIT, false};
-	for (size_t i = 0; i < as->where.ndirs; i++)
-		load_location(&l, as->where.dirs[i]);
 	if (!(flags & PLAN_REPEAT))
-		log_notes(&l);
+		log_notes(l);
+	for (size_t i = 0; i < l->p.n; i++)
+		problems_add(p, l->p.items[i].kind, "%s", l->p.items[i].msg);
+	for (size_t i = 0; i < l->nitems; i++) {
+		struct item *it = &l->items[i];
+		if (it->ok)
+			chain_add(&as->chain, &it->r);
+		else
+			problems_add(p, "files", "%s", it->problem);
+		it->ok = false; /* the chain owns the strings now */
+	}
 	if (as->chain.n == 0 && p->n == 0) {
 		struct strbuf where = STRBUF_INIT;
 		for (size_t i = 0; i < as->where.ndirs; i++)
 			sb_addf(&where, "%s%s", i ? ", " : "", as->where.dirs[i]);
 		problems_add(p, "empty", "%s: no revision files in %s%s%s%s; check script_location / version_locations",
-			     as->ini_path, where.s, l.missing.len ? " (missing: " : "", l.missing.len ? l.missing.s : "",
-			     l.missing.len ? ")" : "");
+			     as->ini_path, where.s, l->missing.len ? " (missing: " : "", l->missing.len ? l->missing.s : "",
+			     l->missing.len ? ")" : "");
 		sb_free(&where);
 	}
 	as->files_failed = p->n > 0;
-	for (size_t i = 0; i < l.nkeys; i++)
-		free(l.keys[i]);
-	free(l.keys);
-	strmap_free(&l.seen);
-	sb_free(&l.missing);
-	free(l.twice_example);
-	return l.sourceless ? MTR_EXIT_USAGE : 0;
+	int code = l->sourceless ? MTR_EXIT_USAGE : 0;
+	load_free(l);
+	return code;
 }
+
+/* The first plan's files are read while the database is being waited for (on a thread started
+ * at open): its connection and the reading of a large project overlap. A load that waited too
+ * long for its plan is read again: only a fresh reading may decide. */
+#define PRELOAD_FRESH_MS 2000
+
+struct preload {
+	pthread_t thread;
+	struct load l;
+};
+
+static void *preload_main(void *arg)
+{
+	struct preload *pre = arg;
+	load_all(&pre->l, pre->l.as);
+	return NULL;
+}
+
+static void preload_start(struct alembic_source *as)
+{
+	struct preload *pre = xcalloc(1, sizeof *pre);
+	pre->l.as = as;
+	if (pthread_create(&pre->thread, NULL, preload_main, pre) == 0)
+		as->pre = pre;
+	else
+		free(pre); /* no thread: the first plan reads the files itself */
+}
+
+/* The preloaded files, when there are and they are fresh (the thread is joined either way):
+ * true with *l taken over. */
+static bool preload_take(struct alembic_source *as, struct load *l)
+{
+	struct preload *pre = as->pre;
+	if (!pre)
+		return false;
+	pthread_join(pre->thread, NULL);
+	as->pre = NULL;
+	bool fresh = now_ms() - pre->l.started <= PRELOAD_FRESH_MS;
+	if (fresh)
+		*l = pre->l;
+	else
+		load_free(&pre->l);
+	free(pre);
+	return fresh;
+}
+
+/* Every version location into the chain (see take_load). */
+static int load_revisions(struct alembic_source *as, struct problems *p, int flags)
+{
+	struct load l;
+	if (!preload_take(as, &l))
+		load_all(&l, as);
+	return take_load(as, &l, p, flags);
+}
+
 /* ---- the database ---------------------------------------------------------------------------- */
 
 /* The tool's own small queries: bounded by PG_QUERY_MS. libpq's message when the server
@@ -945,6 +1112,9 @@ static void alembic_migrate(void *self, PGconn *conn, const struct source_ctx *c
 static void alembic_destroy(void *self)
 {
 	struct alembic_source *as = self;
+	struct load unused;
+	if (preload_take(as, &unused))
+		load_free(&unused);
 	free_plan(as);
 	if (as->cmd.destroy)
 		as->cmd.destroy(as->cmd.self);
@@ -1036,5 +1206,6 @@ bool source_alembic_open(const struct config *cfg, struct source *src, char *err
 	src->plan = alembic_plan;
 	src->migrate = alembic_migrate;
 	src->destroy = alembic_destroy;
+	preload_start(as);
 	return true;
 }
