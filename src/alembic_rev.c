@@ -45,7 +45,9 @@ static void scan_fail(struct scan *s, const char *why)
 
 static char at(const struct scan *s, size_t k)
 {
-	return s->pos + k < s->len ? s->text[s->pos + k] : '\0';
+	if (s->pos + k >= s->len)
+		return '\0';
+	return s->text[s->pos + k];
 }
 
 /* The length of a line break at pos (\n, \r\n or a lone \r, as Python's universal newlines),
@@ -113,7 +115,9 @@ static bool string_prefix(const char *p, size_t n)
 {
 	if (n == 0)
 		return true;
-	char a = (char)(p[0] | 0x20), b = n == 2 ? (char)(p[1] | 0x20) : 0;
+	char a = (char)(p[0] | 0x20), b = '\0';
+	if (n == 2)
+		b = (char)(p[1] | 0x20);
 	if (n == 1)
 		return a == 'r' || a == 'u' || a == 'b' || a == 'f';
 	return n == 2 && ((a == 'r' && (b == 'b' || b == 'f')) || (b == 'r' && (a == 'b' || a == 'f')));
@@ -141,7 +145,9 @@ static void scan_number(struct scan *s)
 	bool hex = at(s, 0) == '0' && (at(s, 1) == 'x' || at(s, 1) == 'X');
 	while (s->pos < s->len) {
 		char ch = s->text[s->pos];
-		char prev = s->pos > start ? s->text[s->pos - 1] : 0;
+		char prev = '\0';
+		if (s->pos > start)
+			prev = s->text[s->pos - 1];
 		if (is_ident((unsigned char)ch) || ch == '.' ||
 		    ((ch == '+' || ch == '-') && !hex && (prev == 'e' || prev == 'E')))
 			s->pos++;
@@ -934,7 +940,9 @@ static bool match_brackets(const char *text, const struct tok *t, size_t n, uint
 	size_t top = 0;
 	for (size_t i = 0; i < n; i++) {
 		match[i] = 0;
-		char ch = t[i].kind == TK_OP && t[i].len == 1 ? text[t[i].off] : 0;
+		char ch = '\0';
+		if (t[i].kind == TK_OP && t[i].len == 1)
+			ch = text[t[i].off];
 		if (ch && strchr("([{", ch)) {
 			stack[top++] = (uint32_t)i;
 		} else if (ch && strchr(")]}", ch)) {

@@ -69,10 +69,7 @@ static void split(const char *value, char sep, bool legacy_colon, char ***out, s
 		if (!*end)
 			return;
 		p = end + 1;
-		if (!sep && *end == ',')
-			while (*p == ' ')
-				p++;
-		else if (!sep && *end == ' ')
+		if (!sep && (*end == ',' || *end == ' ')) /* ", *" and " +": the spaces after go too */
 			while (*p == ' ')
 				p++;
 	}

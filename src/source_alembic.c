@@ -133,7 +133,9 @@ struct load {
 	struct problems p;    /* what cannot be read, kind "files" (or "sourceless"), listed first */
 	struct item *items;
 	size_t nitems;
-	DIR **dirs;           /* the directories the items are in */
+	struct open_dir {
+		DIR *d;
+	} *dirs;              /* the directories the items are in */
 	size_t ndirs;
 	struct strmap seen;   /* the real path of every file listed: Alembic reads a file once */
 	char **keys;          /* the strings seen points at */
@@ -313,7 +315,7 @@ static void walk(struct load *l, const char *dir, const char *real, int depth)
 		return;
 	}
 	l->dirs = xrealloc(l->dirs, (l->ndirs + 1) * sizeof *l->dirs);
-	l->dirs[l->ndirs++] = d;
+	l->dirs[l->ndirs++].d = d;
 	size_t n;
 	struct entry *v = list_dir(d, &n);
 	bool cache = ends_with(dir, "__pycache__");
@@ -380,8 +382,8 @@ static void read_items(struct load *l)
 	pthread_t th[READERS_MAX];
 	struct reader job[READERS_MAX];
 	bool started[READERS_MAX] = {false};
-	for (size_t k = 0; k < t; k++)
-		job[k] = (struct reader){l, l->items + k * n / t, l->items + (k + 1) * n / t};
+	for (size_t k = 0; k < READERS_MAX; k++) /* the shares of t readers; the others read none */
+		job[k] = (struct reader){l, l->items + (k < t ? k : t) * n / t, l->items + (k < t ? k + 1 : t) * n / t};
 	for (size_t k = 1; k < t; k++)
 		started[k] = pthread_create(&th[k], NULL, reader_main, &job[k]) == 0;
 	reader_main(&job[0]);
@@ -403,7 +405,7 @@ static void load_all(struct load *l, const struct alembic_source *as)
 		load_location(l, as->where.dirs[i]);
 	read_items(l);
 	for (size_t i = 0; i < l->ndirs; i++)
-		closedir(l->dirs[i]);
+		closedir(l->dirs[i].d);
 	free(l->dirs);
 	l->dirs = NULL;
 	l->ndirs = 0;

@@ -117,8 +117,8 @@ static char **split_list(const char *s, size_t *n)
 	char **v = NULL, *copy = strdup(s), *save = NULL;
 	*n = 0;
 	for (char *p = strtok_r(copy, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
-		v = realloc(v, (*n + 1) * sizeof *v);
-		v[(*n)++] = strdup(p);
+		v = xrealloc(v, (*n + 1) * sizeof *v);
+		v[(*n)++] = xstrdup(p);
 	}
 	free(copy);
 	return v;
@@ -128,7 +128,7 @@ static char **split_list(const char *s, size_t *n)
 static void build(struct chain *c, const char *const *specs, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		char *copy = strdup(specs[i]), *f[5] = {NULL};
+		char *copy = xstrdup(specs[i]), *f[5] = {"?", "-", "?", NULL, NULL};
 		size_t nf = 0;
 		for (char *p = copy, *e; nf < 5 && p; p = e ? e + 1 : NULL) {
 			e = strchr(p, ':');
@@ -137,8 +137,8 @@ static void build(struct chain *c, const char *const *specs, size_t n)
 			f[nf++] = p;
 		}
 		struct rev r = {0};
-		r.id = strdup(f[0]);
-		r.file = strdup(f[2]);
+		r.id = xstrdup(f[0]);
+		r.file = xstrdup(f[2]);
 		r.line = 3;
 		r.down_line = 4;
 		r.labels_line = 5;
@@ -441,9 +441,13 @@ static void test_locate_files(void)
 	CHECK(ok && w.flask && strcmp(w.dirs[0], sub) == 0, "flask layout: %s", err);
 	if (ok)
 		alembic_where_free(&w);
-	char cmd[700];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	CHECK(system(cmd) == 0, "cleanup");
+	static const char *const made[] = {"app/db/__init__.py", "app/db", "app/__init__.py", "app", "env.py",
+					   "versions", ""};
+	for (size_t i = 0; i < sizeof made / sizeof made[0]; i++) {
+		char path[1024];
+		snprintf(path, sizeof path, "%s/%s", root, made[i]);
+		CHECK(remove(path) == 0, "cleanup %s", path);
+	}
 }
 
 void test_alembic(void)
