@@ -90,6 +90,10 @@ static void skip_string_body(struct scan *s)
 	s->pos += triple ? 3 : 1;
 	while (s->pos < s->len) {
 		char ch = s->text[s->pos];
+		if (ch != q && ch != '\\' && ch != '\n' && ch != '\r' && ch) {
+			s->pos++; /* the usual case: a character of the string */
+			continue;
+		}
 		size_t nl = newline_at(s, s->pos);
 		if (ch == '\\' && s->pos + 1 < s->len) {
 			size_t esc = newline_at(s, s->pos + 1);
@@ -157,28 +161,47 @@ static void scan_number(struct scan *s)
 	push_tok(s, TK_NUM, start, s->pos - start, s->line);
 }
 
-/* Operators, longest first; the brackets move depth. */
+/* The length of the operator at p (left bytes there): Python's two- and three-character ones
+ * (**=, //=, >>=, <<=, ..., ->, :=, ==, !=, <=, >=, **, //, <<, >>, and the augmented
+ * assignments), else 1. */
+static size_t op_length(const char *p, size_t left)
+{
+	char a = p[0], b = left > 1 ? p[1] : '\0', c = left > 2 ? p[2] : '\0';
+	bool doubled = b == a && (a == '*' || a == '/' || a == '<' || a == '>');
+	if ((doubled && c == '=') || (a == '.' && b == '.' && c == '.'))
+		return 3;
+	if (doubled || (a == '-' && b == '>'))
+		return 2;
+	switch (a) {
+	case '=': case '!': case '<': case '>': case '+': case '-': case '*': case '/': case '%':
+	case '&': case '|': case '^': case '@': case ':':
+		return b == '=' ? 2 : 1;
+	default:
+		return 1;
+	}
+}
+
+/* An operator or bracket; the brackets move depth. */
 static void scan_op(struct scan *s)
 {
-	static const char *const ops[] = {"**=", "//=", ">>=", "<<=", "...", "->", ":=", "==", "!=", "<=",
-					  ">=", "**", "//", "<<", ">>", "+=", "-=", "*=", "/=", "%=",
-					  "&=", "|=", "^=", "@="};
-	size_t n = 1;
-	bool multi = strchr("*/<>.-:=!+%&|^@", s->text[s->pos]) != NULL; /* may start a longer one */
-	for (size_t k = 0; multi && k < sizeof ops / sizeof ops[0] && n == 1; k++) {
-		size_t l = strlen(ops[k]);
-		if (s->pos + l <= s->len && memcmp(s->text + s->pos, ops[k], l) == 0)
-			n = l;
-	}
 	char ch = s->text[s->pos];
-	if (ch == '\0')
+	size_t n = op_length(s->text + s->pos, s->len - s->pos);
+	switch (n == 1 ? ch : '\1') {
+	case '\0':
 		return scan_fail(s, "a NUL byte, which Python refuses in source");
-	if (n == 1 && strchr("([{", ch))
+	case '(': case '[': case '{':
 		s->depth++;
-	if (n == 1 && strchr(")]}", ch) && --s->depth < 0)
-		return scan_fail(s, "a bracket is closed that was never opened");
-	if (n == 1 && !strchr("()[]{}:;,.=+-*/%@&|^~<>", ch))
+		break;
+	case ')': case ']': case '}':
+		if (--s->depth < 0)
+			return scan_fail(s, "a bracket is closed that was never opened");
+		break;
+	case '\1': case ':': case ';': case ',': case '.': case '=': case '+': case '-': case '*': case '/':
+	case '%': case '@': case '&': case '|': case '^': case '~': case '<': case '>':
+		break;
+	default:
 		return scan_fail(s, "a character that is not Python");
+	}
 	push_tok(s, TK_OP, s->pos, n, s->line);
 	s->pos += n;
 }
@@ -552,7 +575,8 @@ static bool is_keyword(const char *s, size_t len)
 					 "finally", "for", "from", "global", "if", "import", "in", "is",
 					 "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try",
 					 "while", "with", "yield"};
-	if (len < 2 || len > 8 || !strchr("FNTabcdefgilnoprtwy", s[0]))
+	if (len < 2 || len > 8 || s[0] < 'F' || s[0] > 'y' || s[0] == 'h' || s[0] == 'j' || s[0] == 'k' ||
+	    s[0] == 'm' || s[0] == 'q' || s[0] == 's' || s[0] == 'u' || s[0] == 'v' || s[0] == 'x')
 		return false;
 	for (size_t k = 0; k < sizeof kw / sizeof kw[0]; k++)
 		if (kw[k][0] == s[0] && strlen(kw[k]) == len && memcmp(kw[k], s, len) == 0)
@@ -566,7 +590,7 @@ static size_t find_op(const struct line *l, size_t i, size_t b, const char *op)
 	for (; i < b; i++) {
 		if (is_op(l, i, op))
 			return i;
-		if (l->t[i].kind == TK_OP && strchr("([{", l->text[l->t[i].off]) && l->t[i].len == 1)
+		if (l->match[i]) /* an opening bracket: to its closing one */
 			i = l->match[i];
 	}
 	return b;
@@ -943,9 +967,9 @@ static bool match_brackets(const char *text, const struct tok *t, size_t n, uint
 		char ch = '\0';
 		if (t[i].kind == TK_OP && t[i].len == 1)
 			ch = text[t[i].off];
-		if (ch && strchr("([{", ch)) {
+		if (ch == '(' || ch == '[' || ch == '{') {
 			stack[top++] = (uint32_t)i;
-		} else if (ch && strchr(")]}", ch)) {
+		} else if (ch == ')' || ch == ']' || ch == '}') {
 			if (!top)
 				return false;
 			uint32_t o = stack[--top];

@@ -144,7 +144,6 @@ struct load {
 	char *twice_example;
 	struct strbuf missing; /* version locations that do not exist, skipped */
 	bool sourceless;      /* a revision exists only compiled */
-	int64_t started;      /* now_ms() when the load began */
 };
 
 /* One directory entry: its name, and whether it is a directory (a link to one counts, as
@@ -400,7 +399,6 @@ static void load_all(struct load *l, const struct alembic_source *as)
 {
 	memset(l, 0, sizeof *l);
 	l->as = as;
-	l->started = now_ms();
 	for (size_t i = 0; i < as->where.ndirs; i++)
 		load_location(l, as->where.dirs[i]);
 	read_items(l);
@@ -481,19 +479,22 @@ static int take_load(struct alembic_source *as, struct load *l, struct problems 
 }
 
 /* The first plan's files are read while the database is being waited for (on a thread started
- * at open): its connection and the reading of a large project overlap. A load that waited too
- * long for its plan is read again: only a fresh reading may decide. */
+ * at open): its connection and the reading of a large project overlap. A load that then waited
+ * long for its plan (the database was not up yet) is read again: only a fresh reading may
+ * decide. */
 #define PRELOAD_FRESH_MS 2000
 
 struct preload {
 	pthread_t thread;
 	struct load l;
+	int64_t finished; /* now_ms() when the thread was done */
 };
 
 static void *preload_main(void *arg)
 {
 	struct preload *pre = arg;
 	load_all(&pre->l, pre->l.as);
+	pre->finished = now_ms();
 	return NULL;
 }
 
@@ -516,7 +517,7 @@ static bool preload_take(struct alembic_source *as, struct load *l)
 		return false;
 	pthread_join(pre->thread, NULL);
 	as->pre = NULL;
-	bool fresh = now_ms() - pre->l.started <= PRELOAD_FRESH_MS;
+	bool fresh = now_ms() - pre->finished <= PRELOAD_FRESH_MS;
 	if (fresh)
 		*l = pre->l;
 	else
