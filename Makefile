@@ -48,6 +48,8 @@ all: $(BIN)
 -include mk/lint.mk
 # make test SANITIZE=…, make test-valgrind, make test-secrets (see mk/hygiene.mk).
 -include mk/hygiene.mk
+# make test-containers: the static binary under podman + runc (see mk/containers.mk).
+-include mk/containers.mk
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/mtr/*.h) Makefile VERSION
 	@mkdir -p $(dir $@)

@@ -5,6 +5,7 @@
 #include "mtr/fileio.h"
 #include "mtr/http.h"
 #include "mtr/log.h"
+#include "mtr/pg.h"
 #include "mtr/proc.h"
 #include "mtr/retry.h"
 #include "mtr/strbuf.h"
@@ -24,9 +25,24 @@
 
 extern char **environ;
 
+#define BACKUP_SYSTEM_DIR "/var/backups/migrate-then-run"
+
 const char *backup_default_dir(void)
 {
-	return geteuid() == 0 ? "/var/backups/migrate-then-run" : "./backups";
+	/* A non-root image that prepared the directory (Dockerfile.example does) uses it too. */
+	if (geteuid() == 0 || access(BACKUP_SYSTEM_DIR, W_OK | X_OK) == 0)
+		return BACKUP_SYSTEM_DIR;
+	return "./backups";
+}
+
+/* What to do when the backup directory is not ours to write (read-only root filesystem,
+ * non-root user): "" for other errors. */
+static const char *dir_fix(int e)
+{
+	if (e != EACCES && e != EPERM && e != EROFS)
+		return "";
+	return "; the backups need a writable directory: mount a volume and set MTR_BACKUP_DIR "
+	       "(--backup-dir) to it";
 }
 
 /* pg_dump's major version from `pg_dump --version` ("pg_dump (PostgreSQL) 15.18 (Debian …)"). */
@@ -199,9 +215,10 @@ static void rotate(const char *dir, const char *prefix, long keep)
 		size_t len = strlen(e->d_name);
 		if (remove_if_stale(dir, prefix, e->d_name, keep))
 			continue;
-		/* <prefix><YYYYmmddTHHMMSSZ>-….dump */
-		if (strncmp(e->d_name, prefix, plen) != 0 || len < plen + 17 || strcmp(e->d_name + len - 5, ".dump") != 0 ||
-		    e->d_name[plen + 8] != 'T' || e->d_name[plen + 15] != 'Z')
+		/* <prefix><YYYYmmddTHHMMSS.mmmZ>-….dump, or …SSZ as earlier versions named them */
+		if (strncmp(e->d_name, prefix, plen) != 0 || len < plen + 21 || strcmp(e->d_name + len - 5, ".dump") != 0 ||
+		    e->d_name[plen + 8] != 'T' ||
+		    (e->d_name[plen + 15] != 'Z' && (e->d_name[plen + 15] != '.' || e->d_name[plen + 19] != 'Z')))
 			continue;
 		names = xrealloc(names, (n + 1) * sizeof *names);
 		names[n++] = xstrdup(e->d_name);
@@ -349,19 +366,57 @@ fail:
 	return ok;
 }
 
+/* The name's FROM when the source could not say where the database is: "empty" only when it
+ * holds no table, view or sequence of its own (our failure memory aside), else "current" (the
+ * state it is in, whatever made it). */
+static const char *unnamed_from(struct job *j)
+{
+	char n[32] = "";
+	struct pg_error err;
+	bool ok = pg_query_value(j->conn,
+				 "SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c JOIN "
+				 "pg_catalog.pg_namespace s ON s.oid = c.relnamespace WHERE c.relkind IN "
+				 "('r', 'p', 'v', 'm', 'S', 'f') AND s.nspname NOT IN ('pg_catalog', "
+				 "'information_schema') AND s.nspname NOT LIKE 'pg\\_%' AND NOT "
+				 "(s.nspname = 'public' AND c.relname = 'mtr_failure_state')",
+				 PG_QUERY_MS, j->stop_fd, n, sizeof n, &err);
+	return ok && strcmp(n, "0") == 0 ? "empty" : "current";
+}
+
+/* <prefix><stamp>-<from>-to-<to>[-N].dump that no file in the directory has yet: two backups
+ * in the same millisecond get a sequence number rather than one replacing the other. */
+static char *free_name(const char *dir, const char *prefix, const char *stamp, const char *f,
+		       const char *t)
+{
+	for (int seq = 1;; seq++) {
+		char *name = seq == 1 ? xasprintf("%s%s-%s-to-%s.dump", prefix, stamp, f, t)
+				      : xasprintf("%s%s-%s-to-%s-%d.dump", prefix, stamp, f, t, seq);
+		struct stat st;
+		char *path = dir ? xasprintf("%s/%s", dir, name) : NULL;
+		bool taken = path && lstat(path, &st) == 0;
+		free(path);
+		if (!taken)
+			return name;
+		free(name);
+	}
+}
+
 /* The backup directory, the backup's name and the upload's URL (as r->uploaded shows it). */
 static bool job_name(struct job *j, const char *from, const char *to)
 {
 	const struct backup_opts *o = j->o;
-	if (o->dir && mkdir(o->dir, 0700) != 0 && errno != EEXIST)
-		return failed(j->r, "cannot create the backup directory %s: %s", o->dir, strerror(errno));
+	if (o->dir && mkdir(o->dir, 0700) != 0 && errno != EEXIST) {
+		int e = errno;
+		return failed(j->r, "cannot create the backup directory %s as uid %u: %s%s", o->dir,
+			      (unsigned)geteuid(), strerror(e), dir_fix(e));
+	}
 	char db[64], f[64], t[64];
 	safe_part(db, sizeof db, PQdb(j->conn));
-	safe_part(f, sizeof f, from && *from ? from : "empty");
+	safe_part(f, sizeof f, from && *from ? from : unnamed_from(j));
 	safe_part(t, sizeof t, to && *to ? to : "head");
-	utc_format(wall_ms(), UTC_COMPACT, j->stamp, sizeof j->stamp);
+	utc_format(wall_ms(), UTC_COMPACT_MS, j->stamp, sizeof j->stamp);
 	snprintf(j->prefix, sizeof j->prefix, "mtr-%s-", db);
-	j->name = xasprintf("%s%s-%s-to-%s.dump", j->prefix, j->stamp, f, t);
+	j->name = free_name(o->dir, j->prefix, j->stamp, f, t);
 	if (o->upload_url) {
 		j->url = upload_target(o->upload_url, j->name);
 		char *pub = http_url_public(j->url, false);
@@ -382,8 +437,11 @@ static bool job_partial(struct job *j)
 	char *prefix = xasprintf(".%s%s.partial.", j->prefix, j->stamp);
 	j->final = xasprintf("%s/%s", dir, j->name);
 	j->fd = file_create_temp(dir, prefix, 0600, &j->tmp);
-	if (j->fd < 0)
-		failed(j->r, "cannot create a file in the backup directory %s: %s", dir, strerror(errno));
+	if (j->fd < 0) {
+		int e = errno;
+		failed(j->r, "cannot create a file in the backup directory %s as uid %u: %s%s", dir,
+		       (unsigned)geteuid(), strerror(e), dir_fix(e));
+	}
 	free(prefix);
 	return j->fd >= 0;
 }

@@ -1,5 +1,6 @@
 /* No restart storms: which failures are transient, and the memory of the last failure across
- * restarts (a file in --state-dir, else a one-row table in the target database). */
+ * restarts (a file in --state-dir, else a one-row table in the tool's own schema of the target
+ * database, --state-schema). */
 #include "mtr/breaker.h"
 #include "mtr/fileio.h"
 #include "mtr/exitcode.h"
@@ -16,7 +17,8 @@
 #include <unistd.h>
 
 #define STATE_FILE "migrate-then-run.state.json"
-#define STATE_TABLE "public.mtr_failure_state"
+/* In --state-schema; a later fingerprint of a tool's history belongs beside it. */
+#define STATE_TABLE "failure_state"
 
 enum failure_class breaker_classify(int code, const char *sqlstate)
 {
@@ -122,40 +124,115 @@ static void store_file(const struct config *cfg, const struct failure_memory *m)
 	cJSON_free(text);
 }
 
-/* The database variant: one row, updated in one statement. False when unreachable. */
-static bool record_db(const struct pg_target *t, const char *sig, struct failure_memory *m)
+/* The failure memory's table in the tool's own schema (--state-schema), never one of the
+ * app's: "schema".failure_state, quoted for SQL (caller frees). */
+static char *state_table(PGconn *conn, const struct config *cfg)
+{
+	char *s = PQescapeIdentifier(conn, cfg->state_schema, strlen(cfg->state_schema));
+	char *q = xasprintf("%s." STATE_TABLE, s ? s : "\"?\"");
+	PQfreemem(s);
+	return q;
+}
+
+/* Whether the schema and the table exist: to_regnamespace and to_regclass read the catalog,
+ * and nothing is created when both do (CREATE … IF NOT EXISTS still checks the privilege). */
+static bool state_exists(PGconn *conn, const struct config *cfg, bool *schema, bool *table,
+			 struct pg_error *err)
+{
+	const char *params[1] = {cfg->state_schema};
+	PGresult *res = pg_run(conn,
+			       "SELECT pg_catalog.to_regnamespace(pg_catalog.quote_ident($1)) IS NOT NULL, "
+			       "pg_catalog.to_regclass(pg_catalog.quote_ident($1) || '." STATE_TABLE "') "
+			       "IS NOT NULL",
+			       1, params, 3000, -1, err);
+	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+	*schema = ok && PQgetvalue(res, 0, 0)[0] == 't';
+	*table = ok && PQgetvalue(res, 0, 1)[0] == 't';
+	PQclear(res);
+	return ok;
+}
+
+/* Creates what is missing of the schema and the table, in one transaction. */
+static bool ensure_state_table(PGconn *conn, const struct config *cfg, const char *table,
+			       struct pg_error *err)
+{
+	bool schema, exists;
+	if (!state_exists(conn, cfg, &schema, &exists, err))
+		return false;
+	if (exists)
+		return true;
+	char *s = PQescapeIdentifier(conn, cfg->state_schema, strlen(cfg->state_schema));
+	char *sql = xasprintf("BEGIN; SET LOCAL client_min_messages = warning; %s%s%s"
+			      "CREATE TABLE IF NOT EXISTS %s (id int PRIMARY KEY CHECK (id = 1), "
+			      "signature text NOT NULL, count bigint NOT NULL, "
+			      "first_at timestamptz NOT NULL, last_at timestamptz NOT NULL); COMMIT",
+			      schema ? "" : "CREATE SCHEMA IF NOT EXISTS ", schema || !s ? "" : s,
+			      schema ? "" : "; ", table);
+	bool ok = pg_command(conn, sql, 0, NULL, 3000, -1, err);
+	struct pg_error ignored;
+	if (!ok && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE &&
+	    !pg_command(conn, "ROLLBACK", 0, NULL, 3000, -1, &ignored)) {
+		/* the connection is closed right after */
+	}
+	PQfreemem(s);
+	free(sql);
+	return ok;
+}
+
+/* Said once per process: the memory cannot be kept by this role, and how to fix that. */
+static void state_unavailable(const struct config *cfg, PGconn *conn, const struct pg_error *err)
+{
+	static bool said;
+	if (said)
+		return;
+	said = true;
+	const char *role = PQuser(conn), *db = PQdb(conn);
+	log_event(LOG_WARN, "state.unavailable",
+		  LOG_FIELDS(LF_S("schema", cfg->state_schema), LF_S("sqlstate", err->sqlstate),
+			     LF_S("error", err->msg)),
+		  "the failure memory cannot be kept in schema %s (%s): restarts after a permanent "
+		  "failure are not spaced out. Let the role keep it (GRANT CREATE ON DATABASE %s TO "
+		  "%s, or CREATE SCHEMA %s AUTHORIZATION %s), or keep it in a volume with --state-dir",
+		  cfg->state_schema, err->msg, db, role, cfg->state_schema, role);
+}
+
+/* The database variant: one row, updated in one statement. False when unreachable or when
+ * the role may not keep it (said once). */
+static bool record_db(const struct config *cfg, const struct pg_target *t, const char *sig,
+		      struct failure_memory *m)
 {
 	enum pg_status st;
 	struct pg_error err;
 	PGconn *conn = pg_connect(t, 3000, -1, &st, &err);
 	if (!conn)
 		return false;
-	bool ok = pg_command(conn, "SET client_min_messages = warning", 0, NULL, 3000, -1, &err) &&
-		  pg_command(conn,
-			     "CREATE TABLE IF NOT EXISTS " STATE_TABLE " (id int PRIMARY KEY "
-			     "CHECK (id = 1), signature text NOT NULL, count bigint NOT NULL, "
-			     "first_at timestamptz NOT NULL, last_at timestamptz NOT NULL)",
-			     0, NULL, 3000, -1, &err);
+	char *table = state_table(conn, cfg);
+	char *sql = xasprintf("INSERT INTO %s AS f VALUES (1, $1, 1, now(), now()) "
+			      "ON CONFLICT (id) DO UPDATE SET "
+			      "count = CASE WHEN f.signature = $1 THEN f.count + 1 ELSE 1 END, "
+			      "first_at = CASE WHEN f.signature = $1 THEN f.first_at ELSE now() END, "
+			      "signature = $1, last_at = now() "
+			      "RETURNING count, (extract(epoch FROM first_at) * 1000)::bigint, "
+			      "(extract(epoch FROM last_at) * 1000)::bigint",
+			      table);
 	const char *params[1] = {sig};
+	PGresult *res = NULL;
+	bool ok = ensure_state_table(conn, cfg, table, &err);
 	if (ok) {
-		PGresult *res = pg_run(conn,
-				   "INSERT INTO " STATE_TABLE " VALUES (1, $1, 1, now(), now()) "
-				   "ON CONFLICT (id) DO UPDATE SET "
-				   "count = CASE WHEN " STATE_TABLE ".signature = $1 THEN " STATE_TABLE ".count + 1 ELSE 1 END, "
-				   "first_at = CASE WHEN " STATE_TABLE ".signature = $1 THEN " STATE_TABLE ".first_at ELSE now() END, "
-				   "signature = $1, last_at = now() "
-				   "RETURNING count, (extract(epoch FROM first_at) * 1000)::bigint, "
-				   "(extract(epoch FROM last_at) * 1000)::bigint",
-				   1, params, 3000, -1, &err);
+		res = pg_run(conn, sql, 1, params, 3000, -1, &err);
 		ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
-		if (ok) {
-			snprintf(m->signature, sizeof m->signature, "%s", sig);
-			m->count = atol(PQgetvalue(res, 0, 0));
-			m->first_ms = atoll(PQgetvalue(res, 0, 1));
-			m->last_ms = atoll(PQgetvalue(res, 0, 2));
-		}
-		PQclear(res);
 	}
+	if (ok) {
+		snprintf(m->signature, sizeof m->signature, "%s", sig);
+		m->count = atol(PQgetvalue(res, 0, 0));
+		m->first_ms = atoll(PQgetvalue(res, 0, 1));
+		m->last_ms = atoll(PQgetvalue(res, 0, 2));
+	} else if (PQstatus(conn) == CONNECTION_OK && err.sqlstate[0]) {
+		state_unavailable(cfg, conn, &err);
+	}
+	PQclear(res);
+	free(sql);
+	free(table);
 	PQfinish(conn);
 	return ok;
 }
@@ -168,7 +245,7 @@ void breaker_record(const struct config *cfg, const struct pg_target *t, const s
 	memset(m, 0, sizeof *m);
 	long long now = (long long)wall_ms();
 	if (!cfg->state_dir) {
-		if (record_db(t, sig, m))
+		if (record_db(cfg, t, sig, m))
 			return;
 		/* Not reachable (the failure may be exactly that): nothing is remembered. */
 		snprintf(m->signature, sizeof m->signature, "%s", sig);
@@ -204,14 +281,16 @@ void breaker_clear(const struct config *cfg, PGconn *conn)
 		return;
 	/* One round trip, and no write at all while there is nothing to forget. */
 	struct pg_error err;
-	char exists[8];
-	if (pg_query_value(conn, "SELECT pg_catalog.to_regclass('" STATE_TABLE "') IS NOT NULL",
-			   PG_QUERY_MS, -1, exists, sizeof exists, &err) &&
-	    strcmp(exists, "t") == 0) {
-		PGresult *res = pg_run(conn, "DELETE FROM " STATE_TABLE, 0, NULL, PG_QUERY_MS, -1, &err);
-		if (PQresultStatus(res) == PGRES_COMMAND_OK && atoi(PQcmdTuples(res)) > 0)
-			log_event(LOG_INFO, "state.cleared", LOG_FIELDS(LF_S("table", STATE_TABLE)),
-				  "the last failure is forgotten after this success");
-		PQclear(res);
-	}
+	bool schema, table;
+	if (!state_exists(conn, cfg, &schema, &table, &err) || !table)
+		return;
+	char *q = state_table(conn, cfg);
+	char *sql = xasprintf("DELETE FROM %s", q);
+	PGresult *res = pg_run(conn, sql, 0, NULL, PG_QUERY_MS, -1, &err);
+	if (PQresultStatus(res) == PGRES_COMMAND_OK && atoi(PQcmdTuples(res)) > 0)
+		log_event(LOG_INFO, "state.cleared", LOG_FIELDS(LF_S("table", q)),
+			  "the last failure is forgotten after this success");
+	PQclear(res);
+	free(sql);
+	free(q);
 }

@@ -1,7 +1,9 @@
 /* Configuration: one option table drives parsing (flags > MTR_* environment > defaults) and --help. */
 #include "mtr/config.h"
+#include "mtr/fileio.h"
 #include "mtr/source.h"
 #include "mtr/http.h"
+#include "mtr/user.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -29,6 +31,8 @@ struct option_def {
 
 static const char *const log_formats[] = {"json", "text", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+/* In enum log_schema's order. */
+static const char *const log_schemas[] = {"default", "ecs", "gcp", "datadog", NULL};
 static const char *const on_failures[] = {"exit", "hold", NULL};
 static const char *const backup_modes[] = {"required", "optional", "off", "always", NULL};
 static const char *const notify_ons[] = {"failure", "success,failure", "failure,success", "success", NULL};
@@ -68,6 +72,9 @@ static const struct option_def options[] = {
 	{"check", "MTR_CHECK", T_FLAG, "false", NULL,
 	 "print the plan (applied, pending, problems) and exit 0 if consistent, 65 if not; change "
 	 "nothing", F(check), NULL, false},
+	{"pending-exit-code", "MTR_PENDING_EXIT_CODE", T_COUNT, "0", "N",
+	 "with --check: exit N when the state is consistent but something is pending (a CI gate)",
+	 F(pending_exit_code), NULL, false},
 	{"alembic-version-table", "MTR_ALEMBIC_VERSION_TABLE", T_STRING, "alembic_version",
 	 "[SCHEMA.]TABLE", "Alembic's version table (as env.py configures it)",
 	 F(alembic_version_table), NULL, false},
@@ -98,6 +105,9 @@ static const struct option_def options[] = {
 	{"wait-http", "MTR_WAIT_HTTP", T_LIST, NULL, "URL",
 	 "also wait until URL answers 2xx to a GET (repeatable; same deadline and backoff)",
 	 F(wait_http), NULL, false},
+	{"progress-interval", "MTR_PROGRESS_INTERVAL", T_DURATION, "10s", "DURATION",
+	 "while a migration runs, log migrate.progress this often: its step, what the server is "
+	 "waiting for and who blocks it (0: never)", F(progress_interval_ms), NULL, false},
 	{"retries", "MTR_RETRIES", T_COUNT, "3", "N",
 	 "retries of a migration that failed because the database went away", F(retries), NULL, false},
 	{"log-format", "MTR_LOG_FORMAT", T_CHOICE, NULL, "json|text",
@@ -105,16 +115,23 @@ static const struct option_def options[] = {
 	 false},
 	{"log-level", "MTR_LOG_LEVEL", T_CHOICE, "info", "debug|info|warn|error", "least severe level logged",
 	 F(log_level), log_levels, false},
+	{"log-schema", "MTR_LOG_SCHEMA", T_CHOICE, "default", "default|ecs|gcp|datadog",
+	 "JSON key names: ours (ts, level, msg), or what Elastic (ECS), Google Cloud Logging or "
+	 "Datadog read by default", F(log_schema), log_schemas, false},
 	{"init", "MTR_INIT", T_AUTO, "auto", NULL,
 	 "supervise the app as its init (forward signals, reap zombies); --no-init execs it "
 	 "instead; auto: init when PID 1",
 	 F(init), NULL, false},
-	{"stop-timeout", "MTR_STOP_TIMEOUT", T_DURATION, "10s", "DURATION",
-	 "grace period after SIGTERM before SIGKILL, for the app and its leftover processes",
+	{"stop-timeout", "MTR_STOP_TIMEOUT", T_DURATION, "8s", "DURATION",
+	 "one stop budget from the first SIGTERM: the app and its leftover processes together, "
+	 "then SIGKILL; keep it 2s below the runtime's grace (Docker and podman: 10s)",
 	 F(stop_timeout_ms), NULL, false},
 	{"signal-group", "MTR_SIGNAL_GROUP", T_FLAG, "false", NULL,
 	 "forward signals to the app's whole process group, not only the app", F(signal_group),
 	 NULL, false},
+	{"user", "MTR_USER", T_STRING, NULL, "USER[:GROUP]",
+	 "run the app as USER (name or uid; its groups and HOME) or USER:GROUP; the migration runs "
+	 "as the user the tool started as, which must be root", F(user), NULL, false},
 	{"backup", "MTR_BACKUP", T_CHOICE, NULL, "required|optional|off|always",
 	 "pg_dump before migrating: required (no backup, no migration), optional (warn), off, or "
 	 "always (even with nothing pending); default: required when pg_dump is on PATH, else off",
@@ -150,9 +167,17 @@ static const struct option_def options[] = {
 	{"state-dir", "MTR_STATE_DIR", T_STRING, NULL, "DIR",
 	 "keep the last failure here across restarts (a volume); default: a table in the database",
 	 F(state_dir), NULL, false},
+	{"state-schema", "MTR_STATE_SCHEMA", T_STRING, "migrate_then_run", "SCHEMA",
+	 "the database schema of the tool's own bookkeeping (the failure memory without "
+	 "--state-dir), created when first needed; never one of the app's schemas",
+	 F(state_schema), NULL, false},
 	{"status-file", "MTR_STATUS_FILE", T_STRING, NULL, "PATH",
 	 "keep the current state (waiting, locked-out, migrating, failed-holding, running) in PATH",
 	 F(status_file), NULL, false},
+	{"termination-log", "MTR_TERMINATION_LOG", T_STRING, NULL, "PATH",
+	 "on a failure, write a summary of at most 4 KiB to PATH, for kubectl describe (default: "
+	 "/dev/termination-log when it exists and is writable; none: never)", F(termination_log),
+	 NULL, false},
 	{"notify-url", "MTR_NOTIFY_URL", T_LIST, NULL, "URL",
 	 "POST a JSON report of a failure (see --notify-on) to URL (repeatable); never changes the "
 	 "exit code", F(notify_url), NULL, true},
@@ -367,7 +392,7 @@ static bool getenv_secret(const char *name, char **out, const char **from, char 
 		return true;
 	*out = read_secret_file(f);
 	if (!*out) {
-		set_err(err, errlen, "%s: cannot read '%s': %s", file_var, f, strerror(errno));
+		set_err(err, errlen, "%s: cannot read '%s': %s", file_var, f, file_strerror(errno));
 		return false;
 	}
 	/* A stable copy of the variable's name for cfg->database_url_from. */
@@ -457,6 +482,23 @@ static bool check_urls(const struct config *cfg, char *err, size_t errlen)
 	return true;
 }
 
+/* --user: only for an app, only from root, and a user the image knows (or plain ids). */
+static bool check_user(struct config *cfg, char *err, size_t errlen)
+{
+	if (cfg->migrate_only) {
+		set_err(err, errlen, "--user: applies to the app, and %s runs none (drop one of the two)",
+			cfg->check ? "--check" : "--migrate-only");
+		return false;
+	}
+	if (geteuid() != 0) {
+		set_err(err, errlen, "--user: switching the app to another user needs the tool to start "
+			"as root, and it runs as uid %u; start the container as root (USER 0, runAsUser: "
+			"0) or drop --user", (unsigned)geteuid());
+		return false;
+	}
+	return user_resolve(cfg->user, &cfg->run_as, err, errlen);
+}
+
 static bool check_combination(struct config *cfg, char *err, size_t errlen)
 {
 	if (cfg->backup_mode < 0) { /* the default: back up when we can, and when asked to upload */
@@ -486,6 +528,16 @@ static bool check_combination(struct config *cfg, char *err, size_t errlen)
 			cfg->app_argv[0]);
 		return false;
 	}
+	if (cfg->pending_exit_code > 255) {
+		set_err(err, errlen, "--pending-exit-code: expected an exit code from 0 to 255, got %ld",
+			cfg->pending_exit_code);
+		return false;
+	}
+	if (cfg->pending_exit_code && !cfg->check) {
+		set_err(err, errlen, "--pending-exit-code: expected --check as well (it is the answer of "
+			"a check)");
+		return false;
+	}
 	if (cfg->check)
 		cfg->migrate_only = true; /* nothing to exec after a check */
 	if (cfg->migrate_only && cfg->app_argc > 0) {
@@ -507,6 +559,8 @@ static bool check_combination(struct config *cfg, char *err, size_t errlen)
 			cfg->backup_keep);
 		return false;
 	}
+	if (cfg->user && !check_user(cfg, err, errlen))
+		return false;
 	if (cfg->on_failure < 0)
 		cfg->on_failure = cfg->migrate_only ? ON_FAILURE_EXIT : ON_FAILURE_HOLD;
 	if (cfg->hold_interval_ms <= 0 || cfg->hold_reminder_ms <= 0) {
@@ -679,7 +733,10 @@ void config_free(struct config *cfg)
 	free(cfg->alembic_baseline);
 	free(cfg->alembic_section);
 	free(cfg->state_dir);
+	free(cfg->state_schema);
 	free(cfg->status_file);
+	free(cfg->termination_log);
+	free(cfg->user);
 	free(cfg->backup_dir);
 	free(cfg->backup_upload_url);
 	free(cfg->ca_file);
@@ -725,7 +782,8 @@ void config_print_help(FILE *out)
 		"Durations: 60 (seconds), 30s, 500ms, 2m, 1h.\n"
 		"\n"
 		"Exit codes:\n"
-		"  0    success (--migrate-only), or the app's own 0\n"
+		"  0    success (--migrate-only, --check consistent), or the app's own 0\n"
+		"  N    --check --pending-exit-code N: consistent, but something is pending\n"
 		"  64   usage or configuration error\n"
 		"  65   migration chain or database state is inconsistent\n"
 		"  69   database not ready before the wait deadline, or does not exist\n"

@@ -1,14 +1,21 @@
-/* Phase 3: a session-level advisory lock, so that one replica migrates and the others wait. */
+/* Phase 3: the migration lock, a transaction-level advisory lock on a connection of its own. */
 #include "mtr/lock.h"
 #include "mtr/log.h"
 #include "mtr/retry.h"
 #include "mtr/status.h"
 
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
+
+/* How long the lock's own round trips (a ping, the final COMMIT) may take. */
+#define LOCK_PING_MS 5000
+/* How often a waiting replica says who holds the lock. */
+#define LOCK_REPORT_MS 5000
 
 int64_t lock_key(const char *name)
 {
@@ -53,50 +60,224 @@ static void log_holder(PGconn *conn, int64_t key, int64_t waited_ms)
 	PQclear(res);
 }
 
-enum lock_status lock_acquire(PGconn *conn, const char *name, int64_t timeout_ms,
-			      const struct sigstate *sigs, int *signo, struct pg_error *err)
+/* The server's last word on the lock's connection: an ERROR or FATAL that arrives while the
+ * transaction is idle (libpq hands it to the notice receiver) says why it is being ended. */
+static void keep_last_word(void *arg, const PGresult *res)
 {
-	int64_t key = lock_key(name);
-	char sql[96];
-	snprintf(sql, sizeof sql, "SELECT pg_catalog.pg_try_advisory_lock(%" PRId64 ")::text", key);
-	int64_t start = now_ms(), next_report = start + 5000;
+	struct lock *l = arg;
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	if (sev && msg && strcmp(sev, "WARNING") != 0 && strcmp(sev, "NOTICE") != 0 && !l->lost[0])
+		snprintf(l->lost, sizeof l->lost, "the lock's session was ended: %.400s", msg);
+}
+
+/* The lock-waiting state of one lock_acquire call. */
+struct waiting {
+	int64_t start, next_report;
+	bool reported;
+};
+
+enum try_result { TRY_OURS, TRY_TAKEN, TRY_FAILED, TRY_STOPPED };
+
+/* One try on a connection of its own. TRY_OURS keeps the connection in l->conn, its
+ * transaction open: that transaction is the lock. An idle-in-transaction timeout of the
+ * server must not end it: SET LOCAL, so that nothing leaks into a pooled session. */
+static enum try_result try_once(struct lock *l, const struct pg_target *t, int stop_fd,
+				int64_t left, struct waiting *w, struct pg_error *err)
+{
+	enum pg_status st;
+	int64_t connect_ms = left < 1000 ? 1000 : left < PG_QUERY_MS ? left : PG_QUERY_MS;
+	PGconn *conn = pg_connect(t, connect_ms, stop_fd, &st, err);
+	if (!conn)
+		return st == PG_INTERRUPTED ? TRY_STOPPED : TRY_FAILED;
+	char sql[200], got[32];
+	snprintf(sql, sizeof sql,
+		 "BEGIN; SET LOCAL idle_in_transaction_session_timeout = 0; "
+		 "SELECT pg_catalog.pg_try_advisory_xact_lock(%" PRId64 ")::text || ' ' || "
+		 "pg_catalog.pg_backend_pid()",
+		 l->key);
+	if (!pg_query_value(conn, sql, PG_QUERY_MS, stop_fd, got, sizeof got, err)) {
+		PQfinish(conn);
+		return err->interrupted ? TRY_STOPPED : TRY_FAILED;
+	}
+	if (strncmp(got, "true ", 5) == 0) {
+		PQsetNoticeReceiver(conn, keep_last_word, l);
+		l->conn = conn;
+		l->backend_pid = atol(got + 5); /* the server's, even through a pooler: pinned */
+		return TRY_OURS;
+	}
+	int64_t now = now_ms();
+	if (!w->reported || now >= w->next_report) {
+		if (!w->reported)
+			status_set(STATUS_LOCKED_OUT, "lock", 1, "another replica holds the migration lock");
+		log_holder(conn, l->key, now - w->start);
+		w->reported = true;
+		w->next_report = now + LOCK_REPORT_MS;
+	}
+	/* Ended cleanly, so that a pooler can hand the server session to someone else. */
+	struct pg_error ignored;
+	if (!pg_command(conn, "ROLLBACK", 0, NULL, PG_QUERY_MS, stop_fd, &ignored)) {
+		/* closing the connection ends the transaction just the same */
+	}
+	PQfinish(conn);
+	return TRY_TAKEN;
+}
+
+static void log_acquired(const char *name, const struct waiting *w)
+{
+	log_event(w->reported ? LOG_INFO : LOG_DEBUG, "lock.acquired",
+		  LOG_FIELDS(LF_I("waited_ms", now_ms() - w->start), LF_S("name", name)),
+		  "migration lock acquired");
+}
+
+enum lock_status lock_acquire(struct lock *l, const struct pg_target *t, const char *name,
+			      int64_t timeout_ms, const struct sigstate *sigs, PGconn **release,
+			      int *signo, struct pg_error *err)
+{
+	memset(l, 0, sizeof *l);
+	l->key = lock_key(name);
+	int stop_fd = signals_stop_fd();
+	struct waiting w = {now_ms(), 0, false};
 	struct backoff b;
 	backoff_init(&b, 100, 2000, random_u64());
-	bool reported = false;
+	enum lock_status result;
+	/* Before the first try: a session pool the replicas' connections fill would leave no
+	 * room for any try, the holder's included. */
+	if (release && *release) {
+		PQfinish(*release);
+		*release = NULL;
+	}
 	for (;;) {
-		char got[8];
-		if (!pg_query_value(conn, sql, PG_QUERY_MS, -1, got, sizeof got, err))
-			return LOCK_LOST;
-		if (strcmp(got, "true") == 0) {
-			if (reported)
-				log_event(LOG_INFO, "lock.acquired",
-					  LOG_FIELDS(LF_I("waited_ms", now_ms() - start), LF_S("name", name)),
-					  "migration lock acquired");
-			else
-				log_event(LOG_DEBUG, "lock.acquired",
-					  LOG_FIELDS(LF_I("waited_ms", now_ms() - start), LF_S("name", name)),
-					  "migration lock acquired");
-			return LOCK_ACQUIRED;
+		int64_t left = w.start + timeout_ms - now_ms();
+		enum try_result r = try_once(l, t, stop_fd, left, &w, err);
+		if (r == TRY_OURS) {
+			log_acquired(name, &w);
+			result = LOCK_ACQUIRED;
+			break;
 		}
-		int64_t now = now_ms();
-		if (!reported || now >= next_report) {
-			if (!reported)
-				status_set(STATUS_LOCKED_OUT, "lock", 1, "another replica holds the migration lock");
-			log_holder(conn, key, now - start);
-			reported = true;
-			next_report = now + 5000;
+		if (r == TRY_FAILED || r == TRY_STOPPED) {
+			result = r == TRY_FAILED ? LOCK_LOST : LOCK_INTERRUPTED;
+			if (r == TRY_STOPPED)
+				*signo = signals_stop_read(stop_fd);
+			break;
 		}
-		int64_t left = start + timeout_ms - now;
+		left = w.start + timeout_ms - now_ms();
 		if (left <= 0) {
 			snprintf(err->msg, sizeof err->msg,
 				 "the migration lock was still held after %lldms", (long long)timeout_ms);
-			return LOCK_TIMEOUT;
+			result = LOCK_TIMEOUT;
+			break;
 		}
 		int64_t delay = backoff_next(&b);
 		int sig = signals_sleep(sigs, delay < left ? delay : left);
 		if (sig) {
 			*signo = sig;
-			return LOCK_INTERRUPTED;
+			result = LOCK_INTERRUPTED;
+			break;
 		}
 	}
+	signals_stop_close(stop_fd);
+	return result;
+}
+
+/* The lock is gone: keep the best reason there is (the server's own words first). */
+static bool lost_now(struct lock *l, const char *why)
+{
+	/* Reading and parsing what arrived hands a FATAL to keep_last_word. */
+	if (!l->lost[0] && l->conn) {
+		(void)PQconsumeInput(l->conn); /* what came before an end of file is kept */
+		(void)PQisBusy(l->conn);
+	}
+	if (!why && l->conn && *PQerrorMessage(l->conn))
+		why = PQerrorMessage(l->conn);
+	if (!l->lost[0] && why && *why)
+		snprintf(l->lost, sizeof l->lost, "the lock's connection failed: %.400s", why);
+	if (!l->lost[0])
+		snprintf(l->lost, sizeof l->lost, "the server or a pooler closed the lock's connection");
+	/* libpq's messages end in a newline and may hold several lines: one line for the logs */
+	size_t n = strlen(l->lost);
+	while (n > 0 && (l->lost[n - 1] == '\n' || l->lost[n - 1] == ' '))
+		l->lost[--n] = '\0';
+	for (char *c = l->lost; *c; c++)
+		if (*c == '\n' || *c == '\t')
+			*c = ' ';
+	return false;
+}
+
+bool lock_held(struct lock *l, bool round_trip)
+{
+	if (l->lost[0])
+		return false;
+	if (!l->conn)
+		return lost_now(l, "no lock is held");
+	struct pollfd p = {PQsocket(l->conn), POLLIN, 0};
+	if (p.fd < 0 || poll(&p, 1, 0) != 0) /* readable, hung up, or broken */
+		return lost_now(l, NULL);
+	if (!round_trip)
+		return true;
+	struct pg_error err;
+	char one[4];
+	if (!pg_query_value(l->conn, "SELECT 1", LOCK_PING_MS, -1, one, sizeof one, &err))
+		return lost_now(l, err.msg);
+	if (PQtransactionStatus(l->conn) != PQTRANS_INTRANS)
+		return lost_now(l, "its transaction is no longer open");
+	return true;
+}
+
+int lock_watch_fd(const struct lock *l, int stop_fd)
+{
+	if (!l || !l->conn || PQsocket(l->conn) < 0)
+		return -1;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0)
+		return -1;
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.fd = PQsocket(l->conn)};
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, ev.data.fd, &ev) < 0)
+		goto fail;
+	ev.events = EPOLLIN;
+	ev.data.fd = stop_fd;
+	if (stop_fd >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, stop_fd, &ev) < 0)
+		goto fail;
+	return ep;
+fail:
+	close(ep);
+	return -1;
+}
+
+bool lock_release(struct lock *l)
+{
+	if (!l->conn)
+		return !l->lost[0];
+	bool held = lock_held(l, false);
+	if (held && PQtransactionStatus(l->conn) != PQTRANS_INTRANS)
+		held = lost_now(l, "its transaction is no longer open");
+	if (held) {
+		/* A transaction that failed meanwhile answers COMMIT with ROLLBACK: read the tag. */
+		struct pg_error err;
+		PGresult *res = pg_run(l->conn, "COMMIT", 0, NULL, LOCK_PING_MS, -1, &err);
+		held = PQresultStatus(res) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(res), "COMMIT") == 0;
+		if (!held)
+			snprintf(l->lost, sizeof l->lost, "the lock's transaction did not commit: %.400s",
+				 res && !err.msg[0] ? PQcmdStatus(res) : err.msg);
+		PQclear(res);
+	}
+	PQfinish(l->conn);
+	l->conn = NULL;
+	return held;
+}
+
+char *lock_fence_sql(const struct lock *l)
+{
+	if (!l || !l->conn || l->backend_pid <= 0)
+		return NULL;
+	return xasprintf(
+		"DO $mtr_fence$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_locks "
+		"WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = %ld "
+		"AND classid::bigint = (%" PRId64 "::bigint >> 32) & 4294967295 "
+		"AND objid::bigint = %" PRId64 "::bigint & 4294967295 "
+		"AND database = (SELECT oid FROM pg_catalog.pg_database "
+		"WHERE datname = pg_catalog.current_database())) THEN RAISE EXCEPTION "
+		"'the migration lock is no longer held by this run (its session, pid %ld, ended)' "
+		"USING ERRCODE = '" LOCK_FENCE_STATE "'; END IF; END $mtr_fence$",
+		l->backend_pid, l->key, l->key, l->backend_pid);
 }

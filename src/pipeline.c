@@ -8,6 +8,8 @@
 #include "mtr/init.h"
 #include "mtr/lock.h"
 #include "mtr/notify.h"
+#include "mtr/pg_target.h"
+#include "mtr/pooler.h"
 #include "mtr/source.h"
 #include "mtr/status.h"
 #include "mtr/log.h"
@@ -31,24 +33,12 @@
 static void register_secrets(const struct config *cfg)
 {
 	if (cfg->database_url) {
-		char *pw = redact_url_password(cfg->database_url);
+		/* libpq's own reading says which part is the password (URL or conninfo), and, when
+		 * an unencoded '@' or '/' split it, what was meant as one and its pieces. */
+		pg_target_secrets(cfg->database_url, log_add_secret);
+		char *pw = redact_url_password(cfg->database_url); /* a URL libpq cannot parse */
 		log_add_secret(pw);
 		free(pw);
-		/* A password with an unencoded '/' ends libpq's authority early: whatever lies
-		 * between "user:" and the last '@' is hidden too, as it is meant as a password. */
-		const char *sep = strstr(cfg->database_url, "://");
-		const char *at = strrchr(cfg->database_url, '@');
-		const char *colon = sep ? strchr(sep + 3, ':') : NULL;
-		if (colon && at && colon < at) {
-			char *loose = xstrndup(colon + 1, (size_t)(at - colon - 1));
-			log_add_secret(loose);
-			/* libpq splits at the first '@': the rest shows up as a "host name" */
-			for (char *piece = strchr(loose, '@'); piece; piece = strchr(piece + 1, '@'))
-				if (piece[1])
-					log_add_secret(piece + 1);
-			free(loose);
-		}
-		/* A conninfo string: password=... is hidden by pattern. */
 	}
 	log_add_secret(cfg->pgpassword);
 	log_add_secret(getenv("PGPASSWORD"));
@@ -66,10 +56,12 @@ struct run_report {
 	char from[64], to[64];
 	char database[64];
 	bool applied; /* migrations ran and succeeded */
+	size_t pending; /* what the last plan found pending (--check reports it) */
 };
 
 static int stopped(const char *phase, int signo)
 {
+	pg_stopping(); /* what is left to do (the lock's release) must not wait for the server */
 	log_event(LOG_WARN, "stop.signal",
 		  LOG_FIELDS(LF_S("phase", phase), LF_S("signal", signals_name(signo)),
 			     LF_I("exit_code", MTR_EXIT_SIGNAL_BASE + signo)),
@@ -146,14 +138,16 @@ static int wait_http(const struct config *cfg, int64_t deadline_ms, const struct
 	return MTR_EXIT_UNAVAILABLE;
 }
 
-/* Takes the migration lock; returns 0 or the exit code (already logged). -1: lost, retry. */
-static int take_lock(const struct config *cfg, const struct source *src, PGconn *conn,
+/* Takes the migration lock into l; returns 0 or the exit code (already logged). -1: lost,
+ * retry. conn (may be NULL): closed meanwhile, so that it holds no pooled session. */
+static int take_lock(const struct config *cfg, const struct source *src,
+		     const struct pg_target *target, struct lock *l, PGconn **conn,
 		     const struct sigstate *sigs)
 {
 	const char *name = src->def->lock_name(cfg);
 	int signo = 0;
 	struct pg_error err;
-	switch (lock_acquire(conn, name, cfg->lock_timeout_ms, sigs, &signo, &err)) {
+	switch (lock_acquire(l, target, name, cfg->lock_timeout_ms, sigs, conn, &signo, &err)) {
 	case LOCK_ACQUIRED:
 		return 0;
 	case LOCK_INTERRUPTED:
@@ -185,9 +179,24 @@ static void notice_to_log(void *arg, const PGresult *res)
 
 #define BACKUP_PATH_MAX 4096
 
-/* Phase 6 under the lock, before anything is applied. Returns 0 or the exit code. */
+/* After pg_dump failed: whether the server restarted or the connection went away meanwhile
+ * (pg_dump's "server closed the connection unexpectedly" is then ours too). start_time: the
+ * server's start time when we connected. */
+static bool server_went_away(PGconn *conn, const char *start_time)
+{
+	char now[64];
+	struct pg_error err;
+	if (!pg_query_value(conn, "SELECT pg_catalog.pg_postmaster_start_time()::pg_catalog.text",
+			    PG_QUERY_MS, -1, now, sizeof now, &err))
+		return !err.sqlstate[0] || pg_sqlstate_is_transient(err.sqlstate);
+	return start_time && start_time[0] && strcmp(now, start_time) != 0;
+}
+
+/* Phase 6 under the lock, before anything is applied. Returns 0 or the exit code; -1 when the
+ * server went away during the dump (not logged as a backup failure: the caller retries). */
 static int take_backup(const struct config *cfg, PGconn *conn, const struct plan_info *info,
-		       const struct sigstate *sigs, char *path, size_t pathlen, struct failure *f)
+		       const char *start_time, const struct sigstate *sigs, char *path, size_t pathlen,
+		       struct failure *f)
 {
 	const char *dir = cfg->backup_dir ? cfg->backup_dir : backup_default_dir();
 	if (strcmp(dir, BACKUP_DIR_NONE) == 0)
@@ -212,6 +221,8 @@ static int take_backup(const struct config *cfg, PGconn *conn, const struct plan
 	}
 	if (br.path[0]) /* verified and kept, though the upload failed */
 		snprintf(path, pathlen, "%s", br.path);
+	else if (server_went_away(conn, start_time))
+		return -1; /* a restart or a failover, not a backup problem: retried from the wait */
 	if (cfg->backup_mode == BACKUP_OPTIONAL) {
 		log_event(LOG_WARN, "backup.failed",
 			  LOG_FIELDS(LF_S("error", br.err), LF_B("required", false)),
@@ -242,7 +253,9 @@ struct attempt {
 	size_t pending;
 	char start_time[64]; /* the server's start time when we connected: restarts show */
 	int code;          /* OUT_FAILED: the exit code (already logged) */
-	char lost[160];    /* OUT_LOST: what happened, for the retry line */
+	char lost[600];    /* OUT_LOST: what happened, for the retry line */
+	struct lock lock;  /* the migration lock, from phase_lock to the end of the attempt */
+	enum pooling pooling; /* what stands between us and the server (phase_pooler) */
 };
 
 /* What a phase did: go on, stop with success (nothing left to do), or ask for another
@@ -302,14 +315,42 @@ static enum outcome phase_wait(struct attempt *a)
  * hide work, so "nothing pending" is safe to trust without the lock. Anything else (work, or
  * anything that looks wrong) is decided again under the lock, where the plan is final and
  * may refuse. The quiet look logs the notes about the files (skipped names and the like);
- * the locked plan (PLAN_REPEAT) does not log them again.
+ * the locked plan (PLAN_REPEAT) does not log them again. Files that cannot be read at all are
+ * refused by the quiet look at once: no lock can change the image's files.
  */
 static enum outcome phase_quick_plan(struct attempt *a)
 {
 	a->f->phase = "check";
+	a->info.files_refused = false;
 	a->code = a->src->plan(a->src->self, a->conn, &a->ctx, PLAN_QUIET, &a->pending);
+	if (a->code && a->info.files_refused) /* no lock can change the image's files */
+		return fail(a, a->code, "check", false, "the migration files were refused (see check.failed)");
 	if (a->code == 0 && a->pending == 0 && a->cfg->backup_mode != BACKUP_ALWAYS)
 		return nothing_to_do();
+	/* A permanent failure (logged) would only repeat under the lock: it ends here, once. */
+	if (a->code && a->code != MTR_EXIT_INCONSISTENT && a->code != MTR_EXIT_TEMPFAIL)
+		return fail(a, a->code, "check", false, "the migrations could not be planned");
+	return OUT_OK;
+}
+
+/* The connection was given up while locking (lock_acquire says why): a new one, now. */
+static enum outcome reconnect(struct attempt *a)
+{
+	enum pg_status st;
+	struct pg_error err;
+	int stop_fd = signals_stop_fd();
+	a->conn = pg_connect(a->target, PG_QUERY_MS, stop_fd, &st, &err);
+	int sig = !a->conn && st == PG_INTERRUPTED ? signals_stop_read(stop_fd) : 0;
+	signals_stop_close(stop_fd);
+	if (sig) {
+		a->code = stopped("lock", sig);
+		return OUT_FAILED;
+	}
+	if (!a->conn) {
+		snprintf(a->lost, sizeof a->lost, "cannot connect again after taking the lock: %.400s", err.msg);
+		return OUT_LOST;
+	}
+	PQsetNoticeReceiver(a->conn, notice_to_log, NULL);
 	return OUT_OK;
 }
 
@@ -317,14 +358,23 @@ static enum outcome phase_quick_plan(struct attempt *a)
 static enum outcome phase_lock(struct attempt *a)
 {
 	a->f->phase = "lock";
-	int lock = take_lock(a->cfg, a->src, a->conn, a->sigs);
+	/* Through a pooler, a connection kept while waiting holds a server session of a pool the
+	 * holder needs: it is given up (and opened again once the lock is ours). Directly, it is
+	 * kept: one connection fewer per start. */
+	bool pooled = true;
+	struct pg_error err;
+	if (!pooler_seen(a->conn, &pooled, &err)) {
+		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking: %.400s", err.msg);
+		return OUT_LOST;
+	}
+	int lock = take_lock(a->cfg, a->src, a->target, &a->lock, pooled ? &a->conn : NULL, a->sigs);
 	if (lock < 0) {
 		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking or planning");
 		return OUT_LOST;
 	}
 	if (lock > 0)
 		return fail(a, lock, "lock", lock == MTR_EXIT_TEMPFAIL, "the migration lock stayed taken");
-	return OUT_OK;
+	return a->conn ? OUT_OK : reconnect(a);
 }
 
 /* Phases 4 and 5 under the lock: the final plan and its check. */
@@ -332,7 +382,7 @@ static enum outcome phase_plan(struct attempt *a)
 {
 	a->f->phase = "check";
 	int code = a->src->plan(a->src->self, a->conn, &a->ctx, PLAN_REPEAT, &a->pending);
-	if (code == MTR_EXIT_TEMPFAIL && PQstatus(a->conn) != CONNECTION_OK) {
+	if (code == MTR_EXIT_TEMPFAIL && !pg_usable(a->conn)) {
 		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking or planning");
 		return OUT_LOST;
 	}
@@ -346,6 +396,44 @@ static enum outcome phase_plan(struct attempt *a)
 	return OUT_OK;
 }
 
+/*
+ * Through a pooler in transaction mode the lock still holds (its open transaction pins one
+ * server session), and so does every migration that is one transaction. A step that needs a
+ * server session of its own does not: its statements may each land on another session, and
+ * session settings would reach other clients of the pool. Refused here, before anything is
+ * changed (the backup included), with the fix: a direct URL for the tool.
+ */
+static enum outcome phase_pooler(struct attempt *a)
+{
+	struct pg_error err;
+	if (!pooler_probe(a->conn, a->target, &a->pooling, &err)) {
+		snprintf(a->lost, sizeof a->lost, "the database connection was lost while planning: %.400s", err.msg);
+		return OUT_LOST;
+	}
+	if (a->pooling == POOLING_NONE)
+		return OUT_OK;
+	log_event(LOG_INFO, "pooler.detected", LOG_FIELDS(LF_S("mode", pooler_name(a->pooling))),
+		  "connected through a connection pooler in %s mode; the migration lock holds through "
+		  "it (a transaction of its own pins one server session)",
+		  pooler_name(a->pooling));
+	/* Session pooling cannot be proven from outside (a busy transaction pool can look like
+	 * one), so a step that needs a session of its own is refused through any pooler. */
+	if (!a->info.session_only[0])
+		return OUT_OK;
+	log_event(LOG_ERROR, "pooler.refused",
+		  LOG_FIELDS(LF_S("file", a->info.session_only), LF_S("mode", pooler_name(a->pooling)),
+			     LF_S("database_from", a->cfg->database_url_from),
+			     LF_I("exit_code", MTR_EXIT_USAGE)),
+		  "%s runs outside a transaction, which a connection pooler cannot be relied on to keep "
+		  "on one server session (in transaction mode each statement may land on another, and "
+		  "session settings reach other clients); nothing was changed. Give migrate-then-run "
+		  "a direct URL to the server in MTR_DATABASE_URL (it wins over DATABASE_URL) and let the app keep its "
+		  "pooled DATABASE_URL",
+		  a->info.session_only);
+	return fail(a, MTR_EXIT_USAGE, "check", false,
+		    "a no-transaction migration cannot run through a connection pooler");
+}
+
 /* Phase 6: one backup per process, before anything is applied. */
 static enum outcome phase_backup(struct attempt *a)
 {
@@ -354,8 +442,13 @@ static enum outcome phase_backup(struct attempt *a)
 	a->f->phase = "backup";
 	status_set(STATUS_MIGRATING, "backup", a->run + 1, NULL);
 	int64_t backup_start = now_ms();
-	a->code = take_backup(a->cfg, a->conn, &a->info, a->sigs, a->backup_path, BACKUP_PATH_MAX, a->f);
+	a->code = take_backup(a->cfg, a->conn, &a->info, a->start_time, a->sigs, a->backup_path,
+			      BACKUP_PATH_MAX, a->f);
 	a->rep->backup_ms += now_ms() - backup_start;
+	if (a->code < 0) {
+		snprintf(a->lost, sizeof a->lost, "the database went away during the backup");
+		return OUT_LOST;
+	}
 	if (a->code)
 		return OUT_FAILED;
 	return a->pending ? OUT_OK : nothing_to_do();
@@ -388,18 +481,53 @@ static enum outcome migrate_failed(struct attempt *a, const struct migrate_outco
 		    breaker_classify(out->code, out->sqlstate) == FAILURE_TRANSIENT, error);
 }
 
+/* The lock went while the backup ran: nothing was changed yet, so plan again under a new one. */
+static enum outcome lock_gone_before(struct attempt *a)
+{
+	log_event(LOG_WARN, "lock.lost",
+		  LOG_FIELDS(LF_S("phase", a->f->phase), LF_S("error", a->lock.lost), LF_B("changed", false)),
+		  "the migration lock was lost before migrating (%s); nothing was changed: locking "
+		  "and planning again", a->lock.lost);
+	snprintf(a->lost, sizeof a->lost, "the migration lock was lost before migrating");
+	return OUT_LOST;
+}
+
+/* The lock went while migrating: the source stopped the work (a command's process group is
+ * killed). Transient, and not retried here: the next attempt plans again under a new lock. */
+static enum outcome lock_gone_during(struct attempt *a, const struct migrate_outcome *out)
+{
+	log_event(LOG_ERROR, "lock.lost",
+		  LOG_FIELDS(LF_S("phase", "migrate"), LF_S("error", out->how), LF_B("changed", true),
+			     LF_B("transient", true), LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
+		  "the migration lock was lost while migrating (%s); the migration was stopped at once, "
+		  "so that no other replica runs it at the same time. The next attempt plans again "
+		  "under a new lock; find what ends idle sessions (idle_in_transaction_session_timeout, "
+		  "a pooler's idle_transaction_timeout, a session killer) if it repeats",
+		  out->how);
+	snprintf(a->f->message, sizeof a->f->message, "%s", out->how);
+	return fail(a, MTR_EXIT_TEMPFAIL, "migrate", true, "the migration lock was lost while migrating");
+}
+
 /* Phase 7: apply what the locked plan found. */
 static enum outcome phase_migrate(struct attempt *a)
 {
 	struct migrate_outcome out = {0};
+	if (!lock_held(&a->lock, true))
+		return lock_gone_before(a);
 	status_set(STATUS_MIGRATING, "migrate", a->run + 1, NULL);
-	/* Held while a long migration runs: a server-side idle timeout must not drop the lock's
-	 * session (the setting is unknown before PostgreSQL 14: then there is nothing to keep). */
+	/* Our connection may idle while a migration command runs; a server-side idle timeout must
+	 * not drop it (the setting is unknown before PostgreSQL 14: then there is nothing to
+	 * keep). Never through a transaction pooler: the setting would stay with a pooled
+	 * session that other clients get. */
 	struct pg_error ignored;
-	if (!pg_command(a->conn, "SET idle_session_timeout = 0", 0, NULL, PG_QUERY_MS, -1, &ignored)) {
+	if (a->pooling != POOLING_TRANSACTION &&
+	    !pg_command(a->conn, "SET idle_session_timeout = 0", 0, NULL, PG_QUERY_MS, -1, &ignored)) {
 	}
 	int64_t migrate_start = now_ms();
+	a->ctx.progress = progress_start(a->target, a->cfg->progress_interval_ms);
 	a->src->migrate(a->src->self, a->conn, &a->ctx, &out);
+	progress_stop(a->ctx.progress);
+	a->ctx.progress = NULL;
 	a->rep->migrate_ms += now_ms() - migrate_start;
 	a->rep->applied = out.result == MIGRATE_OK;
 	a->f->phase = "migrate";
@@ -411,6 +539,8 @@ static enum outcome phase_migrate(struct attempt *a)
 		return OUT_FAILED;
 	case MIGRATE_FAILED:
 		return migrate_failed(a, &out);
+	case MIGRATE_LOCK_LOST:
+		return lock_gone_during(a, &out);
 	case MIGRATE_LOST:
 	default:
 		snprintf(a->lost, sizeof a->lost, "%s", out.how);
@@ -418,20 +548,35 @@ static enum outcome phase_migrate(struct attempt *a)
 	}
 }
 
+/* A stop signal ends any round trip at once (pg.c): a phase that ended (failed, lost the
+ * database, or went on) while one is pending was stopped, and exits as stopped, not retried
+ * or counted as a failure. */
+static enum outcome stop_wins(struct attempt *a, enum outcome o)
+{
+	if (o == OUT_DONE || (o == OUT_FAILED && a->code >= MTR_EXIT_SIGNAL_BASE))
+		return o;
+	int sig = signals_take_stop();
+	if (!sig)
+		return o;
+	a->code = stopped(a->f->phase ? a->f->phase : "wait", sig);
+	return OUT_FAILED;
+}
+
 /* Every phase of one attempt, in order, until one does not say "go on". */
 static enum outcome attempt_once(struct attempt *a)
 {
 	static enum outcome (*const phases[])(struct attempt *) = {
-		phase_wait, phase_quick_plan, phase_lock, phase_plan, phase_backup, phase_migrate,
+		phase_wait, phase_quick_plan, phase_lock, phase_plan, phase_pooler, phase_backup,
+		phase_migrate,
 	};
 	for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++) {
-		enum outcome o = phases[i](a);
+		enum outcome o = stop_wins(a, phases[i](a));
 		if (o != OUT_OK)
 			return o;
 		if (phases[i] == phase_wait && a->cfg->check) { /* no lock, no change: a report */
 			a->f->phase = "check";
 			a->code = a->src->plan(a->src->self, a->conn, &a->ctx, PLAN_REPORT, &a->pending);
-			return a->code ? OUT_FAILED : OUT_DONE;
+			return stop_wins(a, a->code ? OUT_FAILED : OUT_DONE);
 		}
 	}
 	return OUT_DONE;
@@ -440,6 +585,9 @@ static enum outcome attempt_once(struct attempt *a)
 /* After OUT_LOST: within --retries, a pause; then the caller starts over from the wait. */
 static enum outcome retry_lost(struct attempt *a, long attempt, struct backoff *b)
 {
+	if (!lock_release(&a->lock)) {
+		/* lost already: the next attempt takes it anew */
+	}
 	PQfinish(a->conn);
 	a->conn = NULL;
 	if (attempt >= a->cfg->retries) {
@@ -478,14 +626,23 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 	backoff_init(&retry_backoff, 1000, 30000, random_u64());
 	enum outcome o;
 	for (long attempt = 0;; attempt++) {
-		a.ctx = (struct source_ctx){cfg, target, NULL, sigs, attempt, &a.info};
+		a.ctx = (struct source_ctx){.cfg = cfg, .target = target, .sigs = sigs,
+					    .attempt = attempt, .info = &a.info, .lock = &a.lock};
 		o = attempt_once(&a);
 		if (o != OUT_LOST || retry_lost(&a, attempt, &retry_backoff) != OUT_OK)
 			break;
 	}
+	/* Released on every path (failures and stop signals too), its COMMIT checked. */
+	if (!lock_release(&a.lock) && o == OUT_DONE)
+		log_event(LOG_WARN, "lock.lost",
+			  LOG_FIELDS(LF_S("phase", "release"), LF_S("error", a.lock.lost), LF_B("changed", true)),
+			  "the migration lock ended before the tool released it (%s), after the "
+			  "migrations had finished",
+			  a.lock.lost);
 	if (o == OUT_DONE && !cfg->check) /* success: forget the last failure */
 		breaker_clear(cfg, a.conn);
 	int code = o == OUT_DONE ? MTR_EXIT_OK : a.code;
+	rep->pending = a.pending;
 	snprintf(rep->from, sizeof rep->from, "%s", a.info.from);
 	snprintf(rep->to, sizeof rep->to, "%s", a.info.to);
 	if (code && a.info.fingerprint)
@@ -595,6 +752,17 @@ static int notify(const struct config *cfg, const struct run_report *rep, const 
 	return notify_send(cfg, &n);
 }
 
+/* The end of a consistent --check: what it found, and the exit code a CI gate reads. */
+static int check_done(const struct config *cfg, const struct run_report *rep)
+{
+	int code = rep->pending ? (int)cfg->pending_exit_code : MTR_EXIT_OK;
+	log_event(LOG_INFO, "pipeline.done",
+		  LOG_FIELDS(LF_S("mode", "check"), LF_I("pending", rep->pending), LF_I("exit_code", code)),
+		  "%zu pending, check mode, nothing changed%s", rep->pending,
+		  rep->pending && code ? " (--pending-exit-code)" : "");
+	return code;
+}
+
 /* Everything before the first phase: secrets known to the logger, the target and the source
  * checked, the start event. Returns 0, or 64 (logged). */
 static int pipeline_setup(const struct config *cfg, struct pg_target *target, struct source *src)
@@ -656,7 +824,7 @@ static int after_failure(const struct config *cfg, const struct pg_target *targe
 }
 
 /* The phases before the app, run again while holding after a failure. Returns 0 when the
- * app may start, else the exit code. */
+ * app may start, else the exit code; a consistent --check returns its own (its end logged). */
 static int migrate_until_done(const struct config *cfg, const struct sigstate *sigs,
 			      struct source *src, const struct pg_target *target)
 {
@@ -668,6 +836,8 @@ static int migrate_until_done(const struct config *cfg, const struct sigstate *s
 	for (long run = 0;; run++) {
 		struct failure f;
 		int code = migrate_once(cfg, sigs, src, target, run, backup_path, &f, &rep);
+		if (code == 0 && cfg->check)
+			return check_done(cfg, &rep);
 		if (code == 0) {
 			int sig = rep.applied ? notify(cfg, &rep, &f, 0, backup_path, start) : 0;
 			return sig ? stopped("notify", sig) : 0; /* before the app: a stop is a stop */
@@ -683,12 +853,13 @@ static int migrate_until_done(const struct config *cfg, const struct sigstate *s
 static int run_app(const struct config *cfg, const struct sigstate *sigs)
 {
 	status_set(STATUS_RUNNING, "run", 1, NULL);
+	const struct user_ids *user = cfg->user ? &cfg->run_as : NULL; /* the migration ran as us */
 	if (cfg->init == 1 || (cfg->init == -1 && getpid() == 1)) {
-		struct init_opts io = {cfg->stop_timeout_ms, cfg->signal_group};
+		struct init_opts io = {cfg->stop_timeout_ms, cfg->signal_group, user};
 		init_reexec(cfg->app_argv, &io, sigs, cfg->log_format, cfg->log_level);
 		return init_run(cfg->app_argv, &io, sigs);
 	}
-	return run_exec(cfg->app_argv, sigs);
+	return run_exec(cfg->app_argv, user, sigs);
 }
 
 int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
@@ -700,12 +871,8 @@ int pipeline_run(const struct config *cfg, const struct sigstate *sigs)
 		return code;
 	code = migrate_until_done(cfg, sigs, &src, &target);
 	src.destroy(src.self);
-	if (code)
+	if (code || cfg->check) /* a check's end is logged with what it found */
 		return code;
-	if (cfg->check) { /* the plan is the report: pending work is not "up to date" */
-		log_event(LOG_INFO, "pipeline.done", NULL, "check done: the report is on stdout; nothing was changed (--check)");
-		return MTR_EXIT_OK;
-	}
 	if (cfg->migrate_only) {
 		log_event(LOG_INFO, "pipeline.done", NULL, "migrations are up to date; exiting (--migrate-only)");
 		return MTR_EXIT_OK;

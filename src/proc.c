@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <sys/syscall.h>
@@ -116,10 +117,15 @@ int proc_execvpe(const char *file, char *const *argv, char *const *envp)
 }
 
 /* In the child: wire up descriptors, restore signals, exec; report errno on errfd if it fails. */
-static void child_exec(const struct proc_spec *spec, int in, int out, int err, int errfd)
+static void child_exec(const struct proc_spec *spec, pid_t parent, int in, int out, int err,
+		       int errfd)
 {
 	/* Its own process group: a stop signal reaches whatever it started, too (sh -c …). */
 	setpgid(0, 0);
+	/* It dies with us: a migration command must not outlive the tool (SIGKILL, the OOM
+	 * killer) and its lock, while another replica takes the lock and runs it again. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(127);
 	if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 ||
 	    dup2(err, STDERR_FILENO) < 0)
 		goto fail;
@@ -153,6 +159,7 @@ struct child {
 	int64_t kill_at;  /* SIGKILL to the group after a stop signal, -1: not scheduled */
 	int64_t drain_until; /* after the exit: how long its pipes may stay open, -1: running */
 	int64_t next_tick;   /* the next on_tick call, -1: none */
+	int64_t next_watch;  /* the next watch call, -1: none */
 };
 
 /* The pipes and the signalfd; false, with r's outcome and err set, if one cannot be made. */
@@ -183,6 +190,7 @@ static MTR_MUST_CHECK bool spawn(struct child *c)
 	struct proc_result *r = c->r;
 	if (!open_channels(c))
 		return false;
+	pid_t parent = getpid();
 	c->pid = fork();
 	if (c->pid < 0) {
 		set_err(r->err, sizeof r->err, "fork: %s", strerror(errno));
@@ -192,7 +200,7 @@ static MTR_MUST_CHECK bool spawn(struct child *c)
 	close(c->inp[1]);
 	c->inp[1] = -1;
 	if (c->pid == 0)
-		child_exec(spec, c->inp[0], spec->stdout_to_fd ? spec->stdout_fd : c->outp[1],
+		child_exec(spec, parent, c->inp[0], spec->stdout_to_fd ? spec->stdout_fd : c->outp[1],
 			   c->errp[1], c->execp[1]);
 	setpgid(c->pid, c->pid); /* on both sides, so that kill(-pid) cannot race the child */
 	close(c->outp[1]);
@@ -226,14 +234,15 @@ static void open_streams(struct child *c)
 	c->err.name = "stderr";
 	c->outp[0] = c->errp[0] = -1;
 	c->next_tick = c->spec->on_tick ? now_ms() + c->spec->tick_ms : -1;
+	c->next_watch = c->spec->watch ? now_ms() + c->spec->watch_ms : -1;
 	if (c->spec->stdout_to_fd) { /* nothing of it comes through us */
 		close(c->out.fd);
 		c->out.fd = -1;
 	}
 }
 
-/* Calls on_tick when due and sets *timeout for the next poll; false once the drain time after
- * the child's exit is over. */
+/* Calls on_tick and the watch when due and sets *timeout for the next poll; false once the
+ * drain time after the child's exit is over. */
 static bool poll_timeout(struct child *c, int *timeout)
 {
 	*timeout = 1000;
@@ -245,6 +254,18 @@ static bool poll_timeout(struct child *c, int *timeout)
 		}
 		if (c->next_tick - now < *timeout)
 			*timeout = (int)(c->next_tick - now);
+	}
+	if (c->next_watch >= 0) {
+		int64_t now = now_ms();
+		if (now >= c->next_watch) {
+			if (!c->exited && !c->r->cut_short && !c->spec->watch(c->ctx)) {
+				c->r->cut_short = true;
+				kill(-c->pid, SIGKILL); /* not one more statement: another replica may start */
+			}
+			c->next_watch = now + c->spec->watch_ms;
+		}
+		if (c->next_watch - now < *timeout)
+			*timeout = (int)(c->next_watch - now);
 	}
 	if (c->drain_until >= 0) {
 		/* The child is gone; a grandchild may still hold the pipes. Do not wait forever. */
@@ -314,7 +335,7 @@ static void collect_status(struct child *c)
 {
 	struct proc_result *r = c->r;
 	/* Stopped: nothing it started may go on working on its own. */
-	if (r->stop_signal)
+	if (r->stop_signal || r->cut_short)
 		kill(-c->pid, SIGKILL);
 	if (!c->exited)
 		waitpid(c->pid, &c->status, 0);
@@ -340,7 +361,8 @@ bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, str
 	memset(r, 0, sizeof *r);
 	struct child c = {.spec = spec, .on_line = on_line, .ctx = ctx, .r = r,
 			  .outp = {-1, -1}, .errp = {-1, -1}, .execp = {-1, -1}, .inp = {-1, -1},
-			  .sfd = -1, .out.fd = -1, .err.fd = -1, .kill_at = -1, .drain_until = -1};
+			  .sfd = -1, .out.fd = -1, .err.fd = -1, .kill_at = -1, .drain_until = -1,
+			  .next_tick = -1, .next_watch = -1};
 	int64_t start = now_ms();
 	bool started = spawn(&c);
 	if (started) {

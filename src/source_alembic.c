@@ -119,6 +119,7 @@ static bool is_compiled_file(const char *name)
  * reading threads), then added to the chain in the listed order. */
 struct item {
 	int dfd;     /* its directory (open until the items are read) */
+	bool special; /* not a regular file: refused unopened */
 	char *name;  /* in it */
 	char *path;  /* the whole path, for messages */
 	bool ok;     /* r holds it; else problem says why not */
@@ -147,10 +148,11 @@ struct load {
 };
 
 /* One directory entry: its name, and whether it is a directory (a link to one counts, as
- * os.walk counts it, but is not walked into) or a link. */
+ * os.walk counts it, but is not walked into), a link, or known not to be a regular file (a
+ * FIFO, a device, a socket: refused without being opened, since opening some devices acts). */
 struct entry {
 	char *name;
-	bool dir, link;
+	bool dir, link, special;
 };
 
 static int by_name(const void *a, const void *b)
@@ -179,10 +181,14 @@ static struct entry *list_dir(DIR *d, size_t *n)
 		x->name = xstrdup(e->d_name);
 		x->dir = e->d_type == DT_DIR;
 		x->link = e->d_type == DT_LNK;
+		x->special = e->d_type != DT_REG && e->d_type != DT_DIR && e->d_type != DT_LNK && e->d_type != DT_UNKNOWN;
 		if (e->d_type == DT_UNKNOWN)
 			x->link = fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
-		if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN)
-			x->dir = fstatat(dirfd(d), e->d_name, &st, 0) == 0 && S_ISDIR(st.st_mode);
+		if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) { /* what it leads to: unknown if nothing */
+			bool known = fstatat(dirfd(d), e->d_name, &st, 0) == 0;
+			x->dir = known && S_ISDIR(st.st_mode);
+			x->special = known && !S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode);
+		}
 	}
 	if (*n)
 		qsort(v, *n, sizeof *v, by_name);
@@ -220,6 +226,7 @@ static void list_revision(struct load *l, DIR *d, const char *dir, const char *r
 	struct item *it = &l->items[l->nitems++];
 	memset(it, 0, sizeof *it);
 	it->dfd = dirfd(d);
+	it->special = e->special;
 	it->name = xstrdup(e->name);
 	it->path = path;
 }
@@ -229,7 +236,8 @@ static void list_revision(struct load *l, DIR *d, const char *dir, const char *r
 static void read_item(const struct load *l, struct item *it)
 {
 	size_t len;
-	char *text = file_read_at(it->dfd, it->name, REV_MAX_BYTES, &len);
+	errno = ENOTSUP;
+	char *text = it->special ? NULL : file_read_at(it->dfd, it->name, REV_MAX_BYTES, &len);
 	int err_no = errno;
 	char *shown = display_path(l->as, it->path), err[1024];
 	if (!text) {
@@ -537,6 +545,19 @@ static int load_revisions(struct alembic_source *as, struct problems *p, int fla
 
 /* ---- the database ---------------------------------------------------------------------------- */
 
+/* False only when to_regclass says the table is not there: asking for a missing table would
+ * leave an ERROR in the server's log on every fresh database. */
+static bool version_table_maybe(PGconn *conn, const char *table)
+{
+	const char *params[1] = {table};
+	struct pg_error e;
+	PGresult *res = pg_run(conn, "SELECT pg_catalog.to_regclass($1) IS NULL", 1, params, PG_QUERY_MS, -1, &e);
+	bool absent = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+		      strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return !absent;
+}
+
 /* The tool's own small queries: bounded by PG_QUERY_MS. libpq's message when the server
  * answered with an error, pg_run's when no answer came. */
 static PGresult *small_query(PGconn *conn, const char *sql, const char **msg, struct pg_error *e)
@@ -569,16 +590,17 @@ static bool count_tables(PGconn *conn, long *tables, char *err, size_t errlen)
  * one; *tables counts the schema's tables when there is not). False with err. */
 static bool read_versions(PGconn *conn, struct alembic_source *as, long *tables, char *err, size_t errlen)
 {
-	/* The usual case in one round trip: the table is there. Only when it is not (42P01, or
+	/* The usual case: the table is there. Only when it is not (to_regclass, else 42P01, or
 	 * 3F000 for a missing schema) is the schema counted, to tell a new database from one
 	 * set up without Alembic. */
 	*tables = 0;
 	struct pg_error e;
 	const char *msg;
 	char *sql = xasprintf("SELECT version_num FROM %s ORDER BY 1", as->cfg->alembic_version_table);
-	PGresult *res = small_query(conn, sql, &msg, &e);
+	bool absent = !version_table_maybe(conn, as->cfg->alembic_version_table);
+	PGresult *res = absent ? NULL : small_query(conn, sql, &msg, &e);
 	free(sql);
-	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *state = absent ? "42P01" : PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 		as->table_exists = true;
 		as->ndb = (size_t)PQntuples(res);
@@ -871,7 +893,9 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 	free_plan(as);
 	as->do_repair = false;
 	int code = load_revisions(as, &p, flags);
-	if ((flags & PLAN_QUIET) && p.n) { /* the locked plan that follows says it, once */
+	ctx->info->files_refused = as->files_failed; /* the image's files: no lock can change them */
+	if ((flags & PLAN_QUIET) && p.n) { /* refused at once (pipeline.c), said once */
+		problems_log(&p);
 		problems_free(&p);
 		return code ? code : MTR_EXIT_INCONSISTENT;
 	}

@@ -2,10 +2,11 @@
 #include "mtr/source_cmd.h"
 #include "mtr/argv.h"
 #include "mtr/exitcode.h"
+#include "mtr/fold.h"
 #include "mtr/log.h"
 #include "mtr/source.h"
+#include "mtr/strbuf.h"
 
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <ctype.h>
@@ -126,34 +127,126 @@ const char *source_cmd_line_sqlstate(const char *line)
 	return NULL;
 }
 
+/* One run of the command: what it did, its output being grouped into events, and where its
+ * progress is told. */
+struct run {
+	struct cmd_outcome *out;
+	struct fold fold;
+	struct progress_watch *progress;
+	const char *appname; /* the application_name of its sessions */
+	char **revs;         /* the revisions its output says it applied, NULL-terminated */
+	size_t nrevs;
+};
+
+/* One migrate.output event: a line, or a folded traceback (lines) under its exception line. */
+static void emit_output(void *ctx, const char *stream, enum log_level level, const char *msg,
+			const char *const *lines)
+{
+	(void)ctx;
+	if (lines)
+		log_event(level, "migrate.output",
+			  LOG_FIELDS(LF_S("stream", stream), LF_S("line", msg), LF_L("lines", lines)),
+			  "%s", msg);
+	else
+		log_event(level, "migrate.output", LOG_FIELDS(LF_S("stream", stream), LF_S("line", msg)),
+			  "%s", msg);
+}
+
+/* Alembic: "INFO  [alembic.runtime.migration] Running upgrade 0003 -> 0004, message": the
+ * revision becomes the step migrate.progress names, and one the command applied. */
+static void note_upgrade(struct run *r, const char *line)
+{
+	const char *run = strstr(line, "Running upgrade ");
+	const char *arrow = run ? strstr(run, "-> ") : NULL;
+	if (!arrow)
+		return;
+	size_t n = strcspn(arrow + 3, ", ");
+	snprintf(r->out->revision, sizeof r->out->revision, "%.*s", (int)n, arrow + 3);
+	r->revs = xrealloc(r->revs, (r->nrevs + 2) * sizeof *r->revs);
+	r->revs[r->nrevs++] = xstrdup(r->out->revision);
+	r->revs[r->nrevs] = NULL;
+	char step[160];
+	snprintf(step, sizeof step, "upgrade %.*s", (int)strcspn(run + 16, ","), run + 16);
+	progress_watch_app(r->progress, r->appname, step);
+}
+
 static void on_line(void *ctx, const char *stream, const char *line)
 {
-	struct cmd_outcome *out = ctx;
+	struct run *r = ctx;
+	struct cmd_outcome *out = r->out;
 	const char *state = source_cmd_line_sqlstate(line);
 	if (state && !out->sqlstate[0])
 		snprintf(out->sqlstate, sizeof out->sqlstate, "%s", state);
-	/* Alembic: "INFO  [alembic.runtime.migration] Running upgrade 0003 -> 0004, message" */
-	const char *run = strstr(line, "Running upgrade ");
-	const char *arrow = run ? strstr(run, "-> ") : NULL;
-	if (arrow) {
-		size_t n = strcspn(arrow + 3, ", ");
-		snprintf(out->revision, sizeof out->revision, "%.*s", (int)n, arrow + 3);
-	}
+	note_upgrade(r, line);
 	if (source_cmd_line_lost_connection(line))
 		out->lost_connection = true;
 	if (looks_like_error(line))
 		snprintf(out->last_error, sizeof out->last_error, "%s", line);
-	log_event(LOG_INFO, "migrate.output", LOG_FIELDS(LF_S("stream", stream), LF_S("line", line)),
-		  "migration command output");
+	fold_line(&r->fold, stream, line, emit_output, NULL);
+}
+
+/* How often the lock is looked at while the command runs (its connection turning readable),
+ * and how often it must answer a query (a network gone silent says nothing). */
+#define WATCH_MS 200
+#define PING_EVERY_MS 5000
+
+/* The command runs only while the lock holds: another replica may take it the moment it is
+ * gone, and two migration commands at once is what the lock exists to prevent. */
+static bool watch_lock(void *ctx)
+{
+	struct cmd_outcome *out = ((struct run *)ctx)->out;
+	int64_t now = now_ms();
+	bool ping = now >= out->next_ping;
+	if (ping)
+		out->next_ping = now + PING_EVERY_MS;
+	if (lock_held(out->lock, ping))
+		return true;
+	out->lock_lost = true;
+	return false;
 }
 
 static bool run_command(char *const *argv, const char *cwd, char *const *envp,
-			const struct sigstate *sigs, int64_t stop_grace_ms, struct cmd_outcome *out)
+			const struct sigstate *sigs, int64_t stop_grace_ms, struct lock *lock,
+			struct run *r)
 {
-	memset(out, 0, sizeof *out);
+	memset(r->out, 0, sizeof *r->out);
 	struct proc_spec spec = {
 		.argv = argv, .cwd = cwd, .envp = envp, .sigs = sigs, .stop_grace_ms = stop_grace_ms};
-	return proc_run(&spec, on_line, out, &out->proc);
+	if (lock && lock->conn) {
+		r->out->lock = lock;
+		r->out->next_ping = now_ms() + PING_EVERY_MS;
+		spec.watch = watch_lock;
+		spec.watch_ms = WATCH_MS;
+	}
+	bool started = proc_run(&spec, on_line, r, &r->out->proc);
+	progress_idle(r->progress); /* it is over: no progress line after its outcome */
+	fold_flush(&r->fold, emit_output, NULL);
+	return started;
+}
+
+static void run_free(struct run *r)
+{
+	argv_free(r->revs);
+	r->revs = NULL;
+}
+
+/* A command that exited 0: what it says it applied, when it says so. */
+static void log_finished(const struct run *r)
+{
+	const struct cmd_outcome *out = r->out;
+	if (r->nrevs == 0) {
+		log_event(LOG_INFO, "migrate.done", LOG_FIELDS(LF_I("duration_ms", out->proc.duration_ms)),
+			  "the migration command finished; its output does not say what it applied");
+		return;
+	}
+	struct strbuf list = STRBUF_INIT;
+	for (size_t i = 0; i < r->nrevs; i++)
+		sb_addf(&list, "%s%s", i ? ", " : "", r->revs[i]);
+	log_event(LOG_INFO, "migrate.done",
+		  LOG_FIELDS(LF_I("duration_ms", out->proc.duration_ms),
+			     LF_L("applied_revisions", (const char *const *)r->revs)),
+		  "the migration command finished; its output reports applying %s", list.s);
+	sb_free(&list);
 }
 
 struct cmd_source {
@@ -213,10 +306,23 @@ static void end_sessions(const struct pg_target *t, const char *appname)
 /* A name no other replica uses, even when every replica is PID 1 of its own container. */
 static void session_name(char *buf, size_t len)
 {
-	uint64_t nonce = 0;
-	if (getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != (ssize_t)sizeof nonce)
-		nonce = (uint64_t)now_ms() * 6364136223846793005ULL ^ (uint64_t)getpid();
-	snprintf(buf, len, "migrate-then-run/migrate/%016llx", (unsigned long long)nonce);
+	snprintf(buf, len, "migrate-then-run/migrate/%016llx", (unsigned long long)random_u64());
+}
+
+/* The lock was lost while the command ran and its group was killed: its sessions are ended
+ * too, so that what it was doing rolls back now. A server that restarted (or cannot be
+ * reached) took the lock with it: that is a lost connection, retried as such. */
+static void lock_lost(const struct source_ctx *ctx, const char *appname, struct migrate_outcome *res)
+{
+	end_sessions(ctx->target, appname);
+	if (server_went_away(ctx->target, ctx->start_time)) {
+		res->result = MIGRATE_LOST;
+		snprintf(res->how, sizeof res->how,
+			 "the database went away while the migration command ran (%.400s)", ctx->lock->lost);
+		return;
+	}
+	res->result = MIGRATE_LOCK_LOST;
+	snprintf(res->how, sizeof res->how, "%s", ctx->lock->lost);
 }
 
 static bool is_url(const char *s)
@@ -236,6 +342,42 @@ static int cmd_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	return 0;
 }
 
+/* The command ran and did not exit 0: lost (the database went away meanwhile) or failed. */
+static void cmd_failed(const struct source_ctx *ctx, const struct cmd_source *cs,
+		       const struct cmd_outcome *out, struct migrate_outcome *res)
+{
+	char how[64];
+	if (out->proc.outcome == PROC_SIGNALED)
+		snprintf(how, sizeof how, "was killed by %s", signals_name(out->proc.term_signal));
+	else
+		snprintf(how, sizeof how, "exited with status %d", out->proc.exit_code);
+	if (out->lost_connection || server_went_away(ctx->target, ctx->start_time)) {
+		res->result = MIGRATE_LOST;
+		snprintf(res->how, sizeof res->how,
+			 "the migration command %s after the database connection was lost", how);
+		return;
+	}
+	log_event(LOG_ERROR, "migrate.failed",
+		  LOG_FIELDS(LF_S("command", cs->joined),
+			     LF_I("status", out->proc.outcome == PROC_EXITED ? out->proc.exit_code : -1),
+			     LF_S("signal", out->proc.outcome == PROC_SIGNALED
+						    ? signals_name(out->proc.term_signal)
+						    : NULL),
+			     LF_S("error", out->last_error), LF_I("duration_ms", out->proc.duration_ms),
+			     LF_I("exit_code", MTR_EXIT_MIGRATION)),
+		  "the migration command %s; the app was not started. Its output is in the "
+		  "migrate.output events above%s%s",
+		  how, out->last_error[0] ? "; last error: " : "", out->last_error);
+	res->result = MIGRATE_FAILED;
+	res->code = MTR_EXIT_MIGRATION;
+	snprintf(res->sqlstate, sizeof res->sqlstate, "%s", out->sqlstate);
+	snprintf(res->revision, sizeof res->revision, "%s", out->revision);
+	if (out->last_error[0])
+		snprintf(res->message, sizeof res->message, "%s", out->last_error);
+	else
+		snprintf(res->message, sizeof res->message, "the migration command %s", how);
+}
+
 static void cmd_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 			struct migrate_outcome *res)
 {
@@ -250,9 +392,13 @@ static void cmd_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 	log_event(LOG_INFO, "migrate.start",
 		  LOG_FIELDS(LF_S("command", cs->joined), LF_I("attempt", ctx->attempt + 1)),
 		  "running the migration command");
-	struct cmd_outcome out;
+	struct cmd_outcome out = {0}; /* run_command fills it; zero for the checkers that cannot see that */
+	/* its sessions carry the name we gave it, unless PGAPPNAME names them already */
+	const char *own = getenv("PGAPPNAME");
+	struct run r = {.out = &out, .progress = ctx->progress, .appname = own && *own ? own : appname};
+	progress_watch_app(ctx->progress, r.appname, cs->joined);
 	bool started = run_command(cs->argv, cfg->migrate_cwd, env, ctx->sigs, cfg->stop_timeout_ms,
-				   &out);
+				   ctx->lock, &r);
 	argv_free(env);
 	if (!started) {
 		log_event(LOG_ERROR, "migrate.failed",
@@ -262,50 +408,19 @@ static void cmd_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 			  out.proc.err);
 		res->result = MIGRATE_FAILED;
 		res->code = MTR_EXIT_USAGE;
-		return;
-	}
-	if (out.proc.stop_signal) {
+	} else if (out.proc.stop_signal) {
 		end_sessions(ctx->target, appname);
 		res->result = MIGRATE_STOPPED;
 		res->signo = out.proc.stop_signal;
-		return;
-	}
-	if (out.proc.outcome == PROC_EXITED && out.proc.exit_code == 0) {
-		log_event(LOG_INFO, "migrate.done", LOG_FIELDS(LF_I("duration_ms", out.proc.duration_ms)),
-			  "migrations applied");
+	} else if (out.lock_lost) {
+		lock_lost(ctx, appname, res);
+	} else if (out.proc.outcome == PROC_EXITED && out.proc.exit_code == 0) {
+		log_finished(&r);
 		res->result = MIGRATE_OK;
-		return;
+	} else {
+		cmd_failed(ctx, cs, &out, res);
 	}
-	char how[64];
-	if (out.proc.outcome == PROC_SIGNALED)
-		snprintf(how, sizeof how, "was killed by %s", signals_name(out.proc.term_signal));
-	else
-		snprintf(how, sizeof how, "exited with status %d", out.proc.exit_code);
-	if (out.lost_connection || server_went_away(ctx->target, ctx->start_time)) {
-		res->result = MIGRATE_LOST;
-		snprintf(res->how, sizeof res->how,
-			 "the migration command %s after the database connection was lost", how);
-		return;
-	}
-	log_event(LOG_ERROR, "migrate.failed",
-		  LOG_FIELDS(LF_S("command", cs->joined),
-			     LF_I("status", out.proc.outcome == PROC_EXITED ? out.proc.exit_code : -1),
-			     LF_S("signal", out.proc.outcome == PROC_SIGNALED
-						    ? signals_name(out.proc.term_signal)
-						    : NULL),
-			     LF_S("error", out.last_error), LF_I("duration_ms", out.proc.duration_ms),
-			     LF_I("exit_code", MTR_EXIT_MIGRATION)),
-		  "the migration command %s; the app was not started. Its output is in the "
-		  "migrate.output events above%s%s",
-		  how, out.last_error[0] ? "; last error: " : "", out.last_error);
-	res->result = MIGRATE_FAILED;
-	res->code = MTR_EXIT_MIGRATION;
-	snprintf(res->sqlstate, sizeof res->sqlstate, "%s", out.sqlstate);
-	snprintf(res->revision, sizeof res->revision, "%s", out.revision);
-	if (out.last_error[0])
-		snprintf(res->message, sizeof res->message, "%s", out.last_error);
-	else
-		snprintf(res->message, sizeof res->message, "the migration command %s", how);
+	run_free(&r);
 }
 
 static void cmd_destroy(void *self)

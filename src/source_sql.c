@@ -56,6 +56,8 @@ struct sql_source {
 	size_t npending;
 	bool do_baseline, do_repair;
 	bool notes_logged; /* this plan follows a quiet look that logged the notes (PLAN_REPEAT) */
+	char bookkeeping_state[6]; /* the SQLSTATE of a failed history table creation */
+	char plan_state[6];        /* the SQLSTATE of a failed read of the history */
 };
 
 int source_sql_parse_name(const char *file, uint64_t *version, char *name, size_t namelen)
@@ -147,12 +149,13 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 	while ((e = readdir(d)) != NULL) {
 		if (e->d_name[0] == '.')
 			continue;
-		if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN && e->d_type != DT_LNK)
-			continue;
-		char *path = xasprintf("%s/%s", dir, e->d_name);
 		uint64_t version;
 		char name[256];
 		int m = source_sql_parse_name(e->d_name, &version, name, sizeof name);
+		/* A directory or a device not named like a migration is none of ours. */
+		if (m == 0 && e->d_type != DT_REG && e->d_type != DT_UNKNOWN && e->d_type != DT_LNK)
+			continue;
+		char *path = xasprintf("%s/%s", dir, e->d_name);
 		if (m == 0 && ss->notes_logged) {
 			free(path);
 			continue;
@@ -175,23 +178,32 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 		size_t len = 0;
 		char *sql = NULL;
 		enum sqlr_load l = sqlr_load(dirfd(d), dir, e->d_name, &sql, &len, err, errlen);
-		if (l == SQLR_NOT_REGULAR) {
-			free(path); /* a directory or device named like a migration: not ours */
-			continue;
-		}
-		if (l == SQLR_BAD) {
-			free(path);
+		/* Named like a migration, it must be one: a FIFO, a device or a socket is refused
+		 * (never read: it could block or never end), and so is a directory. */
+		if (l == SQLR_NOT_REGULAR)
+			set_err(err, errlen, "%s: %s; a migration must be a regular file: replace it "
+				"with the SQL file, or remove it", path, sqlr_not_regular(dirfd(d), e->d_name));
+		long line = 0;
+		const char *control = l == SQLR_LOADED && !source_sql_no_transaction(sql)
+					      ? sqlr_transaction_control(sql, &line) : NULL;
+		if (control)
+			set_err(err, errlen, "%s:%ld: %s controls the transaction from inside the file; "
+				"remove it (each file already runs in one transaction of its own, committed "
+				"with its record), or mark the file '%s' to run it outside one; nothing "
+				"was applied", path, line, control, DIRECTIVE);
+		free(path);
+		if (l != SQLR_LOADED || control) {
+			free(sql);
 			code = MTR_EXIT_INCONSISTENT;
 			break;
 		}
-		free(path);
 		if (ss->nfiles == cap)
 			ss->files = xrealloc(ss->files, (cap = cap ? cap * 2 : 64) * sizeof *ss->files);
 		struct sql_file *f = &ss->files[ss->nfiles++];
 		memset(f, 0, sizeof *f);
 		f->version = version;
 		snprintf(f->vtext, sizeof f->vtext, "%" PRIu64, version);
-		f->name = xstrdup(name);
+		f->name = sqlr_text_name(name); /* a name in another encoding, escaped */
 		f->file = xstrdup(e->d_name);
 		f->sql = sql;
 		f->no_tx = source_sql_no_transaction(sql);
@@ -226,20 +238,23 @@ static char *qualified(PGconn *conn, const struct sql_source *ss)
 	return q;
 }
 
-/* The source's own small queries: pg_run with the usual deadline; NULL when no answer came. */
-static PGresult *small_query(PGconn *conn, const char *sql, int nparams, const char *const *params)
+/* The source's own small queries: pg_run with the usual deadline. On failure (NULL, or an
+ * error result) err says why, with what it was doing, and state (may be NULL) receives the
+ * SQLSTATE ("" when no answer came). */
+static PGresult *small_query(PGconn *conn, const char *sql, int nparams, const char *const *params,
+			     const char *what, char *err, size_t errlen, char state[6])
 {
 	struct pg_error e;
-	return pg_run(conn, sql, nparams, params, PG_QUERY_MS, -1, &e);
-}
-
-static bool query_ok(PGresult *res, char *err, size_t errlen, const char *what)
-{
+	PGresult *res = pg_run(conn, sql, nparams, params, PG_QUERY_MS, -1, &e);
 	ExecStatusType st = PQresultStatus(res);
-	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
-		return true;
-	set_err(err, errlen, "%s: %s", what, res ? PQresultErrorMessage(res) : "no result");
-	return false;
+	if (!res || (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)) {
+		set_err(err, errlen, "%s: %s", what, e.msg);
+		if (state)
+			snprintf(state, 6, "%s", e.sqlstate);
+		PQclear(res);
+		return NULL;
+	}
+	return res;
 }
 
 /* Reads the history table, if there is one. Returns false on a database error. */
@@ -249,8 +264,9 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 	char *q = qualified(conn, ss);
 	const char *params[2] = {q, ss->schema};
 	/* to_regclass is cheap; counting the schema's tables only matters without a history. */
-	PGresult *res = small_query(conn, "SELECT pg_catalog.to_regclass($1) IS NOT NULL", 1, params);
-	if (!query_ok(res, err, errlen, "reading the catalog")) {
+	PGresult *res = small_query(conn, "SELECT pg_catalog.to_regclass($1) IS NOT NULL", 1, params,
+				    "reading the catalog", err, errlen, ss->plan_state);
+	if (!res) {
 		PQclear(res);
 		free(q);
 		return false;
@@ -261,8 +277,9 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 	if (!ss->history_exists) {
 		res = small_query(conn, "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
 				   "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') "
-				   "AND c.relname <> 'mtr_failure_state'", 1, params + 1);
-		if (!query_ok(res, err, errlen, "reading the catalog")) {
+				   "AND c.relname <> 'mtr_failure_state'", 1, params + 1, "reading the catalog", err,
+				   errlen, ss->plan_state);
+		if (!res) {
 			PQclear(res);
 			free(q);
 			return false;
@@ -275,9 +292,9 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 	char *sql = xasprintf("SELECT h.version::text, h.name, h.checksum, h.success FROM %s h "
 			      "ORDER BY h.version", q);
 	free(q);
-	res = small_query(conn, sql, 0, NULL);
+	res = small_query(conn, sql, 0, NULL, "reading the history table", err, errlen, ss->plan_state);
 	free(sql);
-	if (!query_ok(res, err, errlen, "reading the history table")) {
+	if (!res) {
 		PQclear(res);
 		return false;
 	}
@@ -451,7 +468,9 @@ static void print_report(const struct sql_source *ss, const struct problems *pr)
 			const struct sql_file *f = &ss->files[ss->pending[i]];
 			cJSON *p = cJSON_CreateObject();
 			cJSON_AddStringToObject(p, "version", f->vtext);
-			cJSON_AddStringToObject(p, "file", f->file);
+			char *file = sqlr_text_name(f->file); /* valid JSON text whatever the name */
+			cJSON_AddStringToObject(p, "file", file);
+			free(file);
 			cJSON_AddBoolToObject(p, "no_transaction", f->no_tx);
 			cJSON_AddItemToArray(pending, p);
 		}
@@ -481,6 +500,27 @@ static void print_report(const struct sql_source *ss, const struct problems *pr)
 	       ss->napplied, ss->npending, pr->n, pr->n == 1 ? "" : "s");
 }
 
+/* The history could not be read. No answer, or a transient SQLSTATE, may pass (75); any
+ * other error, such as 42501 (permission denied), is for a person to fix (65), and a
+ * restart loop must not hammer the database with it. Logged once: by the locked plan, not by
+ * the quiet look before the lock. */
+static int history_unreadable(const struct sql_source *ss, PGconn *conn, const char *err, bool quiet)
+{
+	bool transient = pg_sqlstate_is_transient(ss->plan_state);
+	int code = transient ? MTR_EXIT_TEMPFAIL : MTR_EXIT_INCONSISTENT;
+	if (quiet)
+		return code;
+	bool denied = strcmp(ss->plan_state, "42501") == 0;
+	log_event(LOG_ERROR, "plan.failed",
+		  LOG_FIELDS(LF_S("sqlstate", ss->plan_state[0] ? ss->plan_state : NULL),
+			     LF_B("transient", transient), LF_I("exit_code", code)),
+		  "%s%s%s%s%s", err, denied ? "; grant the role " : "", denied ? PQuser(conn) : "",
+		  denied ? " USAGE on the schema and SELECT, INSERT, UPDATE on the history table, or "
+			   "point --history-table at a schema it owns" : "",
+		  transient || denied ? "" : " (not retried: it would fail the same way)");
+	return code;
+}
+
 static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int flags,
 		    size_t *pending)
 {
@@ -489,21 +529,18 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	free_files(ss);
 	ss->notes_logged = flags & PLAN_REPEAT;
 	int code = load_files(ss, err, sizeof err);
-	if (code && (flags & PLAN_QUIET))
-		return code; /* the locked plan that follows says it, once */
 	if (code) {
+		ctx->info->files_refused = true; /* the image's files: no lock can change them */
 		log_event(LOG_ERROR, "check.failed",
 			  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
 		return code;
 	}
 	long tables = 0;
-	if (!read_history(conn, ss, &tables, err, sizeof err)) {
-		log_event(LOG_ERROR, "plan.failed", LOG_FIELDS(LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
-			  "%s", err);
-		return MTR_EXIT_TEMPFAIL;
-	}
-	struct problems pr = {0};
 	bool quiet = flags & PLAN_QUIET;
+	ss->plan_state[0] = '\0';
+	if (!read_history(conn, ss, &tables, err, sizeof err))
+		return history_unreadable(ss, conn, err, quiet);
+	struct problems pr = {0};
 	check_state(ss, conn, tables, &pr);
 	if (!quiet)
 		problems_log(&pr);
@@ -533,6 +570,11 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 		 ss->napplied ? ss->applied[ss->napplied - 1].vtext : "");
 	snprintf(ctx->info->to, sizeof ctx->info->to, "%s",
 		 ss->npending ? ss->files[ss->pending[ss->npending - 1]].vtext : ctx->info->from);
+	ctx->info->session_only[0] = '\0';
+	for (size_t i = 0; i < ss->npending && !ctx->info->session_only[0]; i++)
+		if (ss->files[ss->pending[i]].no_tx)
+			snprintf(ctx->info->session_only, sizeof ctx->info->session_only, "%s/%s",
+				 ss->cfg->sql_dir, ss->files[ss->pending[i]].file);
 	return code;
 }
 
@@ -554,21 +596,43 @@ static char *applied_by(void)
 	return xasprintf("%s:%d", host, (int)getpid());
 }
 
+/* The history table, created when missing, and no DDL at all when it exists: PostgreSQL
+ * checks CREATE privileges before it looks at IF NOT EXISTS, so a role that may only write
+ * into its own schema would be refused every time. The schema is created only when it does
+ * not exist either. */
 static bool ensure_history(PGconn *conn, struct sql_source *ss, char *err, size_t errlen)
 {
+	if (ss->history_exists)
+		return true; /* the plan just looked, under the lock */
 	char *q = qualified(conn, ss);
 	char *s = PQescapeIdentifier(conn, ss->schema, strlen(ss->schema));
+	char *ns = PQescapeLiteral(conn, s ? s : "", s ? strlen(s) : 0);
+	char *probe = xasprintf("SELECT pg_catalog.to_regnamespace(%s) IS NOT NULL", ns ? ns : "''");
+	char has_schema[8] = "f";
+	struct pg_error e;
+	bool ok = pg_query_value(conn, probe, PG_QUERY_MS, -1, has_schema, sizeof has_schema, &e);
+	if (!ok)
+		set_err(err, errlen, "%s", e.msg);
+	char *create = strcmp(has_schema, "t") == 0 ? xstrdup("")
+						    : xasprintf("CREATE SCHEMA IF NOT EXISTS %s; ", s ? s : "public");
 	char *sql = xasprintf(
-		"BEGIN; SET LOCAL client_min_messages = warning; CREATE SCHEMA IF NOT EXISTS %s; "
-		"CREATE TABLE IF NOT EXISTS %s ("
+		"BEGIN; SET LOCAL client_min_messages = warning; %sCREATE TABLE IF NOT EXISTS %s ("
 		"version numeric(20,0) PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, "
 		"applied_at timestamptz NOT NULL DEFAULT now(), duration_ms bigint NOT NULL DEFAULT 0, "
 		"applied_by text NOT NULL, success boolean NOT NULL); COMMIT",
-		s ? s : "public", q);
+		create, q);
+	ok = ok && pg_command(conn, sql, 0, NULL, PG_QUERY_MS, -1, &e);
+	if (!ok && !*err)
+		set_err(err, errlen, "%s", e.msg);
+	snprintf(ss->bookkeeping_state, sizeof ss->bookkeeping_state, "%s", ok ? "" : e.sqlstate);
+	if (!ok && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE &&
+	    !pg_command(conn, "ROLLBACK", 0, NULL, PG_QUERY_MS, -1, &e)) {
+		/* the caller fails the run; the connection is closed with it */
+	}
 	PQfreemem(s);
-	bool ok = exec_simple(conn, sql, err, errlen);
-	if (!ok)
-		exec_simple(conn, "ROLLBACK", err + strlen(err), 0);
+	PQfreemem(ns);
+	free(probe);
+	free(create);
 	free(sql);
 	free(q);
 	return ok;
@@ -654,14 +718,22 @@ static bool write_bookkeeping(PGconn *conn, struct sql_source *ss, const char *b
 	       (!ss->do_baseline || record_baseline(conn, ss, by, err, errlen));
 }
 
-/* Applies f through the shared runner, recorded in our history table. */
+/* Applies f through the shared runner, recorded in our history table; a transactional file
+ * commits only while the migration lock is still ours (the fence before its record). */
 static bool apply_file(PGconn *conn, const struct sql_source *ss, const struct sql_file *f,
-		       const char *by, const struct sqlr_opts *o, struct migrate_outcome *out)
+		       const char *by, const struct source_ctx *ctx, const struct sqlr_opts *o,
+		       struct migrate_outcome *out)
 {
-	char *in_tx = record_sql(conn, ss, f,
-				 "(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - pg_catalog.now()) "
-				 "* 1000)::bigint",
-				 true, by);
+	char *rec = record_sql(conn, ss, f,
+			       "(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - pg_catalog.now()) "
+			       "* 1000)::bigint",
+			       true, by);
+	char *fence = lock_fence_sql(ctx->lock);
+	char *in_tx = fence ? xasprintf("%s; %s", fence, rec) : rec;
+	if (fence) {
+		free(rec);
+		free(fence);
+	}
 	char *before = record_sql(conn, ss, f, "0", false, by);
 	char *after = record_sql(conn, ss, f, "$1::bigint", true, by);
 	struct sqlr_step step = {
@@ -673,6 +745,7 @@ static bool apply_file(PGconn *conn, const struct sql_source *ss, const struct s
 		.record_sql = in_tx,
 		.before_sql = before,
 		.after_sql = after,
+		.fence_state = LOCK_FENCE_STATE,
 		.no_tx_failed = "it ran outside a transaction and is recorded as failed: check what it "
 				"changed, repair, then use --repair-failed",
 		.no_tx_marker = DIRECTIVE,
@@ -693,11 +766,33 @@ static void bookkeeping_failed(PGconn *conn, const struct sql_source *ss, const 
 		snprintf(out->how, sizeof out->how, "the database connection was lost");
 		return;
 	}
+	bool denied = strcmp(ss->bookkeeping_state, "42501") == 0;
 	log_event(LOG_ERROR, "migrate.failed",
-		  LOG_FIELDS(LF_S("error", err), LF_I("exit_code", MTR_EXIT_MIGRATION)),
-		  "cannot write the history table %s.%s: %s", ss->schema, ss->table, err);
+		  LOG_FIELDS(LF_S("error", err), LF_S("sqlstate", ss->bookkeeping_state[0] ? ss->bookkeeping_state : NULL),
+			     LF_I("exit_code", MTR_EXIT_MIGRATION)),
+		  "cannot write the history table %s.%s: %s%s%s%s; nothing was migrated", ss->schema,
+		  ss->table, err, denied ? "; grant the role CREATE on schema " : "",
+		  denied ? ss->schema : "",
+		  denied ? " (or create the schema for it: CREATE SCHEMA ... AUTHORIZATION role), or "
+			   "point --history-table at a schema where it may create tables" : "");
 	out->result = MIGRATE_FAILED;
 	out->code = MTR_EXIT_MIGRATION;
+	snprintf(out->sqlstate, sizeof out->sqlstate, "%s", ss->bookkeeping_state);
+}
+
+/* Before each file, and when a file was interrupted: is the migration lock still ours? A file
+ * stopped because the lock's connection spoke (it is being ended) is MIGRATE_LOCK_LOST, or
+ * MIGRATE_LOST when our own connection went too (the server restarted). */
+static bool lock_still_held(PGconn *conn, const struct source_ctx *ctx, struct migrate_outcome *out)
+{
+	if (!ctx->lock || lock_held(ctx->lock, false))
+		return true;
+	bool server_gone = PQstatus(conn) != CONNECTION_OK;
+	out->result = server_gone ? MIGRATE_LOST : MIGRATE_LOCK_LOST;
+	snprintf(out->how, sizeof out->how, "%s%.400s",
+		 server_gone ? "the database connection was lost with the migration lock: " : "",
+		 ctx->lock->lost);
+	return false;
 }
 
 static void sql_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
@@ -707,23 +802,29 @@ static void sql_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 	memset(out, 0, sizeof *out);
 	char err[1024] = "";
 	char *by = applied_by();
+	/* A statement in progress is cancelled by a stop signal, and by the lock being lost. */
+	int sig_fd = signals_stop_fd(), watch_fd = lock_watch_fd(ctx->lock, sig_fd);
 	struct sqlr_opts o = {ctx->cfg->migration_lock_timeout_ms, ctx->cfg->statement_timeout_ms,
-			      ctx->cfg->retries, ctx->sigs, signals_stop_fd()};
+			      ctx->cfg->retries, ctx->sigs, watch_fd >= 0 ? watch_fd : sig_fd,
+			      ctx->progress};
 	int64_t start = now_ms();
 	bool ok = write_bookkeeping(conn, ss, by, err, sizeof err);
 	if (!ok)
 		bookkeeping_failed(conn, ss, err, out);
 	for (size_t i = 0; ok && i < ss->npending; i++)
-		ok = apply_file(conn, ss, &ss->files[ss->pending[i]], by, &o, out);
+		ok = lock_still_held(conn, ctx, out) &&
+		     apply_file(conn, ss, &ss->files[ss->pending[i]], by, ctx, &o, out);
 	if (ok) {
 		log_event(LOG_INFO, "migrate.done",
 			  LOG_FIELDS(LF_I("applied", ss->npending), LF_I("duration_ms", now_ms() - start)),
 			  "%zu migration%s applied", ss->npending, ss->npending == 1 ? "" : "s");
 		out->result = MIGRATE_OK;
 	}
-	if (out->result == MIGRATE_STOPPED && !out->signo)
-		out->signo = signals_stop_read(o.stop_fd);
-	signals_stop_close(o.stop_fd);
+	if (out->result == MIGRATE_STOPPED && !out->signo && lock_still_held(conn, ctx, out))
+		out->signo = signals_stop_read(sig_fd);
+	if (watch_fd >= 0)
+		close(watch_fd);
+	signals_stop_close(sig_fd);
 	free(by);
 }
 

@@ -3,6 +3,7 @@
 #include "mtr/http.h"
 #include "mtr/log.h"
 #include "mtr/retry.h"
+#include "mtr/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,24 @@ static enum pg_status attempt(const struct pg_target *t, int64_t timeout_ms, int
 	return PG_OK;
 }
 
+/* An attempt that failed within this long cost the server next to nothing (a refused port, a
+ * missing socket, "starting up"): the next one follows soon, so that readiness is noticed
+ * within tens of milliseconds. */
+#define WAIT_CHEAP_MS 20
+#define WAIT_CHEAP_DELAY_MS 25
+
+/* The pause after a failed attempt that took cost_ms: cheap failures are retried every
+ * 25-50 ms without growing the backoff; only attempts that cost something (a timeout, a slow
+ * answer, a round trip that got far) back off exponentially, up to --wait-max-interval. */
+static int64_t next_delay(struct backoff *b, int64_t cost_ms, int64_t max_interval_ms)
+{
+	if (cost_ms >= WAIT_CHEAP_MS) {
+		return backoff_next(b);
+	}
+	int64_t d = WAIT_CHEAP_DELAY_MS + (int64_t)(random_u64() % (WAIT_CHEAP_DELAY_MS + 1));
+	return d < max_interval_ms ? d : max_interval_ms;
+}
+
 void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 		       const struct sigstate *sigs, struct wait_result *r)
 {
@@ -45,7 +64,7 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 	int stop_fd = signals_stop_fd();
 	int64_t start = now_ms(), deadline = start + o->timeout_ms;
 	struct backoff b;
-	backoff_init(&b, 100, o->max_interval_ms, (uint64_t)getpid() * 2654435761u ^ (uint64_t)start);
+	backoff_init(&b, 100, o->max_interval_ms, random_u64());
 	for (;;) {
 		int64_t left = deadline - now_ms();
 		/* Bound each attempt by the time left, so a black-holed host cannot stretch the deadline. */
@@ -53,6 +72,7 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 		if (timeout_ms < 100)
 			timeout_ms = 100;
 		r->attempts++;
+		int64_t attempt_start = now_ms();
 		enum pg_status st = attempt(t, timeout_ms, stop_fd, r);
 		r->elapsed_ms = now_ms() - start;
 		if (st == PG_OK) {
@@ -88,7 +108,7 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 			r->status = WAIT_TIMEOUT;
 			break;
 		}
-		int64_t delay = backoff_next(&b);
+		int64_t delay = next_delay(&b, now_ms() - attempt_start, o->max_interval_ms);
 		if (delay > left)
 			delay = left;
 		int sig = signals_sleep(sigs, delay);
@@ -111,7 +131,7 @@ void wait_for_http(char *const *urls, size_t n, const struct wait_opts *o, int64
 	int64_t start = now_ms();
 	for (size_t i = 0; i < n && r->status == WAIT_READY; i++) {
 		struct backoff b;
-		backoff_init(&b, 100, o->max_interval_ms, (uint64_t)getpid() * 2654435761u ^ (uint64_t)now_ms());
+		backoff_init(&b, 100, o->max_interval_ms, random_u64());
 		char *pub = http_url_public(urls[i], false);
 		for (unsigned attempt = 1;; attempt++) {
 			int64_t left = deadline_ms - now_ms();

@@ -3,6 +3,7 @@
 #define MTR_CONFIG_H
 
 #include "mtr/log.h"
+#include "mtr/user.h"
 #include "mtr/util.h"
 
 #include <stdbool.h>
@@ -33,6 +34,8 @@ struct config {
 	int64_t statement_timeout_ms;
 	int64_t lock_timeout_ms;
 	bool check;
+	long pending_exit_code;     /* --check: the exit code when consistent with work pending */
+	int64_t progress_interval_ms; /* migrate.progress while a migration runs; 0: never */
 	char *alembic_version_table;
 	char *alembic_baseline;
 	char *alembic_section; /* the ini section, as alembic -n NAME */
@@ -44,7 +47,9 @@ struct config {
 	int64_t hold_max_interval_ms;
 	int64_t hold_reminder_ms;
 	char *state_dir;
+	char *state_schema;         /* the tool's own schema in the database */
 	char *status_file;
+	char *termination_log;      /* NULL: /dev/termination-log when writable; "none": never */
 	int backup_mode;            /* enum backup_mode; -1: required if pg_dump is on PATH, else off */
 	char *backup_dir;
 	bool backup_defaulted_off;  /* off only because no pg_dump was found */
@@ -62,8 +67,11 @@ struct config {
 	int init;                   /* -1: supervise when PID 1; 0: exec the app; 1: supervise */
 	int64_t stop_timeout_ms;
 	bool signal_group;
+	char *user;                 /* --user USER[:GROUP] as given, resolved into run_as */
+	struct user_ids run_as;
 	int log_format;             /* enum log_format; -1 until resolved: text on a TTY */
 	int log_level;              /* enum log_level */
+	int log_schema;             /* enum log_schema */
 	char **app_argv;            /* points into argv; NULL-terminated; NULL with --migrate-only */
 	int app_argc;
 };

@@ -16,7 +16,8 @@
 char *file_read_at(int dirfd, const char *path, size_t max, size_t *len) MTR_MUST_CHECK;
 char *file_read(const char *path, size_t max, size_t *len) MTR_MUST_CHECK;
 
-/* strerror(err), with words of our own for file_read's ENOTSUP and EFBIG. */
+/* strerror(err), with words of our own for file_read's ENOTSUP and EFBIG, and for ELOOP (the
+ * same in the glibc and the musl build). */
 const char *file_strerror(int err);
 
 /* Creates dir/<prefix><16 random hex digits> with O_EXCL|O_NOFOLLOW (never through a planted

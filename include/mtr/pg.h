@@ -63,11 +63,22 @@ bool pg_sqlstate_is_transient(const char *sqlstate);
 PGresult *pg_run(PGconn *conn, const char *sql, int nparams, const char *const *params,
 		 int64_t timeout_ms, int stop_fd, struct pg_error *err) MTR_MUST_CHECK;
 
-/* pg_run for a statement whose result is only success or failure. */
+/* Whether conn can take another query: connected, and not still busy with one that was given
+ * up on (a deadline passed). A connection that is not usable is finished and made again. */
+bool pg_usable(PGconn *conn);
+
+/* The process is stopping (a stop signal was taken, the tool exits): from now on pg_run and
+ * pg_connect return at once as interrupted, so that cleanup (a lock's COMMIT, a record)
+ * never waits for a server that may be silent; closing the connection ends the session. */
+void pg_stopping(void);
+
+/* pg_run for a statement whose result is only success or failure; false too when a stop
+ * signal arrived meanwhile (err->interrupted). */
 bool pg_command(PGconn *conn, const char *sql, int nparams, const char *const *params,
 		int64_t timeout_ms, int stop_fd, struct pg_error *err) MTR_MUST_CHECK;
 
-/* pg_run for a query that must return one row: its first column is copied into out. */
+/* pg_run for a query that must return one row: its first column is copied into out. False
+ * when a stop signal arrived meanwhile (err->interrupted), even if the answer came. */
 bool pg_query_value(PGconn *conn, const char *sql, int64_t timeout_ms, int cancel_fd, char *out,
 		    size_t outlen, struct pg_error *err) MTR_MUST_CHECK;
 

@@ -18,6 +18,10 @@ struct proc_spec {
 	int stdout_fd;
 	void (*on_tick)(void *ctx); /* called every tick_ms while the child runs, if set */
 	int64_t tick_ms;
+	/* Asked every watch_ms while the child runs, if set: false means the child must not go
+	 * on (its migration lock is gone), and its whole group gets SIGKILL at once. */
+	bool (*watch)(void *ctx);
+	int64_t watch_ms;
 };
 
 /* Called for each line (without the newline) the child writes; stream is "stdout"/"stderr". */
@@ -35,6 +39,7 @@ struct proc_result {
 	int exit_code;
 	int term_signal;
 	int stop_signal;  /* a stop signal we received and forwarded, else 0 */
+	bool cut_short;   /* the watch said no: the group was killed */
 	int start_errno;
 	int64_t duration_ms;
 	char err[256];

@@ -4,7 +4,9 @@
 #define MTR_SOURCE_H
 
 #include "mtr/config.h"
+#include "mtr/lock.h"
 #include "mtr/pg.h"
+#include "mtr/progress.h"
 #include "mtr/signals.h"
 
 #include <stdbool.h>
@@ -20,6 +22,10 @@ struct plan_info {
 	uint64_t fingerprint; /* a hash of the migration set */
 	char from[64];        /* where the database is ("" when new) */
 	char to[64];          /* where it will be */
+	bool files_refused;   /* the migration files themselves were refused (logged): final */
+	/* A pending step that needs one server session to itself (a file run outside a
+	 * transaction), which a transaction pooler cannot give: "" when none. */
+	char session_only[256];
 };
 
 /* What the phases around a source give it. */
@@ -30,20 +36,24 @@ struct source_ctx {
 	const struct sigstate *sigs;
 	long attempt;           /* 0 on the first try */
 	struct plan_info *info; /* plan() reports here what it read */
+	/* While migrate() runs: where it says what it is doing, for migrate.progress (or NULL). */
+	struct progress_watch *progress;
+	struct lock *lock;      /* the migration lock, held while migrate() runs: watch it */
 };
 
 enum migrate_result {
 	MIGRATE_OK,
 	MIGRATE_FAILED,  /* permanent: code says which exit code (already logged) */
 	MIGRATE_LOST,    /* the database went away: wait, lock, plan and try again */
-	MIGRATE_STOPPED  /* a stop signal arrived: signo */
+	MIGRATE_STOPPED, /* a stop signal arrived: signo */
+	MIGRATE_LOCK_LOST /* the migration lock was lost meanwhile and the work stopped: how */
 };
 
 struct migrate_outcome {
 	enum migrate_result result;
 	int code;
 	int signo;
-	char how[160]; /* for MIGRATE_LOST: what happened, for the retry log line */
+	char how[512]; /* MIGRATE_LOST, MIGRATE_LOCK_LOST: what happened, for the log line */
 	char sqlstate[6];  /* a command's failure: the SQLSTATE its output names, if any */
 	char revision[64]; /* a command's failure: the revision it was applying, if it said */
 	char message[512]; /* a failure's error message, one line */

@@ -3,6 +3,7 @@
 #define MTR_SOURCE_CMD_H
 
 #include "mtr/config.h"
+#include "mtr/lock.h"
 #include "mtr/proc.h"
 
 #include <stdbool.h>
@@ -23,6 +24,9 @@ struct cmd_outcome {
 	char last_error[512]; /* the last output line that looks like an error, for the summary */
 	char sqlstate[6];     /* from a driver's error class in the output (psycopg2.errors.X) */
 	char revision[64];    /* the revision Alembic said it was running last */
+	struct lock *lock;    /* the migration lock the command runs under (NULL: none) */
+	int64_t next_ping;    /* when the lock's connection is next asked to answer */
+	bool lock_lost;       /* the lock was lost: the command's group was killed */
 };
 
 /* The SQLSTATE behind a driver's error class name in a line of output (psycopg2.errors.

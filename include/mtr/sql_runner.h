@@ -5,6 +5,7 @@
 #define MTR_SQL_RUNNER_H
 
 #include "mtr/pg.h"
+#include "mtr/progress.h"
 #include "mtr/signals.h"
 #include "mtr/source.h"
 
@@ -33,6 +34,22 @@ enum sqlr_load { SQLR_LOADED, SQLR_NOT_REGULAR, SQLR_BAD };
 enum sqlr_load sqlr_load(int dirfd, const char *dir, const char *name, char **sql, size_t *len,
 			 char *err, size_t errlen) MTR_MUST_CHECK;
 
+/* Why dir entry name (relative to dirfd) is not a regular file, for a refusal: "a FIFO …",
+ * "a device …" (static text; found with fstatat, nothing is opened). */
+const char *sqlr_not_regular(int dirfd, const char *name);
+
+/* A file name as text for the history table and logs (caller frees): valid UTF-8 stays as
+ * it is, every other byte (and a backslash) becomes \xNN, so that a name in another
+ * encoding is recorded readably and never as an empty string. */
+char *sqlr_text_name(const char *raw);
+
+/* The first statement of sql that starts or ends a transaction (BEGIN, START TRANSACTION,
+ * COMMIT, END, ROLLBACK but not ROLLBACK TO, ABORT, PREPARE TRANSACTION): its keyword (static
+ * text) and 1-based *line, or NULL. A lexer that knows comments, quoted strings and names,
+ * dollar quoting and BEGIN ATOMIC bodies finds it before anything is sent, because a COMMIT
+ * inside a file would commit the first part of it for good. */
+const char *sqlr_transaction_control(const char *sql, long *line);
+
 /* 1-based line and column of the 1-based character position pos in text (UTF-8). */
 void sqlr_position(const char *text, long pos, long *line, long *col);
 
@@ -49,6 +66,8 @@ struct sqlr_step {
 	/* No transaction: a record before the text (may be NULL), and one after it succeeded,
 	 * whose $1 is the duration in milliseconds. */
 	const char *before_sql, *after_sql;
+	/* The SQLSTATE with which record_sql's lock fence fails (NULL: none): MIGRATE_LOCK_LOST. */
+	const char *fence_state;
 	const char *no_tx_failed; /* a no-transaction file failed: what the user should do */
 	const char *no_tx_marker; /* the line that marks a file no-transaction, for advice */
 };
@@ -58,6 +77,7 @@ struct sqlr_opts {
 	long retries;              /* of a lock timeout, deadlock or serialization failure */
 	const struct sigstate *sigs;
 	int stop_fd;
+	struct progress_watch *progress; /* told each step, or NULL */
 };
 
 /* Applies one step; retries (with backoff, logged) what a lock timeout, a deadlock or a

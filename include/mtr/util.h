@@ -28,10 +28,15 @@ int64_t now_ms(void);
 int64_t wall_ms(void);
 
 /* The one time formatter, UTC: UTC_ISO "2026-11-21T10:00:00Z", UTC_ISO_MS
- * "2026-11-21T10:00:00.123Z", UTC_COMPACT "20261121T100000Z" (file names). */
-enum utc_style { UTC_ISO, UTC_ISO_MS, UTC_COMPACT };
+ * "2026-11-21T10:00:00.123Z", UTC_COMPACT "20261121T100000Z" and UTC_COMPACT_MS
+ * "20261121T100000.123Z" (file names). */
+enum utc_style { UTC_ISO, UTC_ISO_MS, UTC_COMPACT, UTC_COMPACT_MS };
 #define UTC_LEN 32 /* enough for every style */
 void utc_format(int64_t epoch_ms, enum utc_style style, char *buf, size_t len);
+
+/* Length of the valid UTF-8 sequence at text (1-4), or 0 if it is not one (also an overlong
+ * form, a surrogate, or a NUL-terminated string cut short). */
+size_t utf8_char_len(const char *text);
 
 /* 64 random bits from the kernel (getrandom): replicas that are all PID 1 and start in the
  * same millisecond still draw different jitter and temporary names. */

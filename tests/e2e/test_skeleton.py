@@ -170,7 +170,10 @@ def test_server_restart_during_migration_is_retried(cluster_factory, tmp_path):
     script.write_text(f"""#!/bin/sh
 if [ ! -e {marker} ]; then
     touch {marker}
-    {PGTMP} stop {c.dir} >/dev/null 2>&1 && {PGTMP} start {c.dir} >/dev/null
+    # In a session of its own: the tool kills the command's group when the restart takes
+    # the migration lock with it, and the server must still come back.
+    setsid sh -c "{PGTMP} stop {c.dir} >/dev/null 2>&1 && {PGTMP} start {c.dir} >/dev/null" &
+    wait
     echo "migration step failed" >&2
     exit 1
 fi
@@ -226,7 +229,8 @@ def test_idle_session_timeout_is_not_an_outage(pg, db, tmp_path):
     script.write_text(OUTLAST_IDLE_TIMEOUT)
     r = run(["--migrate-only", "--migrate-cmd", f"{PYTHON} {script}"], env=clean_env(DATABASE_URL=pg.url(db)))
     assert r.code == 70, r
-    assert [e["line"] for e in r.named("migrate.output")][0] == "tool sessions 1 idle for 2 s 1", r
+    # Two sessions: ours, idle, and the migration lock's, idle in its transaction.
+    assert [e["line"] for e in r.named("migrate.output")][0] == "tool sessions 2 idle for 2 s 1", r
 
 
 def test_url_given_as_conninfo_reaches_the_tool_complete(pg, db):

@@ -11,7 +11,8 @@ int main(void)
 	} groups[] = {{"argv", test_argv},   {"config", test_config}, {"redact", test_redact},
 		      {"retry", test_retry}, {"log", test_log},       {"pg", test_pg},
 		      {"sql", test_sql},     {"alembic", test_alembic},
-		      {"breaker", test_breaker}, {"http", test_http}};
+		      {"breaker", test_breaker}, {"http", test_http},
+		      {"chores", test_chores}, {"fold", test_fold}, {"user", test_user}};
 	for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
 		int before = unit_failures;
 		groups[i].fn();

@@ -5,6 +5,59 @@
 #include <cJSON.h>
 #include <stdlib.h>
 
+/* Each --log-schema: the fixed keys and level values the shipper reads, our fields moved out
+ * of the shipper's own names, everything else as it was (tests/e2e/test_observe.py cites the
+ * shippers' documentation). */
+static void schemas(long long ts)
+{
+	static const struct {
+		enum log_schema schema;
+		const char *ts, *level, *warn, *msg, *event, *moved, *moved_to;
+	} cases[] = {
+		{LOG_SCHEMA_DEFAULT, "ts", "level", "warn", "msg", "event", "status", "status"},
+		{LOG_SCHEMA_ECS, "@timestamp", "log.level", "warn", "message", "event.action", "error",
+		 "error.message"},
+		{LOG_SCHEMA_GCP, "time", "severity", "WARNING", "message", "event", "severity",
+		 "mtr.severity"},
+		{LOG_SCHEMA_DATADOG, "timestamp", "status", "warning", "message", "event", "status",
+		 "mtr.status"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		const char *lines[] = {"a", "b t0ps3cret", NULL};
+		char *line = log_format_line_as(
+			LOG_FORMAT_JSON, cases[i].schema, ts, LOG_WARN, "migrate.output",
+			LOG_FIELDS(LF_S(cases[i].moved, "x"), LF_I("attempt", 2), LF_L("lines", lines)),
+			"hello");
+		cJSON *o = cJSON_Parse(line);
+		CHECK(o != NULL, "not JSON: %s", line);
+		cJSON *t = cJSON_GetObjectItemCaseSensitive(o, cases[i].ts);
+		cJSON *l = cJSON_GetObjectItemCaseSensitive(o, cases[i].level);
+		cJSON *m = cJSON_GetObjectItemCaseSensitive(o, cases[i].msg);
+		cJSON *e = cJSON_GetObjectItemCaseSensitive(o, cases[i].event);
+		cJSON *mv = cJSON_GetObjectItemCaseSensitive(o, cases[i].moved_to);
+		cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "lines");
+		CHECK(cJSON_IsString(t) && strcmp(t->valuestring, "2026-11-21T10:00:00.123Z") == 0, "time: %s", line);
+		CHECK(cJSON_IsString(l) && strcmp(l->valuestring, cases[i].warn) == 0, "level: %s", line);
+		CHECK(cJSON_IsString(m) && strcmp(m->valuestring, "hello") == 0, "message: %s", line);
+		CHECK(cJSON_IsString(e) && strcmp(e->valuestring, "migrate.output") == 0, "event: %s", line);
+		CHECK(cJSON_IsString(mv) && strcmp(mv->valuestring, "x") == 0, "moved field: %s", line);
+		CHECK(cJSON_GetObjectItemCaseSensitive(o, "attempt")->valuedouble == 2, "kept: %s", line);
+		CHECK(cJSON_GetArraySize(a) == 2 && strcmp(cJSON_GetArrayItem(a, 1)->valuestring, "b ***") == 0,
+		      "a list, redacted: %s", line);
+		CHECK(cases[i].schema != LOG_SCHEMA_ECS ||
+			      cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "ecs.version")),
+		      "ECS requires ecs.version: %s", line);
+		cJSON_Delete(o);
+		free(line);
+	}
+	const char *lines[] = {"x \"y\"", NULL};
+	char *line = log_format_line_as(LOG_FORMAT_TEXT, LOG_SCHEMA_GCP, ts, LOG_ERROR, "migrate.output",
+					LOG_FIELDS(LF_L("lines", lines)), "m");
+	CHECK_STR(line, "2026-11-21T10:00:00.123Z error migrate.output: m lines=[\"x \\\"y\\\"\"]",
+		  "text: no schema, a list as JSON");
+	free(line);
+}
+
 void test_log(void)
 {
 	log_add_secret("t0ps3cret");
@@ -59,4 +112,5 @@ void test_log(void)
 			"line=\"a\\x7f b\\u009b[2J\" w=x\\x7f",
 		  "controls shown");
 	free(line);
+	schemas(ts);
 }

@@ -26,6 +26,7 @@ extern int unit_checks, unit_failures;
 	} while (0)
 
 void test_argv(void);
+void test_chores(void);
 void test_config(void);
 void test_redact(void);
 void test_retry(void);
@@ -35,5 +36,7 @@ void test_sql(void);
 void test_alembic(void);
 void test_breaker(void);
 void test_http(void);
+void test_user(void);
+void test_fold(void);
 
 #endif
