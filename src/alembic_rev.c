@@ -166,7 +166,11 @@ static void scan_number(struct scan *s)
  * assignments), else 1. */
 static size_t op_length(const char *p, size_t left)
 {
-	char a = p[0], b = left > 1 ? p[1] : '\0', c = left > 2 ? p[2] : '\0';
+	char a = p[0], b = '\0', c = '\0';
+	if (left > 1)
+		b = p[1];
+	if (left > 2)
+		c = p[2];
 	bool doubled = b == a && (a == '*' || a == '/' || a == '<' || a == '>');
 	if ((doubled && c == '=') || (a == '.' && b == '.' && c == '.'))
 		return 3;
