@@ -239,3 +239,13 @@ def test_recursive_version_locations_walk_a_symlink_loop_once(pg, db, tmp_path):
     assert r.code == 0, r
     rep = json.loads(r.stdout)
     assert rep["revisions"] == 2 and rep["pending"] == ["0001", "0002"] and rep["consistent"] is True
+
+
+def test_check_in_text_says_when_pending_was_not_computed(pg, db):
+    # Item 11: problems that stop the computation are never reported as "pending: none".
+    case = ROOT / "tests" / "fixtures" / "alembic_cases" / "11_every_file_problem"
+    r = run(["--alembic-ini", str(case / "alembic.ini"), "--check", "--log-format", "text"],
+            env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 65, r
+    assert "pending: not computed" in r.stdout and "pending: none" not in r.stdout, r.stdout
+    assert r.stdout.count("problem: ") == 2 and "INCONSISTENT: 2 problems" in r.stdout, r.stdout
