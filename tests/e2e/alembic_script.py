@@ -4,7 +4,8 @@ and its upgrade command, in one long-lived /usr/bin/python3 process that the tes
 
 Alembic 1.10 and later read each directory in name order; 1.8 (Debian's) took the file
 system's order. The order decides Alembic's plan where it has a choice, so this process lists
-directories in name order, as the Alembic versions users run do (and as we read them).
+directories in name order, as the Alembic versions users run do (and as we read them). And
+1.16's path_separator is read before version_path_separator (NewerConfig).
 
 Requests (each answered with one JSON object; "error" when Alembic refused):
     {"op": "graph", "ini": PATH, "cwd": DIR, "section": NAME}
@@ -44,8 +45,20 @@ def in_dir(cwd):
         os.chdir(old)
 
 
+class NewerConfig(Config):
+    """Alembic 1.16's path_separator on Debian's 1.8: it names the separator first, then
+    version_path_separator does (the values both versions know mean the same)."""
+
+    def get_main_option(self, name, default=None):
+        if name == "version_path_separator":
+            first = super().get_main_option("path_separator")
+            if first is not None:
+                return first
+        return super().get_main_option(name, default)
+
+
 def script(req):
-    cfg = Config(req["ini"], ini_section=req.get("section") or "alembic")
+    cfg = NewerConfig(req["ini"], ini_section=req.get("section") or "alembic")
     return cfg, ScriptDirectory.from_config(cfg)
 
 

@@ -56,6 +56,7 @@ def random_graph(rnd, n):
 
 SEPARATORS = [("version_path_separator = os\n", ":"), ("version_path_separator = :\n", ":"),
               ("version_path_separator = ;\n", ";"), ("version_path_separator = space\n", " "),
+              ("path_separator = os\n", ":"), ("path_separator = ;\nversion_path_separator = space\n", ";"),
               ("", " "), ("", ", ")]
 
 
