@@ -5,15 +5,18 @@
 #define MTR_FUZZ_ORACLE_H
 
 #include <cJSON.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct oracle {
-	FILE *in, *out; /* to it, from it */
+	int in, out;    /* pipes to it, from it */
 	int started;    /* 1: running; -1: not wanted or not available */
+	pid_t pid;
 };
 
 static struct oracle oracle_state;
@@ -45,9 +48,42 @@ static inline int oracle_start(void)
 	close(to[0]);
 	close(from[1]);
 	signal(SIGPIPE, SIG_IGN);
-	o->in = fdopen(to[1], "w");
-	o->out = fdopen(from[0], "r");
+	o->pid = pid;
+	o->in = to[1];
+	o->out = from[0];
 	o->started = 1;
+	return 1;
+}
+
+/* fd's writes and reads, again when libFuzzer's timer (SIGALRM, for -timeout) interrupts them. */
+static inline int oracle_write(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return 0;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 1;
+}
+
+/* One line of the answer into buf (up to cap - 1 bytes, NUL-terminated); 0 at EOF or error. */
+static inline int oracle_line(int fd, char *buf, size_t cap)
+{
+	size_t n = 0;
+	while (n + 1 < cap) {
+		ssize_t r = read(fd, buf + n, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return 0;
+		if (buf[n++] == '\n')
+			break;
+	}
+	buf[n] = '\0';
 	return 1;
 }
 
@@ -59,9 +95,15 @@ static inline cJSON *oracle_ask(char kind, const char *data, size_t size)
 	if (!oracle_start())
 		return NULL;
 	static char line[1 << 20];
-	if (fprintf(o->in, "%c %zu\n", kind, size) < 0 || fwrite(data, 1, size, o->in) != size ||
-	    fflush(o->in) != 0 || !fgets(line, sizeof line, o->out)) {
-		fprintf(stderr, "oracle: no answer from %s\n", getenv("MTR_FUZZ_ORACLE"));
+	char head[64];
+	int hn = snprintf(head, sizeof head, "%c %zu\n", kind, size);
+	if (!oracle_write(o->in, head, (size_t)hn) || !oracle_write(o->in, data, size) ||
+	    !oracle_line(o->out, line, sizeof line)) {
+		int status = 0;
+		waitpid(o->pid, &status, 0);
+		fprintf(stderr, "oracle: no answer from %s (%s %d)\n", getenv("MTR_FUZZ_ORACLE"),
+			WIFSIGNALED(status) ? "killed by signal" : "exit status",
+			WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
 		abort();
 	}
 	cJSON *j = cJSON_Parse(line);
