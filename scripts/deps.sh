@@ -12,7 +12,11 @@ PACKAGES=(
     postgresql-15 postgresql-client-15
     python3 python3-pytest python3-alembic python3-psycopg2 python3-yaml
     util-linux tini openssl nginx-light pgbouncer
+    # other migration tools the tests run for real (the npm ones: scripts/tools-deps.sh)
+    nodejs sqitch libdbd-pg-perl python3-django yoyo
 )
+# Node.js from Debian comes without npm; a Node.js that ships its own npm needs no package.
+command -v npm >/dev/null || PACKAGES+=(npm)
 declare -A GROUP_PACKAGES=(
     # the chart, the supervisor peers besides tini, curl for the upload peer
     [bench]="gnuplot-nox dumb-init curl"

@@ -35,6 +35,7 @@ static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}
 static const char *const log_schemas[] = {"default", "ecs", "gcp", "datadog", NULL};
 static const char *const on_failures[] = {"exit", "hold", NULL};
 static const char *const backup_modes[] = {"required", "optional", "off", "always", NULL};
+static const char *const applies[] = {"auto", "native", "cli", NULL};
 static const char *const notify_ons[] = {"failure", "success,failure", "failure,success", "success", NULL};
 
 #define F(field) offsetof(struct config, field)
@@ -92,6 +93,21 @@ static const struct option_def options[] = {
 	{"migrate-cmd", "MTR_MIGRATE_CMD", T_STRING, NULL, "CMD",
 	 "migration command, split shell-like and run without a shell (overrides the Alembic command)",
 	 F(migrate_cmd), NULL, false},
+	{"tool", "MTR_TOOL", T_STRING, NULL, "NAME",
+	 "another migration tool's preset: dbmate, golang-migrate, goose, flyway, prisma, django, "
+	 "knex, node-pg-migrate, typeorm, sequelize, sqitch, yoyo or liquibase (its files, history "
+	 "table and command; see README)", F(tool), NULL, false},
+	{"migrate-files", "MTR_MIGRATE_FILES", T_LIST, NULL, "PATH",
+	 "the migration command's files, directories or globs, relative to --migrate-cwd "
+	 "(repeatable; with --migrate-history-table: the tool is not started when neither changed "
+	 "since its last success)", F(migrate_files), NULL, false},
+	{"migrate-history-table", "MTR_MIGRATE_HISTORY_TABLE", T_LIST, NULL, "[SCHEMA.]TABLE",
+	 "the migration command's history table (repeatable; see --migrate-files)",
+	 F(migrate_history_table), NULL, false},
+	{"apply", "MTR_APPLY", T_CHOICE, "auto", "auto|native|cli",
+	 "--tool with a native applier (dbmate, golang-migrate, goose, flyway, prisma): apply the "
+	 "pending migrations ourselves, recorded as the tool records them (native), or run its CLI "
+	 "(cli); auto: native when the CLI is not on PATH", F(apply), applies, false},
 	{"migrate-cwd", "MTR_MIGRATE_CWD", T_STRING, NULL, "DIR",
 	 "working directory of the migration command (default: the current one)", F(migrate_cwd), NULL,
 	 false},
@@ -169,7 +185,8 @@ static const struct option_def options[] = {
 	 F(state_dir), NULL, false},
 	{"state-schema", "MTR_STATE_SCHEMA", T_STRING, "migrate_then_run", "SCHEMA",
 	 "the database schema of the tool's own bookkeeping (the failure memory without "
-	 "--state-dir), created when first needed; never one of the app's schemas",
+	 "--state-dir, the --tool fast path's fingerprints), created when first needed; never one "
+	 "of the app's schemas",
 	 F(state_schema), NULL, false},
 	{"status-file", "MTR_STATUS_FILE", T_STRING, NULL, "PATH",
 	 "keep the current state (waiting, locked-out, migrating, failed-holding, running) in PATH",
@@ -725,6 +742,9 @@ void config_free(struct config *cfg)
 	free(cfg->python);
 	free(cfg->migrate_cmd);
 	free(cfg->migrate_cwd);
+	free(cfg->tool);
+	strlist_clear(&cfg->migrate_files);
+	strlist_clear(&cfg->migrate_history_table);
 	free(cfg->sql_dir);
 	free(cfg->history_table);
 	free(cfg->baseline);

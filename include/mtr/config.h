@@ -25,6 +25,10 @@ struct config {
 	char *python;
 	char *migrate_cmd;
 	char *migrate_cwd;
+	char *tool;                 /* --tool: a preset of tools.c */
+	struct strlist migrate_files;         /* the command's files, for the fast path */
+	struct strlist migrate_history_table; /* the command's history tables, likewise */
+	int apply;                  /* enum apply_mode: --tool's native applier or its CLI */
 	char *sql_dir;
 	char *history_table;        /* schema.table */
 	bool allow_out_of_order;
@@ -77,6 +81,7 @@ struct config {
 };
 
 enum on_failure { ON_FAILURE_EXIT, ON_FAILURE_HOLD };
+enum apply_mode { APPLY_AUTO, APPLY_NATIVE, APPLY_CLI };
 enum backup_mode { BACKUP_REQUIRED, BACKUP_OPTIONAL, BACKUP_OFF, BACKUP_ALWAYS };
 /* --notify-on values, in the option table's order. */
 enum notify_on { NOTIFY_FAILURE, NOTIFY_SUCCESS_FAILURE, NOTIFY_FAILURE_SUCCESS, NOTIFY_SUCCESS };

@@ -139,3 +139,16 @@ for line in "INFO  [alembic.runtime.migration] Running upgrade 0003 -> 0004, add
             'invalid connection option "foo"' "57P03"; do
     seed tool_output "line-$((i++))" "$line"
 done
+
+# ---- tool_files: a tool's index byte, a file name, a newline, the file (tests/fuzz/fuzz_tool_files.c)
+tool_file() { # NAME INDEX FILE TEXT
+    mkdir -p "$out/tool_files"
+    { printf "\\$(printf %03o "$2")"; printf '%s\n%s' "$3" "$4"; } >"$out/tool_files/$1"
+}
+tool_file dbmate 0 20240101000000_users.sql $'-- migrate:up\nCREATE TABLE users (id int);\n-- migrate:down\nDROP TABLE users;\n'
+tool_file dbmate-notx 0 2_idx.sql $'-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY i ON t (c);\n-- migrate:down\n'
+tool_file golang 1 1_users.up.sql $'BEGIN;\nCREATE TABLE users (id int);\nCOMMIT;\n'
+tool_file goose 2 00001_users.sql $'-- +goose NO TRANSACTION\n-- +goose Up\n-- +goose StatementBegin\nSELECT 1;\n-- +goose StatementEnd\n-- +goose Down\n'
+tool_file flyway 3 V1_1__add_email.sql $'\xef\xbb\xbfALTER TABLE users ADD COLUMN email text;\r\n-- done\r\n'
+tool_file flyway-repeatable 3 R__view.sql $'CREATE OR REPLACE VIEW v AS SELECT 1;\n'
+tool_file prisma 4 migration.sql $'-- CreateTable\nCREATE TABLE "User" (id int);\n'

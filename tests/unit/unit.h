@@ -38,5 +38,6 @@ void test_breaker(void);
 void test_http(void);
 void test_user(void);
 void test_fold(void);
+void test_tools(void);
 
 #endif
