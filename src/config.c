@@ -79,6 +79,9 @@ static const struct option_def options[] = {
 	{"alembic-version-table", "MTR_ALEMBIC_VERSION_TABLE", T_STRING, "alembic_version",
 	 "[SCHEMA.]TABLE", "Alembic's version table (as env.py configures it)",
 	 F(alembic_version_table), NULL, false},
+	{"alembic-section", "MTR_ALEMBIC_SECTION", T_STRING, "alembic", "NAME",
+	 "the section of --alembic-ini to read, as alembic -n NAME (and passed on to Alembic so)",
+	 F(alembic_section), NULL, false},
 	{"alembic-baseline", "MTR_ALEMBIC_BASELINE", T_STRING, NULL, "REV",
 	 "on a non-empty database without a version table: stamp REV first, then upgrade",
 	 F(alembic_baseline), NULL, false},
@@ -748,6 +751,7 @@ void config_free(struct config *cfg)
 	free(cfg->repair_failed);
 	free(cfg->alembic_version_table);
 	free(cfg->alembic_baseline);
+	free(cfg->alembic_section);
 	free(cfg->state_dir);
 	free(cfg->state_schema);
 	free(cfg->status_file);

@@ -29,13 +29,17 @@ bool source_cmd_argv(const struct config *cfg, char ***argv, char *err, size_t e
 		set_err(err, errlen, "--migrate-cmd: %s", msg);
 		return false;
 	}
-	char **v = xcalloc(8, sizeof *v);
+	char **v = xcalloc(10, sizeof *v);
 	int n = 0;
 	v[n++] = xstrdup(cfg->python);
 	v[n++] = xstrdup("-m");
 	v[n++] = xstrdup("alembic");
 	v[n++] = xstrdup("-c");
 	v[n++] = xstrdup(cfg->alembic_ini);
+	if (cfg->alembic_section && strcmp(cfg->alembic_section, "alembic") != 0) {
+		v[n++] = xstrdup("-n"); /* --alembic-section: the same section for Alembic */
+		v[n++] = xstrdup(cfg->alembic_section);
+	}
 	v[n++] = xstrdup("upgrade");
 	v[n++] = xstrdup("heads"); /* the same as head for one head; right for labeled branches */
 	*argv = v;

@@ -42,6 +42,7 @@ struct config {
 	int64_t progress_interval_ms; /* migrate.progress while a migration runs; 0: never */
 	char *alembic_version_table;
 	char *alembic_baseline;
+	char *alembic_section; /* the ini section, as alembic -n NAME */
 	bool repair_version_table;
 	int on_failure;             /* enum on_failure; -1 until resolved */
 	int64_t failure_backoff_ms;

@@ -145,8 +145,8 @@ def test_check_reports_graph_and_database(pg, db):
 
 
 def test_revision_that_is_not_a_literal(pg, db, tmp_path):
-    path = make_project(tmp_path, {"0001_a.py": '"""a\n\nrevision = \'docstring\'\n"""\nREV = "0001"\n'
-                                                'revision = REV\ndown_revision = None\n'})
+    path = make_project(tmp_path, {"0001_a.py": '"""a\n\nrevision = \'docstring\'\n"""\nimport ids\n'
+                                                'revision = ids.REV\ndown_revision = None\n'})
     r = run(["--alembic-ini", path, "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
     assert r.code == 65, r
     assert "versions/0001_a.py:6: revision is not a literal" in problems(r)[0]["msg"]
@@ -256,3 +256,13 @@ def test_version_table_option_is_an_identifier_never_sql(pg, db):
     r = go(pg, db, "linear", "--alembic-version-table", "Ops.alembic_version", check=True)
     assert r.code == 0, r
     assert json.loads(r.stdout)["pending"] == [], r  # the rows of "Ops" were read, not "ops"
+
+
+def test_check_in_text_says_when_pending_was_not_computed(pg, db):
+    # Item 11: problems that stop the computation are never reported as "pending: none".
+    case = ROOT / "tests" / "fixtures" / "alembic_cases" / "11_every_file_problem"
+    r = run(["--alembic-ini", str(case / "alembic.ini"), "--check", "--log-format", "text"],
+            env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 65, r
+    assert "pending: not computed" in r.stdout and "pending: none" not in r.stdout, r.stdout
+    assert r.stdout.count("problem: ") == 2 and "INCONSISTENT: 2 problems" in r.stdout, r.stdout
