@@ -37,7 +37,7 @@ UNIT_SRCS := $(wildcard tests/unit/*.c)
 UNIT_BIN  := $(BUILD)/unit-tests
 PYTEST    := /usr/bin/python3 -m pytest
 
-.PHONY: all deps install uninstall clean test unit e2e demo bench
+.PHONY: all deps tools-deps install uninstall clean test unit e2e demo bench
 all: $(BIN)
 
 # make static / make test-static: a fully static musl binary (see mk/static.mk).
@@ -48,6 +48,8 @@ all: $(BIN)
 -include mk/lint.mk
 # make test SANITIZE=…, make test-valgrind, make test-secrets (see mk/hygiene.mk).
 -include mk/hygiene.mk
+# make test-containers: the static binary under podman + runc (see mk/containers.mk).
+-include mk/containers.mk
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/mtr/*.h) Makefile VERSION
 	@mkdir -p $(dir $@)
@@ -62,6 +64,12 @@ $(UNIT_BIN): $(UNIT_SRCS) $(OBJS) tests/unit/unit.h
 # Installs the build and test packages that are missing (only when root on Debian).
 deps:
 	@scripts/deps.sh
+
+# The npm migration tools the end-to-end tests run (tests/tools/package.json), installed once
+# into one directory shared by every test run, instrumented or not.
+TOOLS_DIR ?= build/tools
+tools-deps: deps
+	@scripts/tools-deps.sh $(TOOLS_DIR)
 
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin
@@ -79,11 +87,11 @@ e2e: $(BIN)
 # Every test: unit tests, then end-to-end tests against a real PostgreSQL; ends with pytest's summary.
 # With SANITIZE, every sanitizer report of any process (children and the re-exec'd supervisor
 # too) lands in build/san/reports/, which must stay empty (mk/hygiene.mk).
-test: deps
+test: deps tools-deps
 	$(MAKE) --no-print-directory all $(UNIT_BIN)
 	$(SAN_START)
 	$(SAN_ENV) $(UNIT_BIN) $(SAN_REPORT)
-	$(SAN_ENV) MTR_BIN=$(abspath $(BIN)) PYTHONDONTWRITEBYTECODE=1 $(PYTEST) -q -p no:cacheprovider tests/e2e $(SAN_REPORT)
+	$(SAN_ENV) MTR_BIN=$(abspath $(BIN)) MTR_TOOLS_DIR=$(abspath $(TOOLS_DIR)) PYTHONDONTWRITEBYTECODE=1 $(PYTEST) -q -p no:cacheprovider tests/e2e $(SAN_REPORT)
 	$(SAN_CHECK)
 
 demo: deps

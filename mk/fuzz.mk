@@ -21,9 +21,13 @@ FUZZ_ALL_CFLAGS = $(FUZZ_CFLAGS) -fno-omit-frame-pointer $(WARN) $(FUZZ_SAN) \
                   $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 FUZZ_LDLIBS     = $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 FUZZ_SYMBOLIZER = $(firstword $(wildcard /usr/lib/llvm-14/bin/llvm-symbolizer) $(shell command -v llvm-symbolizer 2>/dev/null))
+# The differential targets (fuzz_alembic_revision, fuzz_alembic_ini) ask Python too, offline,
+# where it is present: tests/fuzz/alembic_oracle.py, started once per target.
+FUZZ_PYTHON    ?= $(wildcard /usr/bin/python3)
 FUZZ_ENV        = ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:detect_stack_use_after_return=1 \
                   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-                  $(if $(FUZZ_SYMBOLIZER),ASAN_SYMBOLIZER_PATH=$(FUZZ_SYMBOLIZER))
+                  $(if $(FUZZ_SYMBOLIZER),ASAN_SYMBOLIZER_PATH=$(FUZZ_SYMBOLIZER)) \
+                  $(if $(FUZZ_PYTHON),MTR_FUZZ_PYTHON=$(FUZZ_PYTHON) MTR_FUZZ_ORACLE=tests/fuzz/alembic_oracle.py)
 
 .PHONY: fuzz fuzz-build $(FUZZ_TARGETS:%=fuzz-run-%)
 
@@ -42,7 +46,7 @@ $(FUZZ_DIR)/obj/%.o: src/%.c $(wildcard include/mtr/*.h) VERSION $(FUZZ_MK)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_ALL_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
-$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJS)
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h tests/fuzz/oracle.h $(FUZZ_OBJS)
 	$(FUZZ_CC) $(CPPFLAGS) -Itests/fuzz $(FUZZ_ALL_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS) $(FUZZ_LDLIBS)
 
 # One target: the seed corpus first (a regression run), then FUZZ_SECONDS of new inputs. The log

@@ -33,7 +33,7 @@ test-valgrind:
 
 # The whole end-to-end suite once more, with every byte the tool writes searched for the
 # password (tests/e2e/secret_audit.py); fails on any hit and says where it was.
-test-secrets: deps
+test-secrets: deps tools-deps
 	$(MAKE) --no-print-directory all
 	MTR_SECRET_AUDIT=1 MTR_BIN=$(abspath $(BIN)) PYTHONDONTWRITEBYTECODE=1 \
 	    $(PYTEST) -q -p no:cacheprovider tests/e2e

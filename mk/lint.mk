@@ -18,10 +18,17 @@ CPPCHECK_FLAGS := --enable=warning,performance,portability --error-exitcode=1 --
                   --std=c11 --library=posix --quiet --suppress=readdirCalled
 LINT_TIDY      := $(LINT_SRCS:%.c=$(LINT_DIR)/%.tidy)
 
-.PHONY: lint lint-cppcheck lint-tidy
+# Every round trip goes through src/pg.c's pg_run/pg_command/pg_query_value (a deadline and the
+# stop descriptor) and every connection through pg_connect: libpq's blocking calls anywhere else
+# fail the lint (PQexec*, PQgetResult, PQsendQuery*, PQcancel, PQconnectdb*, PQping*, …).
+LINT_LIBPQ_BLOCKING := PQexec|PQgetResult|PQsendQuery|PQsendPrepare|PQprepare|PQdescribePrepared|PQdescribePortal|PQcancel|PQrequestCancel|PQconnectdb|PQsetdbLogin|PQping|PQreset|PQfn|PQsetClientEncoding
+LINT_LIBPQ_SRCS     := $(filter-out src/pg.c,$(wildcard src/*.c)) cmd/migrate-then-run/main.c
+
+.PHONY: lint lint-cppcheck lint-tidy lint-libpq
 
 lint:
 	@scripts/deps.sh lint
+	@$(MAKE) --no-print-directory lint-libpq
 	@$(MAKE) --no-print-directory lint-cppcheck
 	@$(MAKE) --no-print-directory -j$(LINT_JOBS) lint-tidy
 	@echo "lint: cppcheck and clang-tidy clean ($(words $(LINT_SRCS)) files)"
@@ -31,6 +38,13 @@ lint-cppcheck:
 	@echo "cppcheck src cmd tests/unit tests/fuzz"
 	@$(CPPCHECK) $(CPPCHECK_FLAGS) --cppcheck-build-dir=$(LINT_DIR)/cppcheck $(LINT_CPPFLAGS) \
 	  src cmd tests/unit tests/fuzz
+
+lint-libpq:
+	@hits="$$(grep -nE '\b($(LINT_LIBPQ_BLOCKING))[A-Za-z]*[[:space:]]*\(' $(LINT_LIBPQ_SRCS) || true)"; \
+	 if [ -n "$$hits" ]; then \
+	   echo "lint: blocking libpq calls outside src/pg.c (use pg_run, pg_command or pg_query_value):"; \
+	   echo "$$hits"; exit 1; \
+	 fi; echo "lint: no blocking libpq call outside src/pg.c"
 
 lint-tidy: $(LINT_TIDY)
 

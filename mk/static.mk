@@ -41,6 +41,7 @@ static: $(STATIC_STRIPPED)
 # The suite's own packages (PostgreSQL server, pytest, Alembic …) come from scripts/deps.sh, as for `make test`.
 test-static: static
 	@scripts/deps.sh
+	@scripts/tools-deps.sh $(TOOLS_DIR)
 	MTR_BIN=$(abspath $(STATIC_BIN)) PYTHONDONTWRITEBYTECODE=1 $(STATIC_PYTEST) -q -p no:cacheprovider tests/e2e
 
 $(STATIC_PREFIX_FILE): static-deps-force

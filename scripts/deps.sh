@@ -2,8 +2,8 @@
 # Installs the Debian packages the build and the tests need, when some are missing (root only).
 #   scripts/deps.sh [GROUP...]          install what is missing (or say what is, when not root)
 #   scripts/deps.sh --list [GROUP...]   print the package list
-# A GROUP adds the packages of one extra target: bench (make bench), fuzz (make fuzz),
-# lint (make lint), valgrind (make test-valgrind).
+# A GROUP adds the packages of one extra target: bench (make bench), containers
+# (make test-containers), fuzz (make fuzz), lint (make lint), valgrind (make test-valgrind).
 set -euo pipefail
 
 PACKAGES=(
@@ -12,10 +12,17 @@ PACKAGES=(
     postgresql-15 postgresql-client-15
     python3 python3-pytest python3-alembic python3-psycopg2 python3-yaml
     util-linux tini openssl nginx-light pgbouncer
+    # other migration tools the tests run for real (the npm ones: scripts/tools-deps.sh)
+    nodejs sqitch libdbd-pg-perl python3-django yoyo
 )
+# Node.js from Debian comes without npm; a Node.js that ships its own npm needs no package.
+command -v npm >/dev/null || PACKAGES+=(npm)
 declare -A GROUP_PACKAGES=(
     # the chart, the supervisor peers besides tini, curl for the upload peer
     [bench]="gnuplot-nox dumb-init curl"
+    # a real OCI runtime (podman with runc; crun refuses this kernel's cgroup layout) and the
+    # Debian rootfs of the app image
+    [containers]="podman runc mmdebstrap"
     [fuzz]="clang libclang-rt-14-dev llvm-14"
     [lint]="cppcheck clang-tidy"
     [valgrind]="valgrind"

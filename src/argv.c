@@ -34,7 +34,7 @@ bool argv_split(const char *s, char ***out, int *argc, char *err, size_t errlen)
 			break;
 		struct strbuf w = STRBUF_INIT;
 		bool quoted = false;
-		const char *start = p;
+		const char *start = p, *op = NULL; /* op: the first unquoted operator character */
 		sb_add(&w, "", 0); /* a word may be empty ('') */
 		while (*p && !is_blank(*p)) {
 			if (*p == '\'') {
@@ -72,6 +72,8 @@ bool argv_split(const char *s, char ***out, int *argc, char *err, size_t errlen)
 				p += 2;
 				quoted = true;
 			} else {
+				if (!op && strchr(";&|<>", *p))
+					op = p;
 				sb_addc(&w, *p++);
 			}
 		}
@@ -80,6 +82,14 @@ bool argv_split(const char *s, char ***out, int *argc, char *err, size_t errlen)
 				"'%s' at character %d is a shell operator, but no shell runs this "
 				"command; quote it to pass it as an argument, or run sh -c explicitly",
 				w.s, (int)(start - s) + 1);
+			goto fail_word;
+		}
+		/* A shell would split "head;" or "a&&b" at the operator: refused the same way. */
+		if (op) {
+			set_err(err, errlen,
+				"'%s' at character %d has the shell operator '%c' in it, but no shell runs "
+				"this command; quote the word to pass it as it is, or run sh -c explicitly",
+				w.s, (int)(op - s) + 1, *op);
 			goto fail_word;
 		}
 		v = xrealloc(v, (size_t)(n + 2) * sizeof *v);

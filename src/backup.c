@@ -26,9 +26,24 @@
 
 extern char **environ;
 
+#define BACKUP_SYSTEM_DIR "/var/backups/migrate-then-run"
+
 const char *backup_default_dir(void)
 {
-	return geteuid() == 0 ? "/var/backups/migrate-then-run" : "./backups";
+	/* A non-root image that prepared the directory (Dockerfile.example does) uses it too. */
+	if (geteuid() == 0 || access(BACKUP_SYSTEM_DIR, W_OK | X_OK) == 0)
+		return BACKUP_SYSTEM_DIR;
+	return "./backups";
+}
+
+/* What to do when the backup directory is not ours to write (read-only root filesystem,
+ * non-root user): "" for other errors. */
+static const char *dir_fix(int e)
+{
+	if (e != EACCES && e != EPERM && e != EROFS)
+		return "";
+	return "; the backups need a writable directory: mount a volume and set MTR_BACKUP_DIR "
+	       "(--backup-dir) to it";
 }
 
 /* pg_dump's major version from `pg_dump --version` ("pg_dump (PostgreSQL) 15.18 (Debian …)"). */
@@ -391,8 +406,11 @@ static char *free_name(const char *dir, const char *prefix, const char *stamp, c
 static bool job_name(struct job *j, const char *from, const char *to)
 {
 	const struct backup_opts *o = j->o;
-	if (o->dir && mkdir(o->dir, 0700) != 0 && errno != EEXIST)
-		return failed(j->r, "cannot create the backup directory %s: %s", o->dir, strerror(errno));
+	if (o->dir && mkdir(o->dir, 0700) != 0 && errno != EEXIST) {
+		int e = errno;
+		return failed(j->r, "cannot create the backup directory %s as uid %u: %s%s", o->dir,
+			      (unsigned)geteuid(), strerror(e), dir_fix(e));
+	}
 	char db[64], f[64], t[64];
 	safe_part(db, sizeof db, PQdb(j->conn));
 	safe_part(f, sizeof f, from && *from ? from : unnamed_from(j));
@@ -420,8 +438,11 @@ static bool job_partial(struct job *j)
 	char *prefix = xasprintf(".%s%s.partial.", j->prefix, j->stamp);
 	j->final = xasprintf("%s/%s", dir, j->name);
 	j->fd = file_create_temp(dir, prefix, 0600, &j->tmp);
-	if (j->fd < 0)
-		failed(j->r, "cannot create a file in the backup directory %s: %s", dir, strerror(errno));
+	if (j->fd < 0) {
+		int e = errno;
+		failed(j->r, "cannot create a file in the backup directory %s as uid %u: %s%s", dir,
+		       (unsigned)geteuid(), strerror(e), dir_fix(e));
+	}
 	free(prefix);
 	return j->fd >= 0;
 }

@@ -3,6 +3,7 @@
 #include "mtr/fileio.h"
 #include "mtr/source.h"
 #include "mtr/http.h"
+#include "mtr/user.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -34,6 +35,7 @@ static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}
 static const char *const log_schemas[] = {"default", "ecs", "gcp", "datadog", NULL};
 static const char *const on_failures[] = {"exit", "hold", NULL};
 static const char *const backup_modes[] = {"required", "optional", "off", "always", NULL};
+static const char *const applies[] = {"auto", "native", "cli", NULL};
 static const char *const notify_ons[] = {"failure", "success,failure", "failure,success", "success", NULL};
 
 #define F(field) offsetof(struct config, field)
@@ -77,6 +79,9 @@ static const struct option_def options[] = {
 	{"alembic-version-table", "MTR_ALEMBIC_VERSION_TABLE", T_STRING, "alembic_version",
 	 "[SCHEMA.]TABLE", "Alembic's version table (as env.py configures it)",
 	 F(alembic_version_table), NULL, false},
+	{"alembic-section", "MTR_ALEMBIC_SECTION", T_STRING, "alembic", "NAME",
+	 "the section of --alembic-ini to read, as alembic -n NAME (and passed on to Alembic so)",
+	 F(alembic_section), NULL, false},
 	{"alembic-baseline", "MTR_ALEMBIC_BASELINE", T_STRING, NULL, "REV",
 	 "on a non-empty database without a version table: stamp REV first, then upgrade",
 	 F(alembic_baseline), NULL, false},
@@ -88,6 +93,21 @@ static const struct option_def options[] = {
 	{"migrate-cmd", "MTR_MIGRATE_CMD", T_STRING, NULL, "CMD",
 	 "migration command, split shell-like and run without a shell (overrides the Alembic command)",
 	 F(migrate_cmd), NULL, false},
+	{"tool", "MTR_TOOL", T_STRING, NULL, "NAME",
+	 "another migration tool's preset: dbmate, golang-migrate, goose, flyway, prisma, django, "
+	 "knex, node-pg-migrate, typeorm, sequelize, sqitch, yoyo or liquibase (its files, history "
+	 "table and command; see README)", F(tool), NULL, false},
+	{"migrate-files", "MTR_MIGRATE_FILES", T_LIST, NULL, "PATH",
+	 "the migration command's files, directories or globs, relative to --migrate-cwd "
+	 "(repeatable; with --migrate-history-table: the tool is not started when neither changed "
+	 "since its last success)", F(migrate_files), NULL, false},
+	{"migrate-history-table", "MTR_MIGRATE_HISTORY_TABLE", T_LIST, NULL, "[SCHEMA.]TABLE",
+	 "the migration command's history table (repeatable; see --migrate-files)",
+	 F(migrate_history_table), NULL, false},
+	{"apply", "MTR_APPLY", T_CHOICE, "auto", "auto|native|cli",
+	 "--tool with a native applier (dbmate, golang-migrate, goose, flyway, prisma): apply the "
+	 "pending migrations ourselves, recorded as the tool records them (native), or run its CLI "
+	 "(cli); auto: native when the CLI is not on PATH", F(apply), applies, false},
 	{"migrate-cwd", "MTR_MIGRATE_CWD", T_STRING, NULL, "DIR",
 	 "working directory of the migration command (default: the current one)", F(migrate_cwd), NULL,
 	 false},
@@ -118,12 +138,16 @@ static const struct option_def options[] = {
 	 "supervise the app as its init (forward signals, reap zombies); --no-init execs it "
 	 "instead; auto: init when PID 1",
 	 F(init), NULL, false},
-	{"stop-timeout", "MTR_STOP_TIMEOUT", T_DURATION, "10s", "DURATION",
-	 "grace period after SIGTERM before SIGKILL, for the app and its leftover processes",
+	{"stop-timeout", "MTR_STOP_TIMEOUT", T_DURATION, "8s", "DURATION",
+	 "one stop budget from the first SIGTERM: the app and its leftover processes together, "
+	 "then SIGKILL; keep it 2s below the runtime's grace (Docker and podman: 10s)",
 	 F(stop_timeout_ms), NULL, false},
 	{"signal-group", "MTR_SIGNAL_GROUP", T_FLAG, "false", NULL,
 	 "forward signals to the app's whole process group, not only the app", F(signal_group),
 	 NULL, false},
+	{"user", "MTR_USER", T_STRING, NULL, "USER[:GROUP]",
+	 "run the app as USER (name or uid; its groups and HOME) or USER:GROUP; the migration runs "
+	 "as the user the tool started as, which must be root", F(user), NULL, false},
 	{"backup", "MTR_BACKUP", T_CHOICE, NULL, "required|optional|off|always",
 	 "pg_dump before migrating: required (no backup, no migration), optional (warn), off, or "
 	 "always (even with nothing pending); default: required when pg_dump is on PATH, else off",
@@ -161,11 +185,16 @@ static const struct option_def options[] = {
 	 F(state_dir), NULL, false},
 	{"state-schema", "MTR_STATE_SCHEMA", T_STRING, "migrate_then_run", "SCHEMA",
 	 "the database schema of the tool's own bookkeeping (the failure memory without "
-	 "--state-dir), created when first needed; never one of the app's schemas",
+	 "--state-dir, the --tool fast path's fingerprints), created when first needed; never one "
+	 "of the app's schemas",
 	 F(state_schema), NULL, false},
 	{"status-file", "MTR_STATUS_FILE", T_STRING, NULL, "PATH",
 	 "keep the current state (waiting, locked-out, migrating, failed-holding, running) in PATH",
 	 F(status_file), NULL, false},
+	{"termination-log", "MTR_TERMINATION_LOG", T_STRING, NULL, "PATH",
+	 "on a failure, write a summary of at most 4 KiB to PATH, for kubectl describe (default: "
+	 "/dev/termination-log when it exists and is writable; none: never)", F(termination_log),
+	 NULL, false},
 	{"notify-url", "MTR_NOTIFY_URL", T_LIST, NULL, "URL",
 	 "POST a JSON report of a failure (see --notify-on) to URL (repeatable); never changes the "
 	 "exit code", F(notify_url), NULL, true},
@@ -470,6 +499,23 @@ static bool check_urls(const struct config *cfg, char *err, size_t errlen)
 	return true;
 }
 
+/* --user: only for an app, only from root, and a user the image knows (or plain ids). */
+static bool check_user(struct config *cfg, char *err, size_t errlen)
+{
+	if (cfg->migrate_only) {
+		set_err(err, errlen, "--user: applies to the app, and %s runs none (drop one of the two)",
+			cfg->check ? "--check" : "--migrate-only");
+		return false;
+	}
+	if (geteuid() != 0) {
+		set_err(err, errlen, "--user: switching the app to another user needs the tool to start "
+			"as root, and it runs as uid %u; start the container as root (USER 0, runAsUser: "
+			"0) or drop --user", (unsigned)geteuid());
+		return false;
+	}
+	return user_resolve(cfg->user, &cfg->run_as, err, errlen);
+}
+
 static bool check_combination(struct config *cfg, char *err, size_t errlen)
 {
 	if (cfg->backup_mode < 0) { /* the default: back up when we can, and when asked to upload */
@@ -530,6 +576,8 @@ static bool check_combination(struct config *cfg, char *err, size_t errlen)
 			cfg->backup_keep);
 		return false;
 	}
+	if (cfg->user && !check_user(cfg, err, errlen))
+		return false;
 	if (cfg->on_failure < 0)
 		cfg->on_failure = cfg->migrate_only ? ON_FAILURE_EXIT : ON_FAILURE_HOLD;
 	if (cfg->hold_interval_ms <= 0 || cfg->hold_reminder_ms <= 0) {
@@ -694,15 +742,21 @@ void config_free(struct config *cfg)
 	free(cfg->python);
 	free(cfg->migrate_cmd);
 	free(cfg->migrate_cwd);
+	free(cfg->tool);
+	strlist_clear(&cfg->migrate_files);
+	strlist_clear(&cfg->migrate_history_table);
 	free(cfg->sql_dir);
 	free(cfg->history_table);
 	free(cfg->baseline);
 	free(cfg->repair_failed);
 	free(cfg->alembic_version_table);
 	free(cfg->alembic_baseline);
+	free(cfg->alembic_section);
 	free(cfg->state_dir);
 	free(cfg->state_schema);
 	free(cfg->status_file);
+	free(cfg->termination_log);
+	free(cfg->user);
 	free(cfg->backup_dir);
 	free(cfg->backup_upload_url);
 	free(cfg->ca_file);

@@ -116,6 +116,8 @@ const char *file_strerror(int err)
 		return "not a regular file (a FIFO, device, socket or directory)";
 	if (err == EFBIG)
 		return "larger than this file may be";
+	if (err == ELOOP) /* glibc and musl word it differently */
+		return "a loop of symbolic links";
 	return strerror(err);
 }
 

@@ -1,11 +1,11 @@
 /* PID-1 supervision: run the app as our child, forward signals, reap everything, stop cleanly. */
 #include "mtr/init.h"
 #include "mtr/exitcode.h"
+#include "mtr/leftover.h"
 #include "mtr/log.h"
 #include "mtr/proc.h"
 #include "mtr/util.h"
 
-#include <dirent.h>
 #include <stdint.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -21,92 +21,52 @@
 
 extern char **environ;
 
-#define MAX_TRACKED 4096
+/* After SIGKILL, how long a process may take to go (one in uninterruptible sleep, or one out
+ * of reach without a /proc of ours) before we exit without it. */
+#define KILL_WAIT_MS 1000
 
-/* Parent pid from /proc/PID/stat ("pid (comm) state ppid …"; comm may hold spaces and ')'). */
-static pid_t read_ppid(pid_t pid)
-{
-	char path[64], buf[512];
-	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	char *rp = strrchr(buf, ')');
-	int ppid;
-	char state;
-	if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2)
-		return -1;
-	return (pid_t)ppid;
-}
+/* What the child reports on its close-on-exec pipe when it cannot become the app. */
+enum start_stage { START_EXEC, START_USER };
+struct start_error {
+	int stage; /* enum start_stage */
+	int err;   /* errno */
+};
 
-size_t init_descendants(pid_t root, pid_t *out, size_t max)
-{
-	static pid_t pids[MAX_TRACKED], ppids[MAX_TRACKED];
-	size_t n = 0, found = 0;
-	DIR *d = opendir("/proc");
-	if (!d)
-		return 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL && n < MAX_TRACKED) {
-		char *end;
-		long pid = strtol(e->d_name, &end, 10);
-		if (*end || pid <= 0 || pid == root)
-			continue;
-		pid_t pp = read_ppid((pid_t)pid);
-		if (pp < 0)
-			continue;
-		pids[n] = (pid_t)pid;
-		ppids[n++] = pp;
-	}
-	closedir(d);
-	/* Grow the set from root until nothing new joins: children, grandchildren … */
-	bool grew = true;
-	while (grew && found < max) {
-		grew = false;
-		for (size_t i = 0; i < n && found < max; i++) {
-			if (pids[i] == 0)
-				continue;
-			bool parent_in = ppids[i] == root;
-			for (size_t k = 0; k < found && !parent_in; k++)
-				parent_in = ppids[i] == out[k];
-			if (parent_in) {
-				out[found++] = pids[i];
-				pids[i] = 0;
-				grew = true;
-			}
-		}
-	}
-	return found;
-}
+/* The supervisor's state: init_run owns it and hands it to each step of its loop. */
+struct supervisor {
+	const struct init_opts *o;
+	const struct sigstate *sigs;
+	struct leftovers left;
+	bool pid1;
+	bool tty;        /* stdin is a terminal: job control applies */
+	pid_t app;
+	int64_t started; /* when the app was forked, for its runtime */
+	bool app_done;   /* the app is reaped; code holds its status */
+	bool killed;     /* SIGKILL has been sent */
+	int code;
+	/* The one stop budget: from the first stop signal (or the app's exit, if that comes
+	 * first) the app and every leftover together have --stop-timeout; -1: not started. */
+	int64_t kill_at;
+	int64_t give_up_at; /* after SIGKILL: exit even if something lingers; -1: not yet */
+};
 
-/* Sends sig to every process left under us; returns how many there were. */
-static size_t signal_leftovers(int sig)
+/* In the child: own process group, the terminal's foreground only if ours was (started in
+ * the background, we take over nothing), the user of --user, our signals undone, then exec.
+ * Reports what failed on errfd. */
+static void child_exec(const struct supervisor *s, bool foreground, char *const *argv, int errfd)
 {
-	pid_t pids[MAX_TRACKED];
-	size_t n = init_descendants(getpid(), pids, MAX_TRACKED);
-	for (size_t i = 0; i < n; i++)
-		kill(pids[i], sig);
-	return n;
-}
-
-/* In the child: own process group (and the terminal's foreground, if any), our signals
- * undone, then exec. Reports errno on errfd if exec fails. */
-static void child_exec(char *const *argv, const struct sigstate *sigs, int errfd)
-{
+	struct start_error e = {START_EXEC, 0};
 	setpgid(0, 0);
-	if (isatty(STDIN_FILENO)) {
-		/* Becoming the foreground group from the background would stop us with SIGTTOU,
-		 * which is still blocked here. */
+	/* Becoming the foreground group would stop us with SIGTTOU, which is still blocked here. */
+	if (foreground)
 		tcsetpgrp(STDIN_FILENO, getpid());
+	if (s->o->user && !user_become(s->o->user)) {
+		e.stage = START_USER;
+	} else {
+		signals_restore(s->sigs);
+		proc_execvpe(argv[0], argv, environ);
 	}
-	signals_restore(sigs);
-	proc_execvpe(argv[0], argv, environ);
-	int e = errno;
+	e.err = errno;
 	if (write(errfd, &e, sizeof e) < 0) {
 		/* the parent then sees exit status 127 */
 	}
@@ -125,29 +85,30 @@ static bool is_job_control(int sig)
 	return sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
 }
 
-/* The supervisor's state: init_run owns it and hands it to each step of its loop. */
-struct supervisor {
-	const struct init_opts *o;
-	const struct sigstate *sigs;
-	bool pid1;
-	pid_t app;
-	int64_t started; /* when the app was forked, for its runtime */
-	bool app_done;   /* the app is reaped; code holds its status */
-	bool killed;     /* SIGKILL has been sent */
-	int code;
-	int64_t kill_at; /* when SIGKILL is due (app or leftovers), -1: not scheduled */
-};
-
-/* Waits on the child's close-on-exec pipe fd: true if exec failed, with its errno in *child_errno;
- * false once exec succeeded (the pipe closed empty). */
-static MTR_MUST_CHECK bool exec_failed(int fd, int *child_errno)
+/* Waits on the child's close-on-exec pipe fd: true if it could not become the app, with what
+ * failed in *e; false once exec succeeded (the pipe closed empty). */
+static MTR_MUST_CHECK bool exec_failed(int fd, struct start_error *e)
 {
 	ssize_t got;
-	*child_errno = 0;
+	memset(e, 0, sizeof *e);
 	do
-		got = read(fd, child_errno, sizeof *child_errno);
+		got = read(fd, e, sizeof *e);
 	while (got < 0 && errno == EINTR);
-	return got == (ssize_t)sizeof *child_errno;
+	return got == (ssize_t)sizeof *e;
+}
+
+/* The start failed as e says: logged, and the exit code (127 not found, else 126). */
+static int start_failed(char *const *argv, const struct start_error *e)
+{
+	int code = e->stage == START_EXEC && (e->err == ENOENT || e->err == ENOTDIR)
+			   ? MTR_EXIT_NOTFOUND : MTR_EXIT_NOEXEC;
+	const char *what = e->stage == START_USER ? "cannot switch to --user for the app"
+						  : "cannot start the app";
+	log_event(LOG_ERROR, "run.failed",
+		  LOG_FIELDS(LF_S("command", argv[0]), LF_S("error", strerror(e->err)),
+			     LF_I("exit_code", code)),
+		  "%s '%s': %s", what, argv[0], strerror(e->err));
+	return code;
 }
 
 /* Forks and execs the app. False when it could not be started: logged, and *code holds 126
@@ -161,6 +122,9 @@ static MTR_MUST_CHECK bool spawn_app(struct supervisor *s, char *const *argv, in
 		*code = MTR_EXIT_NOEXEC;
 		return false;
 	}
+	bool foreground = s->tty && tcgetpgrp(STDIN_FILENO) == getpgrp();
+	if (s->o->user)
+		setenv("HOME", s->o->user->home, 1); /* before fork: the child only makes system calls */
 	s->started = now_ms();
 	s->app = fork();
 	if (s->app < 0) {
@@ -172,21 +136,16 @@ static MTR_MUST_CHECK bool spawn_app(struct supervisor *s, char *const *argv, in
 		return false;
 	}
 	if (s->app == 0)
-		child_exec(argv, s->sigs, errp[1]);
+		child_exec(s, foreground, argv, errp[1]);
 	close(errp[1]);
 	/* The app is in its own group from the start (set on both sides: no race with kill). */
 	setpgid(s->app, s->app);
-	int child_errno;
-	bool failed = exec_failed(errp[0], &child_errno);
+	struct start_error e;
+	bool failed = exec_failed(errp[0], &e);
 	close(errp[0]);
 	if (failed) {
 		waitpid(s->app, NULL, 0);
-		*code = (child_errno == ENOENT || child_errno == ENOTDIR) ? MTR_EXIT_NOTFOUND
-									  : MTR_EXIT_NOEXEC;
-		log_event(LOG_ERROR, "run.failed",
-			  LOG_FIELDS(LF_S("command", argv[0]), LF_S("error", strerror(child_errno)),
-				     LF_I("exit_code", *code)),
-			  "cannot start the app '%s': %s", argv[0], strerror(child_errno));
+		*code = start_failed(argv, &e);
 		return false;
 	}
 	log_event(LOG_INFO, "run.start",
@@ -196,13 +155,45 @@ static MTR_MUST_CHECK bool spawn_app(struct supervisor *s, char *const *argv, in
 	return true;
 }
 
-/* Starts the grace period: SIGKILL for whatever is left once it is over. */
-static void schedule_kill(struct supervisor *s)
+/* Starts the stop budget unless it runs already (or is spent): SIGKILL for whatever is left
+ * once --stop-timeout has passed since the first stop. */
+static void start_budget(struct supervisor *s)
 {
-	s->kill_at = now_ms() + s->o->stop_timeout_ms;
+	if (s->kill_at < 0 && !s->killed)
+		s->kill_at = now_ms() + s->o->stop_timeout_ms;
 }
 
-/* The app has been reaped with status: log it, then ask its leftovers to stop. */
+/* "processes": a count, or null when no /proc of ours can tell. */
+static struct log_field count_field(long n)
+{
+	struct log_field f = LF_I("processes", n);
+	if (n < 0) {
+		f.type = LF_STR;
+		f.s = NULL;
+	}
+	return f;
+}
+
+/* The app is gone but children remain: SIGTERM to what it left behind, within the budget. */
+static void stop_leftovers(struct supervisor *s)
+{
+	long n = leftover_signal(&s->left, 0, s->app, SIGTERM);
+	start_budget(s);
+	if (n == 0)
+		return; /* only processes on their way out */
+	int64_t left_ms = s->kill_at - now_ms();
+	const struct log_field *fields =
+		LOG_FIELDS(count_field(n), LF_B("app", false), LF_S("signal", "SIGTERM"),
+			   LF_I("grace_ms", left_ms > 0 ? left_ms : 0));
+	if (n > 0)
+		log_event(LOG_INFO, "run.kill", fields,
+			  "the app left %ld processes behind; asking them to stop", n);
+	else
+		log_event(LOG_INFO, "run.kill", fields,
+			  "the app left processes behind (how many, no /proc of ours can tell); asking them to stop");
+}
+
+/* The app has been reaped with status: log it, and take the terminal back from its group. */
 static void app_exited(struct supervisor *s, int status)
 {
 	s->app_done = true;
@@ -213,55 +204,105 @@ static void app_exited(struct supervisor *s, int status)
 			     LF_I("runtime_ms", now_ms() - s->started), LF_I("exit_code", s->code),
 			     LF_B("killed", s->killed)),
 		  "the app exited");
-	size_t left = signal_leftovers(SIGTERM);
-	if (left > 0) {
-		log_event(LOG_INFO, "run.kill",
-			  LOG_FIELDS(LF_I("processes", left), LF_S("signal", "SIGTERM"),
-				     LF_I("grace_ms", s->o->stop_timeout_ms)),
-			  "the app left %zu processes behind; asking them to stop", left);
-		schedule_kill(s);
-	}
+	if (s->tty && tcgetpgrp(STDIN_FILENO) == s->app)
+		tcsetpgrp(STDIN_FILENO, getpgrp());
 }
 
-/* Reaps everything that has ended: the app, and any orphan handed to us. True once the app is
- * gone and no child is left, i.e. supervision is over. */
+/* The app's job stopped (Ctrl-Z reached its group, it read the terminal from the background,
+ * or a job-control signal came to us): stop with it, so that the shell takes its terminal
+ * back as for any job; once continued, give the app the terminal again if we have it, and
+ * continue its group (dumb-init does the same). Outside PID 1 only: nobody resumes an init. */
+static void job_stop(struct supervisor *s, int sig)
+{
+	static const struct timespec zero = {0, 0};
+	log_event(LOG_INFO, "run.suspend", LOG_FIELDS(LF_S("signal", signals_name(sig)), LF_I("pid", s->app)),
+		  "the app stopped (%s); stopping with it until SIGCONT", signals_name(sig));
+	sigset_t cont; /* the SIGCONT that wakes us is handled here, not forwarded again */
+	sigemptyset(&cont);
+	sigaddset(&cont, SIGCONT);
+	sigset_t pending;
+	/* Continued already (fg or bg came before we could stop): then only the app waits. */
+	if (sigpending(&pending) != 0 || sigismember(&pending, SIGCONT) != 1)
+		kill(getpid(), SIGSTOP);
+	while (sigtimedwait(&cont, NULL, &zero) > 0)
+		;
+	bool foreground = s->tty && tcgetpgrp(STDIN_FILENO) == getpgrp();
+	if (foreground)
+		tcsetpgrp(STDIN_FILENO, s->app);
+	kill(-s->app, SIGCONT);
+	log_event(LOG_INFO, "run.resume", LOG_FIELDS(LF_I("pid", s->app), LF_B("foreground", foreground)),
+		  "continued: the app continues too%s", foreground ? ", in the foreground" : "");
+}
+
+/* SIGKILL went out KILL_WAIT_MS ago and something is still there: we go without it. */
+static void abandon(struct supervisor *s)
+{
+	if (!s->app_done)
+		s->code = MTR_EXIT_SIGNAL_BASE + SIGKILL;
+	log_event(LOG_WARN, "run.abandon", LOG_FIELDS(LF_B("app", !s->app_done), LF_I("wait_ms", KILL_WAIT_MS)),
+		  "processes are still there %dms after SIGKILL (uninterruptible sleep, or out of our "
+		  "reach); exiting without them", KILL_WAIT_MS);
+}
+
+/* Reaps everything that has ended: the app, and any orphan handed to us; a job-control stop
+ * of the app stops us with it. True once supervision is over: the app is gone and no child
+ * is left, or what is left outlived SIGKILL by KILL_WAIT_MS. */
 static bool reap_zombies(struct supervisor *s)
 {
 	int status;
 	pid_t pid;
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+	bool app_gone = false;
+	while ((pid = waitpid(-1, &status, WNOHANG | WUNTRACED)) > 0) {
+		if (WIFSTOPPED(status)) {
+			int sig = WSTOPSIG(status);
+			if (pid == s->app && !s->pid1 && (is_job_control(sig) || (sig == SIGSTOP && s->tty)))
+				job_stop(s, sig);
+			continue;
+		}
 		if (pid == s->app) {
 			app_exited(s, status);
+			app_gone = true;
 			continue;
 		}
 		log_event(LOG_DEBUG, "run.reap",
 			  LOG_FIELDS(LF_I("pid", pid), LF_I("status", status_code(status))),
 			  "reaped an orphan");
 	}
-	return pid < 0 && errno == ECHILD && s->app_done;
+	bool none_left = pid < 0 && errno == ECHILD;
+	if (app_gone && !none_left && !s->killed)
+		stop_leftovers(s); /* after reaping: zombies are not leftovers */
+	if (s->app_done && none_left)
+		return true;
+	if (s->give_up_at >= 0 && now_ms() >= s->give_up_at) {
+		abandon(s);
+		return true;
+	}
+	return false;
 }
 
-/* Sends SIGKILL to the app's group and the leftovers if the grace period is over at now;
- * true if it did. */
+/* Sends SIGKILL to the app's group and every leftover once the stop budget is spent; true
+ * if it did. */
 static bool kill_if_due(struct supervisor *s, int64_t now)
 {
 	if (s->kill_at < 0 || now < s->kill_at)
 		return false;
 	s->kill_at = -1;
 	s->killed = true;
-	size_t n = signal_leftovers(SIGKILL);
-	if (!s->app_done)
+	s->give_up_at = now + KILL_WAIT_MS;
+	bool app_alive = !s->app_done;
+	long n = leftover_signal(&s->left, app_alive ? s->app : 0, s->app, SIGKILL);
+	if (app_alive)
 		kill(-s->app, SIGKILL);
 	log_event(LOG_WARN, "run.kill",
-		  LOG_FIELDS(LF_I("processes", n + (s->app_done ? 0 : 1)), LF_S("signal", "SIGKILL"),
+		  LOG_FIELDS(count_field(n), LF_B("app", app_alive), LF_S("signal", "SIGKILL"),
 			     LF_I("grace_ms", s->o->stop_timeout_ms)),
-		  "the grace period of %lldms is over: killing what is left",
-		  (long long)s->o->stop_timeout_ms);
+		  "the stop budget of %lldms is over: killing %s", (long long)s->o->stop_timeout_ms,
+		  app_alive ? "the app and what is left" : "what the app left behind");
 	return true;
 }
 
-/* Passes sig on to the app (or its group); a stop signal starts the grace period, a job-control
- * stop stops us with the app. */
+/* Passes sig on to the app (or its group); a stop signal starts the stop budget, a
+ * job-control stop stops us with the app. */
 static void forward_signal(struct supervisor *s, int sig)
 {
 	pid_t target = s->o->signal_group ? -s->app : s->app;
@@ -271,17 +312,20 @@ static void forward_signal(struct supervisor *s, int sig)
 		  LOG_FIELDS(LF_S("signal", signals_name(sig)), LF_I("pid", s->app),
 			     LF_B("group", s->o->signal_group)),
 		  "forwarded %s to the app", signals_name(sig));
-	if ((sig == SIGTERM || sig == SIGINT) && s->kill_at < 0)
-		schedule_kill(s);
+	if (signals_is_stop(sig))
+		start_budget(s);
 	if (is_job_control(sig) && !s->pid1)
-		raise(SIGSTOP); /* stop with the app, as a shell's job would */
+		job_stop(s, sig);
 }
 
-/* Waits for one signal, until the kill deadline or at most a minute from now, and forwards it
+/* Waits for one signal, until the next deadline or at most a minute from now, and forwards it
  * while the app runs. SIGCHLD only wakes us up: the caller reaps. */
 static void wait_and_forward_signal(struct supervisor *s, int64_t now)
 {
-	int64_t wait_ms = s->kill_at >= 0 ? s->kill_at - now : 60000;
+	int64_t due = s->kill_at >= 0 ? s->kill_at : s->give_up_at;
+	int64_t wait_ms = due >= 0 ? due - now : 60000;
+	if (wait_ms < 0)
+		wait_ms = 0;
 	struct timespec ts = {(time_t)(wait_ms / 1000), (long)(wait_ms % 1000) * 1000000L};
 	siginfo_t info;
 	int sig = sigtimedwait(&s->sigs->blocked, &info, &ts);
@@ -294,7 +338,9 @@ static void wait_and_forward_signal(struct supervisor *s, int64_t now)
 
 int init_run(char *const *argv, const struct init_opts *o, const struct sigstate *sigs)
 {
-	struct supervisor s = {.o = o, .sigs = sigs, .pid1 = getpid() == 1, .kill_at = -1};
+	struct supervisor s = {.o = o, .sigs = sigs, .pid1 = getpid() == 1, .tty = isatty(STDIN_FILENO),
+			       .kill_at = -1, .give_up_at = -1};
+	leftover_init(&s.left);
 	if (!s.pid1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
 		log_event(LOG_WARN, "run.subreaper", LOG_FIELDS(LF_S("error", strerror(errno))),
 			  "cannot become a child subreaper: orphans of the app will not be reaped here");
@@ -311,6 +357,10 @@ int init_run(char *const *argv, const struct init_opts *o, const struct sigstate
 }
 
 #define SUPERVISE_ENV "MTR_INTERNAL_SUPERVISE"
+#define SUPERVISE_USER_ENV "MTR_INTERNAL_SUPERVISE_USER" /* --user's ids (user_encode) */
+/* What ps, pgrep and podman top show for the supervisor (the kernel keeps 15 bytes of it, as
+ * of any process started as migrate-then-run), instead of "exe" from /proc/self/exe. */
+#define SUPERVISOR_NAME "migrate-then-run"
 
 static uint64_t set_bits(const sigset_t *set)
 {
@@ -328,7 +378,7 @@ void init_reexec(char *const *argv, const struct init_opts *o, const struct sigs
 	while (argv[n])
 		n++;
 	char **v = xcalloc(n + 3, sizeof *v);
-	v[0] = "migrate-then-run";
+	v[0] = SUPERVISOR_NAME;
 	v[1] = "--";
 	for (size_t i = 0; i < n; i++)
 		v[i + 2] = argv[i];
@@ -338,10 +388,16 @@ void init_reexec(char *const *argv, const struct init_opts *o, const struct sigs
 				sigs->orig_pipe.sa_handler == SIG_IGN, (int)log_get_schema());
 	setenv(SUPERVISE_ENV, state, 1);
 	free(state);
+	if (o->user) {
+		char *ids = user_encode(o->user);
+		setenv(SUPERVISE_USER_ENV, ids, 1);
+		free(ids);
+	}
 	/* Signals stay blocked across exec, so none is lost in between. */
 	execv("/proc/self/exe", v);
 	int e = errno;
 	unsetenv(SUPERVISE_ENV);
+	unsetenv(SUPERVISE_USER_ENV);
 	free(v);
 	log_event(LOG_DEBUG, "run.reexec", LOG_FIELDS(LF_S("error", strerror(e))),
 		  "cannot re-exec a lean supervisor (%s); supervising in place", strerror(e));
@@ -397,7 +453,14 @@ bool init_resume(int argc, char **argv, int *code)
 		       &pipe_ignored, &schema);
 	if (n < 6 || schema < LOG_SCHEMA_DEFAULT || schema > LOG_SCHEMA_DATADOG)
 		return false;
-	unsetenv(SUPERVISE_ENV); /* the app must not see it */
+	static struct user_ids user;
+	const char *ids = getenv(SUPERVISE_USER_ENV);
+	bool have_user = ids != NULL;
+	if (have_user && !user_decode(ids, &user))
+		return false;
+	unsetenv(SUPERVISE_ENV); /* the app must not see them */
+	unsetenv(SUPERVISE_USER_ENV);
+	(void)prctl(PR_SET_NAME, SUPERVISOR_NAME, 0, 0, 0);
 	struct sigstate sigs;
 	signals_block(&sigs);
 	/* What the first image started with, not the blocked set it handed over. */
@@ -408,7 +471,7 @@ bool init_resume(int argc, char **argv, int *code)
 	sigs.orig_pipe.sa_handler = pipe_ignored ? SIG_IGN : SIG_DFL;
 	log_init((enum log_format)fmt, (enum log_level)lvl);
 	log_set_schema((enum log_schema)schema);
-	struct init_opts o = {stop_ms, group != 0};
+	struct init_opts o = {stop_ms, group != 0, have_user ? &user : NULL};
 	shed_text();
 	*code = init_run(&argv[2], &o, &sigs);
 	return true;

@@ -107,28 +107,6 @@ const char *log_level_name(enum log_level level)
 	return "info";
 }
 
-/* Length of the valid UTF-8 sequence at s (1-4), or 0 if it is not one. */
-static size_t utf8_seq(const unsigned char *s)
-{
-	if (s[0] < 0x80)
-		return 1;
-	size_t n;
-	unsigned min;
-	unsigned cp;
-	if ((s[0] & 0xE0) == 0xC0) { n = 2; cp = s[0] & 0x1F; min = 0x80; }
-	else if ((s[0] & 0xF0) == 0xE0) { n = 3; cp = s[0] & 0x0F; min = 0x800; }
-	else if ((s[0] & 0xF8) == 0xF0) { n = 4; cp = s[0] & 0x07; min = 0x10000; }
-	else return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3F);
-	}
-	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-		return 0;
-	return n;
-}
-
 /* Redacted copy with invalid UTF-8 replaced by U+FFFD, so that every line is valid JSON text. */
 static char *clean(const char *in)
 {
@@ -137,7 +115,7 @@ static char *clean(const char *in)
 	char *out = xmalloc(len * 3 + 1);
 	size_t o = 0;
 	for (const unsigned char *p = (const unsigned char *)r; *p;) {
-		size_t n = utf8_seq(p);
+		size_t n = utf8_char_len((const char *)p);
 		if (n == 0) {
 			memcpy(out + o, "\xEF\xBF\xBD", 3);
 			o += 3;
@@ -258,14 +236,18 @@ static char *visible(char *s)
 	return out;
 }
 
-static char *format_text(const char *ts, enum log_level level, const char *event,
-			 const struct log_field *fields, const char *msg)
+/* "event: msg key=value …", redacted and with control characters shown (caller frees);
+ * terse leaves out empty strings and exit_code (a summary's header has it). */
+static char *format_text_body(const char *event, const struct log_field *fields, const char *msg,
+			      bool terse)
 {
 	char *m = visible(clean(msg));
-	char *line = xasprintf("%s %-5s %s: %s", ts, log_level_name(level), event, m);
+	char *line = xasprintf("%s: %s", event, m);
 	free(m);
 	for (const struct log_field *f = fields; f && f->key; f++) {
 		char *v;
+		if (terse && ((f->type == LF_STR && (!f->s || !*f->s)) || strcmp(f->key, "exit_code") == 0))
+			continue;
 		switch (f->type) {
 		case LF_STR: {
 			char *c = clean(f->s ? f->s : "");
@@ -302,6 +284,15 @@ static char *format_text(const char *ts, enum log_level level, const char *event
 	return line;
 }
 
+static char *format_text(const char *ts, enum log_level level, const char *event,
+			 const struct log_field *fields, const char *msg)
+{
+	char *body = format_text_body(event, fields, msg, false);
+	char *line = xasprintf("%s %-5s %s", ts, log_level_name(level), body);
+	free(body);
+	return line;
+}
+
 char *log_format_line_as(enum log_format format, enum log_schema schema, long long ts_ms,
 			 enum log_level level, const char *event, const struct log_field *fields,
 			 const char *msg)
@@ -317,6 +308,30 @@ char *log_format_line(enum log_format format, long long ts_ms, enum log_level le
 		      const char *event, const struct log_field *fields, const char *msg)
 {
 	return log_format_line_as(format, LOG_SCHEMA_DEFAULT, ts_ms, level, event, fields, msg);
+}
+
+/* The last error events, oldest first from g_first, for log_recent_errors(). */
+static char *g_errors[LOG_RECENT_ERRORS];
+static size_t g_nerrors, g_first;
+
+static void remember_error(const char *event, const struct log_field *fields, const char *msg)
+{
+	char *body = format_text_body(event, fields, msg, true);
+	if (g_nerrors < LOG_RECENT_ERRORS) {
+		g_errors[g_nerrors++] = body;
+		return;
+	}
+	free(g_errors[g_first]);
+	g_errors[g_first] = body;
+	g_first = (g_first + 1) % LOG_RECENT_ERRORS;
+}
+
+size_t log_recent_errors(const char **out, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < g_nerrors && n < max; i++)
+		out[n++] = g_errors[(g_first + i) % LOG_RECENT_ERRORS];
+	return n;
 }
 
 void log_event(enum log_level level, const char *event, const struct log_field *fields,
@@ -335,6 +350,8 @@ void log_event(enum log_level level, const char *event, const struct log_field *
 	clock_gettime(CLOCK_REALTIME, &ts);
 	long long ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	char *line = log_format_line_as(g_format, g_schema, ms, level, event, fields, msg ? msg : fmt);
+	if (level == LOG_ERROR)
+		remember_error(event, fields, msg ? msg : fmt);
 	free(msg);
 	size_t len = strlen(line);
 	line = xrealloc(line, len + 2);

@@ -1,10 +1,16 @@
 /* PostgreSQL connections through libpq, and what their failures mean. */
 #include "mtr/pg.h"
+#include "mtr/bounded.h"
+#include "mtr/pg_target.h"
+#include "mtr/resolve.h"
+#include "mtr/signals.h"
 #include "mtr/strbuf.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,18 +65,21 @@ static void mask_quoted(struct pg_error *err)
 
 enum pg_status pg_check_target(const struct pg_target *t, struct pg_error *err)
 {
-	if (!t->url)
-		return PG_OK;
+	memset(err, 0, sizeof *err);
 	char *perr = NULL;
-	PQconninfoOption *opts = PQconninfoParse(t->url, &perr);
-	if (!opts) {
+	PQconninfoOption *opts = t->url ? PQconninfoParse(t->url, &perr) : NULL;
+	if (t->url && !opts) {
 		copy_msg(err, perr ? perr : "cannot parse the database URL");
 		mask_quoted(err);
 		PQfreemem(perr);
 		return PG_CONFIG;
 	}
 	PQconninfoFree(opts);
-	return PG_OK;
+	/* What libpq would only find while connecting, or never (connect_timeout=abc). */
+	struct pg_hosts hosts;
+	enum pg_status st = pg_hosts_plan(t, &hosts, err);
+	pg_hosts_free(&hosts);
+	return st;
 }
 
 enum pg_status pg_classify_connect_error(const char *msg, bool needs_password)
@@ -85,7 +94,15 @@ enum pg_status pg_classify_connect_error(const char *msg, bool needs_password)
 		"unterminated quoted string", "invalid percent-encoded token", "invalid value for parameter",
 		/* TLS verification: waiting will not make a certificate match */
 		"certificate verify failed", "does not match host name", "root certificate file",
-		"could not read root certificate", "certificate present, but not private key"};
+		"could not read root certificate", "certificate present, but not private key",
+		/* client certificate and key files, and settings libpq checks while connecting */
+		"has group or world access", "could not open certificate file",
+		"could not read certificate file", "could not load private key file",
+		"could not open private key file", "is not a regular file",
+		"invalid target_session_attrs value", "invalid gssencmode value",
+		"invalid channel_binding value", "invalid ssl_min_protocol_version value",
+		"invalid ssl_max_protocol_version value", "invalid SSL protocol version range",
+		"could not match", "invalid integer value"};
 	if (needs_password)
 		return PG_AUTH;
 	if (!msg)
@@ -139,11 +156,62 @@ static enum pg_status connect_poll(PGconn *conn, int64_t timeout_ms, int cancel_
 	}
 }
 
-PGconn *pg_connect(const struct pg_target *t, int64_t timeout_ms, int cancel_fd,
-		   enum pg_status *st, struct pg_error *err)
+/* The process's stop signals as a descriptor, for callers that pass none of their own: every
+ * round trip yields to SIGTERM. Opened once, never read (the signal stays pending for the
+ * pipeline's own wait to take). */
+static int g_own_stop_fd = -1;
+
+static void open_own_stop_fd(void)
 {
-	const char *keys[8], *vals[8];
+	g_own_stop_fd = signals_stop_fd();
+}
+
+static int default_stop_fd(int fd)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT; /* a watcher thread may connect too */
+	if (fd >= 0)
+		return fd;
+	pthread_once(&once, open_own_stop_fd);
+	return g_own_stop_fd;
+}
+
+/* Set once the process is stopping (pg_stopping): no round trip starts after that. */
+static atomic_bool g_stopping;
+
+void pg_stopping(void)
+{
+	atomic_store(&g_stopping, true);
+}
+
+static bool stop_pending(int stop_fd)
+{
+	struct pollfd p = {stop_fd, POLLIN, 0};
+	return atomic_load(&g_stopping) ||
+	       (stop_fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & POLLIN));
+}
+
+/* TCP keepalives, unless the URL sets its own (it comes later in the keyword list and wins):
+ * a peer that vanishes while we wait for an answer is noticed in about 15 s, not hours. */
+static const char *const keepalive_keys[] = {"keepalives", "keepalives_idle", "keepalives_interval",
+					     "keepalives_count", "tcp_user_timeout"};
+static const char *const keepalive_vals[] = {"1", "5", "2", "3", "15000"};
+
+/* Which host one attempt goes to: host (kept for TLS, SNI and messages), hostaddr (what our
+ * lookup found) and port override the target's lists; NULL leaves the target's setting. */
+struct one_host {
+	const char *host, *hostaddr, *port, *session_attrs;
+};
+
+/* One connection attempt to one host within timeout_ms. */
+static PGconn *connect_one(const struct pg_target *t, const struct one_host *h, int64_t timeout_ms,
+			   int cancel_fd, enum pg_status *st, struct pg_error *err)
+{
+	const char *keys[16], *vals[16];
 	int n = 0;
+	for (size_t i = 0; i < sizeof keepalive_keys / sizeof keepalive_keys[0]; i++) {
+		keys[n] = keepalive_keys[i];
+		vals[n++] = keepalive_vals[i];
+	}
 	/* A password from PGPASSWORD_FILE comes first, so that one written in the URL wins, as
 	 * PGPASSWORD would; application_name comes after the URL, so that ours holds. */
 	if (t->password) {
@@ -152,6 +220,14 @@ PGconn *pg_connect(const struct pg_target *t, int64_t timeout_ms, int cancel_fd,
 	}
 	keys[n] = "dbname";
 	vals[n++] = t->url ? t->url : "";
+	const char *over_k[] = {"host", "hostaddr", "port", "target_session_attrs"};
+	const char *over_v[] = {h->host, h->hostaddr, h->port, h->session_attrs};
+	for (size_t i = 0; i < sizeof over_k / sizeof over_k[0]; i++) {
+		if (!over_v[i])
+			continue;
+		keys[n] = over_k[i];
+		vals[n++] = over_v[i];
+	}
 	keys[n] = "application_name";
 	vals[n++] = "migrate-then-run";
 	keys[n] = NULL;
@@ -159,26 +235,136 @@ PGconn *pg_connect(const struct pg_target *t, int64_t timeout_ms, int cancel_fd,
 	/* With no URL, an empty dbname lets libpq fall back to PGDATABASE and its defaults.
 	 * Non-blocking, so that a stop signal or the deadline ends a connect in progress. */
 	PGconn *conn = PQconnectStartParams(keys, vals, t->url ? 1 : 0);
-	if (!conn) {
-		copy_msg(err, "out of memory");
-		*st = PG_TRANSIENT;
-		return NULL;
-	}
+	if (!conn)
+		die_oom();
 	*st = PQstatus(conn) == CONNECTION_BAD ? PG_TRANSIENT
 					       : connect_poll(conn, timeout_ms, cancel_fd, err);
-	if (*st == PG_OK && PQstatus(conn) == CONNECTION_OK)
+	if (*st == PG_OK && PQstatus(conn) == CONNECTION_OK && PQsetnonblocking(conn, 1) == 0)
 		return conn;
-	if (*st == PG_TRANSIENT) {
+	if (*st == PG_OK || *st == PG_TRANSIENT) {
 		const char *msg = PQerrorMessage(conn);
 		copy_msg(err, msg);
 		*st = pg_classify_connect_error(msg, PQconnectionNeedsPassword(conn));
 		if (*st == PG_CONFIG)
 			mask_quoted(err);
-	} else if (*st == PG_TIMEOUT) {
-		*st = PG_TRANSIENT;
 	}
 	PQfinish(conn);
 	return NULL;
+}
+
+/* The multi-host walk: each host (each address of a name) gets its share of the time left,
+ * capped by connect_timeout, so that a black-holed host cannot use up the time of the next
+ * one; a refusal that another host would repeat (authentication, configuration, no such
+ * database) ends it, as it ends libpq's. */
+struct walk {
+	const struct pg_target *t;
+	const struct pg_hosts *hosts;
+	int64_t deadline;
+	int stop_fd;
+	const char *session_attrs; /* a pass's override (prefer-standby), or NULL */
+	struct strbuf msgs;         /* every host's failure, for the last error */
+	enum pg_status st;
+};
+
+/* One address (or one host libpq finds itself); units: attempts left, this one included. */
+static PGconn *walk_try(struct walk *w, const struct pg_host *h, const char *addr, size_t units)
+{
+	int64_t left = w->deadline - now_ms();
+	int64_t share = left / (int64_t)(units ? units : 1);
+	if (w->hosts->per_host_ms > 0 && share > w->hosts->per_host_ms)
+		share = w->hosts->per_host_ms;
+	if (share < 100)
+		share = left < 100 ? left : 100;
+	struct one_host one = {h->host, addr ? addr : h->hostaddr, h->port, w->session_attrs};
+	struct pg_error err = {0};
+	enum pg_status st = PG_TIMEOUT;
+	PGconn *conn = share > 0 ? connect_one(w->t, &one, share, w->stop_fd, &st, &err) : NULL;
+	if (conn)
+		return conn;
+	if (w->msgs.len)
+		sb_adds(&w->msgs, "; ");
+	if (st != PG_TIMEOUT) {
+		sb_adds(&w->msgs, err.msg);
+	} else { /* in libpq's words, which name the host */
+		sb_addf(&w->msgs, "connection to server at \"%s\"", h->host ? h->host : "localhost");
+		if (addr)
+			sb_addf(&w->msgs, " (%s)", addr);
+		if (h->port)
+			sb_addf(&w->msgs, ", port %s", h->port);
+		sb_addf(&w->msgs, " failed: timeout expired after %lldms", (long long)share);
+	}
+	w->st = st == PG_TIMEOUT ? PG_TRANSIENT : st;
+	return NULL;
+}
+
+/* Host i: looked up (with its share of the time) and tried address by address. */
+static PGconn *walk_host(struct walk *w, size_t i)
+{
+	const struct pg_host *h = &w->hosts->v[i];
+	size_t later = w->hosts->n - i - 1;
+	if (!h->lookup)
+		return walk_try(w, h, NULL, later + 1);
+	struct resolve_result r;
+	char msg[512];
+	int64_t left = w->deadline - now_ms();
+	enum resolve_status rs = resolve_host(h->host, left / (int64_t)(later + 1), w->stop_fd, &r,
+					      msg, sizeof msg);
+	if (rs != RESOLVE_OK) {
+		if (w->msgs.len)
+			sb_adds(&w->msgs, "; ");
+		sb_adds(&w->msgs, msg);
+		w->st = rs == RESOLVE_INTERRUPTED ? PG_INTERRUPTED : PG_TRANSIENT;
+		return NULL;
+	}
+	PGconn *conn = NULL;
+	for (size_t k = 0; k < r.n && !conn; k++) {
+		conn = walk_try(w, h, r.addr[k], r.n - k + later);
+		if (!conn && w->st != PG_TRANSIENT)
+			break;
+	}
+	return conn;
+}
+
+PGconn *pg_connect(const struct pg_target *t, int64_t timeout_ms, int cancel_fd,
+		   enum pg_status *st, struct pg_error *err)
+{
+	memset(err, 0, sizeof *err);
+	struct pg_hosts hosts;
+	cancel_fd = default_stop_fd(cancel_fd);
+	if (atomic_load(&g_stopping)) {
+		copy_msg(err, "interrupted before connecting");
+		*st = PG_INTERRUPTED;
+		return NULL;
+	}
+	*st = pg_hosts_plan(t, &hosts, err);
+	if (*st != PG_OK) {
+		pg_hosts_free(&hosts);
+		return NULL;
+	}
+	struct walk w = {t, &hosts, now_ms() + timeout_ms, cancel_fd, NULL, STRBUF_INIT, PG_TRANSIENT};
+	PGconn *conn = NULL;
+	if (hosts.as_given) {
+		struct pg_host all = {0};
+		conn = walk_try(&w, &all, NULL, 1);
+	}
+	/* prefer-standby: a pass that takes only a standby, then one that takes any server. */
+	for (int pass = 0; !hosts.as_given && !conn && pass < (hosts.prefer_standby ? 2 : 1); pass++) {
+		w.session_attrs = hosts.prefer_standby ? (pass == 0 ? "standby" : "any") : NULL;
+		for (size_t i = 0; i < hosts.n && !conn; i++) {
+			conn = walk_host(&w, i);
+			if (!conn && w.st != PG_TRANSIENT)
+				break;
+		}
+		if (w.st != PG_TRANSIENT)
+			break;
+	}
+	if (!conn) {
+		copy_msg(err, w.msgs.s ? w.msgs.s : "could not connect");
+		*st = w.st;
+	}
+	sb_free(&w.msgs);
+	pg_hosts_free(&hosts);
+	return conn;
 }
 
 bool pg_sqlstate_is_transient(const char *s)
@@ -194,20 +380,51 @@ bool pg_sqlstate_is_transient(const char *s)
 	return false;
 }
 
-/* Asks the server to cancel what conn is running (best effort: it may have finished). */
-static void cancel_query(PGconn *conn)
+static void cancel_send(void *c)
 {
 	char buf[256];
+	(void)PQcancel(c, buf, sizeof buf);
+}
+
+static void cancel_free(void *c)
+{
+	PQfreeCancel(c);
+}
+
+/* Asks the server to cancel what conn is running (best effort: it may have finished).
+ * PQcancel connects and sends with no deadline of its own: it runs on a thread with its own
+ * copy of the cancel key, and the caller waits for it at most wait_ms. */
+static void cancel_query(PGconn *conn, int64_t wait_ms)
+{
 	PGcancel *c = PQgetCancel(conn);
-	if (c) {
-		(void)PQcancel(c, buf, sizeof buf);
+	if (!c)
+		return;
+	switch (bounded_call(cancel_send, c, cancel_free, wait_ms, -1)) {
+	case BOUNDED_DONE:
+	case BOUNDED_NO_THREAD: /* no thread: no cancel; the server ends it when we close */
 		PQfreeCancel(c);
+		break;
+	case BOUNDED_TIMEOUT:
+	case BOUNDED_INTERRUPTED:
+		break; /* the thread frees c */
 	}
 }
 
-/* How long a statement we were asked to stop may take to send its error back before the
- * connection is given up on (the server rolls back either way). */
-#define PG_STOP_GRACE_MS 5000
+/* How long a statement we were asked to stop may take to send its error back (the cancel's
+ * own sending included) before the connection is given up on: the server rolls back either
+ * way, and a stop must end the tool within a second even when the server is silent. */
+#define PG_STOP_GRACE_MS 500
+/* The cancel sent when our own deadline passed: as long as it may take to be sent. */
+#define PG_CANCEL_MS 1000
+
+/* Milliseconds to a deadline for poll(): -1 for none (deadline < 0), 0 once it passed. */
+static int64_t time_left(int64_t deadline)
+{
+	if (deadline < 0)
+		return -1;
+	int64_t left = deadline - now_ms();
+	return left > 0 ? (left < INT32_MAX ? left : INT32_MAX) : 0;
+}
 
 /* Waits until conn has a whole result, the deadline passes (-1: none) or stop_fd turns
  * readable; the first stop sends a cancel and then waits PG_STOP_GRACE_MS more. True when a
@@ -215,17 +432,15 @@ static void cancel_query(PGconn *conn)
 static bool wait_result(PGconn *conn, int64_t deadline, int stop_fd, struct pg_error *err)
 {
 	while (PQisBusy(conn)) {
-		int64_t left = deadline < 0 ? -1 : deadline - now_ms();
-		if (deadline >= 0 && left < 0)
-			left = 0; /* passed while input was read: not "no deadline" */
+		int64_t left = time_left(deadline);
 		struct pollfd fds[2] = {{PQsocket(conn), POLLIN, 0}, {stop_fd, POLLIN, 0}};
 		bool watch_stop = stop_fd >= 0 && !err->interrupted;
-		int n = left != 0 ? poll(fds, watch_stop ? 2 : 1, left < 0 ? -1 : (int)left) : 0;
+		int n = left != 0 ? poll(fds, watch_stop ? 2 : 1, (int)left) : 0;
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n == 0) {
 			if (!err->interrupted)
-				cancel_query(conn);
+				cancel_query(conn, PG_CANCEL_MS);
 			copy_msg(err, err->interrupted ? "interrupted while waiting for the server"
 						       : "the server did not answer in time");
 			err->timed_out = !err->interrupted;
@@ -234,12 +449,42 @@ static bool wait_result(PGconn *conn, int64_t deadline, int stop_fd, struct pg_e
 		if (watch_stop && (fds[1].revents & POLLIN)) {
 			/* The server ends the statement and rolls its transaction back; its error is
 			 * still read, so the connection stays usable. */
-			cancel_query(conn);
+			int64_t grace = now_ms() + PG_STOP_GRACE_MS;
+			cancel_query(conn, PG_STOP_GRACE_MS);
 			err->interrupted = true;
-			deadline = now_ms() + PG_STOP_GRACE_MS;
+			deadline = grace;
 		}
 		if (n < 0 || ((fds[0].revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(conn)))
 			return true; /* PQgetResult reports the broken connection */
+	}
+	return true;
+}
+
+/* Sends what libpq buffered (a migration's text may be larger than the socket's buffer; a
+ * blocking send to a silent server would never return), reading meanwhile as libpq asks. */
+static bool flush_query(PGconn *conn, int64_t deadline, int stop_fd, struct pg_error *err)
+{
+	int f;
+	while ((f = PQflush(conn)) == 1) {
+		int64_t left = time_left(deadline);
+		struct pollfd fds[2] = {{PQsocket(conn), POLLIN | POLLOUT, 0}, {stop_fd, POLLIN, 0}};
+		int n = left != 0 ? poll(fds, stop_fd >= 0 ? 2 : 1, (int)left) : 0;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0 || (stop_fd >= 0 && (fds[1].revents & POLLIN))) {
+			/* Not all of it reached the server: nothing of it runs; the connection is dropped. */
+			copy_msg(err, n ? "interrupted while sending to the server"
+					: "the server did not take the query in time");
+			err->interrupted = n != 0;
+			err->timed_out = n == 0;
+			return false;
+		}
+		if ((fds[0].revents & POLLIN) && !PQconsumeInput(conn))
+			break;
+	}
+	if (f < 0) {
+		copy_msg(err, PQerrorMessage(conn));
+		return false;
 	}
 	return true;
 }
@@ -248,13 +493,22 @@ PGresult *pg_run(PGconn *conn, const char *sql, int nparams, const char *const *
 		 int64_t timeout_ms, int stop_fd, struct pg_error *err)
 {
 	memset(err, 0, sizeof *err);
-	int sent = nparams > 0 ? PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0)
-			       : PQsendQuery(conn, sql);
+	stop_fd = default_stop_fd(stop_fd);
+	if (stop_pending(stop_fd)) { /* stopping: no new round trip */
+		copy_msg(err, "interrupted before the query was sent");
+		err->interrupted = true;
+		return NULL;
+	}
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	int sent = PQsetnonblocking(conn, 1) == 0 &&
+		   (nparams > 0 ? PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0)
+				: PQsendQuery(conn, sql));
 	if (!sent) {
 		copy_msg(err, PQerrorMessage(conn));
 		return NULL;
 	}
-	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	if (!flush_query(conn, deadline, stop_fd, err))
+		return NULL;
 	PGresult *keep = NULL;
 	for (;;) {
 		if (!wait_result(conn, deadline, stop_fd, err)) {

@@ -8,6 +8,7 @@
 #include "mtr/init.h"
 #include "mtr/lock.h"
 #include "mtr/notify.h"
+#include "mtr/pg_target.h"
 #include "mtr/pooler.h"
 #include "mtr/source.h"
 #include "mtr/status.h"
@@ -32,24 +33,12 @@
 static void register_secrets(const struct config *cfg)
 {
 	if (cfg->database_url) {
-		char *pw = redact_url_password(cfg->database_url);
+		/* libpq's own reading says which part is the password (URL or conninfo), and, when
+		 * an unencoded '@' or '/' split it, what was meant as one and its pieces. */
+		pg_target_secrets(cfg->database_url, log_add_secret);
+		char *pw = redact_url_password(cfg->database_url); /* a URL libpq cannot parse */
 		log_add_secret(pw);
 		free(pw);
-		/* A password with an unencoded '/' ends libpq's authority early: whatever lies
-		 * between "user:" and the last '@' is hidden too, as it is meant as a password. */
-		const char *sep = strstr(cfg->database_url, "://");
-		const char *at = strrchr(cfg->database_url, '@');
-		const char *colon = sep ? strchr(sep + 3, ':') : NULL;
-		if (colon && at && colon < at) {
-			char *loose = xstrndup(colon + 1, (size_t)(at - colon - 1));
-			log_add_secret(loose);
-			/* libpq splits at the first '@': the rest shows up as a "host name" */
-			for (char *piece = strchr(loose, '@'); piece; piece = strchr(piece + 1, '@'))
-				if (piece[1])
-					log_add_secret(piece + 1);
-			free(loose);
-		}
-		/* A conninfo string: password=... is hidden by pattern. */
 	}
 	log_add_secret(cfg->pgpassword);
 	log_add_secret(getenv("PGPASSWORD"));
@@ -72,6 +61,7 @@ struct run_report {
 
 static int stopped(const char *phase, int signo)
 {
+	pg_stopping(); /* what is left to do (the lock's release) must not wait for the server */
 	log_event(LOG_WARN, "stop.signal",
 		  LOG_FIELDS(LF_S("phase", phase), LF_S("signal", signals_name(signo)),
 			     LF_I("exit_code", MTR_EXIT_SIGNAL_BASE + signo)),
@@ -189,9 +179,24 @@ static void notice_to_log(void *arg, const PGresult *res)
 
 #define BACKUP_PATH_MAX 4096
 
-/* Phase 6 under the lock, before anything is applied. Returns 0 or the exit code. */
+/* After pg_dump failed: whether the server restarted or the connection went away meanwhile
+ * (pg_dump's "server closed the connection unexpectedly" is then ours too). start_time: the
+ * server's start time when we connected. */
+static bool server_went_away(PGconn *conn, const char *start_time)
+{
+	char now[64];
+	struct pg_error err;
+	if (!pg_query_value(conn, "SELECT pg_catalog.pg_postmaster_start_time()::pg_catalog.text",
+			    PG_QUERY_MS, -1, now, sizeof now, &err))
+		return !err.sqlstate[0] || pg_sqlstate_is_transient(err.sqlstate);
+	return start_time && start_time[0] && strcmp(now, start_time) != 0;
+}
+
+/* Phase 6 under the lock, before anything is applied. Returns 0 or the exit code; -1 when the
+ * server went away during the dump (not logged as a backup failure: the caller retries). */
 static int take_backup(const struct config *cfg, PGconn *conn, const struct plan_info *info,
-		       const struct sigstate *sigs, char *path, size_t pathlen, struct failure *f)
+		       const char *start_time, const struct sigstate *sigs, char *path, size_t pathlen,
+		       struct failure *f)
 {
 	const char *dir = cfg->backup_dir ? cfg->backup_dir : backup_default_dir();
 	if (strcmp(dir, BACKUP_DIR_NONE) == 0)
@@ -216,6 +221,8 @@ static int take_backup(const struct config *cfg, PGconn *conn, const struct plan
 	}
 	if (br.path[0]) /* verified and kept, though the upload failed */
 		snprintf(path, pathlen, "%s", br.path);
+	else if (server_went_away(conn, start_time))
+		return -1; /* a restart or a failover, not a backup problem: retried from the wait */
 	if (cfg->backup_mode == BACKUP_OPTIONAL) {
 		log_event(LOG_WARN, "backup.failed",
 			  LOG_FIELDS(LF_S("error", br.err), LF_B("required", false)),
@@ -320,6 +327,9 @@ static enum outcome phase_quick_plan(struct attempt *a)
 		return fail(a, a->code, "check", false, "the migration files were refused (see check.failed)");
 	if (a->code == 0 && a->pending == 0 && a->cfg->backup_mode != BACKUP_ALWAYS)
 		return nothing_to_do();
+	/* A permanent failure (logged) would only repeat under the lock: it ends here, once. */
+	if (a->code && a->code != MTR_EXIT_INCONSISTENT && a->code != MTR_EXIT_TEMPFAIL)
+		return fail(a, a->code, "check", false, "the migrations could not be planned");
 	return OUT_OK;
 }
 
@@ -432,8 +442,13 @@ static enum outcome phase_backup(struct attempt *a)
 	a->f->phase = "backup";
 	status_set(STATUS_MIGRATING, "backup", a->run + 1, NULL);
 	int64_t backup_start = now_ms();
-	a->code = take_backup(a->cfg, a->conn, &a->info, a->sigs, a->backup_path, BACKUP_PATH_MAX, a->f);
+	a->code = take_backup(a->cfg, a->conn, &a->info, a->start_time, a->sigs, a->backup_path,
+			      BACKUP_PATH_MAX, a->f);
 	a->rep->backup_ms += now_ms() - backup_start;
+	if (a->code < 0) {
+		snprintf(a->lost, sizeof a->lost, "the database went away during the backup");
+		return OUT_LOST;
+	}
 	if (a->code)
 		return OUT_FAILED;
 	return a->pending ? OUT_OK : nothing_to_do();
@@ -533,6 +548,20 @@ static enum outcome phase_migrate(struct attempt *a)
 	}
 }
 
+/* A stop signal ends any round trip at once (pg.c): a phase that ended (failed, lost the
+ * database, or went on) while one is pending was stopped, and exits as stopped, not retried
+ * or counted as a failure. */
+static enum outcome stop_wins(struct attempt *a, enum outcome o)
+{
+	if (o == OUT_DONE || (o == OUT_FAILED && a->code >= MTR_EXIT_SIGNAL_BASE))
+		return o;
+	int sig = signals_take_stop();
+	if (!sig)
+		return o;
+	a->code = stopped(a->f->phase ? a->f->phase : "wait", sig);
+	return OUT_FAILED;
+}
+
 /* Every phase of one attempt, in order, until one does not say "go on". */
 static enum outcome attempt_once(struct attempt *a)
 {
@@ -541,13 +570,13 @@ static enum outcome attempt_once(struct attempt *a)
 		phase_migrate,
 	};
 	for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++) {
-		enum outcome o = phases[i](a);
+		enum outcome o = stop_wins(a, phases[i](a));
 		if (o != OUT_OK)
 			return o;
 		if (phases[i] == phase_wait && a->cfg->check) { /* no lock, no change: a report */
 			a->f->phase = "check";
 			a->code = a->src->plan(a->src->self, a->conn, &a->ctx, PLAN_REPORT, &a->pending);
-			return a->code ? OUT_FAILED : OUT_DONE;
+			return stop_wins(a, a->code ? OUT_FAILED : OUT_DONE);
 		}
 	}
 	return OUT_DONE;
@@ -824,12 +853,13 @@ static int migrate_until_done(const struct config *cfg, const struct sigstate *s
 static int run_app(const struct config *cfg, const struct sigstate *sigs)
 {
 	status_set(STATUS_RUNNING, "run", 1, NULL);
+	const struct user_ids *user = cfg->user ? &cfg->run_as : NULL; /* the migration ran as us */
 	if (cfg->init == 1 || (cfg->init == -1 && getpid() == 1)) {
-		struct init_opts io = {cfg->stop_timeout_ms, cfg->signal_group};
+		struct init_opts io = {cfg->stop_timeout_ms, cfg->signal_group, user};
 		init_reexec(cfg->app_argv, &io, sigs, cfg->log_format, cfg->log_level);
 		return init_run(cfg->app_argv, &io, sigs);
 	}
-	return run_exec(cfg->app_argv, sigs);
+	return run_exec(cfg->app_argv, user, sigs);
 }
 
 int pipeline_run(const struct config *cfg, const struct sigstate *sigs)

@@ -83,6 +83,18 @@ const char *signals_name(int signo)
 	return other;
 }
 
+int signals_take_stop(void)
+{
+	static const struct timespec zero = {0, 0};
+	sigset_t stops;
+	sigemptyset(&stops);
+	sigaddset(&stops, SIGTERM);
+	sigaddset(&stops, SIGINT);
+	sigaddset(&stops, SIGQUIT);
+	int sig = sigtimedwait(&stops, NULL, &zero);
+	return sig > 0 ? sig : 0;
+}
+
 int signals_stop_fd(void)
 {
 	sigset_t stops;

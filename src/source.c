@@ -3,6 +3,7 @@
 #include "mtr/source_alembic.h"
 #include "mtr/source_cmd.h"
 #include "mtr/source_sql.h"
+#include "mtr/source_tool.h"
 #include "mtr/strbuf.h"
 
 #include <stdlib.h>
@@ -18,10 +19,24 @@ static bool want_alembic(const struct config *cfg)
 	return cfg->alembic_ini != NULL;
 }
 
-/* --migrate-cmd beside --alembic-ini is how Alembic is run, not a source of its own. */
+/* --migrate-cmd beside --alembic-ini or --tool is how that tool is run, not a source of its
+ * own. */
 static bool want_command(const struct config *cfg)
 {
-	return cfg->migrate_cmd != NULL && cfg->alembic_ini == NULL;
+	return cfg->migrate_cmd != NULL && cfg->alembic_ini == NULL && cfg->tool == NULL &&
+	       !(cfg->migrate_files.n && cfg->migrate_history_table.n);
+}
+
+/* A command with its files and history named: the fast path can say whether it would run. */
+static bool want_known_command(const struct config *cfg)
+{
+	return cfg->migrate_cmd != NULL && cfg->alembic_ini == NULL && cfg->tool == NULL &&
+	       cfg->migrate_files.n && cfg->migrate_history_table.n;
+}
+
+static bool want_tool(const struct config *cfg)
+{
+	return cfg->tool != NULL;
 }
 
 /* The SQL source's history table names its lock: two directories with two tables are two
@@ -41,6 +56,10 @@ static const struct source_def sources[] = {
 	{"sql", "--sql-dir DIR", "MTR_SQL_DIR", "sql_dir", want_sql, sql_lock, NULL, source_sql_open},
 	{"alembic", "--alembic-ini PATH", "MTR_ALEMBIC_INI", "migrate_command", want_alembic,
 	 shared_lock, NULL, source_alembic_open},
+	{"tool", "--tool NAME", "MTR_TOOL", "migrate_command", want_tool, shared_lock, NULL,
+	 source_tool_open},
+	{"command", "--migrate-cmd CMD --migrate-files PATH --migrate-history-table TABLE",
+	 "MTR_MIGRATE_CMD", "migrate_command", want_known_command, shared_lock, NULL, source_cmd_open},
 	{"command", "--migrate-cmd CMD", "MTR_MIGRATE_CMD", "migrate_command", want_command,
 	 shared_lock, "a command cannot report a plan", source_cmd_open},
 };

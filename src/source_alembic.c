@@ -1,6 +1,8 @@
 /* Alembic projects: read the ini and every revision file as text, check the graph and the
  * database's alembic_version, and start Python only when something is pending. */
 #include "mtr/source_alembic.h"
+#include "mtr/alembic_rev.h"
+#include "mtr/alembic_where.h"
 #include "mtr/chain.h"
 #include "mtr/exitcode.h"
 #include "mtr/fileio.h"
@@ -8,458 +10,32 @@
 #include "mtr/source.h"
 #include "mtr/source_cmd.h"
 #include "mtr/strbuf.h"
+#include "mtr/strmap.h"
 
 #include <cJSON.h>
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
-#include <stdarg.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-/* ---- alembic.ini ---------------------------------------------------------------------------- */
-
-struct ini_entry {
-	char *section, *key, *value;
-};
-
-struct ini {
-	struct ini_entry *e;
-	size_t n;
-};
-
-static void ini_free(struct ini *ini)
-{
-	for (size_t i = 0; i < ini->n; i++) {
-		free(ini->e[i].section);
-		free(ini->e[i].key);
-		free(ini->e[i].value);
-	}
-	free(ini->e);
-}
-
-static char *trim(char *s)
-{
-	while (isspace((unsigned char)*s))
-		s++;
-	size_t n = strlen(s);
-	while (n && isspace((unsigned char)s[n - 1]))
-		s[--n] = '\0';
-	return s;
-}
-
-/* configparser's shape: [section], key = value or key: value, indented continuation lines,
- * # and ; comment lines; keys are case-insensitive. */
-static bool alembic_ini_parse(const char *text, struct ini *ini, char *err, size_t errlen)
-{
-	char *copy = xstrdup(text), *save = NULL, *section = NULL;
-	int lineno = 0;
-	memset(ini, 0, sizeof *ini);
-	for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		lineno++;
-		char *t = trim(line);
-		if (!*t || *t == '#' || *t == ';')
-			continue;
-		if (isspace((unsigned char)line[0]) && ini->n && section) {
-			struct ini_entry *last = &ini->e[ini->n - 1];
-			char *joined = xasprintf("%s\n%s", last->value, t);
-			free(last->value);
-			last->value = joined;
-			continue;
-		}
-		if (*t == '[') {
-			char *end = strchr(t, ']');
-			if (!end) {
-				set_err(err, errlen, "line %d: unterminated section header '%s'", lineno, t);
-				goto fail;
-			}
-			free(section);
-			section = xstrndup(t + 1, (size_t)(end - t - 1));
-			continue;
-		}
-		char *sep = strpbrk(t, "=:");
-		if (!sep || !section) {
-			set_err(err, errlen, "line %d: expected key = value inside a [section], got '%s'",
-				lineno, t);
-			goto fail;
-		}
-		*sep = '\0';
-		ini->e = xrealloc(ini->e, (ini->n + 1) * sizeof *ini->e);
-		struct ini_entry *e = &ini->e[ini->n++];
-		e->section = xstrdup(section);
-		e->key = xstrdup(trim(t));
-		for (char *k = e->key; *k; k++)
-			*k = (char)tolower((unsigned char)*k);
-		e->value = xstrdup(trim(sep + 1));
-	}
-	free(section);
-	free(copy);
-	return true;
-fail:
-	free(section);
-	free(copy);
-	ini_free(ini);
-	return false;
-}
-
-static const char *ini_raw(const struct ini *ini, const char *section, const char *key)
-{
-	const char *v = NULL;
-	for (size_t i = 0; i < ini->n; i++)
-		if (strcmp(ini->e[i].key, key) == 0 &&
-		    (strcmp(ini->e[i].section, section) == 0 || strcmp(ini->e[i].section, "DEFAULT") == 0))
-			v = ini->e[i].value;
-	return v;
-}
-
-/* Bounds on expanding one value: ConfigParser's own depth limit (it refuses a reference loop),
- * and budgets of references and bytes, since every level may multiply the text before it. */
-#define INI_MAX_DEPTH 10
-#define INI_MAX_REFS 1000
-#define INI_MAX_VALUE 65536
-
-struct ini_budget {
-	int refs;
-	bool exceeded;
-};
-
-static char *ini_expand(const struct ini *ini, const char *section, const char *key, const char *here,
-			int depth, struct ini_budget *b);
-
-/* The text of the %(name)s reference at *pp, which moves past it (and its 's'); %(here)s is
- * the ini's directory. Caller frees; NULL when the name is not set. */
-static char *ini_reference(const struct ini *ini, const char *section, const char **pp,
-			   const char *here, int depth, struct ini_budget *b)
-{
-	const char *p = *pp, *close = strchr(p, ')');
-	char *name = xstrndup(p + 2, (size_t)(close - p - 2));
-	p = close + 1;
-	if (*p == 's')
-		p++;
-	*pp = p;
-	char *v = strcmp(name, "here") == 0 ? xstrdup(here)
-					    : ini_expand(ini, section, name, here, depth + 1, b);
-	free(name);
-	return v;
-}
-
-static char *ini_expand(const struct ini *ini, const char *section, const char *key, const char *here,
-			int depth, struct ini_budget *b)
-{
-	const char *raw = ini_raw(ini, section, key);
-	if (!raw)
-		return NULL;
-	struct strbuf out = STRBUF_INIT;
-	for (const char *p = raw; *p && !b->exceeded;) {
-		const char *add = p;
-		char *owned = NULL;
-		size_t addlen = 1;
-		if (p[0] == '%' && p[1] == '%') {
-			add = "%";
-			p += 2;
-		} else if (p[0] == '%' && p[1] == '(' && strchr(p, ')')) {
-			if (depth >= INI_MAX_DEPTH || ++b->refs > INI_MAX_REFS) {
-				b->exceeded = true;
-				break;
-			}
-			add = owned = ini_reference(ini, section, &p, here, depth, b);
-			addlen = add ? strlen(add) : 0;
-		} else {
-			p++;
-		}
-		if (out.len + addlen >= INI_MAX_VALUE)
-			b->exceeded = true;
-		else
-			sb_add(&out, add, addlen);
-		free(owned);
-	}
-	return sb_take(&out);
-}
-
-/* The value with %(here)s, %(name)s (from the same section or DEFAULT) and %% expanded, as
- * Alembic's ConfigParser does. Caller frees; NULL when the key is absent, or with *bad set
- * when the expansion does not end (a reference loop) or grows past INI_MAX_VALUE bytes. */
-static char *ini_get(const struct ini *ini, const char *section, const char *key, const char *here,
-		     bool *bad)
-{
-	struct ini_budget b = {0, false};
-	char *v = ini_expand(ini, section, key, here, 0, &b);
-	if (b.exceeded) {
-		free(v);
-		*bad = true;
-		return NULL;
-	}
-	return v;
-}
-
-/* ---- revision files, read as text ------------------------------------------------------------ */
-
-struct pyvalue {
-	bool none;
-	char **items;
-	size_t n;
-};
-
-static void pyvalue_free(struct pyvalue *v)
-{
-	for (size_t i = 0; i < v->n; i++)
-		free(v->items[i]);
-	free(v->items);
-	memset(v, 0, sizeof *v);
-}
-
-static const char *skip_space(const char *p, bool newlines, int *line)
-{
-	for (;;) {
-		if (*p == ' ' || *p == '\t' || *p == '\r')
-			p++;
-		else if (*p == '\\' && p[1] == '\n') {
-			p += 2;
-			(*line)++;
-		} else if (newlines && *p == '\n') {
-			p++;
-			(*line)++;
-		} else if (newlines && *p == '#') {
-			while (*p && *p != '\n')
-				p++;
-		} else {
-			return p;
-		}
-	}
-}
-
-/* A Python string literal ('…' or "…", with an optional r/u prefix). NULL if p is not one. */
-static char *py_string(const char **pp)
-{
-	const char *p = *pp;
-	if (*p == 'r' || *p == 'u' || *p == 'R' || *p == 'U')
-		p++;
-	char q = *p;
-	if (q != '\'' && q != '"')
-		return NULL;
-	if (p[1] == q && p[2] == q)
-		return NULL; /* a triple-quoted string is not an id */
-	struct strbuf out = STRBUF_INIT;
-	for (p++; *p && *p != q && *p != '\n'; p++) {
-		if (*p == '\\' && p[1] && p[1] != '\n')
-			p++;
-		sb_addc(&out, *p);
-	}
-	if (*p != q) {
-		sb_free(&out);
-		return NULL;
-	}
-	*pp = p + 1;
-	return sb_take(&out);
-}
-
-/* None, a string, or a tuple/list of strings, possibly over several lines. */
-static bool py_literal(const char **pp, int *line, struct pyvalue *v)
-{
-	const char *p = skip_space(*pp, false, line);
-	memset(v, 0, sizeof *v);
-	if (strncmp(p, "None", 4) == 0 && !isalnum((unsigned char)p[4]) && p[4] != '_') {
-		v->none = true;
-		*pp = p + 4;
-		return true;
-	}
-	char *s = py_string(&p);
-	if (s) {
-		v->items = xmalloc(sizeof *v->items);
-		v->items[v->n++] = s;
-		*pp = p;
-		return true;
-	}
-	char close = (char)(*p == '(' ? ')' : *p == '[' ? ']' : 0);
-	if (!close)
-		return false;
-	p++;
-	for (;;) {
-		p = skip_space(p, true, line);
-		if (*p == close) {
-			*pp = p + 1;
-			return true;
-		}
-		s = py_string(&p);
-		if (!s) {
-			pyvalue_free(v);
-			return false;
-		}
-		v->items = xrealloc(v->items, (v->n + 1) * sizeof *v->items);
-		v->items[v->n++] = s;
-		p = skip_space(p, true, line);
-		if (*p == ',')
-			p++;
-		else if (*p != close) {
-			pyvalue_free(v);
-			return false;
-		}
-	}
-}
-
-static const char *const KEYS[] = {"revision", "down_revision", "branch_labels", "depends_on"};
-
-/* Where the scan of a revision file is. */
-struct revscan {
-	const char *p;
-	int line;
-	bool line_start; /* p is at the first column of a line */
-	char triple;     /* inside a triple-quoted string opened with this quote; 0 outside */
-};
-
-/* Keeps v (a literal read for KEYS[k] at line vline) in r. False with err when a revision
- * is not one string id; v is consumed either way. */
-static bool rev_store(struct rev *r, size_t k, struct pyvalue *v, int vline, char *err, size_t errlen)
-{
-	if (k == 0) {
-		bool one = !v->none && v->n == 1;
-		if (!one) {
-			set_err(err, errlen, "%s:%d: revision must be one string id", r->file, vline);
-		} else {
-			free(r->id);
-			r->id = xstrdup(v->items[0]);
-			r->line = vline;
-		}
-		pyvalue_free(v);
-		return one;
-	}
-	char ***dst = k == 1 ? &r->down : k == 2 ? &r->labels : &r->depends;
-	size_t *dn = k == 1 ? &r->ndown : k == 2 ? &r->nlabels : &r->ndepends;
-	for (size_t i = 0; i < *dn; i++)
-		free((*dst)[i]);
-	free(*dst);
-	*dst = v->items;
-	*dn = v->n;
-	if (k == 1)
-		r->down_line = vline;
-	return true;
-}
-
-/* At the start of a line: `key = literal` or `key: annotation = literal` for one of KEYS is
- * read into r and skipped. Anything else is left for scan_code. False with err when the value
- * is not a literal. */
-static bool scan_assignment(struct revscan *s, struct rev *r, char *err, size_t errlen)
-{
-	for (size_t k = 0; k < sizeof KEYS / sizeof KEYS[0]; k++) {
-		size_t n = strlen(KEYS[k]);
-		if (strncmp(s->p, KEYS[k], n) != 0 || isalnum((unsigned char)s->p[n]) || s->p[n] == '_')
-			continue;
-		int vline = s->line;
-		const char *q = skip_space(s->p + n, false, &s->line);
-		if (*q == ':') { /* an annotation: up to the '=' */
-			while (*q && *q != '=' && *q != '\n')
-				q++;
-		}
-		if (*q != '=' || q[1] == '=')
-			return true;
-		q++;
-		struct pyvalue v;
-		if (!py_literal(&q, &s->line, &v)) {
-			set_err(err, errlen,
-				"%s:%d: %s is not a literal (expected None, 'id', \"id\" or a tuple or "
-				"list of them); revision files are read as text and their values are "
-				"never guessed",
-				r->file, vline, KEYS[k]);
-			return false;
-		}
-		if (!rev_store(r, k, &v, vline, err, errlen))
-			return false;
-		s->p = q;
-		return true;
-	}
-	return true;
-}
-
-/* One step inside a triple-quoted string, which may hold text that looks like code. */
-static void scan_triple(struct revscan *s)
-{
-	const char *p = s->p;
-	if (p[0] == s->triple && p[1] == s->triple && p[2] == s->triple) {
-		s->triple = 0;
-		s->p = p + 3;
-		return;
-	}
-	if (*p == '\\' && p[1])
-		p++;
-	s->line_start = *p == '\n';
-	if (*p == '\n')
-		s->line++;
-	s->p = p + 1;
-}
-
-/* One step through code: opens a triple-quoted string, skips a comment or a one-line string
- * (whose text may look like an assignment), counts lines. */
-static void scan_code(struct revscan *s)
-{
-	const char *p = s->p;
-	if ((p[0] == '"' || p[0] == '\'') && p[1] == p[0] && p[2] == p[0]) {
-		s->triple = p[0];
-		s->p = p + 3;
-		return;
-	}
-	if (*p == '#') {
-		while (*p && *p != '\n')
-			p++;
-		s->p = p;
-		return;
-	}
-	if (*p == '\'' || *p == '"') {
-		char *str = py_string(&p);
-		free(str);
-		if (str) {
-			s->p = p;
-			return;
-		}
-	}
-	if (*p == '\n') {
-		s->line++;
-		s->line_start = true;
-	}
-	s->p = p + 1;
-}
-
-/* Parses one revision file's text into r (file and strings owned by r). False with err naming
- * file:line when a value is not a literal, or when there is no revision at all. */
-bool alembic_parse_revision(const char *text, const char *file, struct rev *r, char *err, size_t errlen)
-{
-	memset(r, 0, sizeof *r);
-	r->file = xstrdup(file);
-	struct revscan s = {text, 1, true, 0};
-	while (*s.p) {
-		if (s.triple) {
-			scan_triple(&s);
-		} else if (s.line_start) {
-			s.line_start = false;
-			if (!scan_assignment(&s, r, err, errlen))
-				return false;
-		} else {
-			scan_code(&s);
-		}
-	}
-	if (!r->id) {
-		set_err(err, errlen,
-			"%s: no `revision = '...'` line; every file in a versions directory must be an "
-			"Alembic revision (move other files elsewhere)",
-			file);
-		return false;
-	}
-	return true;
-}
+#include <unistd.h>
 
 /* ---- the source ------------------------------------------------------------------------------ */
 
 struct alembic_source {
 	const struct config *cfg;
-	char *ini_path, *ini_dir;
-	char **dirs;   /* where revision files live */
-	size_t ndirs;
-	bool recursive;
+	char *vt_sql; /* --alembic-version-table as SQL: [SCHEMA.]TABLE, each part quoted */
+	char *ini_path, *ini_dir; /* ini_dir: its absolute directory, %(here)s */
+	char *cwd;                /* where the migration command runs: relative paths start there */
+	struct alembic_where where;
 	struct source cmd; /* runs the tool */
 	/* plan results */
 	struct chain chain;
+	bool files_failed; /* a file could not be read: the graph is not the whole one */
 	char **db_revs;
 	size_t ndb;
 	bool table_exists;
@@ -470,6 +46,8 @@ struct alembic_source {
 	size_t nheads;
 	size_t *pending;
 	size_t npending;
+	bool pending_known; /* false: problems stopped the computation */
+	struct preload *pre; /* the first plan's files, being read since open */
 };
 
 /* Forgets the rows read from the version table (before reading them again). */
@@ -494,6 +72,7 @@ static void free_plan(struct alembic_source *as)
 	as->stale = NULL;
 	as->heads = as->pending = NULL;
 	as->nstale = as->nheads = as->npending = 0;
+	as->pending_known = as->files_failed = false;
 }
 
 /* Shortens a path under the ini's directory for messages: versions/0004_x.py. */
@@ -520,137 +99,449 @@ static const char *read_reason(int e, size_t max, char *buf, size_t len)
 	return buf;
 }
 
+/* Alembic's revision file names: *.py, except those starting with ".#" (an editor's lock) or
+ * "__init__". */
 static bool is_revision_file(const char *name)
 {
 	size_t n = strlen(name);
-	return n > 3 && strcmp(name + n - 3, ".py") == 0 && strncmp(name, "__init__", 8) != 0 &&
-	       name[0] != '.' && name[0] != '#' && name[0] != '~';
+	return n >= 3 && strcmp(name + n - 3, ".py") == 0 && strncmp(name, ".#", 2) != 0 &&
+	       strncmp(name, "__init__", 8) != 0;
 }
 
-/* The directories one version location's walk has entered, by device and inode: with
- * recursive_version_locations a symlink may lead back up, and a loop must end. */
-struct walk {
-	struct walk_dir {
-		dev_t dev;
-		ino_t ino;
-	} *seen;
-	size_t n;
+/* A compiled revision (name.pyc or name.pyo) as a sourceless project has them. */
+static bool is_compiled_file(const char *name)
+{
+	size_t n = strlen(name);
+	return n >= 4 && (strcmp(name + n - 4, ".pyc") == 0 || strcmp(name + n - 4, ".pyo") == 0) &&
+	       strncmp(name, ".#", 2) != 0 && strncmp(name, "__init__", 8) != 0;
+}
+
+/* One revision file: listed in Alembic's order first, then read and parsed (on one of the
+ * reading threads), then added to the chain in the listed order. */
+struct item {
+	int dfd;     /* its directory (open until the items are read) */
+	bool special; /* not a regular file: refused unopened */
+	char *name;  /* in it */
+	char *path;  /* the whole path, for messages */
+	bool ok;     /* r holds it; else problem says why not */
+	struct rev r;
+	char *problem;
 };
 
-/* Records the open directory d; false when this walk has been in it already. */
-static bool walk_enter(struct walk *w, DIR *d)
+/* One reading of every version location. Only the source's settings are read from as, which
+ * do not change after open: a load may run on a thread of its own (see struct preload). */
+struct load {
+	const struct alembic_source *as;
+	struct problems p;    /* what cannot be read, kind "files" (or "sourceless"), listed first */
+	struct item *items;
+	size_t nitems;
+	struct open_dir {
+		DIR *d;
+	} *dirs;              /* the directories the items are in */
+	size_t ndirs;
+	struct strmap seen;   /* the real path of every file listed: Alembic reads a file once */
+	char **keys;          /* the strings seen points at */
+	size_t nkeys;
+	size_t twice;         /* files reached a second time, skipped */
+	char *twice_example;
+	struct strbuf missing; /* version locations that do not exist, skipped */
+	bool sourceless;      /* a revision exists only compiled */
+};
+
+/* One directory entry: its name, and whether it is a directory (a link to one counts, as
+ * os.walk counts it, but is not walked into), a link, or known not to be a regular file (a
+ * FIFO, a device, a socket: refused without being opened, since opening some devices acts). */
+struct entry {
+	char *name;
+	bool dir, link, special;
+};
+
+static int by_name(const void *a, const void *b)
 {
-	struct stat st;
-	if (fstat(dirfd(d), &st) != 0)
-		return true; /* cannot tell; it opened, so read it */
-	for (size_t i = 0; i < w->n; i++)
-		if (w->seen[i].dev == st.st_dev && w->seen[i].ino == st.st_ino)
-			return false;
-	w->seen = xrealloc(w->seen, (w->n + 1) * sizeof *w->seen);
-	w->seen[w->n].dev = st.st_dev;
-	w->seen[w->n].ino = st.st_ino;
-	w->n++;
-	return true;
+	return strcmp(((const struct entry *)a)->name, ((const struct entry *)b)->name);
 }
 
-/* Reads and parses one revision file (name inside the directory dfd; path for messages) into
- * the chain. Returns 0, or MTR_EXIT_INCONSISTENT with err naming the file. */
-static int read_revision(struct alembic_source *as, int dfd, const char *name, const char *path,
-			 bool not_regular, char *err, size_t errlen)
+/* The entries of the open directory d, sorted by name (Alembic 1.10 and later sort them;
+ * earlier ones took the file system's order). d_type says what most entries are; only links
+ * and entries of unknown type are looked at with a stat. */
+static struct entry *list_dir(DIR *d, size_t *n)
+{
+	struct entry *v = NULL;
+	size_t cap = 0;
+	struct dirent *e;
+	*n = 0;
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 64;
+			v = xrealloc(v, cap * sizeof *v);
+		}
+		struct entry *x = &v[(*n)++];
+		struct stat st;
+		x->name = xstrdup(e->d_name);
+		x->dir = e->d_type == DT_DIR;
+		x->link = e->d_type == DT_LNK;
+		x->special = e->d_type != DT_REG && e->d_type != DT_DIR && e->d_type != DT_LNK && e->d_type != DT_UNKNOWN;
+		if (e->d_type == DT_UNKNOWN)
+			x->link = fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+		if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) { /* what it leads to: unknown if nothing */
+			bool known = fstatat(dirfd(d), e->d_name, &st, 0) == 0;
+			x->dir = known && S_ISDIR(st.st_mode);
+			x->special = known && !S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode);
+		}
+	}
+	if (*n)
+		qsort(v, *n, sizeof *v, by_name);
+	return v;
+}
+
+static void free_entries(struct entry *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].name);
+	free(v);
+}
+
+/* Lists one revision file (name in the directory d, which is dir, whose real path is real),
+ * unless its real path was listed already (Alembic warns and skips it). */
+static void list_revision(struct load *l, DIR *d, const char *dir, const char *real, const struct entry *e)
+{
+	char *path = xasprintf("%s/%s", dir, e->name);
+	char *key = e->link ? realpath(path, NULL) : xasprintf("%s/%s", real, e->name);
+	if (!key)
+		key = xstrdup(path); /* a dangling link: reading it says why it cannot be read */
+	if (!strmap_put(&l->seen, key, 0)) {
+		if (!l->twice_example)
+			l->twice_example = display_path(l->as, path);
+		l->twice++;
+		free(key);
+		free(path);
+		return;
+	}
+	if ((l->nkeys & (l->nkeys - 1)) == 0) /* doubling */
+		l->keys = xrealloc(l->keys, (l->nkeys ? l->nkeys * 2 : 1) * sizeof *l->keys);
+	l->keys[l->nkeys++] = key;
+	if ((l->nitems & (l->nitems - 1)) == 0)
+		l->items = xrealloc(l->items, (l->nitems ? l->nitems * 2 : 1) * sizeof *l->items);
+	struct item *it = &l->items[l->nitems++];
+	memset(it, 0, sizeof *it);
+	it->dfd = dirfd(d);
+	it->special = e->special;
+	it->name = xstrdup(e->name);
+	it->path = path;
+}
+
+/* Reads and parses one listed file: four system calls (open, fstat, read, close) and one
+ * copy, as the SQL reader's. Touches nothing but the item: items are read in parallel. */
+static void read_item(const struct load *l, struct item *it)
 {
 	size_t len;
-	/* A device or FIFO is refused without being opened: opening some devices acts. */
 	errno = ENOTSUP;
-	char *text = not_regular ? NULL : file_read_at(dfd, name, REV_MAX_BYTES, &len);
-	int e = errno;
-	char *shown = display_path(as, path);
-	int code = 0;
-	struct rev r;
+	char *text = it->special ? NULL : file_read_at(it->dfd, it->name, REV_MAX_BYTES, &len);
+	int err_no = errno;
+	char *shown = display_path(l->as, it->path), err[1024];
 	if (!text) {
 		char why[128];
-		set_err(err, errlen, "%s: cannot read: %s", shown, read_reason(e, REV_MAX_BYTES, why, sizeof why));
-		code = MTR_EXIT_INCONSISTENT;
-	} else if (alembic_parse_revision(text, shown, &r, err, errlen)) {
-		chain_add(&as->chain, &r);
+		it->problem = xasprintf("%s: cannot read: %s", shown, read_reason(err_no, REV_MAX_BYTES, why, sizeof why));
+	} else if (alembic_rev_parse(text, len, shown, &it->r, err, sizeof err)) {
+		it->ok = true;
 	} else {
-		rev_free(&r);
-		code = MTR_EXIT_INCONSISTENT;
+		it->problem = xstrdup(err);
+		rev_free(&it->r);
 	}
 	free(text);
 	free(shown);
-	return code;
 }
 
-static int scan_dir(struct alembic_source *as, struct walk *w, const char *dir, char *err,
-		    size_t errlen);
-
-/* One entry of the directory d (dir for messages): a directory is walked when recursive, a
- * revision file is read, anything else skipped. A revision file that cannot be read (a
- * dangling link, a link loop, a FIFO or a device) is refused with the reason, since Alembic
- * would try to load it. Returns 0 or an exit code. */
-static int scan_entry(struct alembic_source *as, struct walk *w, DIR *d, const char *dir,
-		      const char *name, char *err, size_t errlen)
+/* The first part of a file name, up to its first dot (how Alembic pairs x.py with its .pyc). */
+static bool same_stem(const char *a, const char *b)
 {
-	char *path = xasprintf("%s/%s", dir, name);
-	struct stat st;
-	int code = 0;
-	bool known = fstatat(dirfd(d), name, &st, 0) == 0;
-	if (known && S_ISDIR(st.st_mode)) {
-		if (as->recursive && strcmp(name, "__pycache__") != 0)
-			code = scan_dir(as, w, path, err, errlen);
-	} else if (is_revision_file(name)) {
-		code = read_revision(as, dirfd(d), name, path, known && !S_ISREG(st.st_mode), err,
-				     errlen);
-	}
-	free(path);
-	return code;
+	size_t n = strcspn(a, ".");
+	return strncmp(a, b, n) == 0 && (b[n] == '.' || b[n] == '\0');
 }
 
-/* Reads the revision files of dir (and below it, when recursive) into the chain, in the
- * directory's order. Returns 0, or an exit code with err. */
-static int scan_dir(struct alembic_source *as, struct walk *w, const char *dir, char *err,
-		    size_t errlen)
+/* A sourceless project: a revision that is only compiled (x.pyc without x.py, or one in
+ * __pycache__ that no file of the directory goes with) cannot be read as text. */
+static void check_compiled(struct load *l, const char *dir, const struct entry *v, size_t n)
+{
+	const char *only = NULL;
+	for (size_t i = 0; i < n && !only; i++) {
+		if (v[i].dir || !is_compiled_file(v[i].name))
+			continue;
+		bool source = false;
+		for (size_t k = 0; k < n && !source; k++)
+			source = strlen(v[k].name) == strlen(v[i].name) - 1 && strncmp(v[k].name, v[i].name, strlen(v[k].name)) == 0;
+		if (!source)
+			only = v[i].name;
+	}
+	char *cache = xasprintf("%s/__pycache__", dir);
+	DIR *d = only ? NULL : opendir(cache);
+	size_t nc = 0;
+	struct entry *c = d ? list_dir(d, &nc) : NULL;
+	for (size_t i = 0; i < nc && !only; i++) {
+		bool paired = false;
+		for (size_t k = 0; k < n && !paired; k++)
+			paired = same_stem(c[i].name, v[k].name);
+		if (!paired && !c[i].dir)
+			only = c[i].name;
+	}
+	if (only) {
+		char *shown = display_path(l->as, dir);
+		problems_add(&l->p, "sourceless",
+			     "%s: the revision %s exists only compiled, and sourceless = true in %s: a compiled "
+			     "file cannot be read as text. Let Alembic decide on every start instead: drop "
+			     "--alembic-ini and give --migrate-cmd '%s -m alembic -c %s upgrade heads'",
+			     shown, only, l->as->ini_path, l->as->cfg->python, l->as->ini_path);
+		free(shown);
+		l->sourceless = true;
+	}
+	free_entries(c, nc);
+	if (d)
+		closedir(d);
+	free(cache);
+}
+
+static bool ends_with(const char *s, const char *tail)
+{
+	size_t n = strlen(s), t = strlen(tail);
+	return n >= t && strcmp(s + n - t, tail) == 0;
+}
+
+/* Walks a version location as Alembic does (os.walk, top down): the revision files of dir in
+ * name order, then, with recursive_version_locations, each subdirectory in name order; links
+ * to directories are not followed, and files in a __pycache__ are not revisions. real is
+ * dir's real path. The directory stays open for its files to be read. */
+static void walk(struct load *l, const char *dir, const char *real, int depth)
 {
 	DIR *d = opendir(dir);
 	if (!d) {
-		set_err(err, errlen, "%s: cannot read the Alembic versions directory '%s': %s",
-			as->ini_path, dir, strerror(errno));
-		return MTR_EXIT_INCONSISTENT;
+		char *shown = display_path(l->as, dir);
+		problems_add(&l->p, "files", "%s: cannot read the Alembic versions directory %s: %s", l->as->ini_path,
+			     shown, strerror(errno));
+		free(shown);
+		return;
 	}
-	int code = 0;
-	if (walk_enter(w, d)) {
-		struct dirent *e;
-		while (!code && (e = readdir(d)) != NULL)
-			if (e->d_name[0] != '.')
-				code = scan_entry(as, w, d, dir, e->d_name, err, errlen);
+	l->dirs = xrealloc(l->dirs, (l->ndirs + 1) * sizeof *l->dirs);
+	l->dirs[l->ndirs++].d = d;
+	size_t n;
+	struct entry *v = list_dir(d, &n);
+	bool cache = ends_with(dir, "__pycache__");
+	for (size_t i = 0; i < n && !cache; i++)
+		if (!v[i].dir && is_revision_file(v[i].name))
+			list_revision(l, d, dir, real, &v[i]);
+	if (l->as->where.sourceless && !cache)
+		check_compiled(l, dir, v, n);
+	for (size_t i = 0; i < n && l->as->where.recursive && depth < 64; i++) {
+		if (!v[i].dir || v[i].link)
+			continue;
+		char *sub = xasprintf("%s/%s", dir, v[i].name), *subreal = xasprintf("%s/%s", real, v[i].name);
+		walk(l, sub, subreal, depth + 1);
+		free(sub);
+		free(subreal);
 	}
-	closedir(d);
+	free_entries(v, n);
+}
+
+/* One version location: walked when it is a directory; skipped, as Alembic skips it, when it
+ * does not exist (or is no directory). */
+static void load_location(struct load *l, const char *dir)
+{
+	struct stat st;
+	char *shown = display_path(l->as, dir);
+	if (stat(dir, &st) != 0 && errno != ENOENT && errno != ENOTDIR && errno != ELOOP) {
+		problems_add(&l->p, "files", "%s: cannot read the Alembic versions directory %s: %s", l->as->ini_path,
+			     shown, strerror(errno));
+	} else if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		sb_addf(&l->missing, "%s%s", l->missing.len ? ", " : "", shown);
+	} else {
+		char *real = realpath(dir, NULL);
+		walk(l, dir, real ? real : dir, 0);
+		free(real);
+	}
+	free(shown);
+}
+
+/* The files of a large project are read by up to this many threads (system calls, mostly). */
+#define READERS_MAX 4
+#define READER_MIN_FILES 256
+
+struct reader {
+	const struct load *l;
+	struct item *from, *to;
+};
+
+static void *reader_main(void *arg)
+{
+	const struct reader *r = arg;
+	for (struct item *it = r->from; it < r->to; it++)
+		read_item(r->l, it);
+	return NULL;
+}
+
+/* Reads every listed item, in parallel when there are many and several processors; a thread
+ * that cannot be started leaves its share to this one. */
+static void read_items(struct load *l)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t n = l->nitems, t = cpus > READERS_MAX ? READERS_MAX : cpus > 1 ? (size_t)cpus : 1;
+	if (n < READER_MIN_FILES)
+		t = 1;
+	pthread_t th[READERS_MAX];
+	struct reader job[READERS_MAX];
+	bool started[READERS_MAX] = {false};
+	for (size_t k = 0; k < READERS_MAX; k++) /* the shares of t readers; the others read none */
+		job[k] = (struct reader){l, l->items + (k < t ? k : t) * n / t, l->items + (k < t ? k + 1 : t) * n / t};
+	for (size_t k = 1; k < t; k++)
+		started[k] = pthread_create(&th[k], NULL, reader_main, &job[k]) == 0;
+	reader_main(&job[0]);
+	for (size_t k = 1; k < t; k++) {
+		if (started[k])
+			pthread_join(th[k], NULL);
+		else
+			reader_main(&job[k]);
+	}
+}
+
+/* Every version location listed, then every file read. */
+static void load_all(struct load *l, const struct alembic_source *as)
+{
+	memset(l, 0, sizeof *l);
+	l->as = as;
+	for (size_t i = 0; i < as->where.ndirs; i++)
+		load_location(l, as->where.dirs[i]);
+	read_items(l);
+	for (size_t i = 0; i < l->ndirs; i++)
+		closedir(l->dirs[i].d);
+	free(l->dirs);
+	l->dirs = NULL;
+	l->ndirs = 0;
+}
+
+static void load_free(struct load *l)
+{
+	for (size_t i = 0; i < l->nitems; i++) {
+		if (l->items[i].ok)
+			rev_free(&l->items[i].r);
+		free(l->items[i].name);
+		free(l->items[i].path);
+		free(l->items[i].problem);
+	}
+	free(l->items);
+	for (size_t i = 0; i < l->nkeys; i++)
+		free(l->keys[i]);
+	free(l->keys);
+	strmap_free(&l->seen);
+	sb_free(&l->missing);
+	free(l->twice_example);
+	problems_free(&l->p);
+	memset(l, 0, sizeof *l);
+}
+
+/* What a reading noticed and skipped, as Alembic skips it: logged once per start (the quiet
+ * look logs them; the locked plan after it does not). */
+static void log_notes(const struct load *l)
+{
+	if (l->missing.len)
+		log_event(LOG_WARN, "plan.note",
+			  LOG_FIELDS(LF_S("kind", "missing_location"), LF_S("location", l->missing.s)),
+			  "version location %s does not exist (or is no directory): skipped, as Alembic skips it",
+			  l->missing.s);
+	if (l->twice)
+		log_event(LOG_WARN, "plan.note",
+			  LOG_FIELDS(LF_S("kind", "read_twice"), LF_S("file", l->twice_example), LF_I("count", l->twice)),
+			  "%zu revision file%s reached a second time (e.g. %s: the version locations overlap, or a "
+			  "recursive search finds a listed directory again): read once, as Alembic reads them",
+			  l->twice, l->twice == 1 ? " was" : "s were", l->twice_example);
+}
+
+/* The load's revisions into the chain in Alembic's order, what could not be read into p (every
+ * file of it, not only the first). Returns 0, or MTR_EXIT_USAGE when the project can only be
+ * run by Alembic (sourceless). The load is emptied. */
+static int take_load(struct alembic_source *as, struct load *l, struct problems *p, int flags)
+{
+	if (!(flags & PLAN_REPEAT))
+		log_notes(l);
+	for (size_t i = 0; i < l->p.n; i++)
+		problems_add(p, l->p.items[i].kind, "%s", l->p.items[i].msg);
+	for (size_t i = 0; i < l->nitems; i++) {
+		struct item *it = &l->items[i];
+		if (it->ok)
+			chain_add(&as->chain, &it->r);
+		else
+			problems_add(p, "files", "%s", it->problem);
+		it->ok = false; /* the chain owns the strings now */
+	}
+	if (as->chain.n == 0 && p->n == 0) {
+		struct strbuf where = STRBUF_INIT;
+		for (size_t i = 0; i < as->where.ndirs; i++)
+			sb_addf(&where, "%s%s", i ? ", " : "", as->where.dirs[i]);
+		problems_add(p, "empty", "%s: no revision files in %s%s%s%s; check script_location / version_locations",
+			     as->ini_path, where.s, l->missing.len ? " (missing: " : "", l->missing.len ? l->missing.s : "",
+			     l->missing.len ? ")" : "");
+		sb_free(&where);
+	}
+	as->files_failed = p->n > 0;
+	int code = l->sourceless ? MTR_EXIT_USAGE : 0;
+	load_free(l);
 	return code;
 }
 
-/* Every version location into the chain; logs and returns an exit code when one cannot be
- * read or none holds a revision. */
-static int load_revisions(struct alembic_source *as)
+/* The first plan's files are read while the database is being waited for (on a thread started
+ * at open): its connection and the reading of a large project overlap. A load that then waited
+ * long for its plan (the database was not up yet) is read again: only a fresh reading may
+ * decide. */
+#define PRELOAD_FRESH_MS 2000
+
+struct preload {
+	pthread_t thread;
+	struct load l;
+	int64_t finished; /* now_ms() when the thread was done */
+};
+
+static void *preload_main(void *arg)
 {
-	char err[1024];
-	for (size_t i = 0; i < as->ndirs; i++) {
-		struct walk w = {NULL, 0};
-		int code = scan_dir(as, &w, as->dirs[i], err, sizeof err);
-		free(w.seen);
-		if (code) {
-			log_event(LOG_ERROR, "check.failed",
-				  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
-			return code;
-		}
-	}
-	if (as->chain.n == 0) {
-		log_event(LOG_ERROR, "check.failed",
-			  LOG_FIELDS(LF_S("problem", "empty"), LF_I("exit_code", MTR_EXIT_INCONSISTENT)),
-			  "%s: no revision files in %s; check script_location / version_locations",
-			  as->ini_path, as->dirs[0]);
-		return MTR_EXIT_INCONSISTENT;
-	}
-	return 0;
+	struct preload *pre = arg;
+	load_all(&pre->l, pre->l.as);
+	pre->finished = now_ms();
+	return NULL;
+}
+
+static void preload_start(struct alembic_source *as)
+{
+	struct preload *pre = xcalloc(1, sizeof *pre);
+	pre->l.as = as;
+	if (pthread_create(&pre->thread, NULL, preload_main, pre) == 0)
+		as->pre = pre;
+	else
+		free(pre); /* no thread: the first plan reads the files itself */
+}
+
+/* The preloaded files, when there are and they are fresh (the thread is joined either way):
+ * true with *l taken over. */
+static bool preload_take(struct alembic_source *as, struct load *l)
+{
+	struct preload *pre = as->pre;
+	if (!pre)
+		return false;
+	pthread_join(pre->thread, NULL);
+	as->pre = NULL;
+	bool fresh = now_ms() - pre->finished <= PRELOAD_FRESH_MS;
+	if (fresh)
+		*l = pre->l;
+	else
+		load_free(&pre->l);
+	free(pre);
+	return fresh;
+}
+
+/* Every version location into the chain (see take_load). */
+static int load_revisions(struct alembic_source *as, struct problems *p, int flags)
+{
+	struct load l;
+	if (!preload_take(as, &l))
+		load_all(&l, as);
+	return take_load(as, &l, p, flags);
 }
 
 /* ---- the database ---------------------------------------------------------------------------- */
@@ -706,8 +597,8 @@ static bool read_versions(PGconn *conn, struct alembic_source *as, long *tables,
 	*tables = 0;
 	struct pg_error e;
 	const char *msg;
-	char *sql = xasprintf("SELECT version_num FROM %s ORDER BY 1", as->cfg->alembic_version_table);
-	bool absent = !version_table_maybe(conn, as->cfg->alembic_version_table);
+	char *sql = xasprintf("SELECT version_num FROM %s ORDER BY 1", as->vt_sql);
+	bool absent = !version_table_maybe(conn, as->vt_sql);
 	PGresult *res = absent ? NULL : small_query(conn, sql, &msg, &e);
 	free(sql);
 	const char *state = absent ? "42P01" : PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -796,7 +687,7 @@ static size_t known_rows(const struct alembic_source *as, size_t *at, struct pro
  * --repair-version-table it is kept in as->stale for removal, else it is a problem. */
 static void check_stale(struct alembic_source *as, const size_t *at, size_t nat, struct problems *p)
 {
-	const struct chain *c = &as->chain;
+	struct chain *c = &as->chain;
 	const char *table = as->cfg->alembic_version_table;
 	for (size_t i = 0; i < nat; i++) {
 		for (size_t k = 0; k < nat; k++) {
@@ -853,13 +744,28 @@ static size_t db_positions(const struct alembic_source *as, size_t *at)
 	return nat;
 }
 
-/* The heads, and what is pending from where the database is (nothing when there are problems). */
-static void find_pending(struct alembic_source *as, const struct problems *p)
+/* Whether every row of the version table names a revision we read (or the baseline does). */
+static bool rows_known(const struct alembic_source *as)
+{
+	if (as->do_baseline)
+		return true;
+	for (size_t i = 0; i < as->ndb; i++)
+		if (chain_find(&as->chain, as->db_revs[i]) < 0)
+			return false;
+	return true;
+}
+
+/* The heads, and what `alembic upgrade heads` would apply from where the database is, in its
+ * order. Computed whenever the graph allows it (a problem of policy, such as unmerged heads,
+ * still refuses, but the report shows what would run); not when a file could not be read, the
+ * graph is broken, or the database is at a revision no file declares. */
+static void find_pending(struct alembic_source *as)
 {
 	as->heads = xmalloc((as->chain.n + 1) * sizeof *as->heads);
 	as->nheads = chain_heads(&as->chain, as->heads, as->chain.n);
 	as->pending = xmalloc((as->chain.n + 1) * sizeof *as->pending);
-	if (p->n == 0) {
+	as->pending_known = !as->files_failed && chain_plannable(&as->chain) && rows_known(as);
+	if (as->pending_known) {
 		size_t *at = xmalloc((as->ndb + 2) * sizeof *at);
 		size_t nat = db_positions(as, at);
 		as->npending = chain_pending(&as->chain, at, nat, as->pending);
@@ -886,7 +792,10 @@ static void report_json(const struct alembic_source *as, const size_t *roots, si
 	cJSON *a = cJSON_AddArrayToObject(o, "database");
 	for (size_t i = 0; i < as->ndb; i++)
 		cJSON_AddItemToArray(a, cJSON_CreateString(as->db_revs[i]));
-	add_ids(o, "pending", c, as->pending, as->npending);
+	if (as->pending_known)
+		add_ids(o, "pending", c, as->pending, as->npending);
+	else
+		cJSON_AddNullToObject(o, "pending"); /* problems stopped the computation */
 	a = cJSON_AddArrayToObject(o, "problems");
 	for (size_t i = 0; i < p->n; i++)
 		cJSON_AddItemToArray(a, cJSON_CreateString(p->items[i].msg));
@@ -913,7 +822,10 @@ static void report_text(const struct alembic_source *as, const size_t *roots, si
 		printf("%s%s", i ? ", " : "", as->db_revs[i]);
 	if (as->table_exists)
 		printf("%s\n", as->ndb ? "" : "(empty)");
-	printf("pending: %s\n", as->npending ? pend : "none");
+	if (!as->pending_known)
+		printf("pending: not computed (see the problems below)\n");
+	else
+		printf("pending: %s\n", as->npending ? pend : "none");
 	for (size_t i = 0; i < p->n; i++)
 		printf("problem: %s\n", p->items[i].msg);
 	printf("%s: %zu problem%s\n", p->n ? "INCONSISTENT" : "consistent", p->n, p->n == 1 ? "" : "s");
@@ -922,7 +834,7 @@ static void report_text(const struct alembic_source *as, const size_t *roots, si
 	free(pend);
 }
 
-static void print_report(const struct alembic_source *as, const struct problems *p)
+static void print_report(struct alembic_source *as, const struct problems *p)
 {
 	size_t *roots = xmalloc((as->chain.n + 1) * sizeof *roots);
 	size_t nroots = chain_roots(&as->chain, roots, as->chain.n);
@@ -939,6 +851,13 @@ static void log_verdict(const struct alembic_source *as, const struct problems *
 {
 	if (quiet && (p->n || as->npending + as->do_repair + as->do_baseline > 0))
 		return;
+	if (p->n && as->cfg->check) {
+		log_event(LOG_ERROR, "check.refused", LOG_FIELDS(LF_I("problems", p->n), LF_I("exit_code", code)),
+			  "the check found %zu problem%s with the Alembic project %s (see check.failed "
+			  "above); --check changed nothing",
+			  p->n, p->n == 1 ? "" : "s", as->ini_path);
+		return;
+	}
 	if (p->n) {
 		log_event(LOG_ERROR, "check.refused", LOG_FIELDS(LF_I("problems", p->n), LF_I("exit_code", code)),
 			  "refusing to migrate: %zu problem%s with the Alembic project %s (see "
@@ -971,15 +890,18 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 			size_t *pending)
 {
 	struct alembic_source *as = self;
+	struct problems p = {0};
 	free_plan(as);
 	as->do_repair = false;
-	int code = load_revisions(as);
-	if (code) {
-		ctx->info->files_refused = true;
-		return code;
+	int code = load_revisions(as, &p, flags);
+	ctx->info->files_refused = as->files_failed; /* the image's files: no lock can change them */
+	if ((flags & PLAN_QUIET) && p.n) { /* refused at once (pipeline.c), said once */
+		problems_log(&p);
+		problems_free(&p);
+		return code ? code : MTR_EXIT_INCONSISTENT;
 	}
-	struct problems p = {0};
-	chain_check(&as->chain, &p);
+	if (!as->files_failed)
+		chain_check(&as->chain, &p);
 	char err[1024];
 	long tables = 0;
 	if (!read_versions(conn, as, &tables, err, sizeof err)) {
@@ -988,13 +910,14 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 			  "%s", err);
 		return MTR_EXIT_TEMPFAIL;
 	}
-	check_database(as, tables, &p);
-	find_pending(as, &p);
+	if (!as->files_failed)
+		check_database(as, tables, &p);
+	find_pending(as);
 	if (!(flags & PLAN_QUIET))
 		problems_log(&p);
 	if (flags & PLAN_REPORT)
 		print_report(as, &p);
-	code = p.n ? MTR_EXIT_INCONSISTENT : 0;
+	code = code ? code : p.n ? MTR_EXIT_INCONSISTENT : 0;
 	log_verdict(as, &p, flags & PLAN_QUIET, code);
 	problems_free(&p);
 	*pending = as->npending + as->do_repair + as->do_baseline;
@@ -1035,7 +958,7 @@ static bool stamp_baseline(PGconn *conn, const struct alembic_source *as, char *
 	char *sql = xasprintf("BEGIN; CREATE TABLE %s (version_num varchar(32) NOT NULL, "
 			      "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)); "
 			      "INSERT INTO %s VALUES (%s); COMMIT",
-			      table, table, rev ? rev : "''");
+			      as->vt_sql, as->vt_sql, rev ? rev : "''");
 	bool ok = exec_ok(conn, sql, err, errlen);
 	free(sql);
 	PQfreemem(rev);
@@ -1057,7 +980,7 @@ static bool remove_stale(PGconn *conn, const struct alembic_source *as, char *er
 		return false;
 	for (size_t i = 0; i < as->nstale; i++) {
 		char *rev = PQescapeLiteral(conn, as->stale[i], strlen(as->stale[i]));
-		char *sql = xasprintf("DELETE FROM %s WHERE version_num = %s", table, rev ? rev : "''");
+		char *sql = xasprintf("DELETE FROM %s WHERE version_num = %s", as->vt_sql, rev ? rev : "''");
 		bool ok = exec_ok(conn, sql, err, errlen);
 		free(sql);
 		PQfreemem(rev);
@@ -1141,7 +1064,7 @@ static void explain_failure(struct alembic_source *as, PGconn *conn, bool had_ta
 
 /* At the heads: nothing left pending from where the rows say we are (Alembic leaves out
  * a head that another head depends_on, so the rows need not list every head). */
-static bool at_heads(const struct alembic_source *as)
+static bool at_heads(struct alembic_source *as)
 {
 	size_t *at = xmalloc((as->ndb + 1) * sizeof *at), nat = 0;
 	bool ok = as->ndb > 0;
@@ -1214,179 +1137,115 @@ static void alembic_migrate(void *self, PGconn *conn, const struct source_ctx *c
 		verify_heads(as, conn, out);
 }
 
+/* [SCHEMA.]TABLE as SQL, each part a quoted identifier (as SQLAlchemy quotes a name that is
+ * not all lower case), so that no option value is ever read as SQL. Caller frees. */
+static char *quote_table(const char *name)
+{
+	struct strbuf b = STRBUF_INIT;
+	sb_addc(&b, '"');
+	for (const char *p = name; *p; p++) {
+		if (*p == '.') {
+			sb_adds(&b, "\".\"");
+			continue;
+		}
+		if (*p == '"')
+			sb_addc(&b, '"');
+		sb_addc(&b, *p);
+	}
+	sb_addc(&b, '"');
+	return sb_take(&b);
+}
+
 static void alembic_destroy(void *self)
 {
 	struct alembic_source *as = self;
+	struct load unused;
+	if (preload_take(as, &unused))
+		load_free(&unused);
 	free_plan(as);
+	free(as->vt_sql);
 	if (as->cmd.destroy)
 		as->cmd.destroy(as->cmd.self);
-	for (size_t i = 0; i < as->ndirs; i++)
-		free(as->dirs[i]);
-	free(as->dirs);
+	alembic_where_free(&as->where);
 	free(as->ini_path);
 	free(as->ini_dir);
+	free(as->cwd);
 	free(as);
 }
 
-/* ---- where the revision files are ------------------------------------------------------------ */
+/* ---- opening the project --------------------------------------------------------------------- */
 
-/* Splits version_locations as Alembic does for the given version_path_separator. */
-static bool split_locations(const char *value, const char *sep, char ***out, size_t *n)
+/* Where the migration command runs: --migrate-cwd (from ours), else our working directory.
+ * Alembic resolves -c and the relative paths in the ini from there. Caller frees. */
+static char *command_cwd(const struct config *cfg)
 {
-	const char *chars;
-	if (!sep)
-		chars = " ,"; /* the legacy rule: spaces and/or commas */
-	else if (!strcmp(sep, "space"))
-		chars = " ";
-	else if (!strcmp(sep, "os") || !strcmp(sep, ":"))
-		chars = ":";
-	else if (!strcmp(sep, ";"))
-		chars = ";";
-	else if (!strcmp(sep, "newline"))
-		chars = "\n";
-	else
-		return false;
-	char *copy = xstrdup(value), *save = NULL;
-	for (char *t = strtok_r(copy, chars, &save); t; t = strtok_r(NULL, chars, &save)) {
-		char *s = trim(t);
-		if (!*s)
-			continue;
-		*out = xrealloc(*out, (*n + 1) * sizeof **out);
-		(*out)[(*n)++] = xstrdup(s);
-	}
-	free(copy);
-	return true;
+	char *ours = getcwd(NULL, 0);
+	if (!ours)
+		ours = xstrdup("/"); /* ours was removed: absolute paths still work */
+	if (!cfg->migrate_cwd)
+		return ours;
+	char *c = alembic_path_join(ours, cfg->migrate_cwd);
+	free(ours);
+	return c;
 }
 
-/* The [alembic] settings that say where the revision files are. */
-enum { WHERE_SCRIPT, WHERE_VERSIONS, WHERE_SEPARATOR, WHERE_RECURSIVE, WHERE_N };
-static const char *const WHERE_KEYS[WHERE_N] = {"script_location", "version_locations",
-						"version_path_separator", "recursive_version_locations"};
-
-/* Parses the ini's text and expands WHERE_KEYS into v (NULL where absent; caller frees each).
- * False with err, and nothing to free, when the text is not an ini or a value never ends. */
-static bool ini_where(const char *text, const char *ini, const char *here, char *v[WHERE_N],
-		      char *err, size_t errlen)
+/* Reads --alembic-ini, relative to the command's directory as Alembic's -c is, and sets
+ * as->ini_dir (its absolute directory: %(here)s). Returns the text (caller frees), or NULL
+ * with err. */
+static char *read_ini(struct alembic_source *as, size_t *len, char *err, size_t errlen)
 {
-	struct ini parsed;
-	char perr[256];
-	for (size_t i = 0; i < WHERE_N; i++)
-		v[i] = NULL;
-	if (!alembic_ini_parse(text, &parsed, perr, sizeof perr)) {
-		set_err(err, errlen, "--alembic-ini: %s: %s", ini, perr);
-		return false;
-	}
-	bool bad = false;
-	for (size_t i = 0; i < WHERE_N && !bad; i++) {
-		v[i] = ini_get(&parsed, "alembic", WHERE_KEYS[i], here, &bad);
-		if (bad)
-			set_err(err, errlen,
-				"--alembic-ini: %s: %s does not expand to a value: its %%(name)s "
-				"references nest deeper than %d (a loop?) or grow past %d bytes",
-				ini, WHERE_KEYS[i], INI_MAX_DEPTH, INI_MAX_VALUE);
-	}
-	ini_free(&parsed);
-	for (size_t i = 0; bad && i < WHERE_N; i++) {
-		free(v[i]);
-		v[i] = NULL;
-	}
-	return !bad;
-}
-
-/* The revision directories from the settings: version_locations (relative ones under here),
- * else script_location/versions. False with err; *dirs may then hold some to free. */
-static bool where_dirs(char *const v[WHERE_N], const char *ini, const char *here, char ***dirs,
-		       size_t *ndirs, char *err, size_t errlen)
-{
-	const char *loc = v[WHERE_SCRIPT], *vloc = v[WHERE_VERSIONS], *vsep = v[WHERE_SEPARATOR];
-	if (!loc) {
-		set_err(err, errlen, "--alembic-ini: %s has no script_location in its [alembic] section", ini);
-		return false;
-	}
-	struct stat st;
-	if (strchr(loc, ':') && loc[0] != '/' && stat(loc, &st) != 0) {
-		set_err(err, errlen,
-			"--alembic-ini: script_location = %s is a package resource (package:path), "
-			"which is not supported; give a directory (e.g. %%(here)s/migrations)",
-			loc);
-		return false;
-	}
-	if (vloc && !split_locations(vloc, vsep, dirs, ndirs)) {
-		set_err(err, errlen,
-			"--alembic-ini: version_path_separator = %s: expected space, os, :, ; or newline", vsep);
-		return false;
-	}
-	for (size_t i = 0; i < *ndirs; i++) {
-		if ((*dirs)[i][0] != '/') {
-			char *abs = xasprintf("%s/%s", here, (*dirs)[i]);
-			free((*dirs)[i]);
-			(*dirs)[i] = abs;
-		}
-	}
-	if (*ndirs == 0) {
-		*dirs = xrealloc(*dirs, sizeof **dirs);
-		(*dirs)[(*ndirs)++] = loc[0] == '/' ? xasprintf("%s/versions", loc)
-						    : xasprintf("%s/%s/versions", here, loc);
-	}
-	return true;
-}
-
-bool alembic_ini_locate(const char *text, const char *ini, const char *here, char ***dirs,
-			size_t *ndirs, bool *recursive, char *err, size_t errlen)
-{
-	char *v[WHERE_N];
-	*dirs = NULL;
-	*ndirs = 0;
-	*recursive = false;
-	if (!ini_where(text, ini, here, v, err, errlen))
-		return false;
-	bool ok = where_dirs(v, ini, here, dirs, ndirs, err, errlen);
-	bool b = false;
-	*recursive = ok && v[WHERE_RECURSIVE] && config_parse_bool(v[WHERE_RECURSIVE], &b) && b;
-	for (size_t i = 0; i < WHERE_N; i++)
-		free(v[i]);
-	if (!ok) {
-		for (size_t i = 0; i < *ndirs; i++)
-			free((*dirs)[i]);
-		free(*dirs);
-		*dirs = NULL;
-		*ndirs = 0;
-	}
-	return ok;
-}
-
-/* Reads --alembic-ini and sets as->ini_dir (its real directory: %(here)s). Returns the text
- * (caller frees), or NULL with err. */
-static char *read_ini(struct alembic_source *as, char *err, size_t errlen)
-{
-	const char *ini = as->cfg->alembic_ini;
-	char *real = realpath(ini, NULL);
-	size_t len;
-	char *text = real ? file_read(real, INI_MAX_BYTES, &len) : NULL;
+	char *path = alembic_path_join(as->cwd, as->cfg->alembic_ini);
+	char *text = file_read(path, INI_MAX_BYTES, len);
 	if (!text) {
 		int e = errno;
 		char why[128];
-		set_err(err, errlen, "--alembic-ini: cannot read '%s': %s", ini,
+		set_err(err, errlen, "--alembic-ini: cannot read '%s': %s", as->cfg->alembic_ini,
 			read_reason(e, INI_MAX_BYTES, why, sizeof why));
-		free(real);
+		free(path);
 		return NULL;
 	}
-	as->ini_dir = xstrdup(dirname(real));
-	free(real);
+	as->ini_dir = xstrdup(dirname(path));
+	free(path);
 	return text;
+}
+
+/* What Alembic checks before it reads a revision (the script directory exists), and that the
+ * migration command can run the project. False with err. */
+static bool usable(const struct alembic_source *as, char *err, size_t errlen)
+{
+	if (access(as->where.script_dir, F_OK) != 0) {
+		set_err(err, errlen,
+			"--alembic-ini: %s: the script_location %s does not exist (relative paths start in "
+			"the migration command's directory, %s, as Alembic's do; see --migrate-cwd)",
+			as->ini_path, as->where.script_dir, as->cwd);
+		return false;
+	}
+	if (as->where.flask && !as->cfg->migrate_cmd) {
+		set_err(err, errlen,
+			"--alembic-ini: %s has no script_location: a Flask-Migrate project (env.py and "
+			"versions/ beside it), which the alembic command cannot run; give the command that "
+			"runs it: --migrate-cmd 'flask db upgrade'",
+			as->ini_path);
+		return false;
+	}
+	return true;
 }
 
 bool source_alembic_open(const struct config *cfg, struct source *src, char *err, size_t errlen)
 {
 	struct alembic_source *as = xcalloc(1, sizeof *as);
 	as->cfg = cfg;
+	as->vt_sql = quote_table(cfg->alembic_version_table);
 	as->ini_path = xstrdup(cfg->alembic_ini);
-	char *text = read_ini(as, err, errlen);
-	bool located = text && alembic_ini_locate(text, cfg->alembic_ini, as->ini_dir, &as->dirs,
-						  &as->ndirs, &as->recursive, err, errlen);
+	as->cwd = command_cwd(cfg);
+	size_t len = 0;
+	char *text = read_ini(as, &len, err, errlen);
+	struct alembic_paths paths = {cfg->alembic_ini, as->ini_dir, as->cwd,
+				      cfg->alembic_section ? cfg->alembic_section : "alembic", getenv("PYTHONPATH")};
+	bool ok = text && alembic_locate(text, len, &paths, &as->where, err, errlen) && usable(as, err, errlen);
 	free(text);
-	/* The tool: --migrate-cmd, else PYTHON -m alembic -c INI upgrade head. */
-	if (!located || !source_cmd_open(cfg, &as->cmd, err, errlen)) {
+	/* The tool: --migrate-cmd, else PYTHON -m alembic -c INI [-n SECTION] upgrade heads. */
+	if (!ok || !source_cmd_open(cfg, &as->cmd, err, errlen)) {
 		alembic_destroy(as);
 		return false;
 	}
@@ -1396,5 +1255,6 @@ bool source_alembic_open(const struct config *cfg, struct source *src, char *err
 	src->plan = alembic_plan;
 	src->migrate = alembic_migrate;
 	src->destroy = alembic_destroy;
+	preload_start(as);
 	return true;
 }

@@ -1,8 +1,11 @@
 /* Migrations by an external command (Alembic, Flyway, anything): argv, environment, outcome. */
 #include "mtr/source_cmd.h"
 #include "mtr/argv.h"
+#include "mtr/bookkeeping.h"
 #include "mtr/exitcode.h"
+#include "mtr/fastpath.h"
 #include "mtr/fold.h"
+#include "mtr/tools.h"
 #include "mtr/log.h"
 #include "mtr/source.h"
 #include "mtr/strbuf.h"
@@ -26,13 +29,17 @@ bool source_cmd_argv(const struct config *cfg, char ***argv, char *err, size_t e
 		set_err(err, errlen, "--migrate-cmd: %s", msg);
 		return false;
 	}
-	char **v = xcalloc(8, sizeof *v);
+	char **v = xcalloc(10, sizeof *v);
 	int n = 0;
 	v[n++] = xstrdup(cfg->python);
 	v[n++] = xstrdup("-m");
 	v[n++] = xstrdup("alembic");
 	v[n++] = xstrdup("-c");
 	v[n++] = xstrdup(cfg->alembic_ini);
+	if (cfg->alembic_section && strcmp(cfg->alembic_section, "alembic") != 0) {
+		v[n++] = xstrdup("-n"); /* --alembic-section: the same section for Alembic */
+		v[n++] = xstrdup(cfg->alembic_section);
+	}
 	v[n++] = xstrdup("upgrade");
 	v[n++] = xstrdup("heads"); /* the same as head for one head; right for labeled branches */
 	*argv = v;
@@ -248,6 +255,8 @@ static void log_finished(const struct run *r)
 struct cmd_source {
 	char **argv;
 	char *joined; /* for logs */
+	struct cmd_spec spec; /* what a preset adds (tools.h); zero for a plain command */
+	struct fastpath *fp;  /* the skip-when-unchanged check, when files and history are known */
 };
 
 /* A short-lived connection for a quick look after the command ran (NULL if none). */
@@ -326,16 +335,187 @@ static bool is_url(const char *s)
 	return s && (strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0);
 }
 
+/* Why the tool runs, for the fast path's log line and the --check report. */
+static const char *run_reason(enum fastpath_verdict v)
+{
+	switch (v) {
+	case FP_FIRST:
+		return "no fingerprint of a successful run is kept yet";
+	case FP_FILES_CHANGED:
+		return "the migration files (or the command) changed since the last successful run";
+	case FP_HISTORY_CHANGED:
+		return "the history table changed since the last successful run";
+	case FP_UNKNOWN:
+	case FP_UNCHANGED:
+	default:
+		return "the fingerprints could not be compared";
+	}
+}
+
+/* The fast path's verdict, logged (a quiet look logs only a skip: the locked plan that
+ * follows any other verdict says why the tool runs) or printed for --check. */
+static void fast_verdict(const struct cmd_source *cs, enum fastpath_verdict v, const char *why,
+			 int flags)
+{
+	const char *tool = cs->spec.tool ? cs->spec.tool : cs->argv[0];
+	if (flags & PLAN_REPORT) {
+		if (v == FP_UNCHANGED)
+			printf("%s: unchanged since the last successful run (%s): nothing to do\n", tool, why);
+		else
+			printf("%s: would run %s: %s (%s)\n", tool, cs->joined, run_reason(v), why);
+		return;
+	}
+	if (v == FP_UNCHANGED)
+		log_event(LOG_INFO, "fastpath.skip", LOG_FIELDS(LF_S("tool", tool), LF_S("state", why)),
+			  "the migration files and the history are as the last successful run left "
+			  "them (%s): %s is not started", why, tool);
+	else if (!(flags & PLAN_QUIET))
+		log_event(LOG_INFO, "fastpath.run",
+			  LOG_FIELDS(LF_S("tool", tool), LF_S("reason", v == FP_UNKNOWN ? "unknown"
+							 : v == FP_FIRST ? "first" : v == FP_FILES_CHANGED ? "files"
+							 : "history"),
+				     LF_S("state", why)),
+			  "starting %s: %s (%s)", tool, v == FP_UNKNOWN ? why : run_reason(v),
+			  v == FP_UNKNOWN ? "it decides itself" : why);
+}
+
 static int cmd_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int flags,
 		    size_t *pending)
 {
-	(void)conn;
-	(void)flags;
 	struct cmd_source *cs = self;
 	ctx->info->fingerprint = fnv1a(cs->joined, strlen(cs->joined), FNV_OFFSET);
 	snprintf(ctx->info->to, sizeof ctx->info->to, "command");
-	*pending = 1; /* a command cannot say what it would do: it always runs */
+	*pending = 1; /* without the fast path a command cannot say what it would do: it runs */
+	if (!cs->fp) {
+		if (flags & PLAN_REPORT)
+			printf("%s: would run %s (no --migrate-files and --migrate-history-table: "
+			       "a command cannot say what it would do)\n",
+			       cs->spec.tool ? cs->spec.tool : cs->argv[0], cs->joined);
+		return 0;
+	}
+	char why[512];
+	enum fastpath_verdict v = fastpath_check(cs->fp, conn, why, sizeof why);
+	fast_verdict(cs, v, why, flags);
+	*pending = v != FP_UNCHANGED;
 	return 0;
+}
+
+/* After a success: the fingerprints kept for the next start. A role that may not keep them
+ * still migrates; the tool then runs at every start (said once). */
+static void keep_fingerprint(struct cmd_source *cs, PGconn *conn, const struct config *cfg)
+{
+	static bool said;
+	struct pg_error err;
+	if (fastpath_save(cs->fp, conn, &err) || said || PQstatus(conn) != CONNECTION_OK)
+		return;
+	said = true;
+	const char *schema = bk_schema(cfg);
+	log_event(LOG_WARN, "fastpath.unavailable",
+		  LOG_FIELDS(LF_S("schema", schema), LF_S("sqlstate", err.sqlstate), LF_S("error", err.msg)),
+		  "cannot keep the fast path's fingerprint in schema %s (%s): %s will be started at "
+		  "every start. Let the role keep it (GRANT CREATE ON DATABASE %s TO %s, or CREATE "
+		  "SCHEMA %s AUTHORIZATION %s)",
+		  schema, err.msg, cs->spec.tool ? cs->spec.tool : cs->argv[0], PQdb(conn),
+		  PQuser(conn), schema, PQuser(conn));
+}
+
+/* What a preset's templates stand for, from the connection we made (the strings are owned
+ * by the struct and freed by vars_free). */
+struct preset_vars {
+	struct tool_vars v;
+	char *url, *nopass, *jdbc, *target;
+};
+
+static void vars_fill(struct preset_vars *p, PGconn *conn, const struct config *cfg, const char *url)
+{
+	const char *host = PQhost(conn), *port = PQport(conn), *db = PQdb(conn), *user = PQuser(conn);
+	char *conn_url = pg_conn_url(conn), *plain = tool_url_for_drivers(conn_url);
+	p->url = tool_url_for_drivers(url);
+	p->nopass = tool_url_without_password(plain);
+	char *sslmode = tool_url_param(plain, "sslmode");
+	bool tcp = host && host[0] != '/';
+	p->jdbc = tcp ? xasprintf("jdbc:postgresql://%s:%s/%s%s%s", host, port, db,
+				  sslmode ? "?sslmode=" : "", sslmode ? sslmode : "")
+		      : xstrdup("");
+	p->target = xasprintf("db:pg://%s@%s%s%s/%s", user, tcp ? host : "", tcp ? ":" : "",
+			      tcp ? port : "", db);
+	free(sslmode);
+	free(plain);
+	free(conn_url);
+	p->v = (struct tool_vars){p->url, p->nopass, p->jdbc, host, port, user, PQpass(conn), db,
+				  cfg->python, p->target};
+}
+
+static void vars_free(struct preset_vars *p)
+{
+	free(p->url);
+	free(p->nopass);
+	free(p->jdbc);
+	free(p->target);
+}
+
+/* The preset's NAME=template variables added to env (replacing ours of the same name); a
+ * variable whose value comes out empty (no password) is left out. */
+static void add_tool_env(char ***env, const char *const *tmpl, const struct tool_vars *v)
+{
+	size_t n = 0, extra = 0;
+	while ((*env)[n])
+		n++;
+	while (tmpl && tmpl[extra])
+		extra++;
+	*env = xrealloc(*env, (n + extra + 1) * sizeof **env);
+	for (size_t i = 0; i < extra; i++) {
+		char *val = tool_expand(tmpl[i], v);
+		size_t name = strcspn(tmpl[i], "=");
+		for (size_t k = 0; val && k < n; k++)
+			if (strncmp((*env)[k], tmpl[i], name + 1) == 0) {
+				free((*env)[k]);
+				(*env)[k] = (*env)[--n];
+				break;
+			}
+		if (val && val[name + 1])
+			(*env)[n++] = val;
+		else
+			free(val);
+	}
+	(*env)[n] = NULL;
+}
+
+/* The preset's argv with its placeholders filled in (argv_free). */
+static char **expand_argv(char *const *argv, const struct tool_vars *v)
+{
+	size_t n = 0;
+	while (argv[n])
+		n++;
+	char **out = xcalloc(n + 1, sizeof *out);
+	for (size_t i = 0; i < n; i++) {
+		out[i] = tool_expand(argv[i], v);
+		if (!out[i])
+			out[i] = xstrdup(argv[i]); /* the table names only known placeholders */
+	}
+	return out;
+}
+
+/* The command's argv and environment for this run (both argv_free). */
+static void prepare(const struct cmd_source *cs, PGconn *conn, const struct config *cfg,
+		    const char *appname, char ***argv, char ***env)
+{
+	char *url = is_url(cfg->database_url) ? xstrdup(cfg->database_url) : pg_conn_url(conn);
+	*env = source_cmd_env(url, cfg->pgpassword, appname);
+	*argv = NULL;
+	if (cs->spec.env || cs->spec.expand_argv) {
+		struct preset_vars p;
+		vars_fill(&p, conn, cfg, url);
+		/* the tools' own drivers refuse what only libpq understands (keepalives…) */
+		static const char *const url_only[] = {"DATABASE_URL={url}", NULL};
+		add_tool_env(env, cs->spec.env, &p.v);
+		if (cs->spec.tool)
+			add_tool_env(env, url_only, &p.v);
+		if (cs->spec.expand_argv)
+			*argv = expand_argv(cs->argv, &p.v);
+		vars_free(&p);
+	}
+	free(url);
 }
 
 /* The command ran and did not exit 0: lost (the database went away meanwhile) or failed. */
@@ -380,22 +560,24 @@ static void cmd_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 	struct cmd_source *cs = self;
 	const struct config *cfg = ctx->cfg;
 	memset(res, 0, sizeof *res);
-	char *url = is_url(cfg->database_url) ? xstrdup(cfg->database_url) : pg_conn_url(conn);
 	char appname[64];
 	session_name(appname, sizeof appname);
-	char **env = source_cmd_env(url, cfg->pgpassword, appname);
-	free(url);
+	char **argv = NULL, **env = NULL;
+	prepare(cs, conn, cfg, appname, &argv, &env);
+	char *joined = argv ? argv_join(argv) : NULL;
 	log_event(LOG_INFO, "migrate.start",
-		  LOG_FIELDS(LF_S("command", cs->joined), LF_I("attempt", ctx->attempt + 1)),
+		  LOG_FIELDS(LF_S("command", joined ? joined : cs->joined), LF_I("attempt", ctx->attempt + 1)),
 		  "running the migration command");
+	free(joined);
 	struct cmd_outcome out = {0}; /* run_command fills it; zero for the checkers that cannot see that */
 	/* its sessions carry the name we gave it, unless PGAPPNAME names them already */
 	const char *own = getenv("PGAPPNAME");
 	struct run r = {.out = &out, .progress = ctx->progress, .appname = own && *own ? own : appname};
 	progress_watch_app(ctx->progress, r.appname, cs->joined);
-	bool started = run_command(cs->argv, cfg->migrate_cwd, env, ctx->sigs, cfg->stop_timeout_ms,
-				   ctx->lock, &r);
+	bool started = run_command(argv ? argv : cs->argv, cfg->migrate_cwd, env, ctx->sigs,
+				   cfg->stop_timeout_ms, ctx->lock, &r);
 	argv_free(env);
+	argv_free(argv);
 	if (!started) {
 		log_event(LOG_ERROR, "migrate.failed",
 			  LOG_FIELDS(LF_S("command", cs->joined), LF_S("error", out.proc.err),
@@ -412,6 +594,8 @@ static void cmd_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 		lock_lost(ctx, appname, res);
 	} else if (out.proc.outcome == PROC_EXITED && out.proc.exit_code == 0) {
 		log_finished(&r);
+		if (cs->fp)
+			keep_fingerprint(cs, conn, cfg);
 		res->result = MIGRATE_OK;
 	} else {
 		cmd_failed(ctx, cs, &out, res);
@@ -424,17 +608,36 @@ static void cmd_destroy(void *self)
 	struct cmd_source *cs = self;
 	argv_free(cs->argv);
 	free(cs->joined);
+	fastpath_free(cs->fp);
 	free(cs);
 }
 
-bool source_cmd_open(const struct config *cfg, struct source *src, char *err, size_t errlen)
+/* The key of the kept fingerprint: the tool (or "command") and its history tables. */
+static char *fast_key(const struct cmd_spec *spec)
 {
-	char **argv;
-	if (!source_cmd_argv(cfg, &argv, err, errlen))
-		return false;
+	struct strbuf b = STRBUF_INIT;
+	sb_adds(&b, spec->tool ? spec->tool : "command");
+	for (size_t i = 0; i < spec->nhistory; i++)
+		sb_addf(&b, " %s", spec->history[i]);
+	return sb_take(&b);
+}
+
+bool source_cmd_open_spec(const struct config *cfg, char **argv, const struct cmd_spec *spec,
+			  struct source *src, char *err, size_t errlen)
+{
+	(void)err;
+	(void)errlen;
 	struct cmd_source *cs = xcalloc(1, sizeof *cs);
 	cs->argv = argv;
 	cs->joined = argv_join(argv);
+	cs->spec = *spec;
+	if (spec->nfiles && spec->nhistory) {
+		char *key = fast_key(spec);
+		struct fastpath_spec fs = {key, bk_schema(cfg), cfg->migrate_cwd, cs->joined,
+					   spec->files, spec->nfiles, spec->history, spec->nhistory};
+		cs->fp = fastpath_new(&fs);
+		free(key);
+	}
 	src->kind = "command";
 	src->describe = cs->joined;
 	src->self = cs;
@@ -442,4 +645,18 @@ bool source_cmd_open(const struct config *cfg, struct source *src, char *err, si
 	src->migrate = cmd_migrate;
 	src->destroy = cmd_destroy;
 	return true;
+}
+
+bool source_cmd_open(const struct config *cfg, struct source *src, char *err, size_t errlen)
+{
+	char **argv;
+	if (!source_cmd_argv(cfg, &argv, err, errlen))
+		return false;
+	/* --migrate-files and --migrate-history-table give a plain command the fast path; the
+	 * Alembic source (which opens this one to run Alembic) plans by itself. */
+	struct cmd_spec spec = {0};
+	if (!cfg->alembic_ini)
+		spec = (struct cmd_spec){NULL, NULL, false, cfg->migrate_files.v, cfg->migrate_files.n,
+					 cfg->migrate_history_table.v, cfg->migrate_history_table.n};
+	return source_cmd_open_spec(cfg, argv, &spec, src, err, errlen);
 }

@@ -1,6 +1,7 @@
 /* Native SQL migrations: DIR/<version>_<name>.sql, one transaction each, a history table. */
 #include "mtr/source_sql.h"
 #include "mtr/exitcode.h"
+#include "mtr/fileio.h"
 #include "mtr/log.h"
 #include "mtr/pg.h"
 #include "mtr/problems.h"
@@ -142,12 +143,13 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 	while ((e = readdir(d)) != NULL) {
 		if (e->d_name[0] == '.')
 			continue;
-		if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN && e->d_type != DT_LNK)
-			continue;
-		char *path = xasprintf("%s/%s", dir, e->d_name);
 		uint64_t version;
 		char name[256];
 		int m = source_sql_parse_name(e->d_name, &version, name, sizeof name);
+		/* A directory or a device not named like a migration is none of ours. */
+		if (m == 0 && e->d_type != DT_REG && e->d_type != DT_UNKNOWN && e->d_type != DT_LNK)
+			continue;
+		char *path = xasprintf("%s/%s", dir, e->d_name);
 		if (m == 0 && ss->notes_logged) {
 			free(path);
 			continue;
@@ -169,23 +171,23 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 		}
 		struct sqlr_file scan;
 		enum sqlr_load l = sqlr_scan(dirfd(d), dir, e->d_name, DIRECTIVE, &hash, &scan, err, errlen);
-		if (l == SQLR_NOT_REGULAR) {
-			free(path); /* a directory or device named like a migration: not ours */
-			continue;
-		}
-		if (l == SQLR_BAD) {
-			free(path);
+		/* Named like a migration, it must be one: a FIFO, a device or a socket is refused
+		 * (never read: it could block or never end), and so is a directory. */
+		if (l == SQLR_NOT_REGULAR)
+			set_err(err, errlen, "%s: %s; a migration must be a regular file: replace it "
+				"with the SQL file, or remove it", path, sqlr_not_regular(dirfd(d), e->d_name));
+		free(path);
+		if (l != SQLR_LOADED) {
 			code = MTR_EXIT_INCONSISTENT;
 			break;
 		}
-		free(path);
 		if (ss->nfiles == cap)
 			ss->files = xrealloc(ss->files, (cap = cap ? cap * 2 : 64) * sizeof *ss->files);
 		struct sql_file *f = &ss->files[ss->nfiles++];
 		memset(f, 0, sizeof *f);
 		f->version = version;
 		snprintf(f->vtext, sizeof f->vtext, "%" PRIu64, version);
-		f->name = xstrdup(name);
+		f->name = sqlr_text_name(name); /* a name in another encoding, escaped */
 		f->file = xstrdup(e->d_name);
 		f->no_tx = scan.marked;
 		memcpy(f->checksum, scan.checksum, sizeof f->checksum);
@@ -449,7 +451,9 @@ static void print_report(const struct sql_source *ss, const struct problems *pr)
 			const struct sql_file *f = &ss->files[ss->pending[i]];
 			cJSON *p = cJSON_CreateObject();
 			cJSON_AddStringToObject(p, "version", f->vtext);
-			cJSON_AddStringToObject(p, "file", f->file);
+			char *file = sqlr_text_name(f->file); /* valid JSON text whatever the name */
+			cJSON_AddStringToObject(p, "file", file);
+			free(file);
 			cJSON_AddBoolToObject(p, "no_transaction", f->no_tx);
 			cJSON_AddItemToArray(pending, p);
 		}
@@ -500,6 +504,44 @@ static int history_unreadable(const struct sql_source *ss, PGconn *conn, const c
 	return code;
 }
 
+/* The image's files were refused (err): logged, and final, since no lock can change them. */
+static int refuse_files(const struct source_ctx *ctx, int code, const char *err)
+{
+	ctx->info->files_refused = true;
+	log_event(LOG_ERROR, "check.failed", LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)),
+		  "%s", err);
+	return code;
+}
+
+/* A pending transactional file that starts or ends a transaction itself, found before anything
+ * runs: a COMMIT inside it would commit its first part for good. Only pending files are read
+ * whole for this, one at a time, each freed at once: a start at head reads none, and an applied
+ * file is never sent again. One that cannot be read is left to the apply, which reads it again
+ * and says why. True with err when one is found. */
+static bool control_in_pending(const struct sql_source *ss, char *err, size_t errlen)
+{
+	bool found = false;
+	for (size_t i = 0; i < ss->npending && !found; i++) {
+		const struct sql_file *f = &ss->files[ss->pending[i]];
+		if (f->no_tx)
+			continue;
+		char *path = xasprintf("%s/%s", ss->cfg->sql_dir, f->file);
+		size_t len = 0;
+		char *sql = file_read(path, SQLR_MAX_BYTES, &len);
+		long line = 0;
+		const char *control = sql ? sqlr_transaction_control(sql, &line) : NULL;
+		if (control)
+			set_err(err, errlen, "%s:%ld: %s controls the transaction from inside the file; "
+				"remove it (each file already runs in one transaction of its own, committed "
+				"with its record), or mark the file '%s' to run it outside one; nothing "
+				"was applied", path, line, control, DIRECTIVE);
+		found = control != NULL;
+		free(sql);
+		free(path);
+	}
+	return found;
+}
+
 static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int flags,
 		    size_t *pending)
 {
@@ -508,12 +550,8 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	free_files(ss);
 	ss->notes_logged = flags & PLAN_REPEAT;
 	int code = load_files(ss, err, sizeof err);
-	if (code) {
-		ctx->info->files_refused = true; /* the image's files: no lock can change them */
-		log_event(LOG_ERROR, "check.failed",
-			  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
-		return code;
-	}
+	if (code)
+		return refuse_files(ctx, code, err);
 	long tables = 0;
 	bool quiet = flags & PLAN_QUIET;
 	ss->plan_state[0] = '\0';
@@ -521,6 +559,10 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 		return history_unreadable(ss, conn, err, quiet);
 	struct problems pr = {0};
 	check_state(ss, conn, tables, &pr);
+	if (control_in_pending(ss, err, sizeof err)) {
+		problems_free(&pr);
+		return refuse_files(ctx, MTR_EXIT_INCONSISTENT, err);
+	}
 	if (!quiet)
 		problems_log(&pr);
 	if (flags & PLAN_REPORT)

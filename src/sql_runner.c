@@ -5,6 +5,7 @@
 #include "mtr/fileio.h"
 #include "mtr/log.h"
 #include "mtr/retry.h"
+#include "mtr/strbuf.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -13,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- files ------------------------------------------------------------------------------- */
@@ -132,6 +135,25 @@ static bool scan_fd(int fd, size_t size, const char *marker, struct sqlr_hash *h
 	return true;
 }
 
+/* A file that could not be opened or read (errno e): not a regular file after all (a socket
+ * cannot even be opened: ENXIO), a symbolic link to nothing or to itself, or a plain error. */
+static enum sqlr_load open_failed(int dirfd, const char *dir, const char *name, int e, char *err,
+				  size_t errlen)
+{
+	struct stat st;
+	if (fstatat(dirfd, name, &st, 0) == 0 && !S_ISREG(st.st_mode))
+		return SQLR_NOT_REGULAR;
+	bool link = fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+	if (link && (e == ENOENT || e == ELOOP))
+		set_err(err, errlen, "%s/%s: a symbolic link %s; point it at the migration's SQL "
+			"file, or remove it", dir, name,
+			e == ELOOP ? "that loops (it leads back to itself)"
+				   : "to nothing (its target does not exist)");
+	else
+		set_err(err, errlen, "%s/%s: cannot read: %s", dir, name, file_strerror(e));
+	return SQLR_BAD;
+}
+
 enum sqlr_load sqlr_scan(int dirfd, const char *dir, const char *name, const char *marker,
 			 struct sqlr_hash *h, struct sqlr_file *out, char *err, size_t errlen)
 {
@@ -145,14 +167,217 @@ enum sqlr_load sqlr_scan(int dirfd, const char *dir, const char *name, const cha
 	int e = errno;
 	if (fd >= 0)
 		close(fd);
-	if (!read_ok) {
-		set_err(err, errlen, "%s/%s: cannot read: %s", dir, name, file_strerror(e));
-		return SQLR_BAD;
-	}
+	if (!read_ok)
+		return open_failed(dirfd, dir, name, e, err, errlen);
 	if (!why)
 		return SQLR_LOADED;
 	set_err(err, errlen, "%s/%s: %s", dir, name, why);
 	return SQLR_BAD;
+}
+
+enum sqlr_load sqlr_load(int dirfd, const char *dir, const char *name, char **sql, size_t *len,
+			 char *err, size_t errlen)
+{
+	*sql = file_read_at(dirfd, name, SQLR_MAX_BYTES, len);
+	if (!*sql && errno == ENOTSUP)
+		return SQLR_NOT_REGULAR;
+	if (!*sql)
+		return open_failed(dirfd, dir, name, errno, err, errlen);
+	const char *why = NULL;
+	if (strlen(*sql) != *len)
+		why = "contains a NUL byte; a migration must be text";
+	bool blank = true;
+	for (const char *p = *sql; *p && blank; p++)
+		blank = isspace((unsigned char)*p);
+	if (!why && blank)
+		why = "the file is empty; a migration must hold SQL (delete the file if it is not meant "
+		      "to be one)";
+	if (!why)
+		return SQLR_LOADED;
+	set_err(err, errlen, "%s/%s: %s", dir, name, why);
+	free(*sql);
+	*sql = NULL;
+	return SQLR_BAD;
+}
+
+const char *sqlr_not_regular(int dirfd, const char *name)
+{
+	struct stat st;
+	if (fstatat(dirfd, name, &st, 0) != 0)
+		return "not a regular file";
+	if (S_ISFIFO(st.st_mode))
+		return "a FIFO (named pipe), not a regular file: reading it would wait for a writer";
+	if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
+		return "a device, not a regular file: reading it may never end";
+	if (S_ISSOCK(st.st_mode))
+		return "a socket, not a regular file";
+	if (S_ISDIR(st.st_mode))
+		return "a directory, not a regular file";
+	return "not a regular file";
+}
+
+char *sqlr_text_name(const char *raw)
+{
+	struct strbuf b = STRBUF_INIT;
+	sb_adds(&b, "");
+	for (const char *p = raw; *p;) {
+		size_t n = utf8_char_len(p);
+		if (n == 0 || (n == 1 && *p == '\\')) {
+			sb_addf(&b, "\\x%02x", (unsigned char)*p);
+			p++;
+			continue;
+		}
+		sb_add(&b, p, n);
+		p += n;
+	}
+	return sb_take(&b);
+}
+
+/* ---- transaction control in a file --------------------------------------------------------- */
+
+/* Where a quoted or commented stretch that starts at p ends (just past it); p itself when
+ * none starts there. Knows '…' (and E'…' escapes), "…", $tag$…$tag$, -- and nested slash-star
+ * comments, as PostgreSQL's lexer does. */
+static const char *skip_quoted(const char *start, const char *p, long *line)
+{
+	const char *q = p;
+	if (p[0] == '-' && p[1] == '-') {
+		while (*q && *q != '\n')
+			q++;
+		return q;
+	}
+	if (p[0] == '/' && p[1] == '*') {
+		int depth = 0;
+		do {
+			if (q[0] == '/' && q[1] == '*') {
+				depth++;
+				q += 2;
+			} else if (q[0] == '*' && q[1] == '/') {
+				depth--;
+				q += 2;
+			} else {
+				*line += *q == '\n';
+				q++;
+			}
+		} while (*q && depth > 0);
+		return q;
+	}
+	if (*p == '\'' || *p == '"') {
+		bool esc = *p == '\'' && p > start && (p[-1] == 'E' || p[-1] == 'e') &&
+			   (p - 1 == start || !(isalnum((unsigned char)p[-2]) || p[-2] == '_'));
+		char quote = *q++;
+		while (*q) {
+			if (esc && *q == '\\' && q[1]) {
+				*line += q[1] == '\n';
+				q += 2;
+			} else if (*q == quote && q[1] == quote) {
+				q += 2;
+			} else if (*q == quote) {
+				return q + 1;
+			} else {
+				*line += *q == '\n';
+				q++;
+			}
+		}
+		return q;
+	}
+	if (*p == '$' && !(p > start && (isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == '$'))) {
+		const char *t = p + 1;
+		if (isalpha((unsigned char)*t) || *t == '_' || (unsigned char)*t >= 0x80)
+			while (isalnum((unsigned char)*t) || *t == '_' || (unsigned char)*t >= 0x80)
+				t++;
+		if (*t != '$')
+			return p;
+		size_t taglen = (size_t)(t + 1 - p);
+		for (q = t + 1; *q; q++) {
+			if (*q == '$' && strncmp(q, p, taglen) == 0)
+				return q + taglen;
+			*line += *q == '\n';
+		}
+		return q;
+	}
+	return p;
+}
+
+static bool word_is(const char *w, size_t n, const char *kw)
+{
+	return strlen(kw) == n && strncasecmp(w, kw, n) == 0;
+}
+
+/* The word after the one at w (skipping blanks and comments), for two-word statements. */
+static const char *next_word(const char *start, const char *w, size_t n, size_t *len)
+{
+	const char *p = w + n;
+	long ignored = 0;
+	for (;;) {
+		while (isspace((unsigned char)*p))
+			p++;
+		const char *q = skip_quoted(start, p, &ignored);
+		if (q == p || (*p != '-' && *p != '/'))
+			break;
+		p = q;
+	}
+	*len = 0;
+	while (isalnum((unsigned char)p[*len]) || p[*len] == '_')
+		(*len)++;
+	return p;
+}
+
+/* Whether the statement that starts with word w controls transactions; its name if so. */
+static const char *control_word(const char *start, const char *w, size_t n)
+{
+	static const char *const always[] = {"BEGIN", "COMMIT", "END", "ABORT"};
+	for (size_t i = 0; i < sizeof always / sizeof always[0]; i++)
+		if (word_is(w, n, always[i]))
+			return always[i];
+	size_t n2;
+	const char *w2 = next_word(start, w, n, &n2);
+	if (word_is(w, n, "ROLLBACK")) /* ROLLBACK TO SAVEPOINT stays inside our transaction */
+		return word_is(w2, n2, "TO") ? NULL : "ROLLBACK";
+	if (word_is(w, n, "START") && word_is(w2, n2, "TRANSACTION"))
+		return "START TRANSACTION";
+	if (word_is(w, n, "PREPARE") && word_is(w2, n2, "TRANSACTION"))
+		return "PREPARE TRANSACTION";
+	return NULL;
+}
+
+const char *sqlr_transaction_control(const char *sql, long *line)
+{
+	long ln = 1, stmt_line = 1;
+	int words = 0, depth = 0; /* psql's rule: BEGIN or CASE after the first word opens a block */
+	for (const char *p = sql; *p;) {
+		const char *q = skip_quoted(sql, p, &ln);
+		if (q != p) {
+			p = q;
+			continue;
+		}
+		if (isalpha((unsigned char)*p) || *p == '_') {
+			size_t n = 0;
+			while (isalnum((unsigned char)p[n]) || p[n] == '_' || p[n] == '$')
+				n++;
+			if (++words == 1) {
+				stmt_line = ln;
+				const char *kw = control_word(sql, p, n);
+				if (kw) {
+					*line = stmt_line;
+					return kw;
+				}
+			} else if (word_is(p, n, "BEGIN") || word_is(p, n, "CASE")) {
+				depth++;
+			} else if (word_is(p, n, "END") && depth > 0) {
+				depth--;
+			}
+			p += n;
+			continue;
+		}
+		if (*p == ';' && depth == 0)
+			words = 0;
+		if (!isspace((unsigned char)*p) && *p != ';' && words == 0)
+			words = -1000000; /* a statement that starts with no word: (SELECT …) */
+		ln += *p == '\n';
+		p++;
+	}
+	return NULL;
 }
 
 /* sqlr_position within the first len bytes of text. */
@@ -214,8 +439,9 @@ static void failed(struct migrate_outcome *out, int code, const char *message, c
  * into a buffer that already has room for the settings before it and the record and COMMIT
  * after it: the file's text is in memory once (libpq copies the query once more to send it). */
 struct query {
-	char *buf;        /* what is sent, NUL-terminated (owned) */
-	const char *text; /* the file's text within buf */
+	char *buf;        /* owned, or NULL */
+	const char *sql;  /* what is sent, NUL-terminated: buf, or the step's own text */
+	const char *text; /* the file's text within it */
 	size_t len;       /* and its length */
 	long offset;      /* characters before it (ASCII), so that an error position maps back */
 };
@@ -251,6 +477,8 @@ static void fail_step(const struct sqlr_step *s, const PGresult *res, PGconn *co
 	snprintf(out->revision, sizeof out->revision, "%s", s->version);
 }
 
+#define GUARD "migrate_then_run_file"
+
 /* Reads the file at path into q->buf, with room for before bytes ahead of its text and after
  * bytes and a NUL behind it. False with errno (q->buf may be set: the caller frees it). */
 static bool read_text(const char *path, size_t before, size_t after, struct query *q)
@@ -271,6 +499,30 @@ static bool read_text(const char *path, size_t before, size_t after, struct quer
 	return true;
 }
 
+/* A step's file read again and compared with the plan's checksum; false with why. */
+static bool read_as_planned(const struct sqlr_step *s, size_t before, size_t after,
+			    struct query *q, char *why, size_t whylen)
+{
+	char *path = xasprintf("%s/%s", s->dir, s->file);
+	bool ok = read_text(path, before, after, q);
+	int e = errno;
+	free(path);
+	if (!ok) {
+		snprintf(why, whylen, "cannot read it again to apply it: %s", file_strerror(e));
+		return false;
+	}
+	char sum[65];
+	struct sqlr_hash h;
+	sqlr_hash_init(&h);
+	sqlr_sha256_hex(&h, q->text, q->len, sum);
+	sqlr_hash_free(&h);
+	if (strcmp(sum, s->checksum) == 0)
+		return true;
+	snprintf(why, whylen, "it changed after it was checked (SHA-256 %s when planned, %s now)",
+		 s->checksum, sum);
+	return false;
+}
+
 /* The file could not be read again, or is not what the plan checked: nothing of it is sent. */
 static bool not_as_planned(const struct sqlr_step *s, const char *why, struct migrate_outcome *out)
 {
@@ -287,54 +539,64 @@ static bool not_as_planned(const struct sqlr_step *s, const char *why, struct mi
 }
 
 /* The query that applies a step: for a transactional file, settings, the file, its record and
- * COMMIT in one round trip; else the file alone. The text is hashed again, so that a file
- * changed since the plan is refused rather than applied under the old checksum. */
+ * COMMIT in one round trip; else the file alone (sent as the source holds it, when it does).
+ * A file the source does not hold is read again and hashed, so that a file changed since the
+ * plan is refused rather than applied under the old checksum. */
 static bool build_query(const struct sqlr_step *s, const struct sqlr_opts *o, struct query *q,
 			struct migrate_outcome *out)
 {
-	char prefix[160] = "", why[256] = "", sum[65];
-	if (!s->no_tx)
-		snprintf(prefix, sizeof prefix,
-			 "BEGIN; SET LOCAL lock_timeout = %lld; SET LOCAL statement_timeout = %lld;\n",
-			 (long long)o->lock_timeout_ms, (long long)o->statement_timeout_ms);
-	/* "\n;" ends a last statement without a semicolon, and a last line that is a comment. */
-	char *suffix = s->no_tx ? xstrdup("") : xasprintf("\n;\n%s; COMMIT", s->record_sql);
-	char *path = xasprintf("%s/%s", s->dir, s->file);
-	size_t plen = strlen(prefix), slen = strlen(suffix);
-	struct sqlr_hash h;
-	sqlr_hash_init(&h);
-	bool ok = read_text(path, plen, slen, q);
-	if (!ok) {
-		snprintf(why, sizeof why, "cannot read it again to apply it: %s", file_strerror(errno));
-	} else {
-		sqlr_sha256_hex(&h, q->text, q->len, sum);
-		ok = strcmp(sum, s->checksum) == 0;
-		if (!ok)
-			snprintf(why, sizeof why, "it changed after it was checked (SHA-256 %s when planned, "
-				 "%s now)", s->checksum, sum);
+	char prefix[200] = "", why[256] = "";
+	if (s->no_tx && s->sql) {
+		q->sql = q->text = s->sql;
+		q->len = strlen(s->sql);
+		return true;
 	}
-	sqlr_hash_free(&h);
-	free(path);
+	if (!s->no_tx)
+		snprintf(prefix, sizeof prefix, "BEGIN; SET LOCAL lock_timeout = %lld; "
+			 "SET LOCAL statement_timeout = %lld; SAVEPOINT " GUARD ";\n",
+			 (long long)o->lock_timeout_ms, (long long)o->statement_timeout_ms);
+	/* "\n;" ends a last statement without a semicolon, and a last line that is a comment.
+	 * The savepoint is the guard against a COMMIT or ROLLBACK inside the file that the lexer
+	 * missed: it ended our transaction, so releasing the savepoint fails (3B001) and what
+	 * follows, the record included, is not committed. */
+	char *suffix = s->no_tx ? xstrdup("")
+				: xasprintf("\n;\nRELEASE SAVEPOINT " GUARD ";\n%s; COMMIT", s->record_sql);
+	size_t plen = strlen(prefix), slen = strlen(suffix);
+	bool ok = true;
+	if (s->sql) {
+		q->len = strlen(s->sql);
+		q->buf = xmalloc(plen + q->len + slen + 1);
+		q->text = q->buf + plen;
+		memcpy(q->buf + plen, s->sql, q->len);
+	} else {
+		ok = read_as_planned(s, plen, slen, q, why, sizeof why);
+	}
 	if (ok) {
 		memcpy(q->buf, prefix, plen);
 		memcpy(q->buf + plen + q->len, suffix, slen + 1);
+		q->sql = q->buf;
 		q->offset = (long)plen;
 	}
 	free(suffix);
 	return ok ? true : not_as_planned(s, why, out);
 }
 
-/* A bookkeeping statement of a no-transaction file failed: lost, or a failure of its own. */
-static enum attempt record_failed(PGconn *conn, const struct sqlr_step *s, const struct pg_error *e,
-				  struct migrate_outcome *out)
+/* A statement of ours around a no-transaction file failed (what: which one): stopped, lost,
+ * or a failure of its own. */
+static enum attempt record_failed(PGconn *conn, const struct sqlr_step *s, const char *what,
+				  const struct pg_error *e, struct migrate_outcome *out)
 {
-	if (PQstatus(conn) != CONNECTION_OK) {
+	if (e->interrupted) {
+		out->result = MIGRATE_STOPPED;
+		return FINAL;
+	}
+	if (PQstatus(conn) != CONNECTION_OK || !e->sqlstate[0]) {
 		snprintf(out->how, sizeof out->how, "%s: the database connection was lost", s->file);
 		out->result = MIGRATE_LOST;
 		return FINAL;
 	}
 	char msg[1100];
-	snprintf(msg, sizeof msg, "recording the migration in the history table: %s", e->msg);
+	snprintf(msg, sizeof msg, "%s: %s", what, e->msg);
 	log_event(LOG_ERROR, "migrate.failed",
 		  LOG_FIELDS(LF_S("file", s->file), LF_S("error", msg), LF_I("exit_code", MTR_EXIT_MIGRATION)),
 		  "%s: %s", s->file, msg);
@@ -342,14 +604,18 @@ static enum attempt record_failed(PGconn *conn, const struct sqlr_step *s, const
 	return FINAL;
 }
 
-/* The text ran without an error but left a transaction open, or closed ours. */
+#define RECORDING "recording the migration in the history table"
+
+/* The text ran without an error but left a transaction open, or closed ours (caught by the
+ * guard savepoint: what ran before its COMMIT may be committed). */
 static enum attempt controls_transactions(const struct sqlr_step *s, struct migrate_outcome *out)
 {
 	log_event(LOG_ERROR, "migrate.failed",
 		  LOG_FIELDS(LF_S("file", s->file), LF_I("exit_code", MTR_EXIT_MIGRATION)),
 		  "%s/%s: the file controls transactions itself (BEGIN, COMMIT or ROLLBACK); "
-		  "remove those statements (each file already runs in its own transaction), "
-		  "or mark it %s",
+		  "it is not recorded as applied, but what ran before its own COMMIT may be "
+		  "committed: check the database; then remove those statements (each file already "
+		  "runs in its own transaction), or mark it %s",
 		  s->dir, s->file, s->no_tx_marker);
 	failed(out, MTR_EXIT_MIGRATION, "the file controls transactions itself", s->file);
 	return FINAL;
@@ -384,22 +650,24 @@ static enum attempt judge(PGconn *conn, const struct sqlr_step *s, PGresult *res
 	}
 	if (!s->no_tx && retryable(state))
 		return RETRY;
+	if (!s->no_tx && strcmp(state, "3B001") == 0 && strstr(field(res, PG_DIAG_MESSAGE_PRIMARY), GUARD))
+		return controls_transactions(s, out);
 	if (res && PQresultStatus(res) != PGRES_FATAL_ERROR)
 		return controls_transactions(s, out);
 	fail_step(s, res, conn, q, out);
 	return FINAL;
 }
 
-static enum attempt attempt(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts *o,
-			    const struct query *q, struct migrate_outcome *out, char state[6])
+static enum attempt run_step(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts *o,
+			     const struct query *q, struct migrate_outcome *out, char state[6])
 {
 	int64_t start = now_ms();
 	struct pg_error e;
 	state[0] = '\0';
 	if (s->no_tx && s->before_sql && !pg_command(conn, s->before_sql, 0, NULL, PG_QUERY_MS, -1, &e))
-		return record_failed(conn, s, &e, out);
+		return record_failed(conn, s, RECORDING, &e, out);
 	progress_watch_pid(o->progress, PQbackendPID(conn), s->file);
-	PGresult *res = pg_run(conn, q->buf, 0, NULL, -1, o->stop_fd, &e);
+	PGresult *res = pg_run(conn, q->sql, 0, NULL, -1, o->stop_fd, &e);
 	progress_idle(o->progress); /* before its outcome is logged, whatever it is */
 	ExecStatusType st = PQresultStatus(res);
 	if (!res || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) ||
@@ -414,12 +682,41 @@ static enum attempt attempt(PGconn *conn, const struct sqlr_step *s, const struc
 	snprintf(dur, sizeof dur, "%lld", (long long)ms);
 	const char *params[1] = {dur};
 	if (s->no_tx && s->after_sql && !pg_command(conn, s->after_sql, 1, params, PG_QUERY_MS, -1, &e))
-		return record_failed(conn, s, &e, out);
+		return record_failed(conn, s, RECORDING, &e, out);
 	log_event(LOG_INFO, "migrate.step",
 		  LOG_FIELDS(LF_S("version", s->version), LF_S("file", s->file), LF_I("duration_ms", ms),
 			     LF_B("no_transaction", s->no_tx)),
 		  "applied %s", s->file);
 	return APPLIED;
+}
+
+/* A no-transaction file gets the timeouts too, for the session while it runs: SET before,
+ * RESET after (SET LOCAL needs a transaction). */
+static bool session_timeouts(PGconn *conn, const struct sqlr_opts *o, bool set, struct pg_error *e)
+{
+	char *sql = set ? xasprintf("SET lock_timeout = %lld; SET statement_timeout = %lld",
+				    (long long)o->lock_timeout_ms, (long long)o->statement_timeout_ms)
+			: xstrdup("RESET lock_timeout; RESET statement_timeout");
+	bool ok = pg_command(conn, sql, 0, NULL, PG_QUERY_MS, -1, e);
+	free(sql);
+	return ok;
+}
+
+static enum attempt attempt(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts *o,
+			    const struct query *q, struct migrate_outcome *out, char state[6])
+{
+	state[0] = '\0';
+	if (!s->no_tx)
+		return run_step(conn, s, o, q, out, state);
+	struct pg_error e;
+	if (!session_timeouts(conn, o, true, &e))
+		return record_failed(conn, s, "setting lock_timeout and statement_timeout", &e, out);
+	enum attempt a = run_step(conn, s, o, q, out, state);
+	/* A failed RESET leaves only our own timeouts in force on our own session. */
+	if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE &&
+	    !session_timeouts(conn, o, false, &e)) {
+	}
+	return a;
 }
 
 /* ---- retries ----------------------------------------------------------------------------- */

@@ -6,6 +6,7 @@
 #include "mtr/pipeline.h"
 #include "mtr/signals.h"
 #include "mtr/status.h"
+#include "mtr/termlog.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -51,12 +52,14 @@ int main(int argc, char **argv)
 		log_event(LOG_ERROR, "config.invalid", LOG_FIELDS(LF_I("exit_code", MTR_EXIT_USAGE)),
 			  "%s", err);
 		code = MTR_EXIT_USAGE;
+		termlog_write(cfg.termination_log, code);
 		break;
 	case CONFIG_OK:
 	default:
 		log_init((enum log_format)cfg.log_format, (enum log_level)cfg.log_level);
 		log_set_schema((enum log_schema)cfg.log_schema);
 		code = pipeline_run(&cfg, &sigs);
+		termlog_write(cfg.termination_log, code); /* only a failure of ours writes it */
 		break;
 	}
 	config_free(&cfg);

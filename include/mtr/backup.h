@@ -28,7 +28,8 @@ struct backup_result {
 	bool streamed;      /* the upload ran while pg_dump wrote */
 };
 
-/* The default --backup-dir: /var/backups/migrate-then-run as root, else ./backups. */
+/* The default --backup-dir: /var/backups/migrate-then-run as root, or when it is there and
+ * writable for us; else ./backups. */
 const char *backup_default_dir(void);
 
 /* Dumps conn's database with pg_dump -Fc (connection settings and password through the

@@ -3,6 +3,7 @@
 #define MTR_CONFIG_H
 
 #include "mtr/log.h"
+#include "mtr/user.h"
 #include "mtr/util.h"
 
 #include <stdbool.h>
@@ -24,6 +25,10 @@ struct config {
 	char *python;
 	char *migrate_cmd;
 	char *migrate_cwd;
+	char *tool;                 /* --tool: a preset of tools.c */
+	struct strlist migrate_files;         /* the command's files, for the fast path */
+	struct strlist migrate_history_table; /* the command's history tables, likewise */
+	int apply;                  /* enum apply_mode: --tool's native applier or its CLI */
 	char *sql_dir;
 	char *history_table;        /* schema.table */
 	bool allow_out_of_order;
@@ -37,6 +42,7 @@ struct config {
 	int64_t progress_interval_ms; /* migrate.progress while a migration runs; 0: never */
 	char *alembic_version_table;
 	char *alembic_baseline;
+	char *alembic_section; /* the ini section, as alembic -n NAME */
 	bool repair_version_table;
 	int on_failure;             /* enum on_failure; -1 until resolved */
 	int64_t failure_backoff_ms;
@@ -47,6 +53,7 @@ struct config {
 	char *state_dir;
 	char *state_schema;         /* the tool's own schema in the database */
 	char *status_file;
+	char *termination_log;      /* NULL: /dev/termination-log when writable; "none": never */
 	int backup_mode;            /* enum backup_mode; -1: required if pg_dump is on PATH, else off */
 	char *backup_dir;
 	bool backup_defaulted_off;  /* off only because no pg_dump was found */
@@ -64,6 +71,8 @@ struct config {
 	int init;                   /* -1: supervise when PID 1; 0: exec the app; 1: supervise */
 	int64_t stop_timeout_ms;
 	bool signal_group;
+	char *user;                 /* --user USER[:GROUP] as given, resolved into run_as */
+	struct user_ids run_as;
 	int log_format;             /* enum log_format; -1 until resolved: text on a TTY */
 	int log_level;              /* enum log_level */
 	int log_schema;             /* enum log_schema */
@@ -72,6 +81,7 @@ struct config {
 };
 
 enum on_failure { ON_FAILURE_EXIT, ON_FAILURE_HOLD };
+enum apply_mode { APPLY_AUTO, APPLY_NATIVE, APPLY_CLI };
 enum backup_mode { BACKUP_REQUIRED, BACKUP_OPTIONAL, BACKUP_OFF, BACKUP_ALWAYS };
 /* --notify-on values, in the option table's order. */
 enum notify_on { NOTIFY_FAILURE, NOTIFY_SUCCESS_FAILURE, NOTIFY_FAILURE_SUCCESS, NOTIFY_SUCCESS };

@@ -25,7 +25,8 @@ int file_open_regular_at(int dirfd, const char *path, size_t max, size_t *size) 
 /* Reads n bytes from fd, fewer only at the end of the file: the count, or -1 with errno. */
 ssize_t file_read_full(int fd, void *buf, size_t n) MTR_MUST_CHECK;
 
-/* strerror(err), with words of our own for file_read's ENOTSUP and EFBIG. */
+/* strerror(err), with words of our own for file_read's ENOTSUP and EFBIG, and for ELOOP (the
+ * same in the glibc and the musl build). */
 const char *file_strerror(int err);
 
 /* Creates dir/<prefix><16 random hex digits> with O_EXCL|O_NOFOLLOW (never through a planted

@@ -3,6 +3,7 @@
 #define MTR_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 enum log_format { LOG_FORMAT_JSON, LOG_FORMAT_TEXT };
@@ -49,6 +50,12 @@ char *log_format_line(enum log_format format, long long ts_ms, enum log_level le
 char *log_format_line_as(enum log_format format, enum log_schema schema, long long ts_ms,
 			 enum log_level level, const char *event, const struct log_field *fields,
 			 const char *msg);
+
+/* The last LOG_RECENT_ERRORS error events, oldest first, each as one line "event: msg
+ * key=value …" (redacted, control characters shown); returns how many were put in out. The
+ * strings are the logger's: valid until the next log_event(). For the termination message. */
+#define LOG_RECENT_ERRORS 8
+size_t log_recent_errors(const char **out, size_t max);
 
 /* A copy of text with every known secret and password pattern hidden (caller frees). */
 char *log_redact(const char *text);

@@ -67,6 +67,11 @@ PGresult *pg_run(PGconn *conn, const char *sql, int nparams, const char *const *
  * up on (a deadline passed). A connection that is not usable is finished and made again. */
 bool pg_usable(PGconn *conn);
 
+/* The process is stopping (a stop signal was taken, the tool exits): from now on pg_run and
+ * pg_connect return at once as interrupted, so that cleanup (a lock's COMMIT, a record)
+ * never waits for a server that may be silent; closing the connection ends the session. */
+void pg_stopping(void);
+
 /* pg_run for a statement whose result is only success or failure; false too when a stop
  * signal arrived meanwhile (err->interrupted). */
 bool pg_command(PGconn *conn, const char *sql, int nparams, const char *const *params,

@@ -33,6 +33,9 @@ int signals_stop_fd(void);
 int signals_stop_read(int fd);
 void signals_stop_close(int fd);
 
+/* Takes a pending stop signal without waiting: its number, or 0 if none is pending. */
+int signals_take_stop(void);
+
 /* Sleeps up to ms milliseconds, returning early with the number of a stop signal if one
  * arrives (0 when the time ran out). Other blocked signals are consumed and ignored. */
 int signals_sleep(const struct sigstate *st, int64_t ms);

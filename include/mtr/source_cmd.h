@@ -7,6 +7,7 @@
 #include "mtr/proc.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* The migration command's argv (argv_free) from --migrate-cmd, else the Alembic command
  * from --alembic-ini. False with err (naming the option) when it cannot be split. */
@@ -37,6 +38,21 @@ const char *source_cmd_line_sqlstate(const char *line);
  * lines become migrate.output events; a failure while the database went away is MIGRATE_LOST. */
 struct source;
 bool source_cmd_open(const struct config *cfg, struct source *src, char *err, size_t errlen) MTR_MUST_CHECK;
+
+/* What a preset or the fast-path options add to a command (source_tool.c fills it). */
+struct cmd_spec {
+	const char *tool;            /* the preset's name, for logs; NULL for a plain command */
+	const char *const *env;      /* NAME=template (tools.h), set for the command */
+	bool expand_argv;            /* argv holds the preset's {placeholders} */
+	char *const *files;          /* fast path: the migration files ... */
+	size_t nfiles;
+	char *const *history;        /* ... and the history table(s); none: no fast path */
+	size_t nhistory;
+};
+
+/* The command source with argv (moved into the source on success) and spec (copied). */
+bool source_cmd_open_spec(const struct config *cfg, char **argv, const struct cmd_spec *spec,
+			  struct source *src, char *err, size_t errlen) MTR_MUST_CHECK;
 
 /* Whether a line of a tool's output reports that the database connection was lost. */
 bool source_cmd_line_lost_connection(const char *line);

@@ -34,6 +34,10 @@ enum utc_style { UTC_ISO, UTC_ISO_MS, UTC_COMPACT, UTC_COMPACT_MS };
 #define UTC_LEN 32 /* enough for every style */
 void utc_format(int64_t epoch_ms, enum utc_style style, char *buf, size_t len);
 
+/* Length of the valid UTF-8 sequence at text (1-4), or 0 if it is not one (also an overlong
+ * form, a surrogate, or a NUL-terminated string cut short). */
+size_t utf8_char_len(const char *text);
+
 /* 64 random bits from the kernel (getrandom): replicas that are all PID 1 and start in the
  * same millisecond still draw different jitter and temporary names. */
 uint64_t random_u64(void);

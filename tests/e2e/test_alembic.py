@@ -145,8 +145,8 @@ def test_check_reports_graph_and_database(pg, db):
 
 
 def test_revision_that_is_not_a_literal(pg, db, tmp_path):
-    path = make_project(tmp_path, {"0001_a.py": '"""a\n\nrevision = \'docstring\'\n"""\nREV = "0001"\n'
-                                                'revision = REV\ndown_revision = None\n'})
+    path = make_project(tmp_path, {"0001_a.py": '"""a\n\nrevision = \'docstring\'\n"""\nimport ids\n'
+                                                'revision = ids.REV\ndown_revision = None\n'})
     r = run(["--alembic-ini", path, "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
     assert r.code == 65, r
     assert "versions/0001_a.py:6: revision is not a literal" in problems(r)[0]["msg"]
@@ -189,7 +189,7 @@ REV2 = "revision = '0002'\ndown_revision = '0001'\n"
 
 @pytest.mark.parametrize("kind,reason", [
     ("dangling", "No such file or directory"),
-    ("loop", "Too many levels of symbolic links"),
+    ("loop", "a loop of symbolic links"),
     ("fifo", "not a regular file"),
     ("device", "not a regular file"),
 ])
@@ -239,3 +239,30 @@ def test_recursive_version_locations_walk_a_symlink_loop_once(pg, db, tmp_path):
     assert r.code == 0, r
     rep = json.loads(r.stdout)
     assert rep["revisions"] == 2 and rep["pending"] == ["0001", "0002"] and rep["consistent"] is True
+
+
+def test_version_table_option_is_an_identifier_never_sql(pg, db):
+    # Pasted into a statement, this value would run a second one (and --check must change
+    # nothing): as an identifier it names a table that does not exist.
+    evil = "alembic_version; DROP TABLE widgets; --"
+    pg.psql(db, "CREATE TABLE widgets (id int); CREATE TABLE alembic_version "
+                "(version_num varchar(32) PRIMARY KEY); INSERT INTO alembic_version VALUES ('c47d09e3f8b1')")
+    r = go(pg, db, "linear", "--alembic-version-table", evil, check=True)
+    assert r.code == 65, r  # a non-empty database without that version table
+    assert pg.psql(db, "SELECT count(*) FROM pg_catalog.pg_tables WHERE tablename = 'widgets'") == "1"
+    # Schema-qualified: each part is quoted on its own, as SQLAlchemy quotes a mixed-case name.
+    pg.psql(db, 'CREATE SCHEMA "Ops"; CREATE TABLE "Ops".alembic_version (version_num varchar(32) PRIMARY KEY); '
+                "INSERT INTO \"Ops\".alembic_version VALUES ('c47d09e3f8b1')")
+    r = go(pg, db, "linear", "--alembic-version-table", "Ops.alembic_version", check=True)
+    assert r.code == 0, r
+    assert json.loads(r.stdout)["pending"] == [], r  # the rows of "Ops" were read, not "ops"
+
+
+def test_check_in_text_says_when_pending_was_not_computed(pg, db):
+    # Item 11: problems that stop the computation are never reported as "pending: none".
+    case = ROOT / "tests" / "fixtures" / "alembic_cases" / "11_every_file_problem"
+    r = run(["--alembic-ini", str(case / "alembic.ini"), "--check", "--log-format", "text"],
+            env=clean_env(DATABASE_URL=pg.url(db)))
+    assert r.code == 65, r
+    assert "pending: not computed" in r.stdout and "pending: none" not in r.stdout, r.stdout
+    assert r.stdout.count("problem: ") == 2 and "INCONSISTENT: 2 problems" in r.stdout, r.stdout

@@ -2,6 +2,7 @@
 verified, rotated, and no migration without one."""
 import os
 import resource
+import shutil
 import signal
 import stat
 import subprocess
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import PASSWORD, PROMPT, clean_env, run, start, wait_for_event, wait_until
+from conftest import PASSWORD, PROMPT, clean_env, run, scratch_dir, start, wait_for_event, wait_until
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -223,3 +224,33 @@ def test_sigterm_during_pg_dump_removes_the_partial_file(pg, db, tmp_path):
     assert [e["phase"] for e in r.named("stop.signal")] == ["backup"]
     assert list(bdir.iterdir()) == []
     assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
+
+
+def _as_nobody():
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start as another user")
+def test_non_root_without_a_writable_backup_dir_says_to_mount_one(pg, db, tmp_path):
+    """As an image's non-root user in a directory it cannot write (an app directory owned by
+    root, or a read-only root filesystem): 73, with the volume and MTR_BACKUP_DIR named."""
+    tmp_path = scratch_dir("mtr-nonroot-")  # pytest's own is private to root
+    mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
+    env = clean_env(DATABASE_URL=pg.url(db), MTR_BACKUP=None)
+    r = run(["--sql-dir", str(mig), "--migrate-only"], env=env, cwd=str(tmp_path), preexec_fn=_as_nobody)
+    assert r.code == 73, r
+    msg = r.named("backup.failed")[0]["msg"]
+    assert "./backups as uid 65534: Permission denied" in msg, msg
+    assert "mount a volume and set MTR_BACKUP_DIR" in msg, msg
+    assert pg.psql(db, "SELECT to_regclass('public.a') IS NULL") == "t"  # nothing migrated
+    # The same with MTR_BACKUP_DIR on a writable directory (the volume).
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    os.chown(volume, 65534, 65534)
+    r = run(["--sql-dir", str(mig), "--migrate-only"], env={**env, "MTR_BACKUP_DIR": str(volume / "backups")},
+            cwd=str(tmp_path), preexec_fn=_as_nobody)
+    assert r.code == 0, r
+    assert len(backups(volume / "backups")) == 1
+    shutil.rmtree(tmp_path)

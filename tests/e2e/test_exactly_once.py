@@ -116,7 +116,12 @@ def test_sql_dir_is_applied_once_by_eight_replicas(pg, bouncers, db, tmp_path, p
     assert sum(len(r.named("migrate.step")) for r in rs) == 3
     assert advisory_locks(pg, db) == "0"
     modes = {e["mode"] for r in rs for e in r.named("pooler.detected")}
-    assert modes == ({path} if path != "direct" else set())
+    # A session pool never looks like a transaction pool; a busy transaction pool may look like
+    # a session pool (another client took the session first), which is why no guarantee rests
+    # on telling the two apart.
+    expected = {"direct": [set()], "session": [{"session"}],
+                "transaction": [{"transaction"}, {"session"}, {"transaction", "session"}]}[path]
+    assert modes in expected, modes
 
 
 NO_TX = dict(AUDIT, **{"4_index.sql": "-- migrate-then-run: no-transaction\n"

@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import signal
 import subprocess
@@ -360,3 +361,364 @@ def test_sigterm_as_pid1_exits_143(phase, pg, db, tmp_path):
     assert marker.exists() == (phase == "run")
     if phase == "wait":
         assert [e for e in events(err) if e["event"] == "stop.signal"][0]["phase"] == "wait"
+
+
+# --- the one stop budget, leftovers without /proc, true counts -----------------------------
+
+def ts_ms(event):
+    """The tool's own timestamp of an event, in ms since the epoch."""
+    import datetime
+    t = datetime.datetime.strptime(event["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000
+
+
+def test_one_stop_budget_covers_the_app_and_its_leftovers(url, tmp_path):
+    """The app exits 0 two seconds after SIGTERM and leaves a child that ignores SIGTERM: the
+    child is killed when --stop-timeout has passed since the SIGTERM, not a fresh grace
+    later, and the app's own 0 is the exit code."""
+    ready = tmp_path / "ready"
+    app = ["sh", "-c", "sh -c 'trap \"\" TERM; while :; do sleep 0.1; done' & "
+           f"trap 'sleep 2; exit 0' TERM; touch {ready}; while :; do sleep 0.1; done"]
+    p = Pid1(supervisor("ours", url, extra=["--stop-timeout", "3s"]) + app, clean_env(DATABASE_URL=url))
+    wait_for_file(ready)
+    p.kill(signal.SIGTERM)
+    code, _, err = p.wait()
+    assert code == 0, err
+    ev = events(err)
+    term = next(e for e in ev if e["event"] == "run.signal" and e["signal"] == "SIGTERM")
+    exit_ = next(e for e in ev if e["event"] == "run.exit")
+    left = next(e for e in ev if e["event"] == "run.kill" and e["signal"] == "SIGTERM")
+    kill = next(e for e in ev if e["event"] == "run.kill" and e["signal"] == "SIGKILL")
+    assert exit_["status"] == 0 and exit_["killed"] is False
+    # What was left of the budget when the app exited, not the whole of it again.
+    assert left["grace_ms"] < 3000 - 1000, left
+    assert left["processes"] >= 1 and kill["app"] is False
+    # SIGKILL ends the budget that SIGTERM started (a second grace would add 2 s or more).
+    assert 2900 <= ts_ms(kill) - ts_ms(term) < 4500, (term, kill)
+
+
+def wait_for_file(path, timeout=15):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+# A daemon in a session of its own that ignores SIGTERM: only kill(-1) reaches it as PID 1
+# without a /proc of ours.
+DAEMON = ("setsid sh -c 'trap \"\" TERM; touch {ready}; while :; do sleep 0.1; done' & "
+          "while [ ! -e {ready} ]; do sleep 0.02; done; exit 5")
+
+
+def test_pid1_with_a_foreign_proc_stops_leftovers_with_kill_minus_one(url, tmp_path):
+    """/proc of the outer namespace (unshare without --mount-proc): its pids are not ours.
+    As PID 1 the leftovers are reached with kill(-1), counted as unknown, then killed."""
+    ready = tmp_path / "ready"
+    argv = ["unshare", "--pid", "--fork", binary(), "--migrate-cmd", "true", "--stop-timeout", "1s",
+            "--", "sh", "-c", DAEMON.format(ready=ready)]
+    r = subprocess.run(argv, env=clean_env(DATABASE_URL=url), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 5, r.stderr
+    kills = [e for e in events(r.stderr) if e["event"] == "run.kill"]
+    assert [k["signal"] for k in kills] == ["SIGTERM", "SIGKILL"], kills
+    assert all(k["processes"] is None for k in kills), kills  # no /proc of ours to count with
+    assert not [e for e in events(r.stderr) if e["event"] == "run.abandon"]
+
+
+def test_init_outside_pid1_with_a_foreign_proc_is_bounded(url, tmp_path):
+    """Not PID 1 and /proc not ours: no pid read from it is signalled; the daemon out of the
+    app's group cannot be reached, and the wait for it ends with the budget."""
+    ready = tmp_path / "ready"
+    inner = f"{shlex.quote(binary())} --init --migrate-cmd true --stop-timeout 1s -- sh -c {shlex.quote(DAEMON.format(ready=ready))}"
+    argv = ["unshare", "--pid", "--fork", "sh", "-c", inner + "; echo exit=$?"]
+    r = subprocess.run(argv, env=clean_env(DATABASE_URL=url), capture_output=True, text=True, timeout=30)
+    assert "exit=5" in r.stdout, r.stderr
+    ev = events(r.stderr)
+    assert [e["signal"] for e in ev if e["event"] == "run.kill"] == ["SIGTERM", "SIGKILL"]
+    assert [e for e in ev if e["event"] == "run.abandon"]
+
+
+# A leftover with a zombie child it never reaps, and the app, both ignoring SIGTERM.
+ZOMBIE_PARENT = ("import os, signal, time\n"
+                 "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                 "if os.fork() == 0:\n"
+                 "    os._exit(0)\n"
+                 "open({ready!r}, 'w').close()\n"
+                 "while True:\n"
+                 "    time.sleep(0.1)\n")
+
+
+@pytest.mark.parametrize("mode", ["pid1", "init"])
+def test_kill_counts_leave_out_the_app_and_zombies(mode, url, tmp_path):
+    ready = tmp_path / "ready"
+    script = tmp_path / "leftover.py"
+    script.write_text(ZOMBIE_PARENT.format(ready=str(ready)))
+    app = ["sh", "-c", f"trap '' TERM; {PYTHON} {script} & while :; do sleep 0.1; done"]
+    argv = [binary(), "--migrate-cmd", "true", "--stop-timeout", "1s", "--", *app]
+    if mode == "pid1":
+        p = Pid1(argv, clean_env(DATABASE_URL=url))
+    else:
+        argv.insert(1, "--init")
+        p = subprocess.Popen(argv, env=clean_env(DATABASE_URL=url), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    wait_for_file(ready)
+    (p.kill if mode == "pid1" else p.send_signal)(signal.SIGTERM)
+    if mode == "pid1":
+        code, _, err = p.wait()
+    else:
+        _, err = p.communicate(timeout=30)
+        code = p.returncode
+    assert code == 128 + signal.SIGKILL, err
+    (kill,) = [e for e in events(err) if e["event"] == "run.kill"]
+    # The app is not a leftover; the python process is, with its `sleep`-free loop; its zombie
+    # child is not; the app's own `sleep 0.1` may or may not be running at that moment.
+    assert kill["signal"] == "SIGKILL" and kill["app"] is True, kill
+    assert kill["processes"] in (1, 2), kill
+
+
+# --- job control outside PID 1 --------------------------------------------------------------
+
+JOB_APP = r"""
+import os, signal, sys
+signal.signal(signal.SIGCONT, lambda *a: print("app-continued", flush=True))
+open(sys.argv[1], "w").write(str(os.getpid()))
+print("app-ready", flush=True)
+for line in sys.stdin:
+    print("app-read:" + line.strip(), flush=True)
+    if line.strip() == "quit":
+        sys.exit(7)
+"""
+
+
+class Terminal:
+    """An interactive bash on a pseudo-terminal: what a person at a shell prompt has."""
+
+    def __init__(self, env):
+        import pty
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.execve("/bin/bash", ["bash", "--norc", "--noprofile", "-i"], {**env, "PS1": "$ ", "TERM": "dumb"})
+        self.buf = b""
+        self.expect(r"\$ ")
+
+    def send(self, text):
+        os.write(self.fd, text.encode())
+
+    def expect(self, pattern, timeout=20):
+        import re
+        import select
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern.encode(), self.buf)
+            if m:
+                seen, self.buf = self.buf[:m.end()], self.buf[m.end():]
+                return seen.decode(errors="replace")
+            if select.select([self.fd], [], [], 0.1)[0]:
+                try:
+                    self.buf += os.read(self.fd, 65536)
+                except OSError:
+                    break
+        raise AssertionError(f"{pattern!r} never appeared on the terminal: {self.buf[-2000:]!r}")
+
+    def foreground(self):
+        return os.tcgetpgrp(self.fd)
+
+    def close(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
+@pytest.fixture
+def terminal(url):
+    t = Terminal(clean_env(DATABASE_URL=url))
+    yield t
+    t.close()
+
+
+def state_of(pid):
+    return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_ctrl_z_stops_app_and_supervisor_and_fg_resumes_both(terminal, tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text(JOB_APP)
+    pidfile = tmp_path / "pid"
+    terminal.send(f"{binary()} --init --migrate-cmd true -- {PYTHON} {app} {pidfile}\n")
+    terminal.expect("app-ready")
+    app_pid = int(pidfile.read_text())
+    assert terminal.foreground() == app_pid  # the app reads the terminal
+    terminal.send("\x1a")  # Ctrl-Z
+    terminal.expect(r"Stopped.*migrate-then-run[^\n]*\n[^$]*\$ ")  # the shell has its prompt back
+    assert state_of(app_pid) == "T"
+    assert terminal.foreground() == terminal.pid
+    terminal.send("fg\n")
+    terminal.expect("app-continued")
+    terminal.send("hello\n")  # the app has the terminal again
+    terminal.expect("app-read:hello")
+    terminal.send("quit\n")
+    terminal.send("echo status=$?\n")
+    terminal.expect("status=7")
+
+
+def test_init_started_in_the_background_leaves_the_terminal_alone(terminal, tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text(JOB_APP)
+    pidfile = tmp_path / "pid"
+    terminal.send(f"{binary()} --init --migrate-cmd true -- {PYTHON} {app} {pidfile} &\n")
+    terminal.expect("app-ready")
+    app_pid = int(pidfile.read_text())
+    assert terminal.foreground() == terminal.pid  # still the shell's
+    terminal.send("echo shell-$((40 + 2))\n")
+    terminal.expect("shell-42")
+    # Reading the terminal from the background stops the app, and the job with it.
+    supervisor_pid = int(pathlib.Path(f"/proc/{app_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    deadline = time.monotonic() + 15
+    while state_of(app_pid) != "T" or state_of(supervisor_pid) != "T":  # what bash reports as Stopped
+        assert time.monotonic() < deadline, "the job never stopped for the app's terminal read"
+        time.sleep(0.02)
+    terminal.send("fg\n")
+    terminal.expect("app-continued")
+    assert terminal.foreground() != terminal.pid
+    terminal.send("quit\n")
+    terminal.send("echo status=$?\n")
+    terminal.expect("status=7")
+    assert not pathlib.Path(f"/proc/{app_pid}").exists() or state_of(app_pid) == "Z"
+
+
+def test_supervisor_shows_as_migrate_then_run(url):
+    """After the re-exec through /proc/self/exe, ps, pgrep and podman top see the name any
+    start of the binary has (the kernel keeps its first 15 bytes), not "exe"."""
+    show = [PYTHON, "-c", "import os; p = os.getppid(); print(open(f'/proc/{p}/comm').read().strip()); "
+            "print(os.path.basename(os.readlink(f'/proc/{p}/exe')))"]
+    r = subprocess.run([binary(), "--init", "--migrate-cmd", "true", "--", *show],
+                       env=clean_env(DATABASE_URL=url), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    comm, exe = r.stdout.split()
+    assert comm == "migrate-then-run"[:15], comm
+    assert exe == pathlib.Path(binary()).name
+    ps = subprocess.run(["ps", "-o", "comm=", "-p", str(os.getpid())], capture_output=True, text=True)
+    assert ps.returncode == 0  # ps reads the same comm field
+
+
+# --- --user ---------------------------------------------------------------------------------
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="--user needs the tool to start as root")
+
+# The app reports who it is; the migration command records who it ran as.
+WHO = [PYTHON, "-c", "import os; print(os.getuid(), os.getgid(), sorted(os.getgroups()), os.environ.get('HOME'))"]
+
+
+def groups_of(name):
+    import grp
+    import pwd
+    pw = pwd.getpwnam(name)
+    return pw, sorted({pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if name in g.gr_mem})
+
+
+@as_root
+@pytest.mark.parametrize("mode", ["--init", "--no-init"])
+def test_user_runs_the_app_as_that_user_and_the_migration_as_root(mode, url, tmp_path):
+    pw, groups = groups_of("postgres")  # Debian's postgres user is also in ssl-cert
+    assert len(groups) >= 2, groups
+    who_migrated = tmp_path / "migration-uid"
+    r = subprocess.run([binary(), mode, "--user", "postgres",
+                        "--migrate-cmd", f"sh -c 'id -u > {who_migrated}'", "--", *WHO],
+                       env=clean_env(DATABASE_URL=url, HOME="/root"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split(" ", 2)[:2] == [str(pw.pw_uid), str(pw.pw_gid)], r.stdout
+    assert r.stdout.strip() == f"{pw.pw_uid} {pw.pw_gid} {groups} {pw.pw_dir}"
+    assert who_migrated.read_text().strip() == "0"
+
+
+@as_root
+@pytest.mark.parametrize("spec,want", [
+    ("12345:23456", "12345 23456 [23456] /"),   # ids without entries: exactly that group
+    ("12345", "12345 0 [0] /"),                 # no entry, no group: group 0, as Docker
+    ("nobody:postgres", None),                  # names; the group replaces nobody's own
+])
+def test_user_with_ids_and_groups(spec, want, url):
+    if want is None:
+        import grp
+        import pwd
+        want = f"{pwd.getpwnam('nobody').pw_uid} {grp.getgrnam('postgres').gr_gid} " \
+               f"[{grp.getgrnam('postgres').gr_gid}] {pwd.getpwnam('nobody').pw_dir}"
+    r = subprocess.run([binary(), "--user", spec, "--migrate-cmd", "true", "--", *WHO],
+                       env=clean_env(DATABASE_URL=url), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == want
+
+
+@as_root
+@pytest.mark.parametrize("args,words", [
+    (["--user", "no-such-user-here"], "no user 'no-such-user-here'"),
+    (["--user", "nobody:no-such-group"], "no group 'no-such-group'"),
+    (["--user", ":0"], "expected USER or USER:GROUP"),
+    (["--user", "nobody", "--migrate-only"], "--user: applies to the app"),
+])
+def test_user_mistakes_exit_64(args, words):
+    r = subprocess.run([binary(), *args, "--migrate-cmd", "true", *([] if "--migrate-only" in args else ["--", "true"])],
+                       env=clean_env(DATABASE_URL="postgresql://u@127.0.0.1:1/d"), capture_output=True, text=True)
+    assert r.returncode == 64, r.stderr
+    assert words in events(r.stderr)[-1]["msg"], r.stderr
+
+
+def as_nobody():
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+@as_root
+def test_user_is_refused_unless_root():
+    r = subprocess.run([binary(), "--user", "postgres", "--migrate-cmd", "true", "--", "true"],
+                       env=clean_env(DATABASE_URL="postgresql://u@127.0.0.1:1/d"), capture_output=True,
+                       text=True, preexec_fn=as_nobody, cwd="/")
+    assert r.returncode == 64, r.stderr
+    assert "needs the tool to start as root" in events(r.stderr)[-1]["msg"]
+
+
+# --- --termination-log ------------------------------------------------------------------------
+
+def test_termination_log_holds_the_failure_and_its_fix(pg, db, tmp_path):
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "1_ok.sql").write_text("CREATE TABLE t (x int);\n")
+    (sql / "2_bad.sql").write_text("-- a comment\nSELECT no_such_column FROM t;\n")
+    log = tmp_path / "termination-log"
+    r = subprocess.run([binary(), "--sql-dir", str(sql), "--termination-log", str(log), "--migrate-only"],
+                       env=clean_env(DATABASE_URL=pg.url(db)), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 70, r.stderr
+    text = log.read_text()
+    assert len(text.encode()) <= 4096
+    assert text.startswith("migrate-then-run exited 70: a migration failed\n"), text
+    failed = next(e for e in events(r.stderr) if e["event"] == "migrate.failed")
+    assert f"migrate.failed: {failed['msg']}" in text, text  # the diagnosis, with its fix
+    assert "2_bad.sql" in text and "sqlstate=42703" in text and "line=2" in text, text
+    assert 'hint=""' not in text and "exit_code=" not in text  # nothing empty, the code once
+    assert pg.password not in text
+
+
+def test_termination_log_for_a_configuration_error_and_none_for_success(pg, db, tmp_path):
+    log = tmp_path / "termination-log"
+    r = subprocess.run([binary(), "--wait-timeout", "soon", "--migrate-cmd", "true", "--", "true"],
+                       env=clean_env(DATABASE_URL=pg.url(db), MTR_TERMINATION_LOG=str(log)),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 64
+    assert log.read_text().startswith("migrate-then-run exited 64: usage or configuration error\n"
+                                      "config.invalid: --wait-timeout: expected a duration")
+    log.unlink()
+    # Success, and the app's own failure, are not ours to report: no file.
+    for app, code in (["true"], 0), (["sh", "-c", "exit 3"], 3):
+        r = subprocess.run([binary(), "--termination-log", str(log), "--migrate-cmd", "true", "--", *app],
+                           env=clean_env(DATABASE_URL=pg.url(db)), capture_output=True, text=True, timeout=60)
+        assert r.returncode == code, r.stderr
+        assert not log.exists()
+    # Not a regular file: refused, and said so, without blocking on it.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    r = subprocess.run([binary(), "--termination-log", str(fifo), "--wait-timeout", "soon", "--", "true"],
+                       env=clean_env(DATABASE_URL=pg.url(db)), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 64 and events(r.stderr)[-1]["event"] == "termination.unwritable", r.stderr

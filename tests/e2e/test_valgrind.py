@@ -204,13 +204,16 @@ def test_supervisor_under_memcheck_through_a_long_run(tmp_path):
 STATIC_BIN = ROOT / "build" / "static" / "migrate-then-run"
 
 
+WARMUP_DATA_KB = 8
+
+
 @pytest.mark.parametrize("build", ["MTR_BIN", "static"])
 def test_supervisor_does_not_grow(pg, db, tmp_path, build):
     """Without Valgrind: the supervisor's memory from /proc/PID/status right after the app
     started, after the issue's long run (1,000 signals over 10 s), and after a second one.
 
-    The run must not map anything new (VmData, the heap and every private mapping, stays the
-    same), and the second run must not add to the resident set more than GROWTH_LIMIT_KB: what
+    After a warm-up of at most WARMUP_DATA_KB the run must not map anything new (VmData, the
+    heap and every private mapping, stays the same), and the second run must not add to the resident set more than GROWTH_LIMIT_KB: what
     grows with the number of signals is a leak. The first run may page in more of the heap
     that is already mapped: with glibc, malloc's reuse pattern for a log line walks once through
     the initial heap (about 120 kB more resident within the first ~500 signals, then flat;
@@ -237,7 +240,10 @@ def test_supervisor_does_not_grow(pg, db, tmp_path, build):
     print(f"\nsupervisor ({exe}): {forwarded} signals forwarded in 2 x {APP_SECONDS:.0f} s; kB at start → "
           "after 1,000 → after 2,000: " + "; ".join(f"{k} {cold[k]} → {first[k]} → {second[k]}" for k in cold))
     assert forwarded == 2 * SIGNALS, forwarded
-    assert cold["VmData"] == first["VmData"] == second["VmData"], (cold, first, second)
+    # The first signals may map one page more once (musl's allocator opens a group for a size
+    # class the first log line needs); after that nothing new may be mapped at all.
+    assert first["VmData"] - cold["VmData"] <= WARMUP_DATA_KB, (cold, first, second)
+    assert first["VmData"] == second["VmData"], (cold, first, second)
     assert second["VmRSS"] - first["VmRSS"] <= GROWTH_LIMIT_KB, (cold, first, second)
     assert second["VmHWM"] - first["VmHWM"] <= GROWTH_LIMIT_KB, (cold, first, second)
 

@@ -44,6 +44,8 @@ done
 seed alembic_revision file-multiline-list $'revision = \'m3\'\ndown_revision = [\n    \'m2a\',  # first\n    "m2b",\n]\nbranch_labels = (\'feature\',)\ndepends_on = \'b2\'\n'
 seed alembic_revision file-docstring $'"""doc\n\nrevision = \'fake\'\n"""\nrevision = r\'real\'  # trailing\ndown_revision = None \\\n\n'
 seed alembic_revision file-not-literal $'REV = \'1\'\nrevision = REV\n'
+seed alembic_revision file-constant-and-tuple $'REV_X = \'1a2b\'\nrevision = REV_X; down_revision = \'a\', \'b\'\nbranch_labels = (cli.EXPAND_BRANCH,)\ndepends_on = (\'x\' \'y\',)\n'
+seed alembic_revision file-conditional $'if x:\n    revision = \'a\'\nelse:\n    revision = \'b\'\ndown_revision = None\n'
 
 # ---- alembic_ini: every fixture's ini, and the settings Alembic documents
 mkdir -p "$out/alembic_ini"
@@ -56,6 +58,12 @@ seed alembic_ini separator-os $'[alembic]\nscript_location = migrations\nversion
 seed alembic_ini separator-newline $'[DEFAULT]\nbase = %(here)s/db\n\n[alembic]\nscript_location: %(base)s\nversion_path_separator = newline\nversion_locations =\n    %(base)s/one\n    two\n; comment\n# comment\n'
 seed alembic_ini legacy-separator $'[alembic]\nscript_location = /abs/migrations\nversion_locations = a, b c\nsqlalchemy.url = postgresql://u:p@h/d\nprepend_sys_path = .\nfile_template = %%(rev)s_%%(slug)s\n'
 seed alembic_ini package-resource $'[alembic]\nscript_location = myapp:migrations\n'
+seed alembic_ini path-separator $'[alembic]\nscript_location = m\npath_separator = os\nversion_path_separator = space\nversion_locations = a:%(here)s/b\n[DEFAULT]\nscript_location = later\n'
+seed alembic_ini strict-duplicate $'[alembic]\nscript_location = a\nScript_Location = b\n'
+seed alembic_ini sections $'[core]\nscript_location = core\n[tenant]\nscript_location = tenant\n[alembic]\nscript_location = %(here)s/%%(x)s\n'
+
+# ---- both: constructs Python and ConfigParser treat in ways easy to get wrong (seeded)
+/usr/bin/python3 tests/fuzz/alembic_seeds.py "$out" 40
 
 # ---- sql_file: names the tests use, with bodies
 sql='CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);'
@@ -131,3 +139,16 @@ for line in "INFO  [alembic.runtime.migration] Running upgrade 0003 -> 0004, add
             'invalid connection option "foo"' "57P03"; do
     seed tool_output "line-$((i++))" "$line"
 done
+
+# ---- tool_files: a tool's index byte, a file name, a newline, the file (tests/fuzz/fuzz_tool_files.c)
+tool_file() { # NAME INDEX FILE TEXT
+    mkdir -p "$out/tool_files"
+    { printf "\\$(printf %03o "$2")"; printf '%s\n%s' "$3" "$4"; } >"$out/tool_files/$1"
+}
+tool_file dbmate 0 20240101000000_users.sql $'-- migrate:up\nCREATE TABLE users (id int);\n-- migrate:down\nDROP TABLE users;\n'
+tool_file dbmate-notx 0 2_idx.sql $'-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY i ON t (c);\n-- migrate:down\n'
+tool_file golang 1 1_users.up.sql $'BEGIN;\nCREATE TABLE users (id int);\nCOMMIT;\n'
+tool_file goose 2 00001_users.sql $'-- +goose NO TRANSACTION\n-- +goose Up\n-- +goose StatementBegin\nSELECT 1;\n-- +goose StatementEnd\n-- +goose Down\n'
+tool_file flyway 3 V1_1__add_email.sql $'\xef\xbb\xbfALTER TABLE users ADD COLUMN email text;\r\n-- done\r\n'
+tool_file flyway-repeatable 3 R__view.sql $'CREATE OR REPLACE VIEW v AS SELECT 1;\n'
+tool_file prisma 4 migration.sql $'-- CreateTable\nCREATE TABLE "User" (id int);\n'

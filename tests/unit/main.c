@@ -12,7 +12,8 @@ int main(void)
 		      {"retry", test_retry}, {"log", test_log},       {"pg", test_pg},
 		      {"sql", test_sql},     {"alembic", test_alembic},
 		      {"breaker", test_breaker}, {"http", test_http},
-		      {"chores", test_chores}, {"fold", test_fold}};
+		      {"chores", test_chores}, {"fold", test_fold}, {"user", test_user},
+		      {"tools", test_tools}};
 	for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
 		int before = unit_failures;
 		groups[i].fn();

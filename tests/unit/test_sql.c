@@ -105,6 +105,57 @@ static void test_versions(void)
 	}
 }
 
+
+/* Transaction control inside a file, found by the lexer before anything is sent. */
+static void test_transaction_control(void)
+{
+	static const struct {
+		const char *sql;
+		const char *want; /* NULL: none */
+		long line;
+	} cases[] = {
+		{"CREATE TABLE a (x int);\nCOMMIT;\n", "COMMIT", 2},
+		{"begin;\nCREATE TABLE a (x int);\ncommit;", "BEGIN", 1},
+		{"SELECT 1;\n\n  END;", "END", 3},
+		{"SELECT 1; ROLLBACK", "ROLLBACK", 1},
+		{"SAVEPOINT s; ROLLBACK TO SAVEPOINT s; ROLLBACK TO s;", NULL, 0},
+		{"SELECT 1;\nSTART TRANSACTION;", "START TRANSACTION", 2},
+		{"SELECT 1;\nPREPARE TRANSACTION 'x';", "PREPARE TRANSACTION", 2},
+		{"PREPARE q AS SELECT 1; EXECUTE q;", NULL, 0},
+		{"ABORT;", "ABORT", 1},
+		{"SELECT 'COMMIT; BEGIN';", NULL, 0},
+		{"SELECT E'it\\'s; COMMIT';", NULL, 0},
+		{"SELECT 'it''s; COMMIT';", NULL, 0},
+		{"SELECT \"COMMIT\"; SELECT \"a\"\"b;COMMIT\";", NULL, 0},
+		{"-- COMMIT;\nSELECT 1; /* ROLLBACK; /* nested */ COMMIT; */ SELECT 2;", NULL, 0},
+		{"DO $$ BEGIN COMMIT; END $$;", NULL, 0},
+		{"DO $body$ BEGIN PERFORM '$$'; END $body$; COMMIT;", "COMMIT", 1},
+		{"CREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n SELECT 1;\n SELECT 2;\nEND;\nSELECT f();",
+		 NULL, 0},
+		{"CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; END;\nCOMMIT;",
+		 "COMMIT", 2},
+		{"SELECT CASE WHEN x THEN 1 ELSE 2 END FROM t; end;", "END", 1},
+		{"SELECT $1; COMMIT", "COMMIT", 1},
+		{"SELECT a$b$ FROM t; COMMIT", "COMMIT", 1},
+		{"(SELECT 1); COMMIT;", "COMMIT", 1},
+		{"CREATE TABLE commit_log (x int); INSERT INTO commit_log VALUES (1);", NULL, 0},
+		{"", NULL, 0},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		long line = 0;
+		const char *got = sqlr_transaction_control(cases[i].sql, &line);
+		if (!cases[i].want) {
+			CHECK(!got, "'%s': found %s", cases[i].sql, got);
+			continue;
+		}
+		CHECK_STR(got, cases[i].want, cases[i].sql);
+		CHECK(line == cases[i].line, "'%s': line %ld, want %ld", cases[i].sql, line, cases[i].line);
+	}
+	char *name = sqlr_text_name("caf\xe9_\xc3\xa9\\x");
+	CHECK_STR(name, "caf\\xe9_\xc3\xa9\\x5cx", "escaped name");
+	free(name);
+}
+
 void test_sql(void)
 {
 	static const struct {
@@ -167,4 +218,5 @@ void test_sql(void)
 	CHECK(lock_key("a") == (int64_t)0xaf63dc4c8601ec8cULL, "FNV-1a of 'a'");
 	test_versions();
 	test_scan();
+	test_transaction_control();
 }

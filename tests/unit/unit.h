@@ -36,6 +36,8 @@ void test_sql(void);
 void test_alembic(void);
 void test_breaker(void);
 void test_http(void);
+void test_user(void);
 void test_fold(void);
+void test_tools(void);
 
 #endif

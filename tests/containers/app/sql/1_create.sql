@@ -1,0 +1,1 @@
+CREATE TABLE containers_ok (x int);
