@@ -117,7 +117,7 @@ static int wait_failed(const struct config *cfg, const struct wait_result *w)
 static int wait_http(const struct config *cfg, int64_t deadline_ms, const struct sigstate *sigs,
 		     struct failure *f)
 {
-	struct wait_opts o = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
+	struct wait_opts o = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms, NULL};
 	struct wait_http_result r;
 	wait_for_http(cfg->wait_http.v, cfg->wait_http.n, &o, deadline_ms, sigs, &r);
 	if (r.status == WAIT_READY)
@@ -256,6 +256,8 @@ struct attempt {
 	char lost[600];    /* OUT_LOST: what happened, for the retry line */
 	struct lock lock;  /* the migration lock, from phase_lock to the end of the attempt */
 	enum pooling pooling; /* what stands between us and the server (phase_pooler) */
+	struct look look;  /* the first look, asked with the readiness check (phase_wait) */
+	int failure_col;   /* its failure-memory column (breaker_look) */
 };
 
 /* What a phase did: go on, stop with success (nothing left to do), or ask for another
@@ -282,7 +284,11 @@ static enum outcome nothing_to_do(void)
 static enum outcome phase_wait(struct attempt *a)
 {
 	const struct config *cfg = a->cfg;
-	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
+	look_free(&a->look);
+	if (a->src->look)
+		a->src->look(a->src->self, &a->look);
+	a->failure_col = cfg->check ? 0 : breaker_look(cfg, &a->look);
+	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms, &a->look};
 	struct wait_result w;
 	status_set(STATUS_WAITING, "wait", a->run + 1, NULL);
 	int64_t wait_start = now_ms();
@@ -305,6 +311,7 @@ static enum outcome phase_wait(struct attempt *a)
 		  "database is ready");
 	snprintf(a->start_time, sizeof a->start_time, "%s", w.start_time);
 	a->ctx.start_time = a->start_time;
+	a->ctx.look = &a->look;
 	return OUT_OK;
 }
 
@@ -358,6 +365,7 @@ static enum outcome reconnect(struct attempt *a)
 static enum outcome phase_lock(struct attempt *a)
 {
 	a->f->phase = "lock";
+	a->ctx.look = NULL; /* its answers were from before the lock: the locked plan asks again */
 	/* Through a pooler, a connection kept while waiting holds a server session of a pool the
 	 * holder needs: it is given up (and opened again once the lock is ours). Directly, it is
 	 * kept: one connection fewer per start. */
@@ -640,7 +648,7 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 			  "migrations had finished",
 			  a.lock.lost);
 	if (o == OUT_DONE && !cfg->check) /* success: forget the last failure */
-		breaker_clear(cfg, a.conn);
+		breaker_clear(cfg, a.conn, &a.look, a.failure_col);
 	int code = o == OUT_DONE ? MTR_EXIT_OK : a.code;
 	rep->pending = a.pending;
 	snprintf(rep->from, sizeof rep->from, "%s", a.info.from);
@@ -650,6 +658,7 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 			 (unsigned long long)a.info.fingerprint);
 	f->code = code;
 	PQfinish(a.conn);
+	look_free(&a.look);
 	return code;
 }
 

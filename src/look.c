@@ -1,0 +1,55 @@
+/* The first look (look.h): catalog questions asked with the readiness check. */
+#include "mtr/look.h"
+#include "mtr/util.h"
+
+#include <string.h>
+
+int look_param(struct look *l, const char *value)
+{
+	if (l->nparams >= LOOK_MAX_PARAMS)
+		return 0;
+	l->params[l->nparams++] = value;
+	return l->nparams;
+}
+
+int look_column(struct look *l, const char *expr)
+{
+	sb_addf(&l->cols, ", %s", expr);
+	return ++l->ncols;
+}
+
+char *look_query(const struct look *l, const char *first)
+{
+	return xasprintf("SELECT %s%s", first, l->cols.s ? l->cols.s : "");
+}
+
+void look_answer(struct look *l, PGresult *res)
+{
+	PQclear(l->res);
+	l->res = res;
+}
+
+const char *look_value(const struct look *l, int col)
+{
+	if (!look_known(l, col) || PQgetisnull(l->res, 0, col))
+		return NULL;
+	return PQgetvalue(l->res, 0, col);
+}
+
+bool look_known(const struct look *l, int col)
+{
+	return l && l->res && col > 0 && col < PQnfields(l->res) && PQntuples(l->res) == 1;
+}
+
+bool look_true(const struct look *l, int col)
+{
+	const char *v = look_value(l, col);
+	return v && strcmp(v, "t") == 0;
+}
+
+void look_free(struct look *l)
+{
+	sb_free(&l->cols);
+	PQclear(l->res);
+	memset(l, 0, sizeof *l);
+}

@@ -1,0 +1,70 @@
+"""A start with nothing to do asks the server as little as it can: the readiness check carries
+the catalog questions the quiet plan needs (is the history there, the failure memory), so that
+at head there are two statements: that one and the read of the history. Counted in the server's
+own statement log (log_statement = all for the test's database)."""
+import re
+
+from conftest import EXAMPLE_INI, PYTHON, clean_env, run
+
+
+def write(d, files):
+    d.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (d / name).write_text(text)
+    return d
+
+
+STATEMENT = re.compile(r"LOG:  (?:statement|execute [^:]*): (.*)")
+
+
+def statements_during(pg, db, fn):
+    """The statements the server logged for db while fn ran (only the tool connects meanwhile)."""
+    pg.psql("postgres", f"ALTER DATABASE {db} SET log_statement = 'all'")
+    log = pg.dir / "server.log"
+    start = log.stat().st_size
+    fn()
+    with open(log, errors="replace") as f:
+        f.seek(start)
+        return [m.group(1) for m in map(STATEMENT.search, f.read().splitlines()) if m]
+
+
+def test_sql_start_at_head_makes_two_round_trips(pg, db, tmp_path):
+    d = write(tmp_path / "m", {f"{i}_t{i}.sql": f"CREATE TABLE t{i} (x int);\n" for i in range(1, 21)})
+    env = clean_env(DATABASE_URL=pg.url(db))
+    args = ["--sql-dir", str(d), "--migrate-only"]
+    assert run(args, env=env).code == 0
+
+    def at_head():
+        r = run(args, env=env)
+        assert r.code == 0 and r.named("migrate.skip"), r
+
+    sent = statements_during(pg, db, at_head)
+    assert len(sent) == 2, sent
+    assert "pg_is_in_recovery" in sent[0] and "to_regclass" in sent[0] and "failure_state" in sent[0], sent
+    assert "mtr_schema_history" in sent[1], sent
+
+
+def test_alembic_start_at_head_makes_two_round_trips(pg, db):
+    env = clean_env(DATABASE_URL=pg.url(db), MTR_PYTHON=PYTHON)
+    args = ["--alembic-ini", str(EXAMPLE_INI), "--migrate-only"]
+    assert run(args, env=env).code == 0
+
+    def at_head():
+        r = run(args, env=env)
+        assert r.code == 0 and r.named("migrate.skip"), r
+
+    sent = statements_during(pg, db, at_head)
+    assert len(sent) == 2, sent
+    assert "pg_is_in_recovery" in sent[0] and "to_regclass" in sent[0], sent
+    assert "alembic_version" in sent[1], sent
+
+
+def test_the_locked_plan_asks_again(pg, db, tmp_path):
+    """The first look's answers are from before the lock: with work pending, the plan under the
+    lock reads the catalog itself (a replica may have created the history meanwhile)."""
+    d = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
+    env = clean_env(DATABASE_URL=pg.url(db))
+    sent = statements_during(pg, db, lambda: run(["--sql-dir", str(d), "--migrate-only"], env=env))
+    catalog_reads = [s for s in sent if "to_regclass" in s and "pg_is_in_recovery" not in s]
+    assert catalog_reads, sent
+    assert pg.psql(db, "SELECT count(*) FROM public.mtr_schema_history") == "1"
