@@ -58,6 +58,11 @@ $(BUILD)/obj/%.o: src/%.c $(wildcard include/mtr/*.h) Makefile VERSION
 $(BIN): cmd/migrate-then-run/main.c $(OBJS)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The floor of a no-op start (bench/noop.sh): libpq alone, built as the tool is.
+$(BUILD)/bench/floor: bench/floor.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(shell $(PKG_CONFIG) --libs libpq)
+
 $(UNIT_BIN): $(UNIT_SRCS) $(OBJS) tests/unit/unit.h
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $(UNIT_SRCS) $(OBJS) $(LDLIBS)
 

@@ -63,3 +63,9 @@ $(STATIC_BIN): $(STATIC_MAIN_OBJ) $(STATIC_OBJS) $(STATIC_PREFIX_FILE)
 
 $(STATIC_STRIPPED): $(STATIC_BIN)
 	$(STATIC_STRIP) -o $@ $<
+
+# The floor of a no-op start (bench/noop.sh), against the same static libpq, stripped as we are.
+$(STATIC_DIR)/floor: bench/floor.c $(STATIC_PREFIX_FILE)
+	$(STATIC_CC) $(STATIC_ALL_CPPFLAGS) $(STATIC_ALL_CFLAGS) $(STATIC_ALL_LDFLAGS) -o $@ $< \
+		-lpq -lpgcommon -lpgport -lssl -lcrypto -lpthread
+	$(STATIC_STRIP) $@

@@ -139,17 +139,26 @@ static int wait_http(const struct config *cfg, int64_t deadline_ms, const struct
 }
 
 /* Takes the migration lock into l; returns 0 or the exit code (already logged). -1: lost,
- * retry. conn (may be NULL): closed meanwhile, so that it holds no pooled session. */
+ * retry. 1: the holder finished, look again (direct only). conn: the caller's connection.
+ * Through a pooler it is closed meanwhile (so that it holds no pooled session) and each try
+ * is a connection of its own; directly, the tries and the waiting use it, and when the lock
+ * is taken on it, *conn is NULL. since_ms: when this attempt began to wait for the lock. */
 static int take_lock(const struct config *cfg, const struct source *src,
-		     const struct pg_target *target, struct lock *l, PGconn **conn,
-		     const struct sigstate *sigs)
+		     const struct pg_target *target, struct lock *l, PGconn **conn, bool pooled,
+		     int64_t since_ms, const struct sigstate *sigs)
 {
 	const char *name = src->def->lock_name(cfg);
 	int signo = 0;
 	struct pg_error err;
-	switch (lock_acquire(l, target, name, cfg->lock_timeout_ms, sigs, conn, &signo, &err)) {
+	int64_t left = since_ms + cfg->lock_timeout_ms - now_ms();
+	enum lock_status st =
+		pooled ? lock_acquire(l, target, name, left > 0 ? left : 0, sigs, conn, &signo, &err)
+		       : lock_try_or_wait(l, conn, name, since_ms, cfg->lock_timeout_ms, sigs, &signo, &err);
+	switch (st) {
 	case LOCK_ACQUIRED:
 		return 0;
+	case LOCK_RELEASED:
+		return 1;
 	case LOCK_INTERRUPTED:
 		return stopped("lock", signo);
 	case LOCK_TIMEOUT:
@@ -258,11 +267,13 @@ struct attempt {
 	enum pooling pooling; /* what stands between us and the server (phase_pooler) */
 	struct look look;  /* the first look, asked with the readiness check (phase_wait) */
 	int failure_col;   /* its failure-memory column (breaker_look) */
+	int64_t lock_since; /* when this attempt began to wait for the lock (0: not yet) */
+	bool relook;        /* the quiet look is made again: its notes were logged already */
 };
 
 /* What a phase did: go on, stop with success (nothing left to do), or ask for another
  * attempt because the database went away, or fail with a->code. */
-enum outcome { OUT_OK, OUT_DONE, OUT_LOST, OUT_FAILED };
+enum outcome { OUT_OK, OUT_DONE, OUT_LOST, OUT_FAILED, OUT_AGAIN };
 
 static enum outcome fail(struct attempt *a, int code, const char *phase, bool transient,
 			 const char *error)
@@ -329,7 +340,8 @@ static enum outcome phase_quick_plan(struct attempt *a)
 {
 	a->f->phase = "check";
 	a->info.files_refused = false;
-	a->code = a->src->plan(a->src->self, a->conn, &a->ctx, PLAN_QUIET, &a->pending);
+	int flags = PLAN_QUIET | (a->relook ? PLAN_REPEAT : 0);
+	a->code = a->src->plan(a->src->self, a->conn, &a->ctx, flags, &a->pending);
 	if (a->code && a->info.files_refused) /* no lock can change the image's files */
 		return fail(a, a->code, "check", false, "the migration files were refused (see check.failed)");
 	if (a->code == 0 && a->pending == 0 && a->cfg->backup_mode != BACKUP_ALWAYS)
@@ -361,25 +373,30 @@ static enum outcome reconnect(struct attempt *a)
 	return OUT_OK;
 }
 
-/* Phase 3: the migration lock. */
+/* Phase 3: the migration lock. OUT_AGAIN: the holder finished meanwhile; the quiet look is
+ * made again, and most often finds that nothing is left to do. */
 static enum outcome phase_lock(struct attempt *a)
 {
 	a->f->phase = "lock";
 	a->ctx.look = NULL; /* its answers were from before the lock: the locked plan asks again */
 	/* Through a pooler, a connection kept while waiting holds a server session of a pool the
-	 * holder needs: it is given up (and opened again once the lock is ours). Directly, it is
-	 * kept: one connection fewer per start. */
+	 * holder needs: it is given up (and opened again once the lock is ours). Directly, it
+	 * waits for the lock itself: no connection is made while waiting. */
 	bool pooled = true;
 	struct pg_error err;
 	if (!pooler_seen(a->conn, &pooled, &err)) {
 		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking: %.400s", err.msg);
 		return OUT_LOST;
 	}
-	int lock = take_lock(a->cfg, a->src, a->target, &a->lock, pooled ? &a->conn : NULL, a->sigs);
+	if (!a->lock_since)
+		a->lock_since = now_ms();
+	int lock = take_lock(a->cfg, a->src, a->target, &a->lock, &a->conn, pooled, a->lock_since, a->sigs);
 	if (lock < 0) {
 		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking or planning");
 		return OUT_LOST;
 	}
+	if (lock == 1)
+		return OUT_AGAIN;
 	if (lock > 0)
 		return fail(a, lock, "lock", lock == MTR_EXIT_TEMPFAIL, "the migration lock stayed taken");
 	return a->conn ? OUT_OK : reconnect(a);
@@ -570,7 +587,8 @@ static enum outcome stop_wins(struct attempt *a, enum outcome o)
 	return OUT_FAILED;
 }
 
-/* Every phase of one attempt, in order, until one does not say "go on". */
+/* Every phase of one attempt, in order, until one does not say "go on". After OUT_AGAIN (the
+ * lock's holder finished) the quiet look and what follows it are made again. */
 static enum outcome attempt_once(struct attempt *a)
 {
 	static enum outcome (*const phases[])(struct attempt *) = {
@@ -579,6 +597,11 @@ static enum outcome attempt_once(struct attempt *a)
 	};
 	for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++) {
 		enum outcome o = stop_wins(a, phases[i](a));
+		if (o == OUT_AGAIN) {
+			a->relook = true;
+			i = 0; /* phase_quick_plan next */
+			continue;
+		}
 		if (o != OUT_OK)
 			return o;
 		if (phases[i] == phase_wait && a->cfg->check) { /* no lock, no change: a report */
@@ -636,6 +659,8 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 	for (long attempt = 0;; attempt++) {
 		a.ctx = (struct source_ctx){.cfg = cfg, .target = target, .sigs = sigs,
 					    .attempt = attempt, .info = &a.info, .lock = &a.lock};
+		a.lock_since = 0;
+		a.relook = false;
 		o = attempt_once(&a);
 		if (o != OUT_LOST || retry_lost(&a, attempt, &retry_backoff) != OUT_OK)
 			break;
