@@ -16,7 +16,9 @@ CPPFLAGS  += -D_GNU_SOURCE -DMTR_VERSION='"$(VERSION)"' -Iinclude
 CFLAGS    ?= -O2 -g
 CFLAGS    += $(WARN) $(HARDEN) $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 LDFLAGS   += -pie -Wl,-z,relro,-z,now
-LDLIBS    += $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+# libcurl is not linked: src/curl_api.c loads it when HTTP is first needed (curl_api.h says why).
+CPPFLAGS  += -DMTR_CURL_DLOPEN
+LDLIBS    += $(shell $(PKG_CONFIG) --libs $(filter-out libcurl,$(PKGS)) 2>/dev/null)
 
 ifneq ($(SANITIZE),)
 BUILD     := build/san

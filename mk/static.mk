@@ -22,7 +22,8 @@ STATIC_MAX_BYTES   ?= 5242880
 # with the stack protector (musl provides __stack_chk_fail).
 STATIC_CFLAGS      ?= -O2 -g
 STATIC_ALL_CFLAGS   = $(STATIC_CFLAGS) $(WARN) -fstack-protector-strong -ffunction-sections -fdata-sections
-STATIC_ALL_CPPFLAGS = $(CPPFLAGS) -I$(STATIC_PREFIX)/include
+# libcurl is linked here: no dlopen in a static binary (curl_api.h).
+STATIC_ALL_CPPFLAGS = $(filter-out -DMTR_CURL_DLOPEN,$(CPPFLAGS)) -I$(STATIC_PREFIX)/include
 STATIC_LDFLAGS     ?=
 STATIC_ALL_LDFLAGS  = -static $(STATIC_LDFLAGS) -Wl,--gc-sections -Wl,-z,relro,-z,now -L$(STATIC_PREFIX)/lib
 STATIC_LDLIBS       = -lpq -lpgcommon -lpgport -lcurl -lssl -lcrypto -lcjson -lpthread
