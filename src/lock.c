@@ -199,8 +199,8 @@ enum lock_status lock_acquire(struct lock *l, const struct pg_target *t, const c
 /* The pause between looks at a lock that another session holds: short while the wait is
  * young (most holders finish within seconds, and a look is one cheap statement on an open
  * connection), then growing to a second. */
-#define FREE_LOOK_MS 25
-#define FREE_LOOK_MAX_MS 1000
+#define FREE_LOOK_MS INT64_C(25)
+#define FREE_LOOK_MAX_MS INT64_C(1000)
 static int64_t free_look_pause(int64_t waited_ms, struct backoff *b)
 {
 	if (waited_ms < LOCK_REPORT_MS)
