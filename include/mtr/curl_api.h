@@ -12,7 +12,7 @@ struct curl_api {
 	CURLcode (*global_init)(long flags);
 	CURLU *(*url)(void);
 	CURLUcode (*url_set)(CURLU *u, CURLUPart what, const char *part, unsigned int flags);
-	CURLUcode (*url_get)(const CURLU *u, CURLUPart what, char **part, unsigned int flags);
+	CURLUcode (*url_get)(CURLU *u, CURLUPart what, char **part, unsigned int flags);
 	const char *(*url_strerror)(CURLUcode code);
 	void (*url_cleanup)(CURLU *u);
 	void (*free)(void *p);
