@@ -564,39 +564,36 @@ static void alembic_look(void *self, struct look *l)
 	as->look_col = 0;
 	if (!n)
 		return;
-	char *absent = xasprintf(ALEMBIC_VT_ABSENT, n), *tables = xasprintf(ALEMBIC_SCHEMA_TABLES, n);
+	/* Only "is it missing": the schema's tables matter only when it is (source_sql.c). */
+	char *absent = xasprintf(ALEMBIC_VT_ABSENT, n);
 	as->look_col = look_column(l, absent);
-	(void)look_column(l, tables); /* the next one */
 	free(absent);
-	free(tables);
 }
 
-/* Whether the version table is missing, and then the schema's tables: from the first look when
- * it answered, else asked now. False when the catalog could not be read: the caller then asks
- * for the table itself, and an error answer says more. Asking for a missing table would leave
- * an ERROR in the server's log on every fresh database. */
+/* Whether the version table is missing, and then the schema's tables: "there" from the first
+ * look when it said so, else both asked now. False when the catalog could not be read: the
+ * caller then asks for the table itself, and an error answer says more. Asking for a missing
+ * table would leave an ERROR in the server's log on every fresh database. */
 static bool version_table_absent(PGconn *conn, const struct alembic_source *as, const struct look *look,
 				 bool *absent, long *tables)
 {
-	const char *a = look_value(look, as->look_col), *t = look_value(look, as->look_col + 1);
-	PGresult *res = NULL;
-	if (!look_known(look, as->look_col + 1)) {
-		const char *params[1] = {as->vt_sql};
-		char *sql = xasprintf("SELECT " ALEMBIC_VT_ABSENT ", " ALEMBIC_SCHEMA_TABLES, 1, 1);
-		struct pg_error e;
-		res = pg_run(conn, sql, 1, params, PG_QUERY_MS, -1, &e);
-		free(sql);
-		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-			PQclear(res);
-			return false;
-		}
-		a = PQgetvalue(res, 0, 0);
-		t = PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1);
+	*absent = false;
+	*tables = 0;
+	const char *a = look_value(look, as->look_col);
+	if (a && strcmp(a, "f") == 0) /* the usual start: the first look saw it */
+		return true;
+	const char *params[1] = {as->vt_sql};
+	char *sql = xasprintf("SELECT " ALEMBIC_VT_ABSENT ", " ALEMBIC_SCHEMA_TABLES, 1, 1);
+	struct pg_error e;
+	PGresult *res = pg_run(conn, sql, 1, params, PG_QUERY_MS, -1, &e);
+	free(sql);
+	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+	if (ok) {
+		*absent = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		*tables = PQgetisnull(res, 0, 1) ? 0 : atol(PQgetvalue(res, 0, 1));
 	}
-	*absent = a && strcmp(a, "t") == 0;
-	*tables = t ? atol(t) : 0;
 	PQclear(res);
-	return true;
+	return ok;
 }
 
 /* The tool's own small queries: bounded by PG_QUERY_MS. libpq's message when the server

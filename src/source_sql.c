@@ -287,36 +287,34 @@ static void sql_look(void *self, struct look *l)
 	ss->look_col = 0;
 	if (!s || !t)
 		return;
-	char *there = history_there(s, t), *tables = schema_tables(s, t);
+	/* Only "is it there": counting the schema's tables (needed only when it is not) would
+	 * cost every start the planning of a join. */
+	char *there = history_there(s, t);
 	ss->look_col = look_column(l, there);
-	(void)look_column(l, tables); /* the next one */
 	free(there);
-	free(tables);
 }
 
-/* Whether the history table is there, and when it is not the schema's tables: from the first
- * look when it answered (a quiet plan), else asked now. False on a database error. */
+/* Whether the history table is there, and when it is not the schema's tables: "there" from the
+ * first look when it said so (a quiet plan), else both asked now. False on a database error. */
 static bool history_presence(PGconn *conn, struct sql_source *ss, const struct look *look,
 			     long *tables_in_schema, char *err, size_t errlen)
 {
-	PGresult *res = NULL;
-	int col = ss->look_col;
-	if (!look_known(look, col + 1)) {
-		const char *params[2] = {ss->schema, ss->table};
-		char *there = history_there(1, 2), *tables = schema_tables(1, 2);
-		char *sql = xasprintf("SELECT %s, %s", there, tables);
-		res = small_query(conn, sql, 2, params, "reading the catalog", err, errlen, ss->plan_state);
-		free(sql);
-		free(there);
-		free(tables);
-		if (!res)
-			return false;
-		col = 0;
+	*tables_in_schema = 0;
+	if (look_true(look, ss->look_col)) { /* the usual start: the first look saw it */
+		ss->history_exists = true;
+		return true;
 	}
-	const char *exists = res ? PQgetvalue(res, 0, col) : look_value(look, col);
-	const char *tables = res ? PQgetvalue(res, 0, col + 1) : look_value(look, col + 1);
-	ss->history_exists = exists && strcmp(exists, "t") == 0;
-	*tables_in_schema = tables ? atol(tables) : 0;
+	const char *params[2] = {ss->schema, ss->table};
+	char *there = history_there(1, 2), *tables = schema_tables(1, 2);
+	char *sql = xasprintf("SELECT %s, %s", there, tables);
+	PGresult *res = small_query(conn, sql, 2, params, "reading the catalog", err, errlen, ss->plan_state);
+	free(sql);
+	free(there);
+	free(tables);
+	if (!res)
+		return false;
+	ss->history_exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	*tables_in_schema = PQgetisnull(res, 0, 1) ? 0 : atol(PQgetvalue(res, 0, 1));
 	PQclear(res);
 	return true;
 }
