@@ -247,13 +247,14 @@ static enum lock_status wait_free(struct lock *l, PGconn *conn, int64_t deadline
 }
 
 enum lock_status lock_try_or_wait(struct lock *l, PGconn **conn, const char *name, int64_t since_ms,
-				  int64_t timeout_ms, const struct sigstate *sigs, int *signo,
+				  bool waited, int64_t timeout_ms, const struct sigstate *sigs, int *signo,
 				  struct pg_error *err)
 {
 	memset(l, 0, sizeof *l);
 	l->key = lock_key(name);
 	int stop_fd = signals_stop_fd();
-	struct waiting w = {since_ms, 0, false};
+	/* After a wait (waited): the waiting was said, and the lock taken now ends it (info). */
+	struct waiting w = {since_ms, 0, waited};
 	enum lock_status result;
 	switch (try_on(l, *conn, stop_fd, &w, err)) {
 	case TRY_OURS:

@@ -142,10 +142,11 @@ static int wait_http(const struct config *cfg, int64_t deadline_ms, const struct
  * retry. 1: the holder finished, look again (direct only). conn: the caller's connection.
  * Through a pooler it is closed meanwhile (so that it holds no pooled session) and each try
  * is a connection of its own; directly, the tries and the waiting use it, and when the lock
- * is taken on it, *conn is NULL. since_ms: when this attempt began to wait for the lock. */
+ * is taken on it, *conn is NULL. since_ms: when this attempt began to wait for the lock;
+ * waited: it waited already (called again after the holder finished). */
 static int take_lock(const struct config *cfg, const struct source *src,
 		     const struct pg_target *target, struct lock *l, PGconn **conn, bool pooled,
-		     int64_t since_ms, const struct sigstate *sigs)
+		     int64_t since_ms, bool waited, const struct sigstate *sigs)
 {
 	const char *name = src->def->lock_name(cfg);
 	int signo = 0;
@@ -153,7 +154,8 @@ static int take_lock(const struct config *cfg, const struct source *src,
 	int64_t left = since_ms + cfg->lock_timeout_ms - now_ms();
 	enum lock_status st =
 		pooled ? lock_acquire(l, target, name, left > 0 ? left : 0, sigs, conn, &signo, &err)
-		       : lock_try_or_wait(l, conn, name, since_ms, cfg->lock_timeout_ms, sigs, &signo, &err);
+		       : lock_try_or_wait(l, conn, name, since_ms, waited, cfg->lock_timeout_ms, sigs, &signo,
+					  &err);
 	switch (st) {
 	case LOCK_ACQUIRED:
 		return 0;
@@ -390,7 +392,8 @@ static enum outcome phase_lock(struct attempt *a)
 	}
 	if (!a->lock_since)
 		a->lock_since = now_ms();
-	int lock = take_lock(a->cfg, a->src, a->target, &a->lock, &a->conn, pooled, a->lock_since, a->sigs);
+	int lock = take_lock(a->cfg, a->src, a->target, &a->lock, &a->conn, pooled, a->lock_since, a->relook,
+			     a->sigs);
 	if (lock < 0) {
 		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking or planning");
 		return OUT_LOST;

@@ -52,9 +52,9 @@ enum lock_status lock_acquire(struct lock *l, const struct pg_target *t, const c
  * LOCK_ACQUIRED: the lock is *conn's transaction, now l->conn, and *conn is NULL (the caller
  * connects again for its work). LOCK_RELEASED: the holder finished and *conn is idle: what it
  * did may leave nothing to do, so the caller looks again before it tries again. lock.wait
- * every 5 s, as lock_acquire. */
+ * every 5 s, as lock_acquire. waited: this run waited before (a call after LOCK_RELEASED). */
 enum lock_status lock_try_or_wait(struct lock *l, PGconn **conn, const char *name, int64_t since_ms,
-				  int64_t timeout_ms, const struct sigstate *sigs, int *signo,
+				  bool waited, int64_t timeout_ms, const struct sigstate *sigs, int *signo,
 				  struct pg_error *err) MTR_MUST_CHECK;
 
 /* Whether the lock is still held. An idle transaction hears from the server only when it is
