@@ -271,11 +271,12 @@ int breaker_look(const struct config *cfg, struct look *l)
 {
 	if (cfg->state_dir)
 		return 0;
-	int n = look_param(l, cfg->state_schema);
+	char *name = look_name(cfg->state_schema, STATE_TABLE);
+	int n = look_param(l, name);
+	free(name);
 	if (!n)
 		return 0;
-	char *expr = xasprintf("pg_catalog.to_regclass(pg_catalog.quote_ident($%d) OPERATOR(pg_catalog.||) "
-			       "'." STATE_TABLE "') IS NOT NULL", n);
+	char *expr = xasprintf("pg_catalog.to_regclass($%d) IS NOT NULL", n);
 	int col = look_column(l, expr);
 	free(expr);
 	return col;

@@ -2,14 +2,35 @@
 #include "mtr/look.h"
 #include "mtr/util.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 int look_param(struct look *l, const char *value)
 {
 	if (l->nparams >= LOOK_MAX_PARAMS)
 		return 0;
-	l->params[l->nparams++] = value;
+	l->params[l->nparams++] = xstrdup(value);
 	return l->nparams;
+}
+
+static void add_ident(struct strbuf *b, const char *s)
+{
+	sb_addc(b, '"');
+	for (; *s; s++) {
+		if (*s == '"')
+			sb_addc(b, '"');
+		sb_addc(b, *s);
+	}
+	sb_addc(b, '"');
+}
+
+char *look_name(const char *schema, const char *name)
+{
+	struct strbuf b = STRBUF_INIT;
+	add_ident(&b, schema);
+	sb_addc(&b, '.');
+	add_ident(&b, name);
+	return sb_take(&b);
 }
 
 int look_column(struct look *l, const char *expr)
@@ -50,6 +71,8 @@ bool look_true(const struct look *l, int col)
 void look_free(struct look *l)
 {
 	sb_free(&l->cols);
+	for (int i = 0; i < l->nparams; i++)
+		free(l->params[i]);
 	PQclear(l->res);
 	memset(l, 0, sizeof *l);
 }

@@ -605,6 +605,11 @@ static PGresult *small_query(PGconn *conn, const char *sql, const char **msg, st
 	return res;
 }
 
+static int by_text(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* Reads the version table's rows into as->db_revs (as->table_exists says whether there is
  * one; *tables counts the schema's tables when there is not). look: the first look's answers,
  * or NULL under the lock. False with err. */
@@ -618,7 +623,8 @@ static bool read_versions(PGconn *conn, struct alembic_source *as, const struct 
 	bool known = version_table_absent(conn, as, look, &absent, tables);
 	struct pg_error e;
 	const char *msg;
-	char *sql = xasprintf("SELECT version_num FROM %s ORDER BY 1", as->vt_sql);
+	/* Sorted here (strcmp), not by the server: an ORDER BY costs a fresh session its planning. */
+	char *sql = xasprintf("SELECT version_num FROM %s", as->vt_sql);
 	PGresult *res = absent ? NULL : small_query(conn, sql, &msg, &e);
 	free(sql);
 	const char *state = absent ? "42P01" : PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -629,6 +635,7 @@ static bool read_versions(PGconn *conn, struct alembic_source *as, const struct 
 		as->db_revs = xcalloc(as->ndb + 1, sizeof *as->db_revs);
 		for (size_t i = 0; i < as->ndb; i++)
 			as->db_revs[i] = xstrdup(PQgetvalue(res, (int)i, 0));
+		qsort(as->db_revs, as->ndb, sizeof *as->db_revs, by_text);
 		PQclear(res);
 		return true;
 	}

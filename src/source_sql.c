@@ -283,15 +283,17 @@ static char *schema_tables(int s, int t)
 static void sql_look(void *self, struct look *l)
 {
 	struct sql_source *ss = self;
-	int s = look_param(l, ss->schema), t = look_param(l, ss->table);
-	ss->look_col = 0;
-	if (!s || !t)
-		return;
 	/* Only "is it there": counting the schema's tables (needed only when it is not) would
 	 * cost every start the planning of a join. */
-	char *there = history_there(s, t);
-	ss->look_col = look_column(l, there);
-	free(there);
+	char *name = look_name(ss->schema, ss->table);
+	int n = look_param(l, name);
+	free(name);
+	ss->look_col = 0;
+	if (n) {
+		char *there = xasprintf("pg_catalog.to_regclass($%d) IS NOT NULL", n);
+		ss->look_col = look_column(l, there);
+		free(there);
+	}
 }
 
 /* Whether the history table is there, and when it is not the schema's tables: "there" from the
@@ -319,6 +321,12 @@ static bool history_presence(PGconn *conn, struct sql_source *ss, const struct l
 	return true;
 }
 
+static int by_applied_version(const void *a, const void *b)
+{
+	uint64_t x = ((const struct applied *)a)->version, y = ((const struct applied *)b)->version;
+	return x < y ? -1 : x > y;
+}
+
 /* Reads the history table, if there is one. Returns false on a database error. */
 static bool read_history(PGconn *conn, struct sql_source *ss, const struct look *look,
 			 long *tables_in_schema, char *err, size_t errlen)
@@ -328,8 +336,9 @@ static bool read_history(PGconn *conn, struct sql_source *ss, const struct look 
 	if (!ss->history_exists)
 		return true;
 	char *q = qualified(conn, ss);
-	char *sql = xasprintf("SELECT h.version::text, h.name, h.checksum, h.success FROM %s h "
-			      "ORDER BY h.version", q);
+	/* Sorted here, not by the server: planning an ORDER BY costs a fresh session more than
+	 * sorting a few hundred rows does. */
+	char *sql = xasprintf("SELECT h.version::text, h.name, h.checksum, h.success FROM %s h", q);
 	free(q);
 	PGresult *res = small_query(conn, sql, 0, NULL, "reading the history table", err, errlen, ss->plan_state);
 	free(sql);
@@ -347,6 +356,7 @@ static bool read_history(PGconn *conn, struct sql_source *ss, const struct look 
 		snprintf(a->checksum, sizeof a->checksum, "%s", PQgetvalue(res, i, 2));
 		a->success = strcmp(PQgetvalue(res, i, 3), "t") == 0;
 	}
+	qsort(ss->applied, ss->napplied, sizeof *ss->applied, by_applied_version);
 	PQclear(res);
 	return true;
 }

@@ -20,7 +20,7 @@
 static bool ask_ready(PGconn *conn, const char *sql, struct look *look, int64_t timeout_ms,
 		      int stop_fd, struct wait_result *r)
 {
-	PGresult *res = pg_run(conn, sql, look ? look->nparams : 0, look ? look->params : NULL,
+	PGresult *res = pg_run(conn, sql, look ? look->nparams : 0, look ? (const char *const *)look->params : NULL,
 			       timeout_ms, stop_fd, &r->last);
 	/* pg_run says why when no answer came or the server refused; a stop signal wins. */
 	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && !r->last.interrupted;

@@ -15,14 +15,19 @@
 
 struct look {
 	struct strbuf cols; /* ", expr, expr …" after the readiness check's own column */
-	const char *params[LOOK_MAX_PARAMS]; /* not owned: they outlive the attempt */
+	char *params[LOOK_MAX_PARAMS]; /* copies, owned */
 	int nparams;
 	int ncols;          /* columns added, numbered from 1 (column 0 is the readiness check) */
 	PGresult *res;      /* the answer of the last ready attempt, or NULL */
 };
 
-/* A parameter for the columns: returns its number n (for "$n"), or 0 when all are taken. */
+/* A parameter for the columns (copied): returns its number n (for "$n"), or 0 when all are
+ * taken. */
 int look_param(struct look *l, const char *value);
+
+/* "schema"."name", each part a quoted identifier, for to_regclass($n): a name the server need
+ * not build with quote_ident (whose lookup a fresh session pays for). Caller frees. */
+char *look_name(const char *schema, const char *name);
 
 /* Adds a column (an SQL expression that cannot fail on any database: catalog lookups such as
  * to_regclass, never a table that may be missing) and returns its number. */
