@@ -34,7 +34,8 @@ def stop_and_time(tool):
 
 # ---- a server that goes silent mid-conversation -------------------------------------------
 
-@pytest.mark.parametrize("phase,trigger", [("check", b"to_regclass"), ("migrate", b"never_applied")])
+@pytest.mark.parametrize("phase,trigger", [("wait", b"pg_is_in_recovery"), ("check", b"relkind"),
+                                           ("migrate", b"never_applied")])
 def test_sigterm_while_the_server_is_silent(pg, db, tmp_path, phase, trigger):
     d = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE never_applied (x int);\n"})
     proxy = Proxy(pg.port, silent_on=trigger)
