@@ -203,6 +203,23 @@ static bool server_went_away(PGconn *conn, const char *start_time)
 	return start_time && start_time[0] && strcmp(now, start_time) != 0;
 }
 
+/* pg_dump's own words for a connection that the server ended under it (libpq's and the
+ * server's messages, as Debian's PostgreSQL 15 writes them in English). Our own connection
+ * tells the same a moment later (server_went_away), unless its session has not yet been ended
+ * when we ask: both are asked. */
+static bool dump_lost_its_connection(const char *err)
+{
+	static const char *const lost[] = {
+		"server closed the connection unexpectedly", "terminating connection",
+		"could not receive data from server", "no connection to the server",
+		"the database system is shutting down", "SSL SYSCALL error",
+	};
+	for (size_t i = 0; i < sizeof lost / sizeof lost[0]; i++)
+		if (strstr(err, lost[i]))
+			return true;
+	return false;
+}
+
 /* Phase 6 under the lock, before anything is applied. Returns 0 or the exit code; -1 when the
  * server went away during the dump (not logged as a backup failure: the caller retries). */
 static int take_backup(const struct config *cfg, PGconn *conn, const struct plan_info *info,
@@ -232,7 +249,7 @@ static int take_backup(const struct config *cfg, PGconn *conn, const struct plan
 	}
 	if (br.path[0]) /* verified and kept, though the upload failed */
 		snprintf(path, pathlen, "%s", br.path);
-	else if (server_went_away(conn, start_time))
+	else if (dump_lost_its_connection(br.err) || server_went_away(conn, start_time))
 		return -1; /* a restart or a failover, not a backup problem: retried from the wait */
 	if (cfg->backup_mode == BACKUP_OPTIONAL) {
 		log_event(LOG_WARN, "backup.failed",
