@@ -269,17 +269,7 @@ void breaker_record(const struct config *cfg, const struct pg_target *t, const s
 
 int breaker_look(const struct config *cfg, struct look *l)
 {
-	if (cfg->state_dir)
-		return 0;
-	char *name = look_name(cfg->state_schema, STATE_TABLE);
-	int n = look_param(l, name);
-	free(name);
-	if (!n)
-		return 0;
-	char *expr = xasprintf("pg_catalog.to_regclass($%d) IS NOT NULL", n);
-	int col = look_column(l, expr);
-	free(expr);
-	return col;
+	return cfg->state_dir ? 0 : look_table(l, cfg->state_schema, STATE_TABLE);
 }
 
 void breaker_clear(const struct config *cfg, PGconn *conn, const struct look *l, int col)

@@ -71,11 +71,6 @@ static void keep_last_word(void *arg, const PGresult *res)
 		snprintf(l->lost, sizeof l->lost, "the lock's session was ended: %.400s", msg);
 }
 
-/* The lock-waiting state of one lock_acquire call. */
-struct waiting {
-	int64_t start, next_report;
-	bool reported;
-};
 
 enum try_result { TRY_OURS, TRY_TAKEN, TRY_FAILED, TRY_STOPPED };
 
@@ -83,7 +78,7 @@ enum try_result { TRY_OURS, TRY_TAKEN, TRY_FAILED, TRY_STOPPED };
  * that transaction is the lock. An idle-in-transaction timeout of the server must not end it:
  * SET LOCAL, so that nothing leaks into a pooled session. TRY_TAKEN leaves the transaction open
  * (the caller ends it), after saying who holds the lock when it is time to. */
-static enum try_result try_on(struct lock *l, PGconn *conn, int stop_fd, struct waiting *w,
+static enum try_result try_on(struct lock *l, PGconn *conn, int stop_fd, struct lock_waiting *w,
 			      struct pg_error *err)
 {
 	char sql[200], got[32];
@@ -123,7 +118,7 @@ static void end_try(PGconn *conn, int stop_fd)
 /* One try on a connection of its own, closed unless the lock is ours: cleanly, so that a
  * pooler can hand the server session to someone else. */
 static enum try_result try_once(struct lock *l, const struct pg_target *t, int stop_fd,
-				int64_t left, struct waiting *w, struct pg_error *err)
+				int64_t left, struct lock_waiting *w, struct pg_error *err)
 {
 	enum pg_status st;
 	int64_t connect_ms = left < 1000 ? 1000 : left < PG_QUERY_MS ? left : PG_QUERY_MS;
@@ -139,7 +134,7 @@ static enum try_result try_once(struct lock *l, const struct pg_target *t, int s
 	return r;
 }
 
-static void log_acquired(const char *name, const struct waiting *w)
+static void log_acquired(const char *name, const struct lock_waiting *w)
 {
 	log_event(w->reported ? LOG_INFO : LOG_DEBUG, "lock.acquired",
 		  LOG_FIELDS(LF_I("waited_ms", now_ms() - w->start), LF_S("name", name)),
@@ -153,7 +148,7 @@ enum lock_status lock_acquire(struct lock *l, const struct pg_target *t, const c
 	memset(l, 0, sizeof *l);
 	l->key = lock_key(name);
 	int stop_fd = signals_stop_fd();
-	struct waiting w = {now_ms(), 0, false};
+	struct lock_waiting w = {now_ms(), 0, false, 0};
 	struct backoff b;
 	backoff_init(&b, 100, 2000, random_u64());
 	enum lock_status result;
@@ -201,9 +196,11 @@ enum lock_status lock_acquire(struct lock *l, const struct pg_target *t, const c
  * connection), then growing to a second. */
 #define FREE_LOOK_MS INT64_C(25)
 #define FREE_LOOK_MAX_MS INT64_C(1000)
-static int64_t free_look_pause(int64_t waited_ms, struct backoff *b)
+static int64_t free_look_pause(const struct lock_waiting *w, struct backoff *b)
 {
-	if (waited_ms < LOCK_REPORT_MS)
+	/* Looked again more than twice and still taken (replicas racing, or a session holding the
+	 * key shared): no more quick looks, each of which costs a plan. */
+	if (now_ms() - w->start < LOCK_REPORT_MS && w->relooks <= 2)
 		return FREE_LOOK_MS + (int64_t)(random_u64() % (FREE_LOOK_MS + 1));
 	return backoff_next(b);
 }
@@ -212,7 +209,7 @@ static int64_t free_look_pause(int64_t waited_ms, struct backoff *b)
  * within the statement, and no snapshot stays open that a CREATE INDEX CONCURRENTLY of the
  * holder would wait for) until nobody holds it: LOCK_RELEASED. lock.wait every 5 s. */
 static enum lock_status wait_free(struct lock *l, PGconn *conn, int64_t deadline,
-				  const struct sigstate *sigs, int stop_fd, struct waiting *w,
+				  const struct sigstate *sigs, int stop_fd, struct lock_waiting *w,
 				  int *signo, struct pg_error *err)
 {
 	char sql[120], got[8];
@@ -226,7 +223,7 @@ static enum lock_status wait_free(struct lock *l, PGconn *conn, int64_t deadline
 				 (long long)(now - w->start));
 			return LOCK_TIMEOUT;
 		}
-		int64_t pause = free_look_pause(now - w->start, &b);
+		int64_t pause = free_look_pause(w, &b);
 		int sig = signals_sleep(sigs, pause < left ? pause : left);
 		if (sig) {
 			*signo = sig;
@@ -246,25 +243,27 @@ static enum lock_status wait_free(struct lock *l, PGconn *conn, int64_t deadline
 	}
 }
 
-enum lock_status lock_try_or_wait(struct lock *l, PGconn **conn, const char *name, int64_t since_ms,
-				  bool waited, int64_t timeout_ms, const struct sigstate *sigs, int *signo,
-				  struct pg_error *err)
+enum lock_status lock_try_or_wait(struct lock *l, PGconn **conn, const char *name,
+				  struct lock_waiting *w, int64_t timeout_ms, const struct sigstate *sigs,
+				  int *signo, struct pg_error *err)
 {
 	memset(l, 0, sizeof *l);
 	l->key = lock_key(name);
 	int stop_fd = signals_stop_fd();
-	/* After a wait (waited): the waiting was said, and the lock taken now ends it (info). */
-	struct waiting w = {since_ms, 0, waited};
+	if (!w->start)
+		*w = (struct lock_waiting){now_ms(), 0, false, 0};
 	enum lock_status result;
-	switch (try_on(l, *conn, stop_fd, &w, err)) {
+	switch (try_on(l, *conn, stop_fd, w, err)) {
 	case TRY_OURS:
 		*conn = NULL; /* it is the lock's now */
-		log_acquired(name, &w);
+		log_acquired(name, w);
 		result = LOCK_ACQUIRED;
 		break;
 	case TRY_TAKEN:
 		end_try(*conn, stop_fd);
-		result = wait_free(l, *conn, since_ms + timeout_ms, sigs, stop_fd, &w, signo, err);
+		result = wait_free(l, *conn, w->start + timeout_ms, sigs, stop_fd, w, signo, err);
+		if (result == LOCK_RELEASED)
+			w->relooks++;
 		break;
 	case TRY_STOPPED:
 		*signo = signals_stop_read(stop_fd);

@@ -24,13 +24,36 @@ static void add_ident(struct strbuf *b, const char *s)
 	sb_addc(b, '"');
 }
 
-char *look_name(const char *schema, const char *name)
+int look_table(struct look *l, const char *schema, const char *table)
 {
 	struct strbuf b = STRBUF_INIT;
-	add_ident(&b, schema);
-	sb_addc(&b, '.');
-	add_ident(&b, name);
-	return sb_take(&b);
+	if (schema) {
+		add_ident(&b, schema);
+		sb_addc(&b, '.');
+	}
+	add_ident(&b, table);
+	int n = look_param(l, b.s);
+	sb_free(&b);
+	if (!n)
+		return 0;
+	int s = 0;
+	if (schema) {
+		add_ident(&b, schema);
+		s = look_param(l, b.s);
+		sb_free(&b);
+		if (!s)
+			return 0;
+	}
+	/* Quoted names, not quote_ident: each function named costs a fresh session a lookup.
+	 * Without a schema the search path skips schemas the role may not use: no error. */
+	char *expr = s ? xasprintf("CASE WHEN pg_catalog.to_regnamespace($%d) IS NULL THEN false "
+				   "WHEN pg_catalog.has_schema_privilege(pg_catalog.to_regnamespace($%d), "
+				   "'USAGE') THEN pg_catalog.to_regclass($%d) IS NOT NULL END",
+				   s, s, n)
+		       : xasprintf("pg_catalog.to_regclass($%d) IS NOT NULL", n);
+	int col = look_column(l, expr);
+	free(expr);
+	return col;
 }
 
 int look_column(struct look *l, const char *expr)

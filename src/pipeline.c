@@ -142,20 +142,17 @@ static int wait_http(const struct config *cfg, int64_t deadline_ms, const struct
  * retry. 1: the holder finished, look again (direct only). conn: the caller's connection.
  * Through a pooler it is closed meanwhile (so that it holds no pooled session) and each try
  * is a connection of its own; directly, the tries and the waiting use it, and when the lock
- * is taken on it, *conn is NULL. since_ms: when this attempt began to wait for the lock;
- * waited: it waited already (called again after the holder finished). */
+ * is taken on it, *conn is NULL. w: how this attempt has waited so far (direct only). */
 static int take_lock(const struct config *cfg, const struct source *src,
 		     const struct pg_target *target, struct lock *l, PGconn **conn, bool pooled,
-		     int64_t since_ms, bool waited, const struct sigstate *sigs)
+		     struct lock_waiting *w, const struct sigstate *sigs)
 {
 	const char *name = src->def->lock_name(cfg);
 	int signo = 0;
 	struct pg_error err;
-	int64_t left = since_ms + cfg->lock_timeout_ms - now_ms();
 	enum lock_status st =
-		pooled ? lock_acquire(l, target, name, left > 0 ? left : 0, sigs, conn, &signo, &err)
-		       : lock_try_or_wait(l, conn, name, since_ms, waited, cfg->lock_timeout_ms, sigs, &signo,
-					  &err);
+		pooled ? lock_acquire(l, target, name, cfg->lock_timeout_ms, sigs, conn, &signo, &err)
+		       : lock_try_or_wait(l, conn, name, w, cfg->lock_timeout_ms, sigs, &signo, &err);
 	switch (st) {
 	case LOCK_ACQUIRED:
 		return 0;
@@ -286,7 +283,8 @@ struct attempt {
 	enum pooling pooling; /* what stands between us and the server (phase_pooler) */
 	struct look look;  /* the first look, asked with the readiness check (phase_wait) */
 	int failure_col;   /* its failure-memory column (breaker_look) */
-	int64_t lock_since; /* when this attempt began to wait for the lock (0: not yet) */
+	struct lock_waiting waiting; /* how this attempt has waited for the lock (direct) */
+	bool locking;       /* it went for the lock: the first look's answers are stale now */
 	bool relook;        /* the quiet look is made again: its notes were logged already */
 };
 
@@ -407,10 +405,8 @@ static enum outcome phase_lock(struct attempt *a)
 		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking: %.400s", err.msg);
 		return OUT_LOST;
 	}
-	if (!a->lock_since)
-		a->lock_since = now_ms();
-	int lock = take_lock(a->cfg, a->src, a->target, &a->lock, &a->conn, pooled, a->lock_since, a->relook,
-			     a->sigs);
+	a->locking = true;
+	int lock = take_lock(a->cfg, a->src, a->target, &a->lock, &a->conn, pooled, &a->waiting, a->sigs);
 	if (lock < 0) {
 		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking or planning");
 		return OUT_LOST;
@@ -679,7 +675,8 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 	for (long attempt = 0;; attempt++) {
 		a.ctx = (struct source_ctx){.cfg = cfg, .target = target, .sigs = sigs,
 					    .attempt = attempt, .info = &a.info, .lock = &a.lock};
-		a.lock_since = 0;
+		a.waiting = (struct lock_waiting){0};
+		a.locking = false;
 		a.relook = false;
 		o = attempt_once(&a);
 		if (o != OUT_LOST || retry_lost(&a, attempt, &retry_backoff) != OUT_OK)
@@ -693,7 +690,7 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 			  "migrations had finished",
 			  a.lock.lost);
 	if (o == OUT_DONE && !cfg->check) /* success: forget the last failure */
-		breaker_clear(cfg, a.conn, &a.look, a.failure_col);
+		breaker_clear(cfg, a.conn, a.locking ? NULL : &a.look, a.failure_col);
 	int code = o == OUT_DONE ? MTR_EXIT_OK : a.code;
 	rep->pending = a.pending;
 	snprintf(rep->from, sizeof rep->from, "%s", a.info.from);

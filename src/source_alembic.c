@@ -560,14 +560,16 @@ static int load_revisions(struct alembic_source *as, struct problems *p, int fla
 static void alembic_look(void *self, struct look *l)
 {
 	struct alembic_source *as = self;
-	int n = look_param(l, as->vt_sql);
+	/* Only "is it there": the schema's tables matter only when it is not (source_sql.c). */
+	const char *name = as->cfg->alembic_version_table, *dot = strchr(name, '.');
 	as->look_col = 0;
-	if (!n)
-		return;
-	/* Only "is it missing": the schema's tables matter only when it is (source_sql.c). */
-	char *absent = xasprintf(ALEMBIC_VT_ABSENT, n);
-	as->look_col = look_column(l, absent);
-	free(absent);
+	if (!dot) {
+		as->look_col = look_table(l, NULL, name);
+	} else if (!strchr(dot + 1, '.')) { /* more parts: asked in the plan, as written */
+		char *schema = xstrndup(name, (size_t)(dot - name));
+		as->look_col = look_table(l, schema, dot + 1);
+		free(schema);
+	}
 }
 
 /* Whether the version table is missing, and then the schema's tables: "there" from the first
@@ -579,8 +581,7 @@ static bool version_table_absent(PGconn *conn, const struct alembic_source *as, 
 {
 	*absent = false;
 	*tables = 0;
-	const char *a = look_value(look, as->look_col);
-	if (a && strcmp(a, "f") == 0) /* the usual start: the first look saw it */
+	if (look_true(look, as->look_col)) /* the usual start: the first look saw it */
 		return true;
 	const char *params[1] = {as->vt_sql};
 	char *sql = xasprintf("SELECT " ALEMBIC_VT_ABSENT ", " ALEMBIC_SCHEMA_TABLES, 1, 1);

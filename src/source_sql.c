@@ -285,15 +285,7 @@ static void sql_look(void *self, struct look *l)
 	struct sql_source *ss = self;
 	/* Only "is it there": counting the schema's tables (needed only when it is not) would
 	 * cost every start the planning of a join. */
-	char *name = look_name(ss->schema, ss->table);
-	int n = look_param(l, name);
-	free(name);
-	ss->look_col = 0;
-	if (n) {
-		char *there = xasprintf("pg_catalog.to_regclass($%d) IS NOT NULL", n);
-		ss->look_col = look_column(l, there);
-		free(there);
-	}
+	ss->look_col = look_table(l, ss->schema, ss->table);
 }
 
 /* Whether the history table is there, and when it is not the schema's tables: "there" from the

@@ -15,13 +15,30 @@
 	"CASE WHEN pg_catalog.pg_is_in_recovery() THEN '' "                                       \
 	"ELSE pg_catalog.pg_postmaster_start_time()::pg_catalog.text END"
 
+/* Whether a refused first look is worth asking again without its columns: the server answered
+ * (a privilege, a setting), and the readiness check alone is not what it refused. */
+static bool look_refused(const PGresult *res, const struct pg_error *e)
+{
+	const char *st = e->sqlstate;
+	return res && PQresultStatus(res) == PGRES_FATAL_ERROR && !e->interrupted && st[0] &&
+	       strncmp(st, "08", 2) != 0 && strncmp(st, "57P", 3) != 0 && strncmp(st, "53", 2) != 0;
+}
+
 /* The readiness check in one round trip, with the first look's columns when there is one;
- * false with r->last when no row came. */
+ * false with r->last when no row came. Should the server refuse the look's columns, the check
+ * is asked alone and the look stays unanswered (the plan asks for itself). */
 static bool ask_ready(PGconn *conn, const char *sql, struct look *look, int64_t timeout_ms,
 		      int stop_fd, struct wait_result *r)
 {
-	PGresult *res = pg_run(conn, sql, look ? look->nparams : 0, look ? (const char *const *)look->params : NULL,
-			       timeout_ms, stop_fd, &r->last);
+	if (look)
+		look_answer(look, NULL); /* an earlier attempt's answer is not this server's */
+	PGresult *res = pg_run(conn, sql, look ? look->nparams : 0,
+			       look ? (const char *const *)look->params : NULL, timeout_ms, stop_fd, &r->last);
+	if (look && look_refused(res, &r->last)) {
+		PQclear(res);
+		look = NULL;
+		res = pg_run(conn, "SELECT " READY_COLUMN, 0, NULL, timeout_ms, stop_fd, &r->last);
+	}
 	/* pg_run says why when no answer came or the server refused; a stop signal wins. */
 	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && !r->last.interrupted;
 	if (ok && PQntuples(res) != 1) {

@@ -25,9 +25,11 @@ struct look {
  * taken. */
 int look_param(struct look *l, const char *value);
 
-/* "schema"."name", each part a quoted identifier, for to_regclass($n): a name the server need
- * not build with quote_ident (whose lookup a fresh session pays for). Caller frees. */
-char *look_name(const char *schema, const char *name);
+/* Adds the column "is the table schema.table there" (schema NULL: as the search path finds it)
+ * and returns its number, or 0 when the parameters are all taken. The answer is "t" or "f";
+ * NULL (not known: ask in the plan) when the role may not look into the schema, which for
+ * to_regclass would be an error, and every readiness check would fail with it. */
+int look_table(struct look *l, const char *schema, const char *table);
 
 /* Adds a column (an SQL expression that cannot fail on any database: catalog lookups such as
  * to_regclass, never a table that may be missing) and returns its number. */
