@@ -15,8 +15,9 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 /* Each name of the table with its field, so that one loop resolves them all; a field whose
  * type is not the function's (as curl.h declares it) does not compile. */
+/* NOLINTNEXTLINE(bugprone-macro-parentheses): field is a member name */
 #define SAME_TYPE(field, name)                                                                    \
-	(sizeof(char[__builtin_types_compatible_p(__typeof__(&name),                              \
+	(sizeof(char[__builtin_types_compatible_p(__typeof__(&(name)),                            \
 						  __typeof__(((struct curl_api *)0)->field)) ? 1 : -1]) - 1)
 #define FN(field, name) {#name, offsetof(struct curl_api, field) + SAME_TYPE(field, name)}
 static const struct {
