@@ -3,6 +3,7 @@
 # connection and one query), built against the same libpq as the tool, dynamic and static. Ours:
 # a 20-file SQL directory at head, --migrate-only (an initContainer's start), the same PG*
 # variables. Paired, interleaved runs; medians. Without the static build the static pair is skipped.
+# MTR_BIN and MTR_STATIC_BIN name other binaries to measure (an older build, say).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -12,11 +13,14 @@ case "$RUNS" in ''|*[!0-9]*|0) echo "bench: RUNS must be a positive integer" >&2
 # shellcheck source=bench/cluster.bash
 . "$ROOT/bench/cluster.bash"
 
-make -s -C "$ROOT" build/migrate-then-run build/bench/floor >&2
-pairs=("dynamic" "$ROOT/build/migrate-then-run" "$ROOT/build/bench/floor" "1.10")
-if [ -x "$ROOT/build/static/migrate-then-run.stripped" ]; then
+DYN="${MTR_BIN:-$ROOT/build/migrate-then-run}"
+STATIC="${MTR_STATIC_BIN:-$ROOT/build/static/migrate-then-run.stripped}"
+[ -n "${MTR_BIN:-}" ] || make -s -C "$ROOT" build/migrate-then-run >&2
+make -s -C "$ROOT" build/bench/floor >&2
+pairs=("dynamic" "$DYN" "$ROOT/build/bench/floor" "1.10")
+if [ -x "$STATIC" ]; then
     make -s -C "$ROOT" build/static/floor >&2
-    pairs+=("static" "$ROOT/build/static/migrate-then-run.stripped" "$ROOT/build/static/floor" "1.05")
+    pairs+=("static" "$STATIC" "$ROOT/build/static/floor" "1.05")
 else
     echo "bench: no static build (make static): the static pair is skipped" >&2
 fi
