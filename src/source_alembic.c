@@ -48,6 +48,7 @@ struct alembic_source {
 	size_t npending;
 	bool pending_known; /* false: problems stopped the computation */
 	struct preload *pre; /* the first plan's files, being read since open */
+	int look_col;        /* the first look's version-table columns (alembic_look), or 0 */
 };
 
 /* Forgets the rows read from the version table (before reading them again). */
@@ -546,17 +547,54 @@ static int load_revisions(struct alembic_source *as, struct problems *p, int fla
 
 /* ---- the database ---------------------------------------------------------------------------- */
 
-/* False only when to_regclass says the table is not there: asking for a missing table would
- * leave an ERROR in the server's log on every fresh database. */
-static bool version_table_maybe(PGconn *conn, const char *table)
+/* The catalog questions of the quiet plan, with the version table as parameter $n: is it
+ * missing, and (only then) how many tables the current schema has, a database Alembic did
+ * not set up having some. */
+#define ALEMBIC_VT_ABSENT "pg_catalog.to_regclass($%d) IS NULL"
+#define ALEMBIC_SCHEMA_TABLES                                                                     \
+	"CASE WHEN pg_catalog.to_regclass($%d) IS NULL THEN (SELECT pg_catalog.count(*) "         \
+	"FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) " \
+	"c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname OPERATOR(pg_catalog.=) "       \
+	"pg_catalog.current_schema() AND c.relname OPERATOR(pg_catalog.<>) 'mtr_failure_state') END"
+
+static void alembic_look(void *self, struct look *l)
 {
-	const char *params[1] = {table};
+	struct alembic_source *as = self;
+	/* Only "is it there": the schema's tables matter only when it is not (source_sql.c). */
+	const char *name = as->cfg->alembic_version_table, *dot = strchr(name, '.');
+	as->look_col = 0;
+	if (!dot) {
+		as->look_col = look_table(l, NULL, name);
+	} else if (!strchr(dot + 1, '.')) { /* more parts: asked in the plan, as written */
+		char *schema = xstrndup(name, (size_t)(dot - name));
+		as->look_col = look_table(l, schema, dot + 1);
+		free(schema);
+	}
+}
+
+/* Whether the version table is missing, and then the schema's tables: "there" from the first
+ * look when it said so, else both asked now. False when the catalog could not be read: the
+ * caller then asks for the table itself, and an error answer says more. Asking for a missing
+ * table would leave an ERROR in the server's log on every fresh database. */
+static bool version_table_absent(PGconn *conn, const struct alembic_source *as, const struct look *look,
+				 bool *absent, long *tables)
+{
+	*absent = false;
+	*tables = 0;
+	if (look_true(look, as->look_col)) /* the usual start: the first look saw it */
+		return true;
+	const char *params[1] = {as->vt_sql};
+	char *sql = xasprintf("SELECT " ALEMBIC_VT_ABSENT ", " ALEMBIC_SCHEMA_TABLES, 1, 1);
 	struct pg_error e;
-	PGresult *res = pg_run(conn, "SELECT pg_catalog.to_regclass($1) IS NULL", 1, params, PG_QUERY_MS, -1, &e);
-	bool absent = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-		      strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PGresult *res = pg_run(conn, sql, 1, params, PG_QUERY_MS, -1, &e);
+	free(sql);
+	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+	if (ok) {
+		*absent = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		*tables = PQgetisnull(res, 0, 1) ? 0 : atol(PQgetvalue(res, 0, 1));
+	}
 	PQclear(res);
-	return !absent;
+	return ok;
 }
 
 /* The tool's own small queries: bounded by PG_QUERY_MS. libpq's message when the server
@@ -568,57 +606,50 @@ static PGresult *small_query(PGconn *conn, const char *sql, const char **msg, st
 	return res;
 }
 
-/* The tables of the current schema (not ours): a database Alembic did not set up has some. */
-static bool count_tables(PGconn *conn, long *tables, char *err, size_t errlen)
+static int by_text(const void *a, const void *b)
 {
-	struct pg_error e;
-	const char *msg;
-	PGresult *res = small_query(conn,
-				    "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-				    "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
-				    "AND n.nspname = pg_catalog.current_schema() AND c.relname <> 'mtr_failure_state'",
-				    &msg, &e);
-	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-	if (ok)
-		*tables = atol(PQgetvalue(res, 0, 0));
-	else
-		set_err(err, errlen, "reading the catalog: %s", msg);
-	PQclear(res);
-	return ok;
+	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* Reads the version table's rows into as->db_revs (as->table_exists says whether there is
- * one; *tables counts the schema's tables when there is not). False with err. */
-static bool read_versions(PGconn *conn, struct alembic_source *as, long *tables, char *err, size_t errlen)
+ * one; *tables counts the schema's tables when there is not). look: the first look's answers,
+ * or NULL under the lock. False with err. */
+static bool read_versions(PGconn *conn, struct alembic_source *as, const struct look *look, long *tables,
+			  char *err, size_t errlen)
 {
-	/* The usual case: the table is there. Only when it is not (to_regclass, else 42P01, or
-	 * 3F000 for a missing schema) is the schema counted, to tell a new database from one
-	 * set up without Alembic. */
+	/* The usual case: the table is there. Only when it is not (the catalog, else 42P01, or
+	 * 3F000 for a missing schema) are the schema's tables counted. */
 	*tables = 0;
+	bool absent = false;
+	bool known = version_table_absent(conn, as, look, &absent, tables);
 	struct pg_error e;
 	const char *msg;
-	char *sql = xasprintf("SELECT version_num FROM %s ORDER BY 1", as->vt_sql);
-	bool absent = !version_table_maybe(conn, as->vt_sql);
+	/* Sorted here (strcmp), not by the server: an ORDER BY costs a fresh session its planning. */
+	char *sql = xasprintf("SELECT version_num FROM %s", as->vt_sql);
 	PGresult *res = absent ? NULL : small_query(conn, sql, &msg, &e);
 	free(sql);
 	const char *state = absent ? "42P01" : PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 		as->table_exists = true;
+		*tables = 0;
 		as->ndb = (size_t)PQntuples(res);
 		as->db_revs = xcalloc(as->ndb + 1, sizeof *as->db_revs);
 		for (size_t i = 0; i < as->ndb; i++)
 			as->db_revs[i] = xstrdup(PQgetvalue(res, (int)i, 0));
+		qsort(as->db_revs, as->ndb, sizeof *as->db_revs, by_text);
 		PQclear(res);
 		return true;
 	}
-	if (!state || (strcmp(state, "42P01") != 0 && strcmp(state, "3F000") != 0)) {
-		set_err(err, errlen, "reading %s: %s", as->cfg->alembic_version_table, msg);
+	bool missing = state && (strcmp(state, "42P01") == 0 || strcmp(state, "3F000") == 0);
+	if (!missing || !known) {
+		set_err(err, errlen, "reading %s: %s", as->cfg->alembic_version_table,
+			missing ? "the catalog could not be read" : msg);
 		PQclear(res);
 		return false;
 	}
 	PQclear(res);
 	as->table_exists = false;
-	return count_tables(conn, tables, err, errlen);
+	return true;
 }
 
 /* ---- plan ------------------------------------------------------------------------------------ */
@@ -904,7 +935,7 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 		chain_check(&as->chain, &p);
 	char err[1024];
 	long tables = 0;
-	if (!read_versions(conn, as, &tables, err, sizeof err)) {
+	if (!read_versions(conn, as, ctx->look, &tables, err, sizeof err)) {
 		problems_free(&p);
 		log_event(LOG_ERROR, "plan.failed", LOG_FIELDS(LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
 			  "%s", err);
@@ -1055,7 +1086,7 @@ static void explain_failure(struct alembic_source *as, PGconn *conn, bool had_ta
 	char err[256];
 	long tables_before = 0;
 	forget_versions(as);
-	if (read_versions(conn, as, &tables_before, err, sizeof err))
+	if (read_versions(conn, as, NULL, &tables_before, err, sizeof err))
 		diagnose(as, out, had_table ? 2 : tables_before);
 	long k = out->revision[0] ? chain_find(&as->chain, out->revision) : -1;
 	if (k >= 0)
@@ -1089,7 +1120,7 @@ static void verify_heads(struct alembic_source *as, PGconn *conn, struct migrate
 	char err[1024];
 	long tables;
 	forget_versions(as);
-	if (!read_versions(conn, as, &tables, err, sizeof err)) {
+	if (!read_versions(conn, as, NULL, &tables, err, sizeof err)) {
 		log_event(LOG_WARN, "migrate.verify", LOG_FIELDS(LF_S("error", err)),
 			  "cannot confirm the database's revision after Alembic ran: %s", err);
 		return;
@@ -1252,6 +1283,7 @@ bool source_alembic_open(const struct config *cfg, struct source *src, char *err
 	src->kind = "alembic";
 	src->describe = as->cmd.describe;
 	src->self = as;
+	src->look = alembic_look;
 	src->plan = alembic_plan;
 	src->migrate = alembic_migrate;
 	src->destroy = alembic_destroy;
