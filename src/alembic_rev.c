@@ -20,7 +20,11 @@ struct tok {
 	int line;
 };
 
-/* Where the tokenizer is. A logical line's tokens are collected in toks (reused). */
+/* Tokens of a logical line, and bracket pairs, fit here in the usual case: no allocation. */
+#define LOCAL_TOKS 128
+
+/* Where the tokenizer is. A logical line's tokens are collected in toks (reused; local until a
+ * line has more than LOCAL_TOKS). */
 struct scan {
 	const char *text;
 	size_t len, pos;
@@ -32,6 +36,7 @@ struct scan {
 	size_t ntoks, cap;
 	const char *error; /* set once: the text is not Python that could run */
 	int error_line;
+	struct tok local[LOCAL_TOKS];
 };
 
 static void scan_fail(struct scan *s, const char *why)
@@ -76,8 +81,12 @@ static bool is_ident(unsigned char c)
 static void push_tok(struct scan *s, enum tk kind, size_t off, size_t len, int line)
 {
 	if (s->ntoks == s->cap) {
-		s->cap = s->cap ? s->cap * 2 : 64;
-		s->toks = xrealloc(s->toks, s->cap * sizeof *s->toks);
+		struct tok *grown = xmalloc(s->cap * 2 * sizeof *grown);
+		memcpy(grown, s->toks, s->cap * sizeof *grown);
+		if (s->toks != s->local)
+			free(s->toks);
+		s->toks = grown;
+		s->cap *= 2;
 	}
 	s->toks[s->ntoks++] = (struct tok){kind, (uint32_t)off, (uint32_t)len, line};
 }
@@ -477,7 +486,7 @@ static struct pv eval_strings(const char *text, const struct tok *t, size_t a, s
 /* A name the module binds, as far as the text says: a literal value, or unknown (bound to
  * something that is not a literal, or only in a block that may not run). */
 struct name {
-	char *name;
+	const char *name; /* in the text */
 	size_t len;
 	bool known;
 	struct pv val;
@@ -485,9 +494,12 @@ struct name {
 	int block_line; /* when bound inside an if/for/with/try …: that block's first line */
 };
 
+#define LOCAL_NAMES 16
+
 struct names {
-	struct name *v;
-	size_t n;
+	struct name *v; /* local until more than LOCAL_NAMES are bound */
+	size_t n, cap;
+	struct name local[LOCAL_NAMES];
 };
 
 static struct name *name_find(struct names *ns, const char *s, size_t len)
@@ -505,10 +517,17 @@ static struct name *name_slot(struct names *ns, const char *s, size_t len)
 		pv_free(&e->val);
 		return e;
 	}
-	ns->v = xrealloc(ns->v, (ns->n + 1) * sizeof *ns->v);
+	if (ns->n == ns->cap) {
+		struct name *grown = xmalloc(ns->cap * 2 * sizeof *grown);
+		memcpy(grown, ns->v, ns->cap * sizeof *grown);
+		if (ns->v != ns->local)
+			free(ns->v);
+		ns->v = grown;
+		ns->cap *= 2;
+	}
 	e = &ns->v[ns->n++];
 	memset(e, 0, sizeof *e);
-	e->name = xstrndup(s, len);
+	e->name = s;
 	e->len = len;
 	return e;
 }
@@ -531,17 +550,15 @@ static void name_delete(struct names *ns, const char *s, size_t len)
 	if (!e)
 		return;
 	pv_free(&e->val);
-	free(e->name);
 	*e = ns->v[--ns->n];
 }
 
 static void names_free(struct names *ns)
 {
-	for (size_t i = 0; i < ns->n; i++) {
-		free(ns->v[i].name);
+	for (size_t i = 0; i < ns->n; i++)
 		pv_free(&ns->v[i].val);
-	}
-	free(ns->v);
+	if (ns->v != ns->local)
+		free(ns->v);
 }
 
 /* ---- literal_eval ----------------------------------------------------------------------------------- */
@@ -557,19 +574,28 @@ struct line {
 	int nesting; /* how deep eval has gone: Python's parser stops at 200 */
 };
 
-/* Whether token i is the operator op or the name w (the first byte decides most cases). */
-static bool is_op(const struct line *l, size_t i, const char *op)
+/* Whether token i is of kind k and spells s (the first byte decides most cases; a token's text
+ * holds no NUL, so the comparison stops at the end of s). */
+static inline bool tok_is(const struct line *l, size_t i, enum tk k, const char *s)
 {
-	const struct tok *t = &l->t[i];
-	return i < l->n && t->kind == TK_OP && l->text[t->off] == op[0] && t->len == strlen(op) &&
-	       memcmp(l->text + t->off, op, t->len) == 0;
+	if (i >= l->n || l->t[i].kind != k)
+		return false;
+	const char *p = l->text + l->t[i].off;
+	size_t n = l->t[i].len, j = 0;
+	while (j < n && p[j] == s[j])
+		j++;
+	return j == n && s[j] == '\0';
 }
 
-static bool is_word(const struct line *l, size_t i, const char *w)
+/* Whether token i is the operator op or the name w. */
+static inline bool is_op(const struct line *l, size_t i, const char *op)
 {
-	const struct tok *t = &l->t[i];
-	return i < l->n && t->kind == TK_NAME && l->text[t->off] == w[0] && t->len == strlen(w) &&
-	       memcmp(l->text + t->off, w, t->len) == 0;
+	return tok_is(l, i, TK_OP, op);
+}
+
+static inline bool is_word(const struct line *l, size_t i, const char *w)
+{
+	return tok_is(l, i, TK_NAME, w);
 }
 
 static bool is_keyword(const char *s, size_t len)
@@ -809,6 +835,9 @@ static void walrus(struct line *l, size_t a, size_t b, int block_line)
 static bool is_augmented(const struct line *l, size_t i)
 {
 	static const char *const aug[] = {"+=", "-=", "*=", "/=", "//=", "%=", "**=", ">>=", "<<=", "&=", "^=", "|=", "@="};
+	const struct tok *t = &l->t[i];
+	if (t->kind != TK_OP || t->len < 2 || l->text[t->off + t->len - 1] != '=')
+		return false; /* each of them ends in '=' */
 	for (size_t k = 0; k < sizeof aug / sizeof aug[0]; k++)
 		if (is_op(l, i, aug[k]))
 			return true;
@@ -989,10 +1018,12 @@ static bool match_brackets(const char *text, const struct tok *t, size_t n, uint
  * is not Python that could run. */
 static bool read_module(const char *text, size_t len, struct names *ns, const char **why, int *line)
 {
-	struct scan s = {text, len, 0, 1, 0, 0, 0, NULL, 0, 0, NULL, 0};
+	struct scan s = {.text = text, .len = len, .line = 1, .cap = LOCAL_TOKS};
 	struct blocks bs = {.n = 0};
-	uint32_t *match = NULL, *stack = NULL;
-	size_t cap = 0;
+	uint32_t local_match[LOCAL_TOKS], local_stack[LOCAL_TOKS];
+	uint32_t *match = local_match, *stack = local_stack;
+	size_t cap = LOCAL_TOKS;
+	s.toks = s.local;
 	if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
 		s.pos = 3; /* a UTF-8 byte order mark */
 	while (!s.error && begin_line(&s)) {
@@ -1003,9 +1034,13 @@ static bool read_module(const char *text, size_t len, struct names *ns, const ch
 		if (skim || s.error || !s.ntoks)
 			continue;
 		if (s.ntoks > cap) {
+			if (match != local_match) {
+				free(match);
+				free(stack);
+			}
 			cap = s.ntoks;
-			match = xrealloc(match, cap * sizeof *match);
-			stack = xrealloc(stack, cap * sizeof *stack);
+			match = xmalloc(cap * sizeof *match);
+			stack = xmalloc(cap * sizeof *stack);
 		}
 		if (!match_brackets(text, s.toks, s.ntoks, match, stack)) {
 			s.error = "brackets that do not pair up";
@@ -1015,9 +1050,12 @@ static bool read_module(const char *text, size_t len, struct names *ns, const ch
 		struct line l = {text, s.toks, s.ntoks, match, ns, 0};
 		top_line(&l, &bs, s.indent);
 	}
-	free(match);
-	free(stack);
-	free(s.toks);
+	if (match != local_match) {
+		free(match);
+		free(stack);
+	}
+	if (s.toks != s.local)
+		free(s.toks);
 	*why = s.error;
 	*line = s.error_line;
 	return !s.error;
@@ -1136,7 +1174,10 @@ bool alembic_rev_parse(const char *text, size_t len, const char *file, struct re
 {
 	memset(r, 0, sizeof *r);
 	r->file = xstrdup(file);
-	struct names ns = {NULL, 0};
+	struct names ns;
+	ns.v = ns.local;
+	ns.n = 0;
+	ns.cap = LOCAL_NAMES;
 	const char *why;
 	int line;
 	bool ok = read_module(text, len, &ns, &why, &line);
