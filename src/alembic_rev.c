@@ -36,7 +36,7 @@ struct scan {
 	size_t ntoks, cap;
 	const char *error; /* set once: the text is not Python that could run */
 	int error_line;
-	struct tok local[LOCAL_TOKS];
+	bool heap; /* toks was allocated (else it is the caller's local array) */
 };
 
 static void scan_fail(struct scan *s, const char *why)
@@ -68,14 +68,26 @@ static size_t newline_at(const struct scan *s, size_t pos)
 	return 0;
 }
 
+/* Per ASCII byte: 1 when a name may start with it (letters, '_'), 2 when it may only continue
+ * one (digits). Every byte of a UTF-8 sequence (0x80 and up) may do both. */
+static const unsigned char IDENT[128] = {
+	['0'] = 2, ['1'] = 2, ['2'] = 2, ['3'] = 2, ['4'] = 2, ['5'] = 2, ['6'] = 2, ['7'] = 2, ['8'] = 2, ['9'] = 2,
+	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1,
+	['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+	['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['_'] = 1,
+	['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+	['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+	['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 static bool is_ident_start(unsigned char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+	return c >= 0x80 || IDENT[c] == 1;
 }
 
 static bool is_ident(unsigned char c)
 {
-	return is_ident_start(c) || (c >= '0' && c <= '9');
+	return c >= 0x80 || IDENT[c] != 0;
 }
 
 static void push_tok(struct scan *s, enum tk kind, size_t off, size_t len, int line)
@@ -83,8 +95,9 @@ static void push_tok(struct scan *s, enum tk kind, size_t off, size_t len, int l
 	if (s->ntoks == s->cap) {
 		struct tok *grown = xmalloc(s->cap * 2 * sizeof *grown);
 		memcpy(grown, s->toks, s->cap * sizeof *grown);
-		if (s->toks != s->local)
+		if (s->heap)
 			free(s->toks);
+		s->heap = true;
 		s->toks = grown;
 		s->cap *= 2;
 	}
@@ -452,7 +465,10 @@ static enum pk decode_str(const char *tok, size_t len, struct strbuf *b)
 			if (*p != '\r')
 				sb_addc(b, *p++);
 		} else {
-			sb_addc(b, *p++);
+			const char *run = p++; /* this character, and those up to the next \r or \\ */
+			while (p < end && *p != '\r' && *p != '\\')
+				p++;
+			sb_add(b, run, (size_t)(p - run));
 		}
 	}
 	return PK_STR;
@@ -604,11 +620,11 @@ static bool is_keyword(const char *s, size_t len)
 					 "break", "class", "continue", "def", "del", "elif", "else", "except",
 					 "finally", "for", "from", "global", "if", "import", "in", "is",
 					 "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try",
-					 "while", "with", "yield"};
+					 "while", "with", "yield"}; /* in byte order */
 	if (len < 2 || len > 8 || s[0] < 'F' || s[0] > 'y' || s[0] == 'h' || s[0] == 'j' || s[0] == 'k' ||
 	    s[0] == 'm' || s[0] == 'q' || s[0] == 's' || s[0] == 'u' || s[0] == 'v' || s[0] == 'x')
 		return false;
-	for (size_t k = 0; k < sizeof kw / sizeof kw[0]; k++)
+	for (size_t k = 0; k < sizeof kw / sizeof kw[0] && kw[k][0] <= s[0]; k++)
 		if (kw[k][0] == s[0] && strlen(kw[k]) == len && memcmp(kw[k], s, len) == 0)
 			return true;
 	return false;
@@ -942,6 +958,8 @@ static bool block_header(const struct line *l, size_t *colon, bool *local)
 {
 	static const char *const kw[] = {"if", "elif", "else", "for", "while", "with", "try", "except",
 					 "finally", "def", "class", "async", "match", "case"};
+	if (l->n == 0 || l->t[0].kind != TK_NAME || !strchr("acdefimtw", l->text[l->t[0].off]))
+		return false; /* the first letters of kw */
 	bool found = false;
 	for (size_t k = 0; k < sizeof kw / sizeof kw[0] && !found; k++)
 		found = is_word(l, 0, kw[k]);
@@ -1014,16 +1032,34 @@ static bool match_brackets(const char *text, const struct tok *t, size_t n, uint
 	return top == 0;
 }
 
+/* The line (from 1) that pos is on, counting line breaks as Python does. */
+static int line_at(const char *text, size_t pos)
+{
+	int line = 1;
+	for (size_t i = 0; i < pos; i++)
+		line += text[i] == '\n' || (text[i] == '\r' && (i + 1 >= pos || text[i + 1] != '\n'));
+	return line;
+}
+
 /* Reads every top-level binding of the text into ns. False with *why and *line when the text
  * is not Python that could run. */
 static bool read_module(const char *text, size_t len, struct names *ns, const char **why, int *line)
 {
-	struct scan s = {.text = text, .len = len, .line = 1, .cap = LOCAL_TOKS};
-	struct blocks bs = {.n = 0};
+	/* Python refuses a NUL byte anywhere in source, in a string or a comment too (and the
+	 * values read here are C strings). */
+	const char *nul = memchr(text, '\0', len);
+	if (nul) {
+		*why = "a NUL byte, which Python refuses in source";
+		*line = line_at(text, (size_t)(nul - text));
+		return false;
+	}
+	struct tok local_toks[LOCAL_TOKS];
+	struct scan s = {.text = text, .len = len, .line = 1, .toks = local_toks, .cap = LOCAL_TOKS};
+	struct blocks bs;
+	bs.n = 0; /* (no initializer: its array is only read up to n) */
 	uint32_t local_match[LOCAL_TOKS], local_stack[LOCAL_TOKS];
 	uint32_t *match = local_match, *stack = local_stack;
 	size_t cap = LOCAL_TOKS;
-	s.toks = s.local;
 	if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
 		s.pos = 3; /* a UTF-8 byte order mark */
 	while (!s.error && begin_line(&s)) {
@@ -1054,7 +1090,7 @@ static bool read_module(const char *text, size_t len, struct names *ns, const ch
 		free(match);
 		free(stack);
 	}
-	if (s.toks != s.local)
+	if (s.heap)
 		free(s.toks);
 	*why = s.error;
 	*line = s.error_line;
