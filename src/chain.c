@@ -950,10 +950,31 @@ static size_t unlabeled_histories(struct chain *c, const uint32_t *comp, const s
 	return n;
 }
 
+/* How many histories have an unlabeled root (unlabeled_histories without the order: a count
+ * does not depend on it). */
+static size_t count_unlabeled_histories(struct chain *c, const uint32_t *comp)
+{
+	bool *seen = xcalloc(c->n + 1, sizeof *seen);
+	size_t n = 0;
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->revs[i].ndown || chain_find(c, c->revs[i].id) != (long)i || seen[comp[i]] ||
+		    root_labeled(c, c->g, i))
+			continue;
+		seen[comp[i]] = true;
+		n++;
+	}
+	free(seen);
+	return n;
+}
+
 /* More than one history with an unlabeled root: each line, and the down_revision that would
- * join them. Returns how many such histories there are. */
+ * join them. Returns how many such histories there are. The revisions are sorted by file name
+ * only then: the usual project has one. */
 static size_t check_roots(struct chain *c, const uint32_t *comp, struct problems *p)
 {
+	size_t histories = count_unlabeled_histories(c, comp);
+	if (histories <= 1)
+		return histories;
 	size_t *order = xmalloc((c->n + 1) * sizeof *order), *first = xmalloc((c->n + 1) * sizeof *first);
 	for (size_t i = 0; i < c->n; i++)
 		order[i] = i;
