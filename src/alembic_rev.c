@@ -90,7 +90,7 @@ static bool is_ident(unsigned char c)
 	return c >= 0x80 || IDENT[c] != 0;
 }
 
-static void push_tok(struct scan *s, enum tk kind, size_t off, size_t len, int line)
+static inline void push_tok(struct scan *s, enum tk kind, size_t off, size_t len, int line)
 {
 	if (s->ntoks == s->cap) {
 		struct tok *grown = xmalloc(s->cap * 2 * sizeof *grown);
@@ -111,11 +111,13 @@ static void skip_string_body(struct scan *s)
 	bool triple = at(s, 1) == q && at(s, 2) == q;
 	s->pos += triple ? 3 : 1;
 	while (s->pos < s->len) {
-		char ch = s->text[s->pos];
-		if (ch != q && ch != '\\' && ch != '\n' && ch != '\r' && ch) {
-			s->pos++; /* the usual case: a character of the string */
-			continue;
-		}
+		size_t pos = s->pos; /* the usual case: characters of the string (a local: no stores) */
+		for (char ch; pos < s->len && (ch = s->text[pos]) != q && ch != '\\' && ch != '\n' && ch != '\r' && ch;)
+			pos++;
+		s->pos = pos;
+		if (pos >= s->len)
+			break;
+		char ch = s->text[pos];
 		size_t nl = newline_at(s, s->pos);
 		if (ch == '\\' && s->pos + 1 < s->len) {
 			size_t esc = newline_at(s, s->pos + 1);
@@ -152,10 +154,11 @@ static bool string_prefix(const char *p, size_t n)
 /* A name, or a string when the name is a prefix right before a quote. */
 static void scan_word(struct scan *s)
 {
-	size_t start = s->pos;
+	size_t start = s->pos, pos = s->pos;
 	int line = s->line;
-	while (s->pos < s->len && is_ident((unsigned char)s->text[s->pos]))
-		s->pos++;
+	while (pos < s->len && is_ident((unsigned char)s->text[pos]))
+		pos++;
+	s->pos = pos;
 	char q = at(s, 0);
 	if ((q == '\'' || q == '"') && string_prefix(s->text + start, s->pos - start)) {
 		skip_string_body(s);
@@ -277,10 +280,15 @@ static bool line_step(struct scan *s, bool skim)
 		return s->depth > 0;
 	}
 	if (ch == ' ' || ch == '\t' || ch == '\f') {
-		s->pos++;
+		size_t pos = s->pos + 1;
+		while (pos < s->len && ((ch = s->text[pos]) == ' ' || ch == '\t' || ch == '\f'))
+			pos++;
+		s->pos = pos;
 	} else if (ch == '#') {
-		while (s->pos < s->len && !newline_at(s, s->pos))
-			s->pos++;
+		size_t pos = s->pos;
+		while (pos < s->len && s->text[pos] != '\n' && s->text[pos] != '\r')
+			pos++;
+		s->pos = pos;
 	} else if (ch == '\\') {
 		size_t cont = newline_at(s, s->pos + 1);
 		if (!cont)
