@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -424,48 +425,48 @@ static void load_location(struct load *l, const char *dir)
 	free(shown);
 }
 
-/* The files of a large project are read by up to this many threads (system calls, mostly). */
+/* The files of a large project are read by up to this many threads (system calls, mostly),
+ * READER_CHUNK files at a time: a thread that the system runs less (the connection's work, the
+ * server's) leaves more of them to the others. */
 #define READERS_MAX 4
 #define READER_MIN_FILES 256
+#define READER_CHUNK 32
 
-struct reader {
+struct readers {
 	const struct load *l;
-	struct item *from, *to;
+	atomic_size_t next; /* the first item no reader has taken yet */
 };
 
 static void *reader_main(void *arg)
 {
-	const struct reader *r = arg;
+	struct readers *r = arg;
 	struct read_buf b = {NULL, 0, STRBUF_INIT};
-	for (struct item *it = r->from; it < r->to; it++)
-		read_item(r->l, it, &b);
+	size_t n = r->l->nitems;
+	for (size_t k; (k = atomic_fetch_add(&r->next, READER_CHUNK)) < n;)
+		for (size_t i = k; i < n && i < k + READER_CHUNK; i++)
+			read_item(r->l, &r->l->items[i], &b);
 	free(b.text);
 	sb_free(&b.shown);
 	return NULL;
 }
 
-/* Reads every listed item, in parallel when there are many and several processors; a thread
- * that cannot be started leaves its share to this one. */
+/* Reads every listed item, in parallel when there are many and several processors; the items
+ * of a thread that cannot be started are read by the others. */
 static void read_items(struct load *l)
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	size_t n = l->nitems, t = cpus > READERS_MAX ? READERS_MAX : cpus > 1 ? (size_t)cpus : 1;
-	if (n < READER_MIN_FILES)
+	size_t t = cpus > READERS_MAX ? READERS_MAX : cpus > 1 ? (size_t)cpus : 1;
+	if (l->nitems < READER_MIN_FILES)
 		t = 1;
+	struct readers r = {l, 0};
 	pthread_t th[READERS_MAX];
-	struct reader job[READERS_MAX];
 	bool started[READERS_MAX] = {false};
-	for (size_t k = 0; k < READERS_MAX; k++) /* the shares of t readers; the others read none */
-		job[k] = (struct reader){l, l->items + (k < t ? k : t) * n / t, l->items + (k < t ? k + 1 : t) * n / t};
 	for (size_t k = 1; k < t; k++)
-		started[k] = pthread_create(&th[k], NULL, reader_main, &job[k]) == 0;
-	reader_main(&job[0]);
-	for (size_t k = 1; k < t; k++) {
+		started[k] = pthread_create(&th[k], NULL, reader_main, &r) == 0;
+	reader_main(&r);
+	for (size_t k = 1; k < t; k++)
 		if (started[k])
 			pthread_join(th[k], NULL);
-		else
-			reader_main(&job[k]);
-	}
 }
 
 /* Every version location listed, then every file read. */
