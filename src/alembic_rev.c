@@ -556,14 +556,19 @@ static struct name *name_slot(struct names *ns, const char *s, size_t len)
 	return e;
 }
 
-/* name = val (copied) at line; with block_line, only maybe: its value is unknown. */
-static void name_bind(struct names *ns, const char *s, size_t len, const struct pv *val, int line,
+/* name = val at line (copied, or with take moved: *val is left empty); with block_line, only
+ * maybe: its value is unknown. */
+static void name_bind(struct names *ns, const char *s, size_t len, struct pv *val, bool take, int line,
 		      int block_line)
 {
 	struct name *e = name_slot(ns, s, len);
 	e->known = val && !block_line;
-	if (e->known)
+	if (e->known && take) {
+		e->val = *val;
+		*val = pv_kind(PK_NONE, true);
+	} else if (e->known) {
 		pv_copy(&e->val, val);
+	}
 	e->line = line;
 	e->block_line = block_line;
 }
@@ -801,7 +806,7 @@ static void unknown_names(struct line *l, size_t a, size_t b, int block_line)
 		const struct tok *t = &l->t[i];
 		if (t->kind != TK_NAME || is_keyword(l->text + t->off, t->len) || (i > a && is_op(l, i - 1, ".")))
 			continue;
-		name_bind(l->ns, l->text + t->off, t->len, NULL, t->line, block_line);
+		name_bind(l->ns, l->text + t->off, t->len, NULL, false, t->line, block_line);
 	}
 }
 
@@ -826,7 +831,7 @@ static void stmt_import(struct line *l, size_t a, size_t b, int block_line)
 				name = k + 1;
 		if (is_op(l, name, "*")) {
 			for (size_t k = 0; k < l->ns->n; k++)
-				name_bind(l->ns, l->ns->v[k].name, l->ns->v[k].len, NULL, l->t[a].line,
+				name_bind(l->ns, l->ns->v[k].name, l->ns->v[k].len, NULL, false, l->t[a].line,
 					  block_line);
 		} else if (name < end) {
 			unknown_names(l, name, name + 1, block_line);
@@ -869,12 +874,14 @@ static bool is_augmented(const struct line *l, size_t i)
 }
 
 /* Binds the target [a, end): a plain name to v (unknown when v is not a literal, or in a
- * block); in any other target (a tuple, an attribute, a subscript) every name is unknown. */
-static void bind_target(struct line *l, size_t a, size_t end, const struct pv *v, int block_line)
+ * block; take: v is moved, for the last target); in any other target (a tuple, an attribute,
+ * a subscript) every name is unknown. */
+static void bind_target(struct line *l, size_t a, size_t end, struct pv *v, bool take, int block_line)
 {
 	const struct tok *t = &l->t[a];
 	if (end == a + 1 && t->kind == TK_NAME && !is_keyword(l->text + t->off, t->len))
-		name_bind(l->ns, l->text + t->off, t->len, v && v->kind != PK_NONLIT ? v : NULL, t->line, block_line);
+		name_bind(l->ns, l->text + t->off, t->len, v && v->kind != PK_NONLIT ? v : NULL, take, t->line,
+			  block_line);
 	else
 		unknown_names(l, a, end, block_line);
 }
@@ -890,7 +897,7 @@ static void stmt_assign(struct line *l, size_t a, size_t b, int block_line)
 	if (eq == limit) {
 		for (size_t i = a; i < b; i++)
 			if (is_augmented(l, i)) {
-				bind_target(l, a, i, NULL, block_line);
+				bind_target(l, a, i, NULL, false, block_line);
 				return;
 			}
 		return; /* an expression, or an annotation alone */
@@ -901,11 +908,11 @@ static void stmt_assign(struct line *l, size_t a, size_t b, int block_line)
 	struct pv v = eval_expr(l, last + 1, b);
 	size_t colon = find_op(l, a, eq, ":");
 	if (colon < eq) {
-		bind_target(l, a, colon, &v, block_line); /* one target, annotated */
+		bind_target(l, a, colon, &v, true, block_line); /* one target, annotated */
 	} else {
 		for (size_t i = a; i <= last;) {
 			size_t end = find_op(l, i, last + 1, "=");
-			bind_target(l, i, end, &v, block_line);
+			bind_target(l, i, end, &v, end == last, block_line);
 			i = end + 1;
 		}
 	}
