@@ -1117,17 +1117,22 @@ static bool read_module(const char *text, size_t len, struct names *ns, const ch
 enum key { K_REVISION, K_DOWN, K_LABELS, K_DEPENDS, K_N };
 static const char *const KEY_NAMES[K_N] = {"revision", "down_revision", "branch_labels", "depends_on"};
 
-static char **strings_of(const struct pv *v, size_t *n)
+/* The strings of v, taken from it (v is left without them: the names are freed next). */
+static char **strings_of(struct pv *v, size_t *n)
 {
 	char **out = NULL;
 	*n = 0;
 	if (v->kind == PK_STR) {
 		out = xmalloc(sizeof *out);
-		out[(*n)++] = xstrdup(v->s);
+		out[(*n)++] = v->s;
+		v->s = NULL;
+	} else if (v->kind == PK_SEQ && v->n) {
+		out = v->items;
+		*n = v->n;
+		v->items = NULL;
+		v->n = 0;
 	} else if (v->kind == PK_SEQ) {
-		out = xmalloc((v->n + 1) * sizeof *out);
-		for (size_t i = 0; i < v->n; i++)
-			out[(*n)++] = xstrdup(v->items[i]);
+		out = xmalloc(sizeof *out); /* () : a list of none */
 	}
 	return out;
 }
@@ -1165,7 +1170,7 @@ static char *legacy_id(const char *file)
 	return n && strcmp(base + n, ".py") == 0 ? xstrndup(base, n) : NULL;
 }
 
-static bool take_revision(struct rev *r, const struct name *e, char *err, size_t errlen)
+static bool take_revision(struct rev *r, struct name *e, char *err, size_t errlen)
 {
 	if (!e) {
 		r->id = legacy_id(r->file);
@@ -1180,7 +1185,8 @@ static bool take_revision(struct rev *r, const struct name *e, char *err, size_t
 		value_error(r->file, e, KEY_NAMES[K_REVISION], err, errlen);
 		return false;
 	}
-	r->id = xstrdup(e->val.s);
+	r->id = e->val.s; /* taken: the names are freed next */
+	e->val.s = NULL;
 	r->line = e->line;
 	return true;
 }
@@ -1188,7 +1194,7 @@ static bool take_revision(struct rev *r, const struct name *e, char *err, size_t
 /* down_revision, branch_labels or depends_on as Alembic normalizes them: None, "" and () are
  * none (and a depends_on of ('',) too); a branch_labels that is not a literal is "labelled,
  * names unknown". */
-static bool take_list(struct rev *r, enum key k, const struct name *e, char *err, size_t errlen)
+static bool take_list(struct rev *r, enum key k, struct name *e, char *err, size_t errlen)
 {
 	char ***dst = k == K_DOWN ? &r->down : k == K_LABELS ? &r->labels : &r->depends;
 	size_t *dn = k == K_DOWN ? &r->ndown : k == K_LABELS ? &r->nlabels : &r->ndepends;
@@ -1235,7 +1241,7 @@ bool alembic_rev_parse(const char *text, size_t len, const char *file, struct re
 	if (!ok)
 		set_err(err, errlen, "%s:%d: not Python that could run (%s); Alembic could not load it", file,
 			line, why);
-	const struct name *e[K_N];
+	struct name *e[K_N];
 	for (size_t k = 0; k < K_N; k++)
 		e[k] = name_find(&ns, KEY_NAMES[k], strlen(KEY_NAMES[k]));
 	ok = ok && take_revision(r, e[K_REVISION], err, errlen);
