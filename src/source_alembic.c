@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,15 @@ static char *display_path(const struct alembic_source *as, const char *path)
 	return xstrdup(path);
 }
 
+/* What display_path makes of the paths of dir's files, without their names: "versions/". Caller
+ * frees. */
+static char *shown_prefix(const struct alembic_source *as, const char *dir)
+{
+	char *p = xasprintf("%s/", dir), *shown = display_path(as, p);
+	free(p);
+	return shown;
+}
+
 /* ---- the revision files ---------------------------------------------------------------------- */
 
 /* alembic.ini and revision files are source text: anything larger is not one. */
@@ -120,11 +130,11 @@ static bool is_compiled_file(const char *name)
 /* One revision file: listed in Alembic's order first, then read and parsed (on one of the
  * reading threads), then added to the chain in the listed order. */
 struct item {
-	int dfd;     /* its directory (open until the items are read) */
+	size_t dir;   /* its directory: an index in load's dirs (open until the items are read) */
 	bool special; /* not a regular file: refused unopened */
-	char *name;  /* in it */
-	char *path;  /* the whole path, for messages */
-	bool ok;     /* r holds it; else problem says why not */
+	bool regular; /* the listing says it is a regular file: read without an fstat */
+	char *name;   /* in it */
+	bool ok;      /* r holds it; else problem says why not */
 	struct rev r;
 	char *problem;
 };
@@ -138,9 +148,14 @@ struct load {
 	size_t nitems;
 	struct open_dir {
 		DIR *d;
+		char *real;   /* its real path */
+		char *shown;  /* what its files' paths start with in messages: "versions/" */
 	} *dirs;              /* the directories the items are in */
 	size_t ndirs;
-	struct strmap seen;   /* the real path of every file listed: Alembic reads a file once */
+	/* The real path of every file listed (Alembic reads a file once), kept from when a second
+	 * directory or a link is listed: files of one directory cannot be listed twice otherwise. */
+	bool keyed;
+	struct strmap seen;
 	char **keys;          /* the strings seen points at */
 	size_t nkeys;
 	size_t twice;         /* files reached a second time, skipped */
@@ -154,7 +169,7 @@ struct load {
  * FIFO, a device, a socket: refused without being opened, since opening some devices acts). */
 struct entry {
 	char *name;
-	bool dir, link, special;
+	bool dir, link, special, regular; /* regular: known to be a regular file */
 };
 
 static int by_name(const void *a, const void *b)
@@ -184,12 +199,14 @@ static struct entry *list_dir(DIR *d, size_t *n)
 		x->dir = e->d_type == DT_DIR;
 		x->link = e->d_type == DT_LNK;
 		x->special = e->d_type != DT_REG && e->d_type != DT_DIR && e->d_type != DT_LNK && e->d_type != DT_UNKNOWN;
+		x->regular = e->d_type == DT_REG;
 		if (e->d_type == DT_UNKNOWN)
 			x->link = fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
 		if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) { /* what it leads to: unknown if nothing */
 			bool known = fstatat(dirfd(d), e->d_name, &st, 0) == 0;
 			x->dir = known && S_ISDIR(st.st_mode);
 			x->special = known && !S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode);
+			x->regular = known && S_ISREG(st.st_mode);
 		}
 	}
 	if (*n)
@@ -204,55 +221,99 @@ static void free_entries(struct entry *v, size_t n)
 	free(v);
 }
 
-/* Lists one revision file (name in the directory d, which is dir, whose real path is real),
- * unless its real path was listed already (Alembic warns and skips it). */
-static void list_revision(struct load *l, DIR *d, const char *dir, const char *real, const struct entry *e)
+/* Remembers key (taken) as listed: false when it was listed already. */
+static bool seen_key(struct load *l, char *key)
 {
-	char *path = xasprintf("%s/%s", dir, e->name);
-	char *key = e->link ? realpath(path, NULL) : xasprintf("%s/%s", real, e->name);
-	if (!key)
-		key = xstrdup(path); /* a dangling link: reading it says why it cannot be read */
 	if (!strmap_put(&l->seen, key, 0)) {
-		if (!l->twice_example)
-			l->twice_example = display_path(l->as, path);
-		l->twice++;
 		free(key);
-		free(path);
-		return;
+		return false;
 	}
 	if ((l->nkeys & (l->nkeys - 1)) == 0) /* doubling */
 		l->keys = xrealloc(l->keys, (l->nkeys ? l->nkeys * 2 : 1) * sizeof *l->keys);
 	l->keys[l->nkeys++] = key;
+	return true;
+}
+
+/* From the second directory or the first link on, every file listed is remembered by its real
+ * path; the files listed before (all in one directory, none a link) are remembered now. */
+static void start_keys(struct load *l)
+{
+	if (l->keyed)
+		return;
+	l->keyed = true;
+	for (size_t i = 0; i < l->nitems; i++)
+		(void)seen_key(l, xasprintf("%s/%s", l->dirs[l->items[i].dir].real, l->items[i].name));
+}
+
+/* Lists one revision file (e, whose name it takes, in the directory last opened, dir), unless
+ * its real path was listed already (Alembic warns and skips it). */
+static void list_revision(struct load *l, const char *dir, struct entry *e)
+{
+	const struct open_dir *od = &l->dirs[l->ndirs - 1];
+	if (e->link)
+		start_keys(l);
+	if (l->keyed) {
+		char *path = xasprintf("%s/%s", dir, e->name);
+		char *key = e->link ? realpath(path, NULL) : xasprintf("%s/%s", od->real, e->name);
+		free(path);
+		if (!key) /* a dangling link: reading it says why it cannot be read */
+			key = xasprintf("%s/%s", dir, e->name);
+		if (!seen_key(l, key)) {
+			if (!l->twice_example)
+				l->twice_example = xasprintf("%s%s", od->shown, e->name);
+			l->twice++;
+			return;
+		}
+	}
 	if ((l->nitems & (l->nitems - 1)) == 0)
 		l->items = xrealloc(l->items, (l->nitems ? l->nitems * 2 : 1) * sizeof *l->items);
 	struct item *it = &l->items[l->nitems++];
 	memset(it, 0, sizeof *it);
-	it->dfd = dirfd(d);
+	it->dir = l->ndirs - 1;
 	it->special = e->special;
-	it->name = xstrdup(e->name);
-	it->path = path;
+	it->regular = e->regular;
+	it->name = e->name;
+	e->name = NULL; /* the item's now */
 }
 
-/* Reads and parses one listed file: four system calls (open, fstat, read, close) and one
- * copy, as the SQL reader's. Touches nothing but the item: items are read in parallel. */
-static void read_item(const struct load *l, struct item *it)
+/* What a thread reading items keeps from one file to the next: the text read, the path shown. */
+struct read_buf {
+	char *text;
+	size_t cap;
+	struct strbuf shown;
+};
+
+/* Reads and parses one listed file: three system calls (open, read, close; four when the
+ * listing did not say it is a regular file) into a buffer reused for every file, as the SQL
+ * reader's. Touches nothing but the item and b: items are read in parallel. */
+static void read_item(const struct load *l, struct item *it, struct read_buf *b)
 {
+	const struct open_dir *od = &l->dirs[it->dir];
 	size_t len;
+	char *text = NULL;
 	errno = ENOTSUP;
-	char *text = it->special ? NULL : file_read_at(it->dfd, it->name, REV_MAX_BYTES, &len);
+	if (it->regular) {
+		if (file_read_listed(dirfd(od->d), it->name, REV_MAX_BYTES, &b->text, &b->cap, &len))
+			text = b->text;
+	} else if (!it->special) {
+		text = file_read_at(dirfd(od->d), it->name, REV_MAX_BYTES, &len);
+	}
 	int err_no = errno;
-	char *shown = display_path(l->as, it->path), err[1024];
+	char err[1024];
+	sb_truncate(&b->shown, 0);
+	sb_adds(&b->shown, od->shown);
+	sb_adds(&b->shown, it->name);
 	if (!text) {
 		char why[128];
-		it->problem = xasprintf("%s: cannot read: %s", shown, read_reason(err_no, REV_MAX_BYTES, why, sizeof why));
-	} else if (alembic_rev_parse(text, len, shown, &it->r, err, sizeof err)) {
+		it->problem = xasprintf("%s: cannot read: %s", b->shown.s, read_reason(err_no, REV_MAX_BYTES, why, sizeof why));
+	} else if (alembic_rev_parse(text, len, b->shown.s, &it->r, err, sizeof err)) {
 		it->ok = true;
 	} else {
 		it->problem = xstrdup(err);
 		rev_free(&it->r);
 	}
-	free(text);
-	free(shown);
+	if (text != b->text)
+		free(text);
 }
 
 /* The first part of a file name, up to its first dot (how Alembic pairs x.py with its .pyc). */
@@ -323,16 +384,18 @@ static void walk(struct load *l, const char *dir, const char *real, int depth)
 		free(shown);
 		return;
 	}
+	if (l->ndirs)
+		start_keys(l); /* a second directory: it may hold files listed already */
 	l->dirs = xrealloc(l->dirs, (l->ndirs + 1) * sizeof *l->dirs);
-	l->dirs[l->ndirs++].d = d;
+	l->dirs[l->ndirs++] = (struct open_dir){d, xstrdup(real), shown_prefix(l->as, dir)};
 	size_t n;
 	struct entry *v = list_dir(d, &n);
 	bool cache = ends_with(dir, "__pycache__");
-	for (size_t i = 0; i < n && !cache; i++)
-		if (!v[i].dir && is_revision_file(v[i].name))
-			list_revision(l, d, dir, real, &v[i]);
 	if (l->as->where.sourceless && !cache)
 		check_compiled(l, dir, v, n);
+	for (size_t i = 0; i < n && !cache; i++)
+		if (!v[i].dir && is_revision_file(v[i].name))
+			list_revision(l, dir, &v[i]);
 	for (size_t i = 0; i < n && l->as->where.recursive && depth < 64; i++) {
 		if (!v[i].dir || v[i].link)
 			continue;
@@ -363,45 +426,48 @@ static void load_location(struct load *l, const char *dir)
 	free(shown);
 }
 
-/* The files of a large project are read by up to this many threads (system calls, mostly). */
+/* The files of a large project are read by up to this many threads (system calls, mostly),
+ * READER_CHUNK files at a time: a thread that the system runs less (the connection's work, the
+ * server's) leaves more of them to the others. */
 #define READERS_MAX 4
 #define READER_MIN_FILES 256
+#define READER_CHUNK 32
 
-struct reader {
+struct readers {
 	const struct load *l;
-	struct item *from, *to;
+	atomic_size_t next; /* the first item no reader has taken yet */
 };
 
 static void *reader_main(void *arg)
 {
-	const struct reader *r = arg;
-	for (struct item *it = r->from; it < r->to; it++)
-		read_item(r->l, it);
+	struct readers *r = arg;
+	struct read_buf b = {NULL, 0, STRBUF_INIT};
+	size_t n = r->l->nitems;
+	for (size_t k; (k = atomic_fetch_add(&r->next, READER_CHUNK)) < n;)
+		for (size_t i = k; i < n && i < k + READER_CHUNK; i++)
+			read_item(r->l, &r->l->items[i], &b);
+	free(b.text);
+	sb_free(&b.shown);
 	return NULL;
 }
 
-/* Reads every listed item, in parallel when there are many and several processors; a thread
- * that cannot be started leaves its share to this one. */
+/* Reads every listed item, in parallel when there are many and several processors; the items
+ * of a thread that cannot be started are read by the others. */
 static void read_items(struct load *l)
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	size_t n = l->nitems, t = cpus > READERS_MAX ? READERS_MAX : cpus > 1 ? (size_t)cpus : 1;
-	if (n < READER_MIN_FILES)
+	size_t t = cpus > READERS_MAX ? READERS_MAX : cpus > 1 ? (size_t)cpus : 1;
+	if (l->nitems < READER_MIN_FILES)
 		t = 1;
+	struct readers r = {l, 0};
 	pthread_t th[READERS_MAX];
-	struct reader job[READERS_MAX];
 	bool started[READERS_MAX] = {false};
-	for (size_t k = 0; k < READERS_MAX; k++) /* the shares of t readers; the others read none */
-		job[k] = (struct reader){l, l->items + (k < t ? k : t) * n / t, l->items + (k < t ? k + 1 : t) * n / t};
 	for (size_t k = 1; k < t; k++)
-		started[k] = pthread_create(&th[k], NULL, reader_main, &job[k]) == 0;
-	reader_main(&job[0]);
-	for (size_t k = 1; k < t; k++) {
+		started[k] = pthread_create(&th[k], NULL, reader_main, &r) == 0;
+	reader_main(&r);
+	for (size_t k = 1; k < t; k++)
 		if (started[k])
 			pthread_join(th[k], NULL);
-		else
-			reader_main(&job[k]);
-	}
 }
 
 /* Every version location listed, then every file read. */
@@ -412,8 +478,11 @@ static void load_all(struct load *l, const struct alembic_source *as)
 	for (size_t i = 0; i < as->where.ndirs; i++)
 		load_location(l, as->where.dirs[i]);
 	read_items(l);
-	for (size_t i = 0; i < l->ndirs; i++)
+	for (size_t i = 0; i < l->ndirs; i++) {
 		closedir(l->dirs[i].d);
+		free(l->dirs[i].real);
+		free(l->dirs[i].shown);
+	}
 	free(l->dirs);
 	l->dirs = NULL;
 	l->ndirs = 0;
@@ -425,7 +494,6 @@ static void load_free(struct load *l)
 		if (l->items[i].ok)
 			rev_free(&l->items[i].r);
 		free(l->items[i].name);
-		free(l->items[i].path);
 		free(l->items[i].problem);
 	}
 	free(l->items);
