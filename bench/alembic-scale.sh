@@ -3,7 +3,8 @@
 # a linear chain, and a graph with merges, a second root merged in, labelled long-lived branches
 # and depends_on (on ids and on branch labels). Each no-op start is compared with the no-op start
 # of the 50-revision fixture in the same run (target: within 1.3x), and --check on the graph with
-# `python3 -m alembic heads` on it (target: at least 5x faster).
+# `python3 -m alembic heads` on it (target: at least 5x faster). The floor under the difference:
+# bench/read-floor.c listing and reading the chain's files on as many threads as ours.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -157,14 +158,20 @@ if ! out="$(env -u PYTHONPATH PYTHONDONTWRITEBYTECODE=1 DATABASE_URL="$(db_url "
 fi
 stamp "${dbs[1]}" "$work/chain/heads"
 stamp "${dbs[2]}" "$work/graph/heads"
+floor=""
+if "${CC:-cc}" -O2 -pthread -o "$work/read-floor" "$ROOT/bench/read-floor.c" 2>/dev/null; then
+    floor="$work/read-floor"
+else
+    echo "bench: no C compiler (${CC:-cc}): the floor of reading the files is left out" >&2
+fi
 
 PYTHONPATH="$ROOT/bench" "$PYTHON" - "$BIN" "$PYTHON" "$INI50" "$work" "$(db_url "${dbs[0]}")" \
-    "$(db_url "${dbs[1]}")" "$(db_url "${dbs[2]}")" "$RUNS" "$HEADS_RUNS" "$SIZE" <<'EOF'
+    "$(db_url "${dbs[1]}")" "$(db_url "${dbs[2]}")" "$RUNS" "$HEADS_RUNS" "$SIZE" "$floor" <<'EOF'
 import json, os, statistics, subprocess, sys, time
 from report import record
 
 bin_, python, ini50, work, url50, url_chain, url_graph = sys.argv[1:8]
-runs, heads_runs, size = int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10])
+runs, heads_runs, size, floor = int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10]), sys.argv[11]
 base = {k: v for k, v in os.environ.items() if not k.startswith("MTR_") and k != "PYTHONPATH"}
 base.update(MTR_LOG_LEVEL="warn", MTR_BACKUP="off", PYTHONDONTWRITEBYTECODE="1")
 chain_ini, graph_ini = f"{work}/chain/alembic.ini", f"{work}/graph/alembic.ini"
@@ -200,13 +207,20 @@ for name in ("chain", "graph"):
 for _ in range(2):
     for name in ("noop50", "chain", "graph", "check"):
         timed(name)
+def floor_ms():  # the read-floor program's own figure: its process start is no part of it
+    out = subprocess.run([floor, f"{work}/chain/versions"], capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
 samples = {name: [] for name in cmds}
+samples["floor"] = []
 for _ in range(runs):
     for name in ("noop50", "chain", "graph", "check"):
         samples[name].append(timed(name)[0] / 1e6)
+    if floor:
+        samples["floor"].append(floor_ms())
 for _ in range(heads_runs):
     samples["heads"].append(timed("heads")[0] / 1e6)
-med = {name: statistics.median(v) for name, v in samples.items()}
+med = {name: statistics.median(v) for name, v in samples.items() if v}
 
 rows = [
     (f"no-op start: {size}-revision chain at head", "chain", "noop50", "50-revision no-op start", 1.3),
@@ -217,6 +231,14 @@ print(f"{'what':<46} {'ours ms':>9} {'peer ms':>9} {'ratio':>7} {'target':>7}")
 for what, ours, peer, peer_name, target in rows:
     print(f"{what:<46} {med[ours]:>9.2f} {med[peer]:>9.2f} {med[ours] / med[peer]:>6.3f}x {target:>6.2f}x")
     record(what, med[ours], peer_name, med[peer], "ms", len(samples[ours]), target)
+if floor:  # what the files cost us beyond the no-op, against only listing and reading them
+    for name in ("chain", "graph"):
+        what, extra = f"{size}-revision {name}: time over the no-op", med[name] - med["noop50"]
+        print(f"{what:<46} {extra:>9.2f} {med['floor']:>9.2f} {extra / med['floor']:>6.3f}x {'-':>7}")
+        record(what, extra, f"reading its {size} files (bench/read-floor.c)", med["floor"], "ms", runs)
+    bound = (med["noop50"] + med["floor"]) / med["noop50"]
+    print(f"  floor: listing and reading the {size} files takes {med['floor']:.2f} ms; a start that only "
+          f"added that to the no-op would be at {bound:.3f}x")
 print(f"  runs: {runs} each ({heads_runs} of alembic heads), interleaved, after 2 warm-up rounds")
 print(f"  ours: migrate-then-run --alembic-ini PROJECT -- /bin/true (at head); --check --log-format json")
 EOF

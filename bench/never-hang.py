@@ -104,7 +104,7 @@ def scenarios(pg, tmp):
             (d / "1_a.sql").write_text("CREATE TABLE half_applied (x int);\nCOMMIT;\nSELECT 1/0;\n")
         odd[kind] = d
     return [
-        ("server silent during the plan, SIGTERM", lambda b: silent(b, pg, b"to_regclass")),
+        ("server silent during the plan, SIGTERM", lambda b: silent(b, pg, b"relkind")),
         ("server silent during a migration, SIGTERM", lambda b: silent(b, pg, b"never_applied")),
         ("name server silent, --wait-timeout 2s", lambda b: dns(b, tmp, False)),
         ("name server silent, SIGTERM", lambda b: dns(b, tmp, True)),

@@ -22,7 +22,8 @@ STATIC_MAX_BYTES   ?= 5242880
 # with the stack protector (musl provides __stack_chk_fail).
 STATIC_CFLAGS      ?= -O2 -g
 STATIC_ALL_CFLAGS   = $(STATIC_CFLAGS) $(WARN) -fstack-protector-strong -ffunction-sections -fdata-sections
-STATIC_ALL_CPPFLAGS = $(CPPFLAGS) -I$(STATIC_PREFIX)/include
+# libcurl is linked here: no dlopen in a static binary (curl_api.h).
+STATIC_ALL_CPPFLAGS = $(filter-out -DMTR_CURL_DLOPEN,$(CPPFLAGS)) -I$(STATIC_PREFIX)/include
 STATIC_LDFLAGS     ?=
 STATIC_ALL_LDFLAGS  = -static $(STATIC_LDFLAGS) -Wl,--gc-sections -Wl,-z,relro,-z,now -L$(STATIC_PREFIX)/lib
 STATIC_LDLIBS       = -lpq -lpgcommon -lpgport -lcurl -lssl -lcrypto -lcjson -lpthread
@@ -63,3 +64,9 @@ $(STATIC_BIN): $(STATIC_MAIN_OBJ) $(STATIC_OBJS) $(STATIC_PREFIX_FILE)
 
 $(STATIC_STRIPPED): $(STATIC_BIN)
 	$(STATIC_STRIP) -o $@ $<
+
+# The floor of a no-op start (bench/noop.sh), against the same static libpq, stripped as we are.
+$(STATIC_DIR)/floor: bench/floor.c $(STATIC_PREFIX_FILE)
+	$(STATIC_CC) $(STATIC_ALL_CPPFLAGS) $(STATIC_ALL_CFLAGS) $(STATIC_ALL_LDFLAGS) -o $@ $< \
+		-lpq -lpgcommon -lpgport -lssl -lcrypto -lpthread
+	$(STATIC_STRIP) $@

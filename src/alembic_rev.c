@@ -20,7 +20,11 @@ struct tok {
 	int line;
 };
 
-/* Where the tokenizer is. A logical line's tokens are collected in toks (reused). */
+/* Tokens of a logical line, and bracket pairs, fit here in the usual case: no allocation. */
+#define LOCAL_TOKS 128
+
+/* Where the tokenizer is. A logical line's tokens are collected in toks (reused; local until a
+ * line has more than LOCAL_TOKS). */
 struct scan {
 	const char *text;
 	size_t len, pos;
@@ -32,6 +36,7 @@ struct scan {
 	size_t ntoks, cap;
 	const char *error; /* set once: the text is not Python that could run */
 	int error_line;
+	bool heap; /* toks was allocated (else it is the caller's local array) */
 };
 
 static void scan_fail(struct scan *s, const char *why)
@@ -63,21 +68,38 @@ static size_t newline_at(const struct scan *s, size_t pos)
 	return 0;
 }
 
+/* Per ASCII byte: 1 when a name may start with it (letters, '_'), 2 when it may only continue
+ * one (digits). Every byte of a UTF-8 sequence (0x80 and up) may do both. */
+static const unsigned char IDENT[128] = {
+	['0'] = 2, ['1'] = 2, ['2'] = 2, ['3'] = 2, ['4'] = 2, ['5'] = 2, ['6'] = 2, ['7'] = 2, ['8'] = 2, ['9'] = 2,
+	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1,
+	['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+	['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['_'] = 1,
+	['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+	['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+	['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 static bool is_ident_start(unsigned char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+	return c >= 0x80 || IDENT[c] == 1;
 }
 
 static bool is_ident(unsigned char c)
 {
-	return is_ident_start(c) || (c >= '0' && c <= '9');
+	return c >= 0x80 || IDENT[c] != 0;
 }
 
-static void push_tok(struct scan *s, enum tk kind, size_t off, size_t len, int line)
+static inline void push_tok(struct scan *s, enum tk kind, size_t off, size_t len, int line)
 {
 	if (s->ntoks == s->cap) {
-		s->cap = s->cap ? s->cap * 2 : 64;
-		s->toks = xrealloc(s->toks, s->cap * sizeof *s->toks);
+		struct tok *grown = xmalloc(s->cap * 2 * sizeof *grown);
+		memcpy(grown, s->toks, s->cap * sizeof *grown);
+		if (s->heap)
+			free(s->toks);
+		s->heap = true;
+		s->toks = grown;
+		s->cap *= 2;
 	}
 	s->toks[s->ntoks++] = (struct tok){kind, (uint32_t)off, (uint32_t)len, line};
 }
@@ -89,11 +111,13 @@ static void skip_string_body(struct scan *s)
 	bool triple = at(s, 1) == q && at(s, 2) == q;
 	s->pos += triple ? 3 : 1;
 	while (s->pos < s->len) {
-		char ch = s->text[s->pos];
-		if (ch != q && ch != '\\' && ch != '\n' && ch != '\r' && ch) {
-			s->pos++; /* the usual case: a character of the string */
-			continue;
-		}
+		size_t pos = s->pos; /* the usual case: characters of the string (a local: no stores) */
+		for (char ch; pos < s->len && (ch = s->text[pos]) != q && ch != '\\' && ch != '\n' && ch != '\r' && ch;)
+			pos++;
+		s->pos = pos;
+		if (pos >= s->len)
+			break;
+		char ch = s->text[pos];
 		size_t nl = newline_at(s, s->pos);
 		if (ch == '\\' && s->pos + 1 < s->len) {
 			size_t esc = newline_at(s, s->pos + 1);
@@ -130,10 +154,11 @@ static bool string_prefix(const char *p, size_t n)
 /* A name, or a string when the name is a prefix right before a quote. */
 static void scan_word(struct scan *s)
 {
-	size_t start = s->pos;
+	size_t start = s->pos, pos = s->pos;
 	int line = s->line;
-	while (s->pos < s->len && is_ident((unsigned char)s->text[s->pos]))
-		s->pos++;
+	while (pos < s->len && is_ident((unsigned char)s->text[pos]))
+		pos++;
+	s->pos = pos;
 	char q = at(s, 0);
 	if ((q == '\'' || q == '"') && string_prefix(s->text + start, s->pos - start)) {
 		skip_string_body(s);
@@ -255,10 +280,15 @@ static bool line_step(struct scan *s, bool skim)
 		return s->depth > 0;
 	}
 	if (ch == ' ' || ch == '\t' || ch == '\f') {
-		s->pos++;
+		size_t pos = s->pos + 1;
+		while (pos < s->len && ((ch = s->text[pos]) == ' ' || ch == '\t' || ch == '\f'))
+			pos++;
+		s->pos = pos;
 	} else if (ch == '#') {
-		while (s->pos < s->len && !newline_at(s, s->pos))
-			s->pos++;
+		size_t pos = s->pos;
+		while (pos < s->len && s->text[pos] != '\n' && s->text[pos] != '\r')
+			pos++;
+		s->pos = pos;
 	} else if (ch == '\\') {
 		size_t cont = newline_at(s, s->pos + 1);
 		if (!cont)
@@ -443,7 +473,10 @@ static enum pk decode_str(const char *tok, size_t len, struct strbuf *b)
 			if (*p != '\r')
 				sb_addc(b, *p++);
 		} else {
-			sb_addc(b, *p++);
+			const char *run = p++; /* this character, and those up to the next \r or \\ */
+			while (p < end && *p != '\r' && *p != '\\')
+				p++;
+			sb_add(b, run, (size_t)(p - run));
 		}
 	}
 	return PK_STR;
@@ -477,7 +510,7 @@ static struct pv eval_strings(const char *text, const struct tok *t, size_t a, s
 /* A name the module binds, as far as the text says: a literal value, or unknown (bound to
  * something that is not a literal, or only in a block that may not run). */
 struct name {
-	char *name;
+	const char *name; /* in the text */
 	size_t len;
 	bool known;
 	struct pv val;
@@ -485,9 +518,12 @@ struct name {
 	int block_line; /* when bound inside an if/for/with/try …: that block's first line */
 };
 
+#define LOCAL_NAMES 16
+
 struct names {
-	struct name *v;
-	size_t n;
+	struct name *v; /* local until more than LOCAL_NAMES are bound */
+	size_t n, cap;
+	struct name local[LOCAL_NAMES];
 };
 
 static struct name *name_find(struct names *ns, const char *s, size_t len)
@@ -505,22 +541,34 @@ static struct name *name_slot(struct names *ns, const char *s, size_t len)
 		pv_free(&e->val);
 		return e;
 	}
-	ns->v = xrealloc(ns->v, (ns->n + 1) * sizeof *ns->v);
+	if (ns->n == ns->cap) {
+		struct name *grown = xmalloc(ns->cap * 2 * sizeof *grown);
+		memcpy(grown, ns->v, ns->cap * sizeof *grown);
+		if (ns->v != ns->local)
+			free(ns->v);
+		ns->v = grown;
+		ns->cap *= 2;
+	}
 	e = &ns->v[ns->n++];
 	memset(e, 0, sizeof *e);
-	e->name = xstrndup(s, len);
+	e->name = s;
 	e->len = len;
 	return e;
 }
 
-/* name = val (copied) at line; with block_line, only maybe: its value is unknown. */
-static void name_bind(struct names *ns, const char *s, size_t len, const struct pv *val, int line,
+/* name = val at line (copied, or with take moved: *val is left empty); with block_line, only
+ * maybe: its value is unknown. */
+static void name_bind(struct names *ns, const char *s, size_t len, struct pv *val, bool take, int line,
 		      int block_line)
 {
 	struct name *e = name_slot(ns, s, len);
 	e->known = val && !block_line;
-	if (e->known)
+	if (e->known && take) {
+		e->val = *val;
+		*val = pv_kind(PK_NONE, true);
+	} else if (e->known) {
 		pv_copy(&e->val, val);
+	}
 	e->line = line;
 	e->block_line = block_line;
 }
@@ -531,17 +579,15 @@ static void name_delete(struct names *ns, const char *s, size_t len)
 	if (!e)
 		return;
 	pv_free(&e->val);
-	free(e->name);
 	*e = ns->v[--ns->n];
 }
 
 static void names_free(struct names *ns)
 {
-	for (size_t i = 0; i < ns->n; i++) {
-		free(ns->v[i].name);
+	for (size_t i = 0; i < ns->n; i++)
 		pv_free(&ns->v[i].val);
-	}
-	free(ns->v);
+	if (ns->v != ns->local)
+		free(ns->v);
 }
 
 /* ---- literal_eval ----------------------------------------------------------------------------------- */
@@ -557,19 +603,28 @@ struct line {
 	int nesting; /* how deep eval has gone: Python's parser stops at 200 */
 };
 
-/* Whether token i is the operator op or the name w (the first byte decides most cases). */
-static bool is_op(const struct line *l, size_t i, const char *op)
+/* Whether token i is of kind k and spells s (the first byte decides most cases; a token's text
+ * holds no NUL, so the comparison stops at the end of s). */
+static inline bool tok_is(const struct line *l, size_t i, enum tk k, const char *s)
 {
-	const struct tok *t = &l->t[i];
-	return i < l->n && t->kind == TK_OP && l->text[t->off] == op[0] && t->len == strlen(op) &&
-	       memcmp(l->text + t->off, op, t->len) == 0;
+	if (i >= l->n || l->t[i].kind != k)
+		return false;
+	const char *p = l->text + l->t[i].off;
+	size_t n = l->t[i].len, j = 0;
+	while (j < n && p[j] == s[j])
+		j++;
+	return j == n && s[j] == '\0';
 }
 
-static bool is_word(const struct line *l, size_t i, const char *w)
+/* Whether token i is the operator op or the name w. */
+static inline bool is_op(const struct line *l, size_t i, const char *op)
 {
-	const struct tok *t = &l->t[i];
-	return i < l->n && t->kind == TK_NAME && l->text[t->off] == w[0] && t->len == strlen(w) &&
-	       memcmp(l->text + t->off, w, t->len) == 0;
+	return tok_is(l, i, TK_OP, op);
+}
+
+static inline bool is_word(const struct line *l, size_t i, const char *w)
+{
+	return tok_is(l, i, TK_NAME, w);
 }
 
 static bool is_keyword(const char *s, size_t len)
@@ -578,11 +633,11 @@ static bool is_keyword(const char *s, size_t len)
 					 "break", "class", "continue", "def", "del", "elif", "else", "except",
 					 "finally", "for", "from", "global", "if", "import", "in", "is",
 					 "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try",
-					 "while", "with", "yield"};
+					 "while", "with", "yield"}; /* in byte order */
 	if (len < 2 || len > 8 || s[0] < 'F' || s[0] > 'y' || s[0] == 'h' || s[0] == 'j' || s[0] == 'k' ||
 	    s[0] == 'm' || s[0] == 'q' || s[0] == 's' || s[0] == 'u' || s[0] == 'v' || s[0] == 'x')
 		return false;
-	for (size_t k = 0; k < sizeof kw / sizeof kw[0]; k++)
+	for (size_t k = 0; k < sizeof kw / sizeof kw[0] && kw[k][0] <= s[0]; k++)
 		if (kw[k][0] == s[0] && strlen(kw[k]) == len && memcmp(kw[k], s, len) == 0)
 			return true;
 	return false;
@@ -751,7 +806,7 @@ static void unknown_names(struct line *l, size_t a, size_t b, int block_line)
 		const struct tok *t = &l->t[i];
 		if (t->kind != TK_NAME || is_keyword(l->text + t->off, t->len) || (i > a && is_op(l, i - 1, ".")))
 			continue;
-		name_bind(l->ns, l->text + t->off, t->len, NULL, t->line, block_line);
+		name_bind(l->ns, l->text + t->off, t->len, NULL, false, t->line, block_line);
 	}
 }
 
@@ -776,7 +831,7 @@ static void stmt_import(struct line *l, size_t a, size_t b, int block_line)
 				name = k + 1;
 		if (is_op(l, name, "*")) {
 			for (size_t k = 0; k < l->ns->n; k++)
-				name_bind(l->ns, l->ns->v[k].name, l->ns->v[k].len, NULL, l->t[a].line,
+				name_bind(l->ns, l->ns->v[k].name, l->ns->v[k].len, NULL, false, l->t[a].line,
 					  block_line);
 		} else if (name < end) {
 			unknown_names(l, name, name + 1, block_line);
@@ -809,6 +864,9 @@ static void walrus(struct line *l, size_t a, size_t b, int block_line)
 static bool is_augmented(const struct line *l, size_t i)
 {
 	static const char *const aug[] = {"+=", "-=", "*=", "/=", "//=", "%=", "**=", ">>=", "<<=", "&=", "^=", "|=", "@="};
+	const struct tok *t = &l->t[i];
+	if (t->kind != TK_OP || t->len < 2 || l->text[t->off + t->len - 1] != '=')
+		return false; /* each of them ends in '=' */
 	for (size_t k = 0; k < sizeof aug / sizeof aug[0]; k++)
 		if (is_op(l, i, aug[k]))
 			return true;
@@ -816,12 +874,14 @@ static bool is_augmented(const struct line *l, size_t i)
 }
 
 /* Binds the target [a, end): a plain name to v (unknown when v is not a literal, or in a
- * block); in any other target (a tuple, an attribute, a subscript) every name is unknown. */
-static void bind_target(struct line *l, size_t a, size_t end, const struct pv *v, int block_line)
+ * block; take: v is moved, for the last target); in any other target (a tuple, an attribute,
+ * a subscript) every name is unknown. */
+static void bind_target(struct line *l, size_t a, size_t end, struct pv *v, bool take, int block_line)
 {
 	const struct tok *t = &l->t[a];
 	if (end == a + 1 && t->kind == TK_NAME && !is_keyword(l->text + t->off, t->len))
-		name_bind(l->ns, l->text + t->off, t->len, v && v->kind != PK_NONLIT ? v : NULL, t->line, block_line);
+		name_bind(l->ns, l->text + t->off, t->len, v && v->kind != PK_NONLIT ? v : NULL, take, t->line,
+			  block_line);
 	else
 		unknown_names(l, a, end, block_line);
 }
@@ -837,7 +897,7 @@ static void stmt_assign(struct line *l, size_t a, size_t b, int block_line)
 	if (eq == limit) {
 		for (size_t i = a; i < b; i++)
 			if (is_augmented(l, i)) {
-				bind_target(l, a, i, NULL, block_line);
+				bind_target(l, a, i, NULL, false, block_line);
 				return;
 			}
 		return; /* an expression, or an annotation alone */
@@ -848,11 +908,11 @@ static void stmt_assign(struct line *l, size_t a, size_t b, int block_line)
 	struct pv v = eval_expr(l, last + 1, b);
 	size_t colon = find_op(l, a, eq, ":");
 	if (colon < eq) {
-		bind_target(l, a, colon, &v, block_line); /* one target, annotated */
+		bind_target(l, a, colon, &v, true, block_line); /* one target, annotated */
 	} else {
 		for (size_t i = a; i <= last;) {
 			size_t end = find_op(l, i, last + 1, "=");
-			bind_target(l, i, end, &v, block_line);
+			bind_target(l, i, end, &v, end == last, block_line);
 			i = end + 1;
 		}
 	}
@@ -913,6 +973,8 @@ static bool block_header(const struct line *l, size_t *colon, bool *local)
 {
 	static const char *const kw[] = {"if", "elif", "else", "for", "while", "with", "try", "except",
 					 "finally", "def", "class", "async", "match", "case"};
+	if (l->n == 0 || l->t[0].kind != TK_NAME || !strchr("acdefimtw", l->text[l->t[0].off]))
+		return false; /* the first letters of kw */
 	bool found = false;
 	for (size_t k = 0; k < sizeof kw / sizeof kw[0] && !found; k++)
 		found = is_word(l, 0, kw[k]);
@@ -985,14 +1047,34 @@ static bool match_brackets(const char *text, const struct tok *t, size_t n, uint
 	return top == 0;
 }
 
+/* The line (from 1) that pos is on, counting line breaks as Python does. */
+static int line_at(const char *text, size_t pos)
+{
+	int line = 1;
+	for (size_t i = 0; i < pos; i++)
+		line += text[i] == '\n' || (text[i] == '\r' && (i + 1 >= pos || text[i + 1] != '\n'));
+	return line;
+}
+
 /* Reads every top-level binding of the text into ns. False with *why and *line when the text
  * is not Python that could run. */
 static bool read_module(const char *text, size_t len, struct names *ns, const char **why, int *line)
 {
-	struct scan s = {text, len, 0, 1, 0, 0, 0, NULL, 0, 0, NULL, 0};
-	struct blocks bs = {.n = 0};
-	uint32_t *match = NULL, *stack = NULL;
-	size_t cap = 0;
+	/* Python refuses a NUL byte anywhere in source, in a string or a comment too (and the
+	 * values read here are C strings). */
+	const char *nul = memchr(text, '\0', len);
+	if (nul) {
+		*why = "a NUL byte, which Python refuses in source";
+		*line = line_at(text, (size_t)(nul - text));
+		return false;
+	}
+	struct tok local_toks[LOCAL_TOKS];
+	struct scan s = {.text = text, .len = len, .line = 1, .toks = local_toks, .cap = LOCAL_TOKS};
+	struct blocks bs;
+	bs.n = 0; /* (no initializer: its array is only read up to n) */
+	uint32_t local_match[LOCAL_TOKS], local_stack[LOCAL_TOKS];
+	uint32_t *match = local_match, *stack = local_stack;
+	size_t cap = LOCAL_TOKS;
 	if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
 		s.pos = 3; /* a UTF-8 byte order mark */
 	while (!s.error && begin_line(&s)) {
@@ -1003,9 +1085,13 @@ static bool read_module(const char *text, size_t len, struct names *ns, const ch
 		if (skim || s.error || !s.ntoks)
 			continue;
 		if (s.ntoks > cap) {
+			if (match != local_match) {
+				free(match);
+				free(stack);
+			}
 			cap = s.ntoks;
-			match = xrealloc(match, cap * sizeof *match);
-			stack = xrealloc(stack, cap * sizeof *stack);
+			match = xmalloc(cap * sizeof *match);
+			stack = xmalloc(cap * sizeof *stack);
 		}
 		if (!match_brackets(text, s.toks, s.ntoks, match, stack)) {
 			s.error = "brackets that do not pair up";
@@ -1015,9 +1101,12 @@ static bool read_module(const char *text, size_t len, struct names *ns, const ch
 		struct line l = {text, s.toks, s.ntoks, match, ns, 0};
 		top_line(&l, &bs, s.indent);
 	}
-	free(match);
-	free(stack);
-	free(s.toks);
+	if (match != local_match) {
+		free(match);
+		free(stack);
+	}
+	if (s.heap)
+		free(s.toks);
 	*why = s.error;
 	*line = s.error_line;
 	return !s.error;
@@ -1028,17 +1117,22 @@ static bool read_module(const char *text, size_t len, struct names *ns, const ch
 enum key { K_REVISION, K_DOWN, K_LABELS, K_DEPENDS, K_N };
 static const char *const KEY_NAMES[K_N] = {"revision", "down_revision", "branch_labels", "depends_on"};
 
-static char **strings_of(const struct pv *v, size_t *n)
+/* The strings of v, taken from it (v is left without them: the names are freed next). */
+static char **strings_of(struct pv *v, size_t *n)
 {
 	char **out = NULL;
 	*n = 0;
 	if (v->kind == PK_STR) {
 		out = xmalloc(sizeof *out);
-		out[(*n)++] = xstrdup(v->s);
+		out[(*n)++] = v->s;
+		v->s = NULL;
+	} else if (v->kind == PK_SEQ && v->n) {
+		out = v->items;
+		*n = v->n;
+		v->items = NULL;
+		v->n = 0;
 	} else if (v->kind == PK_SEQ) {
-		out = xmalloc((v->n + 1) * sizeof *out);
-		for (size_t i = 0; i < v->n; i++)
-			out[(*n)++] = xstrdup(v->items[i]);
+		out = xmalloc(sizeof *out); /* () : a list of none */
 	}
 	return out;
 }
@@ -1076,7 +1170,7 @@ static char *legacy_id(const char *file)
 	return n && strcmp(base + n, ".py") == 0 ? xstrndup(base, n) : NULL;
 }
 
-static bool take_revision(struct rev *r, const struct name *e, char *err, size_t errlen)
+static bool take_revision(struct rev *r, struct name *e, char *err, size_t errlen)
 {
 	if (!e) {
 		r->id = legacy_id(r->file);
@@ -1091,7 +1185,8 @@ static bool take_revision(struct rev *r, const struct name *e, char *err, size_t
 		value_error(r->file, e, KEY_NAMES[K_REVISION], err, errlen);
 		return false;
 	}
-	r->id = xstrdup(e->val.s);
+	r->id = e->val.s; /* taken: the names are freed next */
+	e->val.s = NULL;
 	r->line = e->line;
 	return true;
 }
@@ -1099,7 +1194,7 @@ static bool take_revision(struct rev *r, const struct name *e, char *err, size_t
 /* down_revision, branch_labels or depends_on as Alembic normalizes them: None, "" and () are
  * none (and a depends_on of ('',) too); a branch_labels that is not a literal is "labelled,
  * names unknown". */
-static bool take_list(struct rev *r, enum key k, const struct name *e, char *err, size_t errlen)
+static bool take_list(struct rev *r, enum key k, struct name *e, char *err, size_t errlen)
 {
 	char ***dst = k == K_DOWN ? &r->down : k == K_LABELS ? &r->labels : &r->depends;
 	size_t *dn = k == K_DOWN ? &r->ndown : k == K_LABELS ? &r->nlabels : &r->ndepends;
@@ -1136,14 +1231,17 @@ bool alembic_rev_parse(const char *text, size_t len, const char *file, struct re
 {
 	memset(r, 0, sizeof *r);
 	r->file = xstrdup(file);
-	struct names ns = {NULL, 0};
+	struct names ns;
+	ns.v = ns.local;
+	ns.n = 0;
+	ns.cap = LOCAL_NAMES;
 	const char *why;
 	int line;
 	bool ok = read_module(text, len, &ns, &why, &line);
 	if (!ok)
 		set_err(err, errlen, "%s:%d: not Python that could run (%s); Alembic could not load it", file,
 			line, why);
-	const struct name *e[K_N];
+	struct name *e[K_N];
 	for (size_t k = 0; k < K_N; k++)
 		e[k] = name_find(&ns, KEY_NAMES[k], strlen(KEY_NAMES[k]));
 	ok = ok && take_revision(r, e[K_REVISION], err, errlen);

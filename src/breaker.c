@@ -267,7 +267,12 @@ void breaker_record(const struct config *cfg, const struct pg_target *t, const s
 	store_file(cfg, m);
 }
 
-void breaker_clear(const struct config *cfg, PGconn *conn)
+int breaker_look(const struct config *cfg, struct look *l)
+{
+	return cfg->state_dir ? 0 : look_table(l, cfg->state_schema, STATE_TABLE);
+}
+
+void breaker_clear(const struct config *cfg, PGconn *conn, const struct look *l, int col)
 {
 	if (cfg->state_dir) {
 		char *path = state_path(cfg);
@@ -279,10 +284,12 @@ void breaker_clear(const struct config *cfg, PGconn *conn)
 	}
 	if (!conn)
 		return;
-	/* One round trip, and no write at all while there is nothing to forget. */
+	/* No write at all while there is nothing to forget; without the table, no round trip
+	 * either when the first look answered. */
 	struct pg_error err;
 	bool schema, table;
-	if (!state_exists(conn, cfg, &schema, &table, &err) || !table)
+	if (look_known(l, col) ? !look_true(l, col)
+			       : !state_exists(conn, cfg, &schema, &table, &err) || !table)
 		return;
 	char *q = state_table(conn, cfg);
 	char *sql = xasprintf("DELETE FROM %s", q);

@@ -16,6 +16,7 @@
 
 struct chain_ids {
 	struct strmap m;
+	bool *again; /* per revision: its id was declared by an earlier one (room for a power of two) */
 };
 
 /* The links of every revision resolved to indexes. Edge e of revision i is at
@@ -53,10 +54,13 @@ void chain_add(struct chain *c, const struct rev *r)
 		c->ids = xcalloc(1, sizeof *c->ids);
 	graph_free(c->g);
 	c->g = NULL;
-	if ((c->n & (c->n - 1)) == 0) /* grown by doubling: at 0, 1, 2, 4 … */
+	if ((c->n & (c->n - 1)) == 0) { /* grown by doubling: at 0, 1, 2, 4 … */
 		c->revs = xrealloc(c->revs, (c->n ? c->n * 2 : 1) * sizeof *c->revs);
+		c->ids->again = xrealloc(c->ids->again, (c->n ? c->n * 2 : 1) * sizeof *c->ids->again);
+	}
 	c->revs[c->n] = *r;
-	(void)strmap_put(&c->ids->m, r->id, (uint32_t)c->n); /* a duplicate: the first stays */
+	/* a duplicate: the first stays */
+	c->ids->again[c->n] = !strmap_put(&c->ids->m, r->id, (uint32_t)c->n);
 	c->n++;
 }
 
@@ -80,8 +84,10 @@ void rev_free(struct rev *r)
 void chain_free(struct chain *c)
 {
 	graph_free(c->g);
-	if (c->ids)
+	if (c->ids) {
 		strmap_free(&c->ids->m);
+		free(c->ids->again);
+	}
 	free(c->ids);
 	for (size_t i = 0; i < c->n; i++)
 		rev_free(&c->revs[i]);
@@ -92,6 +98,12 @@ void chain_free(struct chain *c)
 long chain_find(const struct chain *c, const char *id)
 {
 	return c->ids ? strmap_get(&c->ids->m, id) : -1;
+}
+
+/* Whether revision i is the first to declare its id (chain_find finds it), without a look-up. */
+static bool first_of_id(const struct chain *c, size_t i)
+{
+	return c->ids && !c->ids->again[i];
 }
 
 /* ---- resolving the links ----------------------------------------------------------------------- */
@@ -119,7 +131,7 @@ static void link_edges(const struct chain *c, struct chain_graph *g)
 			g->eto[e++] = (int32_t)chain_find(c, r->down[k]);
 		for (size_t k = 0; k < r->ndepends; k++)
 			g->eto[e++] = (int32_t)resolve_dep(c, g, r->depends[k]);
-		g->duplicates = g->duplicates || chain_find(c, r->id) != (long)i;
+		g->duplicates = g->duplicates || !first_of_id(c, i);
 	}
 	g->eoff[c->n] = (uint32_t)e;
 	for (size_t k = 0; k < e; k++)
@@ -348,7 +360,7 @@ size_t chain_heads(struct chain *c, size_t *out, size_t max)
 	struct chain_graph *g = graph(c);
 	size_t n = 0;
 	for (size_t i = 0; i < c->n && n < max; i++)
-		if (g->down_children[i] == 0 && chain_find(c, c->revs[i].id) == (long)i)
+		if (g->down_children[i] == 0 && first_of_id(c, i))
 			out[n++] = i;
 	return n;
 }
@@ -357,7 +369,7 @@ size_t chain_roots(struct chain *c, size_t *out, size_t max)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < c->n && n < max; i++)
-		if (c->revs[i].ndown == 0 && chain_find(c, c->revs[i].id) == (long)i)
+		if (c->revs[i].ndown == 0 && first_of_id(c, i))
 			out[n++] = i;
 	return n;
 }
@@ -687,7 +699,7 @@ static void check_names(const struct chain *c, struct problems *p)
 {
 	for (size_t i = 0; i < c->n; i++) {
 		const struct rev *r = &c->revs[i];
-		long k = chain_find(c, r->id);
+		long k = first_of_id(c, i) ? (long)i : chain_find(c, r->id);
 		if (k != (long)i)
 			problems_add(p, "duplicate",
 				     "revision id '%s' is declared twice: %s:%d and %s:%d; give one of them a "
@@ -939,7 +951,7 @@ static size_t unlabeled_histories(struct chain *c, const uint32_t *comp, const s
 	size_t n = 0;
 	for (size_t k = 0; k < c->n; k++) {
 		size_t i = order[k];
-		if (c->revs[i].ndown || chain_find(c, c->revs[i].id) != (long)i || seen[comp[i]])
+		if (c->revs[i].ndown || !first_of_id(c, i) || seen[comp[i]])
 			continue;
 		if (root_labeled(c, c->g, i))
 			continue;
@@ -950,10 +962,31 @@ static size_t unlabeled_histories(struct chain *c, const uint32_t *comp, const s
 	return n;
 }
 
+/* How many histories have an unlabeled root (unlabeled_histories without the order: a count
+ * does not depend on it). */
+static size_t count_unlabeled_histories(struct chain *c, const uint32_t *comp)
+{
+	bool *seen = xcalloc(c->n + 1, sizeof *seen);
+	size_t n = 0;
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->revs[i].ndown || !first_of_id(c, i) || seen[comp[i]] ||
+		    root_labeled(c, c->g, i))
+			continue;
+		seen[comp[i]] = true;
+		n++;
+	}
+	free(seen);
+	return n;
+}
+
 /* More than one history with an unlabeled root: each line, and the down_revision that would
- * join them. Returns how many such histories there are. */
+ * join them. Returns how many such histories there are. The revisions are sorted by file name
+ * only then: the usual project has one. */
 static size_t check_roots(struct chain *c, const uint32_t *comp, struct problems *p)
 {
+	size_t histories = count_unlabeled_histories(c, comp);
+	if (histories <= 1)
+		return histories;
 	size_t *order = xmalloc((c->n + 1) * sizeof *order), *first = xmalloc((c->n + 1) * sizeof *first);
 	for (size_t i = 0; i < c->n; i++)
 		order[i] = i;

@@ -105,6 +105,69 @@ char *file_read_at(int dirfd, const char *path, size_t max, size_t *len)
 	return buf;
 }
 
+/* The buffer file_read_listed starts with: larger than any usual revision file. */
+#define LISTED_BUF_MIN ((size_t)64 << 10)
+
+/* Refuses with ENOTSUP what fstat says is not a regular file. */
+static bool is_regular_fd(int fd)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return false;
+	if (!S_ISREG(st.st_mode)) {
+		errno = ENOTSUP;
+		return false;
+	}
+	return true;
+}
+
+/* A file that fills the buffer is read again by file_read_at (fstat, the size, the limit); its
+ * buffer then becomes the caller's. */
+static bool read_listed_large(int dirfd, const char *path, size_t max, char **buf, size_t *cap, size_t *len)
+{
+	char *text = file_read_at(dirfd, path, max, len);
+	if (!text)
+		return false;
+	free(*buf);
+	*buf = text;
+	*cap = *len + 1;
+	return true;
+}
+
+bool file_read_listed(int dirfd, const char *path, size_t max, char **buf, size_t *cap, size_t *len)
+{
+	if (*cap < LISTED_BUF_MIN) {
+		free(*buf);
+		*buf = xmalloc(LISTED_BUF_MIN);
+		*cap = LISTED_BUF_MIN;
+	}
+	int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return false;
+	ssize_t got;
+	do
+		got = read(fd, *buf, *cap - 1);
+	while (got < 0 && errno == EINTR);
+	/* What no regular file does (EAGAIN: a FIFO with a writer; EISDIR), or an end at once (a
+	 * FIFO without one, a device, or an empty file), is put to fstat. */
+	bool ok = got > 0 || (got == 0 && is_regular_fd(fd));
+	int e = got < 0 ? (errno == EAGAIN || errno == EISDIR ? ENOTSUP : errno) : errno;
+	close(fd);
+	if (ok && (size_t)got == *cap - 1)
+		return read_listed_large(dirfd, path, max, buf, cap, len);
+	if (!ok) {
+		errno = e;
+		return false;
+	}
+	if ((size_t)got > max) {
+		errno = EFBIG;
+		return false;
+	}
+	(*buf)[got] = '\0';
+	*len = (size_t)got;
+	return true;
+}
+
 char *file_read(const char *path, size_t max, size_t *len)
 {
 	return file_read_at(AT_FDCWD, path, max, len);

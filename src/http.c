@@ -1,12 +1,12 @@
 /* HTTP through libcurl: --wait-http probes, the backup upload and --notify-url webhooks. */
 #include "mtr/http.h"
+#include "mtr/curl_api.h"
 #include "mtr/log.h"
 #include "mtr/redact.h"
 #include "mtr/retry.h"
 #include "mtr/signals.h"
 #include "mtr/util.h"
 
-#include <curl/curl.h>
 #include <ctype.h>
 #include <poll.h>
 #include <stdio.h>
@@ -14,12 +14,17 @@
 #include <string.h>
 #include <unistd.h>
 
+/* libcurl's functions (curl_api.h): every public function below checks that they are there
+ * before anything else uses C. */
+#define C (curl_api())
+
 /* Set once by http_setup, before any transfer or thread: read-only afterwards. */
 static const char *ca_bundle;
 
 void http_setup(const char *ca_file)
 {
-	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (C) /* without libcurl every transfer says why (curl_api_error) */
+		C->global_init(CURL_GLOBAL_DEFAULT);
 	const char *env_ca = getenv("CURL_CA_BUNDLE");
 	if (!env_ca || !*env_ca)
 		env_ca = getenv("SSL_CERT_FILE");
@@ -28,24 +33,28 @@ void http_setup(const char *ca_file)
 
 bool http_check_url(const char *url, char *err, size_t errlen)
 {
-	CURLU *u = curl_url();
+	if (!C) {
+		set_err(err, errlen, "%s", curl_api_error());
+		return false;
+	}
+	CURLU *u = C->url();
 	char *scheme = NULL, *host = NULL;
-	CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
+	CURLUcode rc = C->url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
 	bool ok = false;
 	if (rc != CURLUE_OK) {
-		set_err(err, errlen, "not a URL (%s)", curl_url_strerror(rc));
-	} else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+		set_err(err, errlen, "not a URL (%s)", C->url_strerror(rc));
+	} else if (C->url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 		   (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
 		set_err(err, errlen, "expected an http:// or https:// URL, got the scheme '%s'",
 			scheme ? scheme : "");
-	} else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host) {
+	} else if (C->url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host) {
 		set_err(err, errlen, "expected a host name in the URL");
 	} else {
 		ok = true;
 	}
-	curl_free(scheme);
-	curl_free(host);
-	curl_url_cleanup(u);
+	C->free(scheme);
+	C->free(host);
+	C->url_cleanup(u);
 	return ok;
 }
 
@@ -60,37 +69,39 @@ char *http_url_public(const char *url, bool hide_path)
 {
 	/* What libcurl will connect to, as it parses it: a hand-made split could leave part of a
 	 * password with an unencoded '/', '?' or '#' in the "host". */
-	CURLU *u = curl_url();
+	CURLU *u = C ? C->url() : NULL;
 	char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *user = NULL, *query = NULL;
 	char *out;
-	if (!u || curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+	if (!u || C->url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+	    C->url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    C->url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
 		/* not a URL: nothing of it past a scheme is safe to show */
 		const char *auth = authority(url);
 		out = xasprintf("%.*s" REDACTED, (int)(auth - url), url);
 	} else {
-		curl_url_get(u, CURLUPART_PORT, &port, 0);
-		curl_url_get(u, CURLUPART_PATH, &path, 0);
-		curl_url_get(u, CURLUPART_QUERY, &query, 0);
-		bool userinfo = curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK;
+		C->url_get(u, CURLUPART_PORT, &port, 0);
+		C->url_get(u, CURLUPART_PATH, &path, 0);
+		C->url_get(u, CURLUPART_QUERY, &query, 0);
+		bool userinfo = C->url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK;
 		if (!userinfo) {
 			char *pw = NULL;
-			userinfo = curl_url_get(u, CURLUPART_PASSWORD, &pw, 0) == CURLUE_OK;
-			curl_free(pw);
+			userinfo = C->url_get(u, CURLUPART_PASSWORD, &pw, 0) == CURLUE_OK;
+			C->free(pw);
 		}
 		bool path_hidden = hide_path && path && strlen(path) > 1;
 		out = xasprintf("%s://%s%s%s%s%s%s", scheme, userinfo ? REDACTED "@" : "", host, port ? ":" : "",
 				port ? port : "", path_hidden ? "/" REDACTED : path ? path : "/",
 				query ? "?" REDACTED : "");
 	}
-	curl_free(scheme);
-	curl_free(host);
-	curl_free(port);
-	curl_free(path);
-	curl_free(user);
-	curl_free(query);
-	curl_url_cleanup(u);
+	if (u) {
+		C->free(scheme);
+		C->free(host);
+		C->free(port);
+		C->free(path);
+		C->free(user);
+		C->free(query);
+		C->url_cleanup(u);
+	}
 	return out;
 }
 
@@ -101,7 +112,7 @@ static void register_query_value(const char *value, size_t len)
 	char *v = xstrndup(value, len);
 	log_add_secret(v);
 	int n = 0;
-	char *d = curl_easy_unescape(NULL, v, 0, &n);
+	char *d = C ? C->easy_unescape(NULL, v, 0, &n) : NULL;
 	if (d) {
 		log_add_secret(d);
 		char *slash = strchr(d, '/');
@@ -109,7 +120,7 @@ static void register_query_value(const char *value, size_t len)
 			*slash = '\0';
 			log_add_secret(d);
 		}
-		curl_free(d);
+		C->free(d);
 	}
 	free(v);
 }
@@ -157,7 +168,8 @@ bool http_retryable(const struct http_result *r)
 	if (r->status == 0)
 		return r->curl_code != CURLE_URL_MALFORMAT && r->curl_code != CURLE_UNSUPPORTED_PROTOCOL &&
 		       r->curl_code != CURLE_ABORTED_BY_CALLBACK && r->curl_code != CURLE_PEER_FAILED_VERIFICATION &&
-		       r->curl_code != CURLE_SSL_CACERT_BADFILE && r->curl_code != CURLE_READ_ERROR;
+		       r->curl_code != CURLE_SSL_CACERT_BADFILE && r->curl_code != CURLE_READ_ERROR &&
+		       r->curl_code != CURLE_FAILED_INIT;
 	/* 501 Not Implemented will not be implemented by the next try */
 	return (r->status >= 500 && r->status != 501) || r->status == 408 || r->status == 429;
 }
@@ -214,23 +226,23 @@ static size_t on_read(char *buf, size_t size, size_t n, void *p)
 
 static CURL *easy_new(const char *url, struct xfer *x)
 {
-	CURL *c = curl_easy_init();
+	CURL *c = C ? C->easy_init() : NULL;
 	if (!c)
 		return NULL;
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "migrate-then-run/" MTR_VERSION);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-	curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
+	C->easy_setopt(c, CURLOPT_URL, url);
+	C->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	C->easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	C->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	C->easy_setopt(c, CURLOPT_USERAGENT, "migrate-then-run/" MTR_VERSION);
+	C->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	C->easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf);
+	C->easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	C->easy_setopt(c, CURLOPT_WRITEDATA, x);
+	C->easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	C->easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+	C->easy_setopt(c, CURLOPT_XFERINFODATA, x);
 	if (ca_bundle)
-		curl_easy_setopt(c, CURLOPT_CAINFO, ca_bundle);
+		C->easy_setopt(c, CURLOPT_CAINFO, ca_bundle);
 	return c;
 }
 
@@ -242,7 +254,7 @@ static bool finish(CURL *c, CURLcode rc, const char *url, bool hide_path, struct
 	r->curl_code = (int)rc;
 	r->signo = x->signo;
 	if (rc == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+		C->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
 	char *pub = http_url_public(url, hide_path);
 	if (rc == CURLE_OK && r->status >= 200 && r->status < 300) {
 		free(pub);
@@ -254,7 +266,7 @@ static bool finish(CURL *c, CURLcode rc, const char *url, bool hide_path, struct
 	else if (x->signo)
 		snprintf(r->err, sizeof r->err, "%s: stopped by %s", pub, signals_name(x->signo));
 	else
-		snprintf(r->err, sizeof r->err, "%s: %s", pub, x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+		snprintf(r->err, sizeof r->err, "%s: %s", pub, x->errbuf[0] ? x->errbuf : C->easy_strerror(rc));
 	free(pub);
 	/* the server's words may quote the URL back, query string and all */
 	char *safe = log_redact(r->err);
@@ -266,8 +278,8 @@ static bool finish(CURL *c, CURLcode rc, const char *url, bool hide_path, struct
 static bool no_handle(struct http_result *r)
 {
 	memset(r, 0, sizeof *r);
-	r->curl_code = CURLE_OUT_OF_MEMORY;
-	snprintf(r->err, sizeof r->err, "cannot start an HTTP request (out of memory)");
+	r->curl_code = C ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+	snprintf(r->err, sizeof r->err, "cannot start an HTTP request (%s)", C ? "out of memory" : curl_api_error());
 	return false;
 }
 
@@ -277,13 +289,13 @@ bool http_get(const char *url, int64_t timeout_ms, int stop_fd, struct http_resu
 	CURL *c = easy_new(url, &x);
 	if (!c)
 		return no_handle(r);
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : 1));
+	C->easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	C->easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+	C->easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : 1));
 	if (timeout_ms < 10000)
-		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : 1));
-	bool ok = finish(c, curl_easy_perform(c), url, false, &x, r);
-	curl_easy_cleanup(c);
+		C->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : 1));
+	bool ok = finish(c, C->easy_perform(c), url, false, &x, r);
+	C->easy_cleanup(c);
 	return ok;
 }
 
@@ -295,17 +307,17 @@ bool http_put(const char *url, http_read_fn read_fn, void *ctx, long long length
 	if (!c)
 		return no_handle(r);
 	/* No Content-Type: an older presigned URL signs it, and the object needs none. */
-	curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-	curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-	curl_easy_setopt(c, CURLOPT_READDATA, &x);
+	C->easy_setopt(c, CURLOPT_UPLOAD, 1L);
+	C->easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+	C->easy_setopt(c, CURLOPT_READDATA, &x);
 	if (length >= 0)
-		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)length);
+		C->easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)length);
 	/* no overall limit (a dump takes as long as it takes), but a server that stops taking
 	 * data for a minute is gone */
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
-	bool ok = finish(c, curl_easy_perform(c), url, false, &x, r);
-	curl_easy_cleanup(c);
+	C->easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	C->easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+	bool ok = finish(c, C->easy_perform(c), url, false, &x, r);
+	C->easy_cleanup(c);
 	return ok;
 }
 
@@ -345,12 +357,12 @@ static void posts_start(struct posts *s, size_t i, int64_t left)
 		return;
 	}
 	long t = (long)(left < s->per_try_ms ? left : s->per_try_ms);
-	curl_easy_setopt(q->easy, CURLOPT_TIMEOUT_MS, t);
-	curl_easy_setopt(q->easy, CURLOPT_CONNECTTIMEOUT_MS, t);
-	curl_easy_setopt(q->easy, CURLOPT_HTTPHEADER, s->headers);
-	curl_easy_setopt(q->easy, CURLOPT_POSTFIELDS, s->body);
-	curl_easy_setopt(q->easy, CURLOPT_PRIVATE, (void *)q);
-	curl_multi_add_handle(s->multi, q->easy);
+	C->easy_setopt(q->easy, CURLOPT_TIMEOUT_MS, t);
+	C->easy_setopt(q->easy, CURLOPT_CONNECTTIMEOUT_MS, t);
+	C->easy_setopt(q->easy, CURLOPT_HTTPHEADER, s->headers);
+	C->easy_setopt(q->easy, CURLOPT_POSTFIELDS, s->body);
+	C->easy_setopt(q->easy, CURLOPT_PRIVATE, (void *)q);
+	C->multi_add_handle(s->multi, q->easy);
 	q->attempts++;
 }
 
@@ -382,15 +394,15 @@ static void posts_collect(struct posts *s)
 {
 	CURLMsg *m;
 	int left_msgs;
-	while ((m = curl_multi_info_read(s->multi, &left_msgs)) != NULL) {
+	while ((m = C->multi_info_read(s->multi, &left_msgs)) != NULL) {
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		struct post *q = NULL;
-		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
+		C->easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
 		size_t i = (size_t)(q - s->p);
 		s->ok[i] = finish(q->easy, m->data.result, s->urls[i], true, &q->x, &s->results[i]);
-		curl_multi_remove_handle(s->multi, q->easy);
-		curl_easy_cleanup(q->easy);
+		C->multi_remove_handle(s->multi, q->easy);
+		C->easy_cleanup(q->easy);
 		q->easy = NULL;
 		if (s->ok[i] || !http_retryable(&s->results[i]) || q->attempts > s->retries)
 			q->done = true;
@@ -409,7 +421,7 @@ static int posts_wait(struct posts *s, int64_t wake, int stop_fd)
 		wait = 0;
 	struct curl_waitfd extra = {stop_fd, CURL_WAIT_POLLIN, 0};
 	int nfds = 0;
-	curl_multi_poll(s->multi, stop_fd >= 0 ? &extra : NULL, stop_fd >= 0 ? 1 : 0, (int)wait, &nfds);
+	C->multi_poll(s->multi, stop_fd >= 0 ? &extra : NULL, stop_fd >= 0 ? 1 : 0, (int)wait, &nfds);
 	if (stop_fd >= 0 && (extra.revents & CURL_WAIT_POLLIN))
 		return signals_stop_read(stop_fd);
 	return 0;
@@ -420,8 +432,8 @@ static void posts_end(struct posts *s, int signo)
 {
 	for (size_t i = 0; i < s->n; i++) {
 		if (s->p[i].easy) {
-			curl_multi_remove_handle(s->multi, s->p[i].easy);
-			curl_easy_cleanup(s->p[i].easy);
+			C->multi_remove_handle(s->multi, s->p[i].easy);
+			C->easy_cleanup(s->p[i].easy);
 		}
 		if (signo && !s->ok[i]) {
 			s->results[i].signo = signo;
@@ -429,8 +441,8 @@ static void posts_end(struct posts *s, int signo)
 				 signals_name(signo));
 		}
 	}
-	curl_slist_free_all(s->headers);
-	curl_multi_cleanup(s->multi);
+	C->slist_free_all(s->headers);
+	C->multi_cleanup(s->multi);
 	free(s->p);
 }
 
@@ -438,10 +450,17 @@ void http_post_json_all(const char *const *urls, size_t n, const char *body, int
 			unsigned retries, int64_t deadline_ms, int stop_fd, bool *ok,
 			struct http_result *results)
 {
-	struct posts s = {.multi = curl_multi_init(), .p = xcalloc(n ? n : 1, sizeof(struct post)), .n = n,
+	if (!C) {
+		for (size_t i = 0; i < n; i++) {
+			ok[i] = false;
+			(void)no_handle(&results[i]);
+		}
+		return;
+	}
+	struct posts s = {.multi = C->multi_init(), .p = xcalloc(n ? n : 1, sizeof(struct post)), .n = n,
 			  .urls = urls, .body = body, .per_try_ms = per_try_ms, .deadline_ms = deadline_ms,
 			  .retries = retries, .ok = ok, .results = results};
-	s.headers = curl_slist_append(NULL, "Content-Type: application/json");
+	s.headers = C->slist_append(NULL, "Content-Type: application/json");
 	backoff_init(&s.b, 500, 2000, random_u64());
 	int signo = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -458,7 +477,7 @@ void http_post_json_all(const char *const *urls, size_t n, const char *body, int
 		if ((active == 0 && waiting == 0) || now >= deadline_ms)
 			break;
 		int running = 0;
-		curl_multi_perform(s.multi, &running);
+		C->multi_perform(s.multi, &running);
 		posts_collect(&s);
 		if (running == 0 && active > 0)
 			continue; /* something finished: schedule the next tries at once */

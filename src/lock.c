@@ -71,35 +71,24 @@ static void keep_last_word(void *arg, const PGresult *res)
 		snprintf(l->lost, sizeof l->lost, "the lock's session was ended: %.400s", msg);
 }
 
-/* The lock-waiting state of one lock_acquire call. */
-struct waiting {
-	int64_t start, next_report;
-	bool reported;
-};
 
 enum try_result { TRY_OURS, TRY_TAKEN, TRY_FAILED, TRY_STOPPED };
 
-/* One try on a connection of its own. TRY_OURS keeps the connection in l->conn, its
- * transaction open: that transaction is the lock. An idle-in-transaction timeout of the
- * server must not end it: SET LOCAL, so that nothing leaks into a pooled session. */
-static enum try_result try_once(struct lock *l, const struct pg_target *t, int stop_fd,
-				int64_t left, struct waiting *w, struct pg_error *err)
+/* One try on conn: BEGIN, then the lock. TRY_OURS keeps conn in l->conn, its transaction open:
+ * that transaction is the lock. An idle-in-transaction timeout of the server must not end it:
+ * SET LOCAL, so that nothing leaks into a pooled session. TRY_TAKEN leaves the transaction open
+ * (the caller ends it), after saying who holds the lock when it is time to. */
+static enum try_result try_on(struct lock *l, PGconn *conn, int stop_fd, struct lock_waiting *w,
+			      struct pg_error *err)
 {
-	enum pg_status st;
-	int64_t connect_ms = left < 1000 ? 1000 : left < PG_QUERY_MS ? left : PG_QUERY_MS;
-	PGconn *conn = pg_connect(t, connect_ms, stop_fd, &st, err);
-	if (!conn)
-		return st == PG_INTERRUPTED ? TRY_STOPPED : TRY_FAILED;
 	char sql[200], got[32];
 	snprintf(sql, sizeof sql,
 		 "BEGIN; SET LOCAL idle_in_transaction_session_timeout = 0; "
 		 "SELECT pg_catalog.pg_try_advisory_xact_lock(%" PRId64 ")::text || ' ' || "
 		 "pg_catalog.pg_backend_pid()",
 		 l->key);
-	if (!pg_query_value(conn, sql, PG_QUERY_MS, stop_fd, got, sizeof got, err)) {
-		PQfinish(conn);
+	if (!pg_query_value(conn, sql, PG_QUERY_MS, stop_fd, got, sizeof got, err))
 		return err->interrupted ? TRY_STOPPED : TRY_FAILED;
-	}
 	if (strncmp(got, "true ", 5) == 0) {
 		PQsetNoticeReceiver(conn, keep_last_word, l);
 		l->conn = conn;
@@ -114,16 +103,38 @@ static enum try_result try_once(struct lock *l, const struct pg_target *t, int s
 		w->reported = true;
 		w->next_report = now + LOCK_REPORT_MS;
 	}
-	/* Ended cleanly, so that a pooler can hand the server session to someone else. */
+	return TRY_TAKEN;
+}
+
+/* Ends the transaction of a try that found the lock taken. */
+static void end_try(PGconn *conn, int stop_fd)
+{
 	struct pg_error ignored;
 	if (!pg_command(conn, "ROLLBACK", 0, NULL, PG_QUERY_MS, stop_fd, &ignored)) {
 		/* closing the connection ends the transaction just the same */
 	}
-	PQfinish(conn);
-	return TRY_TAKEN;
 }
 
-static void log_acquired(const char *name, const struct waiting *w)
+/* One try on a connection of its own, closed unless the lock is ours: cleanly, so that a
+ * pooler can hand the server session to someone else. */
+static enum try_result try_once(struct lock *l, const struct pg_target *t, int stop_fd,
+				int64_t left, struct lock_waiting *w, struct pg_error *err)
+{
+	enum pg_status st;
+	int64_t connect_ms = left < 1000 ? 1000 : left < PG_QUERY_MS ? left : PG_QUERY_MS;
+	PGconn *conn = pg_connect(t, connect_ms, stop_fd, &st, err);
+	if (!conn)
+		return st == PG_INTERRUPTED ? TRY_STOPPED : TRY_FAILED;
+	enum try_result r = try_on(l, conn, stop_fd, w, err);
+	if (r == TRY_OURS)
+		return r;
+	if (r == TRY_TAKEN)
+		end_try(conn, stop_fd);
+	PQfinish(conn);
+	return r;
+}
+
+static void log_acquired(const char *name, const struct lock_waiting *w)
 {
 	log_event(w->reported ? LOG_INFO : LOG_DEBUG, "lock.acquired",
 		  LOG_FIELDS(LF_I("waited_ms", now_ms() - w->start), LF_S("name", name)),
@@ -137,7 +148,7 @@ enum lock_status lock_acquire(struct lock *l, const struct pg_target *t, const c
 	memset(l, 0, sizeof *l);
 	l->key = lock_key(name);
 	int stop_fd = signals_stop_fd();
-	struct waiting w = {now_ms(), 0, false};
+	struct lock_waiting w = {now_ms(), 0, false, 0};
 	struct backoff b;
 	backoff_init(&b, 100, 2000, random_u64());
 	enum lock_status result;
@@ -175,6 +186,93 @@ enum lock_status lock_acquire(struct lock *l, const struct pg_target *t, const c
 			result = LOCK_INTERRUPTED;
 			break;
 		}
+	}
+	signals_stop_close(stop_fd);
+	return result;
+}
+
+/* The pause between looks at a lock that another session holds: short while the wait is
+ * young (most holders finish within seconds, and a look is one cheap statement on an open
+ * connection), then growing to a second. */
+#define FREE_LOOK_MS INT64_C(25)
+#define FREE_LOOK_MAX_MS INT64_C(1000)
+static int64_t free_look_pause(const struct lock_waiting *w, struct backoff *b)
+{
+	/* Looked again more than twice and still taken (replicas racing, or a session holding the
+	 * key shared): no more quick looks, each of which costs a plan. */
+	if (now_ms() - w->start < LOCK_REPORT_MS && w->relooks <= 2)
+		return FREE_LOOK_MS + (int64_t)(random_u64() % (FREE_LOOK_MS + 1));
+	return backoff_next(b);
+}
+
+/* Looks at the lock every so often on conn (autocommit: a shared try is granted and released
+ * within the statement, and no snapshot stays open that a CREATE INDEX CONCURRENTLY of the
+ * holder would wait for) until nobody holds it: LOCK_RELEASED. lock.wait every 5 s. */
+static enum lock_status wait_free(struct lock *l, PGconn *conn, int64_t deadline,
+				  const struct sigstate *sigs, int stop_fd, struct lock_waiting *w,
+				  int *signo, struct pg_error *err)
+{
+	char sql[120], got[8];
+	snprintf(sql, sizeof sql, "SELECT pg_catalog.pg_try_advisory_xact_lock_shared(%" PRId64 ")", l->key);
+	struct backoff b;
+	backoff_init(&b, FREE_LOOK_MS * 4, FREE_LOOK_MAX_MS, random_u64());
+	for (;;) {
+		int64_t now = now_ms(), left = deadline - now;
+		if (left <= 0) {
+			snprintf(err->msg, sizeof err->msg, "the migration lock was still held after %lldms",
+				 (long long)(now - w->start));
+			return LOCK_TIMEOUT;
+		}
+		int64_t pause = free_look_pause(w, &b);
+		int sig = signals_sleep(sigs, pause < left ? pause : left);
+		if (sig) {
+			*signo = sig;
+			return LOCK_INTERRUPTED;
+		}
+		if (!pg_query_value(conn, sql, PG_QUERY_MS, stop_fd, got, sizeof got, err)) {
+			if (err->interrupted)
+				*signo = signals_stop_read(stop_fd);
+			return err->interrupted ? LOCK_INTERRUPTED : LOCK_LOST;
+		}
+		if (strcmp(got, "t") == 0)
+			return LOCK_RELEASED;
+		if (now_ms() >= w->next_report) {
+			log_holder(conn, l->key, now_ms() - w->start);
+			w->next_report = now_ms() + LOCK_REPORT_MS;
+		}
+	}
+}
+
+enum lock_status lock_try_or_wait(struct lock *l, PGconn **conn, const char *name,
+				  struct lock_waiting *w, int64_t timeout_ms, const struct sigstate *sigs,
+				  int *signo, struct pg_error *err)
+{
+	memset(l, 0, sizeof *l);
+	l->key = lock_key(name);
+	int stop_fd = signals_stop_fd();
+	if (!w->start)
+		*w = (struct lock_waiting){now_ms(), 0, false, 0};
+	enum lock_status result;
+	switch (try_on(l, *conn, stop_fd, w, err)) {
+	case TRY_OURS:
+		*conn = NULL; /* it is the lock's now */
+		log_acquired(name, w);
+		result = LOCK_ACQUIRED;
+		break;
+	case TRY_TAKEN:
+		end_try(*conn, stop_fd);
+		result = wait_free(l, *conn, w->start + timeout_ms, sigs, stop_fd, w, signo, err);
+		if (result == LOCK_RELEASED)
+			w->relooks++;
+		break;
+	case TRY_STOPPED:
+		*signo = signals_stop_read(stop_fd);
+		result = LOCK_INTERRUPTED;
+		break;
+	case TRY_FAILED:
+	default:
+		result = LOCK_LOST;
+		break;
 	}
 	signals_stop_close(stop_fd);
 	return result;

@@ -117,7 +117,7 @@ static int wait_failed(const struct config *cfg, const struct wait_result *w)
 static int wait_http(const struct config *cfg, int64_t deadline_ms, const struct sigstate *sigs,
 		     struct failure *f)
 {
-	struct wait_opts o = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
+	struct wait_opts o = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms, NULL};
 	struct wait_http_result r;
 	wait_for_http(cfg->wait_http.v, cfg->wait_http.n, &o, deadline_ms, sigs, &r);
 	if (r.status == WAIT_READY)
@@ -139,17 +139,25 @@ static int wait_http(const struct config *cfg, int64_t deadline_ms, const struct
 }
 
 /* Takes the migration lock into l; returns 0 or the exit code (already logged). -1: lost,
- * retry. conn (may be NULL): closed meanwhile, so that it holds no pooled session. */
+ * retry. 1: the holder finished, look again (direct only). conn: the caller's connection.
+ * Through a pooler it is closed meanwhile (so that it holds no pooled session) and each try
+ * is a connection of its own; directly, the tries and the waiting use it, and when the lock
+ * is taken on it, *conn is NULL. w: how this attempt has waited so far (direct only). */
 static int take_lock(const struct config *cfg, const struct source *src,
-		     const struct pg_target *target, struct lock *l, PGconn **conn,
-		     const struct sigstate *sigs)
+		     const struct pg_target *target, struct lock *l, PGconn **conn, bool pooled,
+		     struct lock_waiting *w, const struct sigstate *sigs)
 {
 	const char *name = src->def->lock_name(cfg);
 	int signo = 0;
 	struct pg_error err;
-	switch (lock_acquire(l, target, name, cfg->lock_timeout_ms, sigs, conn, &signo, &err)) {
+	enum lock_status st =
+		pooled ? lock_acquire(l, target, name, cfg->lock_timeout_ms, sigs, conn, &signo, &err)
+		       : lock_try_or_wait(l, conn, name, w, cfg->lock_timeout_ms, sigs, &signo, &err);
+	switch (st) {
 	case LOCK_ACQUIRED:
 		return 0;
+	case LOCK_RELEASED:
+		return 1;
 	case LOCK_INTERRUPTED:
 		return stopped("lock", signo);
 	case LOCK_TIMEOUT:
@@ -192,6 +200,23 @@ static bool server_went_away(PGconn *conn, const char *start_time)
 	return start_time && start_time[0] && strcmp(now, start_time) != 0;
 }
 
+/* pg_dump's own words for a connection that the server ended under it (libpq's and the
+ * server's messages, as Debian's PostgreSQL 15 writes them in English). Our own connection
+ * tells the same a moment later (server_went_away), unless its session has not yet been ended
+ * when we ask: both are asked. */
+static bool dump_lost_its_connection(const char *err)
+{
+	static const char *const lost[] = {
+		"server closed the connection unexpectedly", "terminating connection",
+		"could not receive data from server", "no connection to the server",
+		"the database system is shutting down", "SSL SYSCALL error",
+	};
+	for (size_t i = 0; i < sizeof lost / sizeof lost[0]; i++)
+		if (strstr(err, lost[i]))
+			return true;
+	return false;
+}
+
 /* Phase 6 under the lock, before anything is applied. Returns 0 or the exit code; -1 when the
  * server went away during the dump (not logged as a backup failure: the caller retries). */
 static int take_backup(const struct config *cfg, PGconn *conn, const struct plan_info *info,
@@ -221,7 +246,7 @@ static int take_backup(const struct config *cfg, PGconn *conn, const struct plan
 	}
 	if (br.path[0]) /* verified and kept, though the upload failed */
 		snprintf(path, pathlen, "%s", br.path);
-	else if (server_went_away(conn, start_time))
+	else if (dump_lost_its_connection(br.err) || server_went_away(conn, start_time))
 		return -1; /* a restart or a failover, not a backup problem: retried from the wait */
 	if (cfg->backup_mode == BACKUP_OPTIONAL) {
 		log_event(LOG_WARN, "backup.failed",
@@ -256,11 +281,16 @@ struct attempt {
 	char lost[600];    /* OUT_LOST: what happened, for the retry line */
 	struct lock lock;  /* the migration lock, from phase_lock to the end of the attempt */
 	enum pooling pooling; /* what stands between us and the server (phase_pooler) */
+	struct look look;  /* the first look, asked with the readiness check (phase_wait) */
+	int failure_col;   /* its failure-memory column (breaker_look) */
+	struct lock_waiting waiting; /* how this attempt has waited for the lock (direct) */
+	bool locking;       /* it went for the lock: the first look's answers are stale now */
+	bool relook;        /* the quiet look is made again: its notes were logged already */
 };
 
 /* What a phase did: go on, stop with success (nothing left to do), or ask for another
  * attempt because the database went away, or fail with a->code. */
-enum outcome { OUT_OK, OUT_DONE, OUT_LOST, OUT_FAILED };
+enum outcome { OUT_OK, OUT_DONE, OUT_LOST, OUT_FAILED, OUT_AGAIN };
 
 static enum outcome fail(struct attempt *a, int code, const char *phase, bool transient,
 			 const char *error)
@@ -282,7 +312,11 @@ static enum outcome nothing_to_do(void)
 static enum outcome phase_wait(struct attempt *a)
 {
 	const struct config *cfg = a->cfg;
-	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms};
+	look_free(&a->look);
+	if (a->src->look)
+		a->src->look(a->src->self, &a->look);
+	a->failure_col = cfg->check ? 0 : breaker_look(cfg, &a->look);
+	struct wait_opts wopts = {cfg->wait_timeout_ms, cfg->wait_max_interval_ms, &a->look};
 	struct wait_result w;
 	status_set(STATUS_WAITING, "wait", a->run + 1, NULL);
 	int64_t wait_start = now_ms();
@@ -305,6 +339,7 @@ static enum outcome phase_wait(struct attempt *a)
 		  "database is ready");
 	snprintf(a->start_time, sizeof a->start_time, "%s", w.start_time);
 	a->ctx.start_time = a->start_time;
+	a->ctx.look = &a->look;
 	return OUT_OK;
 }
 
@@ -322,7 +357,8 @@ static enum outcome phase_quick_plan(struct attempt *a)
 {
 	a->f->phase = "check";
 	a->info.files_refused = false;
-	a->code = a->src->plan(a->src->self, a->conn, &a->ctx, PLAN_QUIET, &a->pending);
+	int flags = PLAN_QUIET | (a->relook ? PLAN_REPEAT : 0);
+	a->code = a->src->plan(a->src->self, a->conn, &a->ctx, flags, &a->pending);
 	if (a->code && a->info.files_refused) /* no lock can change the image's files */
 		return fail(a, a->code, "check", false, "the migration files were refused (see check.failed)");
 	if (a->code == 0 && a->pending == 0 && a->cfg->backup_mode != BACKUP_ALWAYS)
@@ -354,24 +390,29 @@ static enum outcome reconnect(struct attempt *a)
 	return OUT_OK;
 }
 
-/* Phase 3: the migration lock. */
+/* Phase 3: the migration lock. OUT_AGAIN: the holder finished meanwhile; the quiet look is
+ * made again, and most often finds that nothing is left to do. */
 static enum outcome phase_lock(struct attempt *a)
 {
 	a->f->phase = "lock";
+	a->ctx.look = NULL; /* its answers were from before the lock: the locked plan asks again */
 	/* Through a pooler, a connection kept while waiting holds a server session of a pool the
-	 * holder needs: it is given up (and opened again once the lock is ours). Directly, it is
-	 * kept: one connection fewer per start. */
+	 * holder needs: it is given up (and opened again once the lock is ours). Directly, it
+	 * waits for the lock itself: no connection is made while waiting. */
 	bool pooled = true;
 	struct pg_error err;
 	if (!pooler_seen(a->conn, &pooled, &err)) {
 		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking: %.400s", err.msg);
 		return OUT_LOST;
 	}
-	int lock = take_lock(a->cfg, a->src, a->target, &a->lock, pooled ? &a->conn : NULL, a->sigs);
+	a->locking = true;
+	int lock = take_lock(a->cfg, a->src, a->target, &a->lock, &a->conn, pooled, &a->waiting, a->sigs);
 	if (lock < 0) {
 		snprintf(a->lost, sizeof a->lost, "the database connection was lost while locking or planning");
 		return OUT_LOST;
 	}
+	if (lock == 1)
+		return OUT_AGAIN;
 	if (lock > 0)
 		return fail(a, lock, "lock", lock == MTR_EXIT_TEMPFAIL, "the migration lock stayed taken");
 	return a->conn ? OUT_OK : reconnect(a);
@@ -562,7 +603,8 @@ static enum outcome stop_wins(struct attempt *a, enum outcome o)
 	return OUT_FAILED;
 }
 
-/* Every phase of one attempt, in order, until one does not say "go on". */
+/* Every phase of one attempt, in order, until one does not say "go on". After OUT_AGAIN (the
+ * lock's holder finished) the quiet look and what follows it are made again. */
 static enum outcome attempt_once(struct attempt *a)
 {
 	static enum outcome (*const phases[])(struct attempt *) = {
@@ -571,6 +613,11 @@ static enum outcome attempt_once(struct attempt *a)
 	};
 	for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++) {
 		enum outcome o = stop_wins(a, phases[i](a));
+		if (o == OUT_AGAIN) {
+			a->relook = true;
+			i = 0; /* phase_quick_plan next */
+			continue;
+		}
 		if (o != OUT_OK)
 			return o;
 		if (phases[i] == phase_wait && a->cfg->check) { /* no lock, no change: a report */
@@ -628,6 +675,9 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 	for (long attempt = 0;; attempt++) {
 		a.ctx = (struct source_ctx){.cfg = cfg, .target = target, .sigs = sigs,
 					    .attempt = attempt, .info = &a.info, .lock = &a.lock};
+		a.waiting = (struct lock_waiting){0};
+		a.locking = false;
+		a.relook = false;
 		o = attempt_once(&a);
 		if (o != OUT_LOST || retry_lost(&a, attempt, &retry_backoff) != OUT_OK)
 			break;
@@ -640,7 +690,7 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 			  "migrations had finished",
 			  a.lock.lost);
 	if (o == OUT_DONE && !cfg->check) /* success: forget the last failure */
-		breaker_clear(cfg, a.conn);
+		breaker_clear(cfg, a.conn, a.locking ? NULL : &a.look, a.failure_col);
 	int code = o == OUT_DONE ? MTR_EXIT_OK : a.code;
 	rep->pending = a.pending;
 	snprintf(rep->from, sizeof rep->from, "%s", a.info.from);
@@ -650,6 +700,7 @@ static int migrate_once(const struct config *cfg, const struct sigstate *sigs, s
 			 (unsigned long long)a.info.fingerprint);
 	f->code = code;
 	PQfinish(a.conn);
+	look_free(&a.look);
 	return code;
 }
 

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,7 @@ struct alembic_source {
 	size_t npending;
 	bool pending_known; /* false: problems stopped the computation */
 	struct preload *pre; /* the first plan's files, being read since open */
+	int look_col;        /* the first look's version-table columns (alembic_look), or 0 */
 };
 
 /* Forgets the rows read from the version table (before reading them again). */
@@ -82,6 +84,15 @@ static char *display_path(const struct alembic_source *as, const char *path)
 	if (strncmp(path, as->ini_dir, n) == 0 && path[n] == '/')
 		return xstrdup(path + n + 1);
 	return xstrdup(path);
+}
+
+/* What display_path makes of the paths of dir's files, without their names: "versions/". Caller
+ * frees. */
+static char *shown_prefix(const struct alembic_source *as, const char *dir)
+{
+	char *p = xasprintf("%s/", dir), *shown = display_path(as, p);
+	free(p);
+	return shown;
 }
 
 /* ---- the revision files ---------------------------------------------------------------------- */
@@ -119,11 +130,11 @@ static bool is_compiled_file(const char *name)
 /* One revision file: listed in Alembic's order first, then read and parsed (on one of the
  * reading threads), then added to the chain in the listed order. */
 struct item {
-	int dfd;     /* its directory (open until the items are read) */
+	size_t dir;   /* its directory: an index in load's dirs (open until the items are read) */
 	bool special; /* not a regular file: refused unopened */
-	char *name;  /* in it */
-	char *path;  /* the whole path, for messages */
-	bool ok;     /* r holds it; else problem says why not */
+	bool regular; /* the listing says it is a regular file: read without an fstat */
+	char *name;   /* in it */
+	bool ok;      /* r holds it; else problem says why not */
 	struct rev r;
 	char *problem;
 };
@@ -137,9 +148,14 @@ struct load {
 	size_t nitems;
 	struct open_dir {
 		DIR *d;
+		char *real;   /* its real path */
+		char *shown;  /* what its files' paths start with in messages: "versions/" */
 	} *dirs;              /* the directories the items are in */
 	size_t ndirs;
-	struct strmap seen;   /* the real path of every file listed: Alembic reads a file once */
+	/* The real path of every file listed (Alembic reads a file once), kept from when a second
+	 * directory or a link is listed: files of one directory cannot be listed twice otherwise. */
+	bool keyed;
+	struct strmap seen;
 	char **keys;          /* the strings seen points at */
 	size_t nkeys;
 	size_t twice;         /* files reached a second time, skipped */
@@ -153,7 +169,7 @@ struct load {
  * FIFO, a device, a socket: refused without being opened, since opening some devices acts). */
 struct entry {
 	char *name;
-	bool dir, link, special;
+	bool dir, link, special, regular; /* regular: known to be a regular file */
 };
 
 static int by_name(const void *a, const void *b)
@@ -183,12 +199,14 @@ static struct entry *list_dir(DIR *d, size_t *n)
 		x->dir = e->d_type == DT_DIR;
 		x->link = e->d_type == DT_LNK;
 		x->special = e->d_type != DT_REG && e->d_type != DT_DIR && e->d_type != DT_LNK && e->d_type != DT_UNKNOWN;
+		x->regular = e->d_type == DT_REG;
 		if (e->d_type == DT_UNKNOWN)
 			x->link = fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
 		if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) { /* what it leads to: unknown if nothing */
 			bool known = fstatat(dirfd(d), e->d_name, &st, 0) == 0;
 			x->dir = known && S_ISDIR(st.st_mode);
 			x->special = known && !S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode);
+			x->regular = known && S_ISREG(st.st_mode);
 		}
 	}
 	if (*n)
@@ -203,55 +221,99 @@ static void free_entries(struct entry *v, size_t n)
 	free(v);
 }
 
-/* Lists one revision file (name in the directory d, which is dir, whose real path is real),
- * unless its real path was listed already (Alembic warns and skips it). */
-static void list_revision(struct load *l, DIR *d, const char *dir, const char *real, const struct entry *e)
+/* Remembers key (taken) as listed: false when it was listed already. */
+static bool seen_key(struct load *l, char *key)
 {
-	char *path = xasprintf("%s/%s", dir, e->name);
-	char *key = e->link ? realpath(path, NULL) : xasprintf("%s/%s", real, e->name);
-	if (!key)
-		key = xstrdup(path); /* a dangling link: reading it says why it cannot be read */
 	if (!strmap_put(&l->seen, key, 0)) {
-		if (!l->twice_example)
-			l->twice_example = display_path(l->as, path);
-		l->twice++;
 		free(key);
-		free(path);
-		return;
+		return false;
 	}
 	if ((l->nkeys & (l->nkeys - 1)) == 0) /* doubling */
 		l->keys = xrealloc(l->keys, (l->nkeys ? l->nkeys * 2 : 1) * sizeof *l->keys);
 	l->keys[l->nkeys++] = key;
+	return true;
+}
+
+/* From the second directory or the first link on, every file listed is remembered by its real
+ * path; the files listed before (all in one directory, none a link) are remembered now. */
+static void start_keys(struct load *l)
+{
+	if (l->keyed)
+		return;
+	l->keyed = true;
+	for (size_t i = 0; i < l->nitems; i++)
+		(void)seen_key(l, xasprintf("%s/%s", l->dirs[l->items[i].dir].real, l->items[i].name));
+}
+
+/* Lists one revision file (e, whose name it takes, in the directory last opened, dir), unless
+ * its real path was listed already (Alembic warns and skips it). */
+static void list_revision(struct load *l, const char *dir, struct entry *e)
+{
+	const struct open_dir *od = &l->dirs[l->ndirs - 1];
+	if (e->link)
+		start_keys(l);
+	if (l->keyed) {
+		char *path = xasprintf("%s/%s", dir, e->name);
+		char *key = e->link ? realpath(path, NULL) : xasprintf("%s/%s", od->real, e->name);
+		free(path);
+		if (!key) /* a dangling link: reading it says why it cannot be read */
+			key = xasprintf("%s/%s", dir, e->name);
+		if (!seen_key(l, key)) {
+			if (!l->twice_example)
+				l->twice_example = xasprintf("%s%s", od->shown, e->name);
+			l->twice++;
+			return;
+		}
+	}
 	if ((l->nitems & (l->nitems - 1)) == 0)
 		l->items = xrealloc(l->items, (l->nitems ? l->nitems * 2 : 1) * sizeof *l->items);
 	struct item *it = &l->items[l->nitems++];
 	memset(it, 0, sizeof *it);
-	it->dfd = dirfd(d);
+	it->dir = l->ndirs - 1;
 	it->special = e->special;
-	it->name = xstrdup(e->name);
-	it->path = path;
+	it->regular = e->regular;
+	it->name = e->name;
+	e->name = NULL; /* the item's now */
 }
 
-/* Reads and parses one listed file: four system calls (open, fstat, read, close) and one
- * copy, as the SQL reader's. Touches nothing but the item: items are read in parallel. */
-static void read_item(const struct load *l, struct item *it)
+/* What a thread reading items keeps from one file to the next: the text read, the path shown. */
+struct read_buf {
+	char *text;
+	size_t cap;
+	struct strbuf shown;
+};
+
+/* Reads and parses one listed file: three system calls (open, read, close; four when the
+ * listing did not say it is a regular file) into a buffer reused for every file, as the SQL
+ * reader's. Touches nothing but the item and b: items are read in parallel. */
+static void read_item(const struct load *l, struct item *it, struct read_buf *b)
 {
+	const struct open_dir *od = &l->dirs[it->dir];
 	size_t len;
+	char *text = NULL;
 	errno = ENOTSUP;
-	char *text = it->special ? NULL : file_read_at(it->dfd, it->name, REV_MAX_BYTES, &len);
+	if (it->regular) {
+		if (file_read_listed(dirfd(od->d), it->name, REV_MAX_BYTES, &b->text, &b->cap, &len))
+			text = b->text;
+	} else if (!it->special) {
+		text = file_read_at(dirfd(od->d), it->name, REV_MAX_BYTES, &len);
+	}
 	int err_no = errno;
-	char *shown = display_path(l->as, it->path), err[1024];
+	char err[1024];
+	sb_truncate(&b->shown, 0);
+	sb_adds(&b->shown, od->shown);
+	sb_adds(&b->shown, it->name);
 	if (!text) {
 		char why[128];
-		it->problem = xasprintf("%s: cannot read: %s", shown, read_reason(err_no, REV_MAX_BYTES, why, sizeof why));
-	} else if (alembic_rev_parse(text, len, shown, &it->r, err, sizeof err)) {
+		it->problem = xasprintf("%s: cannot read: %s", b->shown.s, read_reason(err_no, REV_MAX_BYTES, why, sizeof why));
+	} else if (alembic_rev_parse(text, len, b->shown.s, &it->r, err, sizeof err)) {
 		it->ok = true;
 	} else {
 		it->problem = xstrdup(err);
 		rev_free(&it->r);
 	}
-	free(text);
-	free(shown);
+	if (text != b->text)
+		free(text);
 }
 
 /* The first part of a file name, up to its first dot (how Alembic pairs x.py with its .pyc). */
@@ -322,16 +384,18 @@ static void walk(struct load *l, const char *dir, const char *real, int depth)
 		free(shown);
 		return;
 	}
+	if (l->ndirs)
+		start_keys(l); /* a second directory: it may hold files listed already */
 	l->dirs = xrealloc(l->dirs, (l->ndirs + 1) * sizeof *l->dirs);
-	l->dirs[l->ndirs++].d = d;
+	l->dirs[l->ndirs++] = (struct open_dir){d, xstrdup(real), shown_prefix(l->as, dir)};
 	size_t n;
 	struct entry *v = list_dir(d, &n);
 	bool cache = ends_with(dir, "__pycache__");
-	for (size_t i = 0; i < n && !cache; i++)
-		if (!v[i].dir && is_revision_file(v[i].name))
-			list_revision(l, d, dir, real, &v[i]);
 	if (l->as->where.sourceless && !cache)
 		check_compiled(l, dir, v, n);
+	for (size_t i = 0; i < n && !cache; i++)
+		if (!v[i].dir && is_revision_file(v[i].name))
+			list_revision(l, dir, &v[i]);
 	for (size_t i = 0; i < n && l->as->where.recursive && depth < 64; i++) {
 		if (!v[i].dir || v[i].link)
 			continue;
@@ -362,45 +426,48 @@ static void load_location(struct load *l, const char *dir)
 	free(shown);
 }
 
-/* The files of a large project are read by up to this many threads (system calls, mostly). */
+/* The files of a large project are read by up to this many threads (system calls, mostly),
+ * READER_CHUNK files at a time: a thread that the system runs less (the connection's work, the
+ * server's) leaves more of them to the others. */
 #define READERS_MAX 4
 #define READER_MIN_FILES 256
+#define READER_CHUNK 32
 
-struct reader {
+struct readers {
 	const struct load *l;
-	struct item *from, *to;
+	atomic_size_t next; /* the first item no reader has taken yet */
 };
 
 static void *reader_main(void *arg)
 {
-	const struct reader *r = arg;
-	for (struct item *it = r->from; it < r->to; it++)
-		read_item(r->l, it);
+	struct readers *r = arg;
+	struct read_buf b = {NULL, 0, STRBUF_INIT};
+	size_t n = r->l->nitems;
+	for (size_t k; (k = atomic_fetch_add(&r->next, READER_CHUNK)) < n;)
+		for (size_t i = k; i < n && i < k + READER_CHUNK; i++)
+			read_item(r->l, &r->l->items[i], &b);
+	free(b.text);
+	sb_free(&b.shown);
 	return NULL;
 }
 
-/* Reads every listed item, in parallel when there are many and several processors; a thread
- * that cannot be started leaves its share to this one. */
+/* Reads every listed item, in parallel when there are many and several processors; the items
+ * of a thread that cannot be started are read by the others. */
 static void read_items(struct load *l)
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	size_t n = l->nitems, t = cpus > READERS_MAX ? READERS_MAX : cpus > 1 ? (size_t)cpus : 1;
-	if (n < READER_MIN_FILES)
+	size_t t = cpus > READERS_MAX ? READERS_MAX : cpus > 1 ? (size_t)cpus : 1;
+	if (l->nitems < READER_MIN_FILES)
 		t = 1;
+	struct readers r = {l, 0};
 	pthread_t th[READERS_MAX];
-	struct reader job[READERS_MAX];
 	bool started[READERS_MAX] = {false};
-	for (size_t k = 0; k < READERS_MAX; k++) /* the shares of t readers; the others read none */
-		job[k] = (struct reader){l, l->items + (k < t ? k : t) * n / t, l->items + (k < t ? k + 1 : t) * n / t};
 	for (size_t k = 1; k < t; k++)
-		started[k] = pthread_create(&th[k], NULL, reader_main, &job[k]) == 0;
-	reader_main(&job[0]);
-	for (size_t k = 1; k < t; k++) {
+		started[k] = pthread_create(&th[k], NULL, reader_main, &r) == 0;
+	reader_main(&r);
+	for (size_t k = 1; k < t; k++)
 		if (started[k])
 			pthread_join(th[k], NULL);
-		else
-			reader_main(&job[k]);
-	}
 }
 
 /* Every version location listed, then every file read. */
@@ -411,8 +478,11 @@ static void load_all(struct load *l, const struct alembic_source *as)
 	for (size_t i = 0; i < as->where.ndirs; i++)
 		load_location(l, as->where.dirs[i]);
 	read_items(l);
-	for (size_t i = 0; i < l->ndirs; i++)
+	for (size_t i = 0; i < l->ndirs; i++) {
 		closedir(l->dirs[i].d);
+		free(l->dirs[i].real);
+		free(l->dirs[i].shown);
+	}
 	free(l->dirs);
 	l->dirs = NULL;
 	l->ndirs = 0;
@@ -424,7 +494,6 @@ static void load_free(struct load *l)
 		if (l->items[i].ok)
 			rev_free(&l->items[i].r);
 		free(l->items[i].name);
-		free(l->items[i].path);
 		free(l->items[i].problem);
 	}
 	free(l->items);
@@ -546,17 +615,54 @@ static int load_revisions(struct alembic_source *as, struct problems *p, int fla
 
 /* ---- the database ---------------------------------------------------------------------------- */
 
-/* False only when to_regclass says the table is not there: asking for a missing table would
- * leave an ERROR in the server's log on every fresh database. */
-static bool version_table_maybe(PGconn *conn, const char *table)
+/* The catalog questions of the quiet plan, with the version table as parameter $n: is it
+ * missing, and (only then) how many tables the current schema has, a database Alembic did
+ * not set up having some. */
+#define ALEMBIC_VT_ABSENT "pg_catalog.to_regclass($%d) IS NULL"
+#define ALEMBIC_SCHEMA_TABLES                                                                     \
+	"CASE WHEN pg_catalog.to_regclass($%d) IS NULL THEN (SELECT pg_catalog.count(*) "         \
+	"FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) " \
+	"c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname OPERATOR(pg_catalog.=) "       \
+	"pg_catalog.current_schema() AND c.relname OPERATOR(pg_catalog.<>) 'mtr_failure_state') END"
+
+static void alembic_look(void *self, struct look *l)
 {
-	const char *params[1] = {table};
+	struct alembic_source *as = self;
+	/* Only "is it there": the schema's tables matter only when it is not (source_sql.c). */
+	const char *name = as->cfg->alembic_version_table, *dot = strchr(name, '.');
+	as->look_col = 0;
+	if (!dot) {
+		as->look_col = look_table(l, NULL, name);
+	} else if (!strchr(dot + 1, '.')) { /* more parts: asked in the plan, as written */
+		char *schema = xstrndup(name, (size_t)(dot - name));
+		as->look_col = look_table(l, schema, dot + 1);
+		free(schema);
+	}
+}
+
+/* Whether the version table is missing, and then the schema's tables: "there" from the first
+ * look when it said so, else both asked now. False when the catalog could not be read: the
+ * caller then asks for the table itself, and an error answer says more. Asking for a missing
+ * table would leave an ERROR in the server's log on every fresh database. */
+static bool version_table_absent(PGconn *conn, const struct alembic_source *as, const struct look *look,
+				 bool *absent, long *tables)
+{
+	*absent = false;
+	*tables = 0;
+	if (look_true(look, as->look_col)) /* the usual start: the first look saw it */
+		return true;
+	const char *params[1] = {as->vt_sql};
+	char *sql = xasprintf("SELECT " ALEMBIC_VT_ABSENT ", " ALEMBIC_SCHEMA_TABLES, 1, 1);
 	struct pg_error e;
-	PGresult *res = pg_run(conn, "SELECT pg_catalog.to_regclass($1) IS NULL", 1, params, PG_QUERY_MS, -1, &e);
-	bool absent = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-		      strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PGresult *res = pg_run(conn, sql, 1, params, PG_QUERY_MS, -1, &e);
+	free(sql);
+	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+	if (ok) {
+		*absent = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		*tables = PQgetisnull(res, 0, 1) ? 0 : atol(PQgetvalue(res, 0, 1));
+	}
 	PQclear(res);
-	return !absent;
+	return ok;
 }
 
 /* The tool's own small queries: bounded by PG_QUERY_MS. libpq's message when the server
@@ -568,57 +674,50 @@ static PGresult *small_query(PGconn *conn, const char *sql, const char **msg, st
 	return res;
 }
 
-/* The tables of the current schema (not ours): a database Alembic did not set up has some. */
-static bool count_tables(PGconn *conn, long *tables, char *err, size_t errlen)
+static int by_text(const void *a, const void *b)
 {
-	struct pg_error e;
-	const char *msg;
-	PGresult *res = small_query(conn,
-				    "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-				    "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
-				    "AND n.nspname = pg_catalog.current_schema() AND c.relname <> 'mtr_failure_state'",
-				    &msg, &e);
-	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-	if (ok)
-		*tables = atol(PQgetvalue(res, 0, 0));
-	else
-		set_err(err, errlen, "reading the catalog: %s", msg);
-	PQclear(res);
-	return ok;
+	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* Reads the version table's rows into as->db_revs (as->table_exists says whether there is
- * one; *tables counts the schema's tables when there is not). False with err. */
-static bool read_versions(PGconn *conn, struct alembic_source *as, long *tables, char *err, size_t errlen)
+ * one; *tables counts the schema's tables when there is not). look: the first look's answers,
+ * or NULL under the lock. False with err. */
+static bool read_versions(PGconn *conn, struct alembic_source *as, const struct look *look, long *tables,
+			  char *err, size_t errlen)
 {
-	/* The usual case: the table is there. Only when it is not (to_regclass, else 42P01, or
-	 * 3F000 for a missing schema) is the schema counted, to tell a new database from one
-	 * set up without Alembic. */
+	/* The usual case: the table is there. Only when it is not (the catalog, else 42P01, or
+	 * 3F000 for a missing schema) are the schema's tables counted. */
 	*tables = 0;
+	bool absent = false;
+	bool known = version_table_absent(conn, as, look, &absent, tables);
 	struct pg_error e;
 	const char *msg;
-	char *sql = xasprintf("SELECT version_num FROM %s ORDER BY 1", as->vt_sql);
-	bool absent = !version_table_maybe(conn, as->vt_sql);
+	/* Sorted here (strcmp), not by the server: an ORDER BY costs a fresh session its planning. */
+	char *sql = xasprintf("SELECT version_num FROM %s", as->vt_sql);
 	PGresult *res = absent ? NULL : small_query(conn, sql, &msg, &e);
 	free(sql);
 	const char *state = absent ? "42P01" : PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 		as->table_exists = true;
+		*tables = 0;
 		as->ndb = (size_t)PQntuples(res);
 		as->db_revs = xcalloc(as->ndb + 1, sizeof *as->db_revs);
 		for (size_t i = 0; i < as->ndb; i++)
 			as->db_revs[i] = xstrdup(PQgetvalue(res, (int)i, 0));
+		qsort(as->db_revs, as->ndb, sizeof *as->db_revs, by_text);
 		PQclear(res);
 		return true;
 	}
-	if (!state || (strcmp(state, "42P01") != 0 && strcmp(state, "3F000") != 0)) {
-		set_err(err, errlen, "reading %s: %s", as->cfg->alembic_version_table, msg);
+	bool missing = state && (strcmp(state, "42P01") == 0 || strcmp(state, "3F000") == 0);
+	if (!missing || !known) {
+		set_err(err, errlen, "reading %s: %s", as->cfg->alembic_version_table,
+			missing ? "the catalog could not be read" : msg);
 		PQclear(res);
 		return false;
 	}
 	PQclear(res);
 	as->table_exists = false;
-	return count_tables(conn, tables, err, errlen);
+	return true;
 }
 
 /* ---- plan ------------------------------------------------------------------------------------ */
@@ -904,7 +1003,7 @@ static int alembic_plan(void *self, PGconn *conn, const struct source_ctx *ctx, 
 		chain_check(&as->chain, &p);
 	char err[1024];
 	long tables = 0;
-	if (!read_versions(conn, as, &tables, err, sizeof err)) {
+	if (!read_versions(conn, as, ctx->look, &tables, err, sizeof err)) {
 		problems_free(&p);
 		log_event(LOG_ERROR, "plan.failed", LOG_FIELDS(LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
 			  "%s", err);
@@ -1055,7 +1154,7 @@ static void explain_failure(struct alembic_source *as, PGconn *conn, bool had_ta
 	char err[256];
 	long tables_before = 0;
 	forget_versions(as);
-	if (read_versions(conn, as, &tables_before, err, sizeof err))
+	if (read_versions(conn, as, NULL, &tables_before, err, sizeof err))
 		diagnose(as, out, had_table ? 2 : tables_before);
 	long k = out->revision[0] ? chain_find(&as->chain, out->revision) : -1;
 	if (k >= 0)
@@ -1089,7 +1188,7 @@ static void verify_heads(struct alembic_source *as, PGconn *conn, struct migrate
 	char err[1024];
 	long tables;
 	forget_versions(as);
-	if (!read_versions(conn, as, &tables, err, sizeof err)) {
+	if (!read_versions(conn, as, NULL, &tables, err, sizeof err)) {
 		log_event(LOG_WARN, "migrate.verify", LOG_FIELDS(LF_S("error", err)),
 			  "cannot confirm the database's revision after Alembic ran: %s", err);
 		return;
@@ -1252,6 +1351,7 @@ bool source_alembic_open(const struct config *cfg, struct source *src, char *err
 	src->kind = "alembic";
 	src->describe = as->cmd.describe;
 	src->self = as;
+	src->look = alembic_look;
 	src->plan = alembic_plan;
 	src->migrate = alembic_migrate;
 	src->destroy = alembic_destroy;

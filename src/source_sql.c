@@ -58,6 +58,7 @@ struct sql_source {
 	bool notes_logged; /* this plan follows a quiet look that logged the notes (PLAN_REPEAT) */
 	char bookkeeping_state[6]; /* the SQLSTATE of a failed history table creation */
 	char plan_state[6];        /* the SQLSTATE of a failed read of the history */
+	int look_col;              /* the first look's history columns (sql_look), or 0 */
 };
 
 int source_sql_parse_name(const char *file, uint64_t *version, char *name, size_t namelen)
@@ -240,42 +241,81 @@ static PGresult *small_query(PGconn *conn, const char *sql, int nparams, const c
 	return res;
 }
 
-/* Reads the history table, if there is one. Returns false on a database error. */
-static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_schema, char *err,
-			 size_t errlen)
+/* The catalog questions of the quiet plan: is the history table there, and (only when it is
+ * not) how many tables the schema has. Parameters: $s the schema, $t the table. */
+#define SQL_HISTORY_REGCLASS                                                                      \
+	"pg_catalog.to_regclass(pg_catalog.quote_ident($%d) OPERATOR(pg_catalog.||) '.' "        \
+	"OPERATOR(pg_catalog.||) pg_catalog.quote_ident($%d))"
+#define SQL_SCHEMA_TABLES                                                                         \
+	"(SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "   \
+	"ON n.oid OPERATOR(pg_catalog.=) c.relnamespace WHERE n.nspname OPERATOR(pg_catalog.=) $%d " \
+	"AND c.relkind IN ('r', 'p') AND c.relname OPERATOR(pg_catalog.<>) 'mtr_failure_state')"
+
+/* The two columns "is the history there" and "the schema's tables, when it is not", with the
+ * parameter numbers of the schema and the table (caller frees). */
+static char *history_there(int s, int t)
 {
-	char *q = qualified(conn, ss);
-	const char *params[2] = {q, ss->schema};
-	/* to_regclass is cheap; counting the schema's tables only matters without a history. */
-	PGresult *res = small_query(conn, "SELECT pg_catalog.to_regclass($1) IS NOT NULL", 1, params,
-				    "reading the catalog", err, errlen, ss->plan_state);
-	if (!res) {
-		PQclear(res);
-		free(q);
-		return false;
-	}
-	ss->history_exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	PQclear(res);
+	return xasprintf(SQL_HISTORY_REGCLASS " IS NOT NULL", s, t);
+}
+
+static char *schema_tables(int s, int t)
+{
+	return xasprintf("CASE WHEN " SQL_HISTORY_REGCLASS " IS NULL THEN " SQL_SCHEMA_TABLES " END", s, t, s);
+}
+
+static void sql_look(void *self, struct look *l)
+{
+	struct sql_source *ss = self;
+	/* Only "is it there": counting the schema's tables (needed only when it is not) would
+	 * cost every start the planning of a join. */
+	ss->look_col = look_table(l, ss->schema, ss->table);
+}
+
+/* Whether the history table is there, and when it is not the schema's tables: "there" from the
+ * first look when it said so (a quiet plan), else both asked now. False on a database error. */
+static bool history_presence(PGconn *conn, struct sql_source *ss, const struct look *look,
+			     long *tables_in_schema, char *err, size_t errlen)
+{
 	*tables_in_schema = 0;
-	if (!ss->history_exists) {
-		res = small_query(conn, "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-				   "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') "
-				   "AND c.relname <> 'mtr_failure_state'", 1, params + 1, "reading the catalog", err,
-				   errlen, ss->plan_state);
-		if (!res) {
-			PQclear(res);
-			free(q);
-			return false;
-		}
-		*tables_in_schema = atol(PQgetvalue(res, 0, 0));
-		PQclear(res);
-		free(q);
+	if (look_true(look, ss->look_col)) { /* the usual start: the first look saw it */
+		ss->history_exists = true;
 		return true;
 	}
-	char *sql = xasprintf("SELECT h.version::text, h.name, h.checksum, h.success FROM %s h "
-			      "ORDER BY h.version", q);
+	const char *params[2] = {ss->schema, ss->table};
+	char *there = history_there(1, 2), *tables = schema_tables(1, 2);
+	char *sql = xasprintf("SELECT %s, %s", there, tables);
+	PGresult *res = small_query(conn, sql, 2, params, "reading the catalog", err, errlen, ss->plan_state);
+	free(sql);
+	free(there);
+	free(tables);
+	if (!res)
+		return false;
+	ss->history_exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	*tables_in_schema = PQgetisnull(res, 0, 1) ? 0 : atol(PQgetvalue(res, 0, 1));
+	PQclear(res);
+	return true;
+}
+
+static int by_applied_version(const void *a, const void *b)
+{
+	uint64_t x = ((const struct applied *)a)->version, y = ((const struct applied *)b)->version;
+	return x < y ? -1 : x > y;
+}
+
+/* Reads the history table, if there is one. Returns false on a database error. */
+static bool read_history(PGconn *conn, struct sql_source *ss, const struct look *look,
+			 long *tables_in_schema, char *err, size_t errlen)
+{
+	if (!history_presence(conn, ss, look, tables_in_schema, err, errlen))
+		return false;
+	if (!ss->history_exists)
+		return true;
+	char *q = qualified(conn, ss);
+	/* Sorted here, not by the server: planning an ORDER BY costs a fresh session more than
+	 * sorting a few hundred rows does. */
+	char *sql = xasprintf("SELECT h.version::text, h.name, h.checksum, h.success FROM %s h", q);
 	free(q);
-	res = small_query(conn, sql, 0, NULL, "reading the history table", err, errlen, ss->plan_state);
+	PGresult *res = small_query(conn, sql, 0, NULL, "reading the history table", err, errlen, ss->plan_state);
 	free(sql);
 	if (!res) {
 		PQclear(res);
@@ -291,6 +331,7 @@ static bool read_history(PGconn *conn, struct sql_source *ss, long *tables_in_sc
 		snprintf(a->checksum, sizeof a->checksum, "%s", PQgetvalue(res, i, 2));
 		a->success = strcmp(PQgetvalue(res, i, 3), "t") == 0;
 	}
+	qsort(ss->applied, ss->napplied, sizeof *ss->applied, by_applied_version);
 	PQclear(res);
 	return true;
 }
@@ -555,7 +596,8 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	long tables = 0;
 	bool quiet = flags & PLAN_QUIET;
 	ss->plan_state[0] = '\0';
-	if (!read_history(conn, ss, &tables, err, sizeof err))
+	/* The first look's answers hold before the lock only (pipeline.c clears them after). */
+	if (!read_history(conn, ss, ctx->look, &tables, err, sizeof err))
 		return history_unreadable(ss, conn, err, quiet);
 	struct problems pr = {0};
 	check_state(ss, conn, tables, &pr);
@@ -890,6 +932,7 @@ bool source_sql_open(const struct config *cfg, struct source *src, char *err, si
 	src->kind = "sql";
 	src->describe = cfg->sql_dir;
 	src->self = ss;
+	src->look = sql_look;
 	src->plan = sql_plan;
 	src->migrate = sql_migrate;
 	src->destroy = sql_destroy;

@@ -10,19 +10,59 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The readiness check's own column: empty while in recovery, else the postmaster's start time. */
+#define READY_COLUMN                                                                              \
+	"CASE WHEN pg_catalog.pg_is_in_recovery() THEN '' "                                       \
+	"ELSE pg_catalog.pg_postmaster_start_time()::pg_catalog.text END"
+
+/* Whether a refused first look is worth asking again without its columns: the server answered
+ * (a privilege, a setting), and the readiness check alone is not what it refused. */
+static bool look_refused(const PGresult *res, const struct pg_error *e)
+{
+	const char *st = e->sqlstate;
+	return res && PQresultStatus(res) == PGRES_FATAL_ERROR && !e->interrupted && st[0] &&
+	       strncmp(st, "08", 2) != 0 && strncmp(st, "57P", 3) != 0 && strncmp(st, "53", 2) != 0;
+}
+
+/* The readiness check in one round trip, with the first look's columns when there is one;
+ * false with r->last when no row came. Should the server refuse the look's columns, the check
+ * is asked alone and the look stays unanswered (the plan asks for itself). */
+static bool ask_ready(PGconn *conn, const char *sql, struct look *look, int64_t timeout_ms,
+		      int stop_fd, struct wait_result *r)
+{
+	if (look)
+		look_answer(look, NULL); /* an earlier attempt's answer is not this server's */
+	PGresult *res = pg_run(conn, sql, look ? look->nparams : 0,
+			       look ? (const char *const *)look->params : NULL, timeout_ms, stop_fd, &r->last);
+	if (look && look_refused(res, &r->last)) {
+		PQclear(res);
+		look = NULL;
+		res = pg_run(conn, "SELECT " READY_COLUMN, 0, NULL, timeout_ms, stop_fd, &r->last);
+	}
+	/* pg_run says why when no answer came or the server refused; a stop signal wins. */
+	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && !r->last.interrupted;
+	if (ok && PQntuples(res) != 1) {
+		snprintf(r->last.msg, sizeof r->last.msg, "the readiness check returned %d rows", PQntuples(res));
+		ok = false;
+	}
+	if (ok)
+		snprintf(r->start_time, sizeof r->start_time, "%s", PQgetvalue(res, 0, 0));
+	if (ok && look)
+		look_answer(look, res);
+	else
+		PQclear(res);
+	return ok;
+}
+
 /* One attempt: connect, then ask whether the server is still in recovery. */
-static enum pg_status attempt(const struct pg_target *t, int64_t timeout_ms, int stop_fd,
-			      struct wait_result *r)
+static enum pg_status attempt(const struct pg_target *t, const struct wait_opts *o, const char *sql,
+			      int64_t timeout_ms, int stop_fd, struct wait_result *r)
 {
 	enum pg_status st;
 	PGconn *conn = pg_connect(t, timeout_ms, stop_fd, &st, &r->last);
 	if (!conn)
 		return st;
-	/* One round trip: empty while in recovery, else the postmaster's start time. */
-	if (!pg_query_value(conn,
-			    "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN '' "
-			    "ELSE pg_catalog.pg_postmaster_start_time()::pg_catalog.text END",
-			    timeout_ms, stop_fd, r->start_time, sizeof r->start_time, &r->last)) {
+	if (!ask_ready(conn, sql, o->look, timeout_ms, stop_fd, r)) {
 		PQfinish(conn);
 		return r->last.interrupted ? PG_INTERRUPTED : PG_TRANSIENT;
 	}
@@ -65,6 +105,7 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 	int64_t start = now_ms(), deadline = start + o->timeout_ms;
 	struct backoff b;
 	backoff_init(&b, 100, o->max_interval_ms, random_u64());
+	char *sql = o->look ? look_query(o->look, READY_COLUMN) : xasprintf("SELECT %s", READY_COLUMN);
 	for (;;) {
 		int64_t left = deadline - now_ms();
 		/* Bound each attempt by the time left, so a black-holed host cannot stretch the deadline. */
@@ -73,7 +114,7 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 			timeout_ms = 100;
 		r->attempts++;
 		int64_t attempt_start = now_ms();
-		enum pg_status st = attempt(t, timeout_ms, stop_fd, r);
+		enum pg_status st = attempt(t, o, sql, timeout_ms, stop_fd, r);
 		r->elapsed_ms = now_ms() - start;
 		if (st == PG_OK) {
 			log_event(LOG_DEBUG, "wait.attempt",
@@ -119,6 +160,7 @@ void wait_for_database(const struct pg_target *t, const struct wait_opts *o,
 			break;
 		}
 	}
+	free(sql);
 	signals_stop_close(stop_fd);
 }
 

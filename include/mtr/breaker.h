@@ -4,6 +4,7 @@
 #define MTR_BREAKER_H
 
 #include "mtr/config.h"
+#include "mtr/look.h"
 #include "mtr/pg.h"
 #include "mtr/signals.h"
 
@@ -51,8 +52,14 @@ int64_t breaker_pause(long n, int64_t base_ms, int64_t cap_ms);
 void breaker_record(const struct config *cfg, const struct pg_target *t, const struct failure *f,
 		    struct failure_memory *m);
 
-/* Forgets the last failure after a success (conn: open connection, may be NULL). */
-void breaker_clear(const struct config *cfg, PGconn *conn);
+/* Adds "is there a failure memory table" to the first look (look.h); returns its column, or
+ * 0 when the memory is a file (--state-dir). */
+int breaker_look(const struct config *cfg, struct look *l);
+
+/* Forgets the last failure after a success (conn: open connection, may be NULL). l and col:
+ * the first look's answer (breaker_look), so that a database without the table costs no
+ * round trip; when it was not answered the catalog is asked. */
+void breaker_clear(const struct config *cfg, PGconn *conn, const struct look *l, int col);
 
 /* Parses the state file's text; false when it is not a state record. For tests. */
 bool breaker_parse_state(const char *text, struct failure_memory *m);

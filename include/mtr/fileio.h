@@ -25,6 +25,14 @@ int file_open_regular_at(int dirfd, const char *path, size_t max, size_t *size) 
 /* Reads n bytes from fd, fewer only at the end of the file: the count, or -1 with errno. */
 ssize_t file_read_full(int fd, void *buf, size_t n) MTR_MUST_CHECK;
 
+/* file_read_at for many files of a directory that its listing (d_type, or a stat) said are
+ * regular: the text goes into *buf (*cap bytes, NUL-terminated; grown when too small, kept for
+ * the next file, the caller frees it at the end), in three system calls: open, read, close.
+ * The listing stands in for fstat, and a short read is the end (as in file_read_at). A file
+ * that has since become something else is still refused without a blocking read (O_NONBLOCK;
+ * an empty read is checked with fstat): errno ENOTSUP. True with *len, or false with errno. */
+bool file_read_listed(int dirfd, const char *path, size_t max, char **buf, size_t *cap, size_t *len) MTR_MUST_CHECK;
+
 /* strerror(err), with words of our own for file_read's ENOTSUP and EFBIG, and for ELOOP (the
  * same in the glibc and the musl build). */
 const char *file_strerror(int err);

@@ -16,7 +16,8 @@ enum lock_status {
 	LOCK_ACQUIRED,
 	LOCK_TIMEOUT,     /* another session held it past the deadline: 75 */
 	LOCK_LOST,        /* the connection failed: the database went away */
-	LOCK_INTERRUPTED  /* a stop signal: signo */
+	LOCK_INTERRUPTED, /* a stop signal: signo */
+	LOCK_RELEASED     /* lock_try_or_wait: the holder finished; look again before locking */
 };
 
 /* A held (or not yet held) lock. Zero-initialised means "not held". */
@@ -43,6 +44,27 @@ int64_t lock_key(const char *name);
 enum lock_status lock_acquire(struct lock *l, const struct pg_target *t, const char *name,
 			      int64_t timeout_ms, const struct sigstate *sigs, PGconn **release,
 			      int *signo, struct pg_error *err) MTR_MUST_CHECK;
+
+/* How long and how a replica has waited for the lock (zero-initialised before the first call:
+ * then start is set), kept by the caller across the lock_try_or_wait calls of one attempt. */
+struct lock_waiting {
+	int64_t start, next_report;
+	bool reported; /* lock.wait was logged (the lock, once taken, is then said at info) */
+	int relooks;   /* LOCK_RELEASED answers so far */
+};
+
+/* Directly connected (no pooler between us and the server): one try on the caller's open
+ * connection *conn; when another session holds the lock, looks at it on that same connection
+ * (a cheap statement every 25-50 ms at first, later up to every second) until it is free,
+ * w->start + timeout_ms passes or a stop signal arrives. No connection is made while waiting.
+ * LOCK_ACQUIRED: the lock is *conn's transaction, now l->conn, and *conn is NULL (the caller
+ * connects again for its work). LOCK_RELEASED: the holder finished and *conn is idle: what it
+ * did may leave nothing to do, so the caller looks again before it tries again (after two
+ * such answers the looks are spaced out). lock.wait every 5 s across the calls, as
+ * lock_acquire. */
+enum lock_status lock_try_or_wait(struct lock *l, PGconn **conn, const char *name,
+				  struct lock_waiting *w, int64_t timeout_ms, const struct sigstate *sigs,
+				  int *signo, struct pg_error *err) MTR_MUST_CHECK;
 
 /* Whether the lock is still held. An idle transaction hears from the server only when it is
  * being ended (pg_terminate_backend, an idle timeout, a pooler dropping it, a restart), so

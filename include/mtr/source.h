@@ -5,6 +5,7 @@
 
 #include "mtr/config.h"
 #include "mtr/lock.h"
+#include "mtr/look.h"
 #include "mtr/pg.h"
 #include "mtr/progress.h"
 #include "mtr/signals.h"
@@ -39,6 +40,9 @@ struct source_ctx {
 	/* While migrate() runs: where it says what it is doing, for migrate.progress (or NULL). */
 	struct progress_watch *progress;
 	struct lock *lock;      /* the migration lock, held while migrate() runs: watch it */
+	/* The first look's answers (look()), asked with the readiness check before the lock:
+	 * for a plan with PLAN_QUIET or PLAN_REPORT only (under the lock they may be stale). */
+	const struct look *look;
 };
 
 enum migrate_result {
@@ -65,6 +69,9 @@ struct source {
 	const char *kind;     /* "sql", "alembic", "command" */
 	const char *describe; /* for logs: the directory, or the command line (owned by self) */
 	void *self;
+	/* Optional (NULL): adds the catalog questions its quiet plan needs to the first look, so
+	 * that they ride on the readiness check's round trip. */
+	void (*look)(void *self, struct look *l);
 	/* Reads what the source holds and what the database has applied; logs and returns an
 	 * exit code (65 for an inconsistency) or 0 with *pending set. PLAN_REPORT prints the
 	 * plan to stdout (--check). PLAN_QUIET (a look before taking the lock, which a replica

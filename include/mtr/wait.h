@@ -2,6 +2,7 @@
 #ifndef MTR_WAIT_H
 #define MTR_WAIT_H
 
+#include "mtr/look.h"
 #include "mtr/pg.h"
 #include "mtr/signals.h"
 
@@ -10,6 +11,7 @@
 struct wait_opts {
 	int64_t timeout_ms;      /* overall deadline */
 	int64_t max_interval_ms; /* backoff cap */
+	struct look *look;       /* columns asked with the readiness check (NULL: none); answered there */
 };
 
 enum wait_status {

@@ -241,6 +241,18 @@ def test_recursive_version_locations_walk_a_symlink_loop_once(pg, db, tmp_path):
     assert rep["revisions"] == 2 and rep["pending"] == ["0001", "0002"] and rep["consistent"] is True
 
 
+def test_link_to_a_file_beside_it_is_read_once(pg, db, tmp_path):
+    # Alembic reads each real path once: the link is skipped with a note, not a second 0002.
+    path = make_project(tmp_path, {"0001_a.py": "revision = '0001'\ndown_revision = None\n", "0002_b.py": REV2})
+    (pathlib.Path(path).parent / "versions" / "0003_c.py").symlink_to("0002_b.py")
+    r = run(["--alembic-ini", path, "--python", PYTHON, "--check"], env=clean_env(DATABASE_URL=pg.url(db)),
+            timeout=30)
+    assert r.code == 0, r
+    assert json.loads(r.stdout)["revisions"] == 2, r
+    notes = [e for e in r.named("plan.note") if e.get("kind") == "read_twice"]
+    assert notes and notes[0]["file"] == "versions/0003_c.py" and notes[0]["count"] == 1, r
+
+
 def test_version_table_option_is_an_identifier_never_sql(pg, db):
     # Pasted into a statement, this value would run a second one (and --check must change
     # nothing): as an identifier it names a table that does not exist.

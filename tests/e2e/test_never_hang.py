@@ -34,7 +34,8 @@ def stop_and_time(tool):
 
 # ---- a server that goes silent mid-conversation -------------------------------------------
 
-@pytest.mark.parametrize("phase,trigger", [("check", b"to_regclass"), ("migrate", b"never_applied")])
+@pytest.mark.parametrize("phase,trigger", [("wait", b"pg_is_in_recovery"), ("check", b"relkind"),
+                                           ("migrate", b"never_applied")])
 def test_sigterm_while_the_server_is_silent(pg, db, tmp_path, phase, trigger):
     d = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE never_applied (x int);\n"})
     proxy = Proxy(pg.port, silent_on=trigger)
@@ -64,7 +65,7 @@ def test_multi_host_url_with_a_black_holed_first_host_reaches_the_second(pg, db)
                 env=clean_env(DATABASE_URL=url))
     finally:
         hole.close()
-    assert r.code == 0, r
+    assert r.code == 0, r.stderr
     assert r.named("wait.ready"), r
 
 
@@ -207,7 +208,7 @@ def test_transaction_control_inside_a_file_is_refused_before_anything_runs(pg, d
     assert pg.psql(db, f"SELECT to_regclass('half') IS NULL AND to_regclass('{HIST}') IS NULL") == "t"
     (d / "2_commits.sql").write_text("CREATE TABLE half (x int);\n")
     r = run(["--sql-dir", str(d), "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
-    assert r.code == 0, r
+    assert r.code == 0, r.stderr
     assert pg.psql(db, "SELECT one()") == "1"
 
 
@@ -220,7 +221,7 @@ def test_no_transaction_files_get_the_timeouts_too(pg, db, tmp_path):
                         "current_setting('statement_timeout'); END IF; END $$;\n")})
     r = run(["--sql-dir", str(d), "--migrate-only", "--migration-lock-timeout", "1234ms",
              "--statement-timeout", "5678ms"], env=clean_env(DATABASE_URL=pg.url(db)))
-    assert r.code == 0, r
+    assert r.code == 0, r.stderr
 
 
 def test_a_file_name_in_another_encoding_is_recorded_escaped(pg, db, tmp_path):
@@ -229,7 +230,7 @@ def test_a_file_name_in_another_encoding_is_recorded_escaped(pg, db, tmp_path):
     with open(os.path.join(os.fsencode(d), b"1_caf\xe9.sql"), "w") as f:
         f.write("CREATE TABLE cafe (x int);\n")
     r = run(["--sql-dir", str(d), "--migrate-only"], env=clean_env(DATABASE_URL=pg.url(db)))
-    assert r.code == 0, r
+    assert r.code == 0, r.stderr
     assert pg.psql(db, f"SELECT name FROM {HIST}") == "caf\\xe9"
 
 
@@ -264,7 +265,7 @@ def test_server_restart_during_pg_dump_is_retried(cluster_factory, tmp_path):
         holder.close()
     except psycopg2.Error:
         pass
-    assert r.code == 0, r
+    assert r.code == 0, r.stderr
     assert r.named("migrate.retry") and r.named("backup.done"), r
     assert not r.named("backup.failed"), r
     assert c.psql("postgres", "SELECT to_regclass('after_dump') IS NOT NULL") == "t"
@@ -274,7 +275,7 @@ def test_connections_get_keepalives_unless_the_url_sets_them(pg, db):
     env = clean_env(PGHOST="127.0.0.1", PGPORT=str(pg.port), PGUSER="postgres",
                     PGPASSWORD=PASSWORD, PGDATABASE=db)
     r = run(["--migrate-only", "--migrate-cmd", "printenv DATABASE_URL"], env=env)
-    assert r.code == 0, r
+    assert r.code == 0, r.stderr
     url = r.named("migrate.output")[0]["line"]  # the URL built from our connection
     for kv in ("keepalives=1", "keepalives_idle=5", "keepalives_interval=2", "keepalives_count=3",
                "tcp_user_timeout=15000"):
@@ -283,7 +284,7 @@ def test_connections_get_keepalives_unless_the_url_sets_them(pg, db):
                 "keepalives_idle=60 tcp_user_timeout=0")
     r = run(["--migrate-only", "--migrate-cmd", "printenv DATABASE_URL"],
             env=clean_env(DATABASE_URL=conninfo))
-    assert r.code == 0, r
+    assert r.code == 0, r.stderr
     url = r.named("migrate.output")[0]["line"]
     assert "keepalives_idle=60" in url and "keepalives=1" in url and "tcp_user_timeout=15000" not in url, url
 

@@ -177,8 +177,14 @@ def asleep(pid):
     return stat.rsplit(")", 1)[1].split()[0] == "S"
 
 
-# The app ignores SIGUSR1 (and so does the sleep it waits for); SIGTERM ends it.
-APP = ["sh", "-c", 'trap "" USR1; sleep 60']
+# The app ignores SIGUSR1 (and so does the sleep it waits for); SIGTERM ends it. It says when
+# it ignores it (the marker file): a signal sent before then would end it.
+def app(marker):
+    return ["sh", "-c", 'trap "" USR1; : > "$0"; exec sleep 60', str(marker)]
+
+
+def app_ready(marker):
+    wait_until("the app ignoring SIGUSR1", marker.exists)
 
 
 def test_supervisor_under_memcheck_through_a_long_run(tmp_path):
@@ -189,8 +195,9 @@ def test_supervisor_under_memcheck_through_a_long_run(tmp_path):
     logs = tmp_path / "vg"
     logs.mkdir()
     env = clean_env(MTR_INTERNAL_SUPERVISE="10000,0,0,1,0,0")
-    p = Tool([*memcheck(logs), binary(), "--", *APP], env=env, stdout=subprocess.DEVNULL)
+    p = Tool([*memcheck(logs), binary(), "--", *app(tmp_path / "ready")], env=env, stdout=subprocess.DEVNULL)
     wait_for_event(p, "run.start", timeout=60)
+    app_ready(tmp_path / "ready")
     signal_for(p, SIGNALS, APP_SECONDS)
     p.send_signal(signal.SIGTERM)
     r = p.finish(timeout=60)
@@ -221,13 +228,14 @@ def test_supervisor_does_not_grow(pg, db, tmp_path, build):
     exe = binary() if build == "MTR_BIN" else str(STATIC_BIN)
     if build == "static" and not STATIC_BIN.exists():
         pytest.skip("no static binary: make static")
-    p = Tool([exe, "--init", "--migrate-cmd", "true", "--", *APP], env=clean_env(DATABASE_URL=pg.url(db)),
-             stdout=subprocess.DEVNULL)
+    p = Tool([exe, "--init", "--migrate-cmd", "true", "--", *app(tmp_path / "ready")],
+             env=clean_env(DATABASE_URL=pg.url(db)), stdout=subprocess.DEVNULL)
 
     def settled():  # back in its wait for the next signal
         return status_kb(wait_until("the supervisor asleep", lambda: asleep(p.pid) and p.pid))
 
     wait_for_event(p, "run.start")  # the re-exec'd supervisor has the same pid
+    app_ready(tmp_path / "ready")
     cold = settled()
     signal_for(p, SIGNALS, APP_SECONDS)
     first = settled()

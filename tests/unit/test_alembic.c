@@ -110,6 +110,13 @@ static void test_parse(void)
 		      strcmp(r.id, "1a2b3c") == 0,
 	      "legacy id: %s", err);
 	rev_free(&r);
+	/* A NUL byte anywhere, in a string too (after a backslash here), is refused as Python
+	 * refuses it, at its line. */
+	static const char nul[] = "revision = 'a'\ndown_revision = 'b\0\\\0'\n";
+	CHECK(!alembic_rev_parse(nul, sizeof nul - 1, "x.py", &r, err, sizeof err) &&
+		      strstr(err, "x.py:2: not Python that could run (a NUL byte") != NULL,
+	      "a NUL in a string: %s", err);
+	rev_free(&r);
 }
 
 static char **split_list(const char *s, size_t *n)

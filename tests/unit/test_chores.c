@@ -72,6 +72,59 @@ static void reader_cases(void)
 	free(dir);
 }
 
+/* file_read_listed: one buffer for many files, three system calls each; what turned out not to
+ * be a regular file is refused without a blocking read, as by file_read. */
+static void listed_reader_cases(void)
+{
+	char *dir = tmpdir();
+	char *path = xasprintf("%s/f", dir), *empty = xasprintf("%s/e", dir), *big = xasprintf("%s/big", dir);
+	char *fifo = xasprintf("%s/fifo", dir), *buf = NULL;
+	size_t cap = 0, len = 0, n = 100 << 10;
+	char *large = xmalloc(n);
+	memset(large, 'x', n);
+	CHECK(file_write_atomic(path, "hello\n", 6, 0600) && file_write_atomic(empty, "", 0, 0600) &&
+		      file_write_atomic(big, large, n, 0600) && mkfifo(fifo, 0600) == 0,
+	      "the files");
+	CHECK(file_read_listed(AT_FDCWD, path, 100, &buf, &cap, &len) && len == 6 && strcmp(buf, "hello\n") == 0,
+	      "read: %zu bytes", len);
+	char *first = buf;
+	CHECK(file_read_listed(AT_FDCWD, empty, 100, &buf, &cap, &len) && len == 0 && buf == first && !buf[0],
+	      "an empty file, in the same buffer");
+	errno = 0;
+	CHECK(!file_read_listed(AT_FDCWD, path, 5, &buf, &cap, &len) && errno == EFBIG, "over the cap: errno %d", errno);
+	CHECK(file_read_listed(AT_FDCWD, big, n, &buf, &cap, &len) && len == n && cap > n && buf[n - 1] == 'x' &&
+		      !buf[n],
+	      "larger than the buffer: %zu bytes", len);
+	errno = 0; /* a FIFO where the listing saw a file: without a writer, the empty read is checked */
+	CHECK(!file_read_listed(AT_FDCWD, fifo, 100, &buf, &cap, &len) && errno == ENOTSUP, "FIFO: errno %d", errno);
+	int writer = open(fifo, O_RDWR | O_NONBLOCK); /* with one: EAGAIN, never a wait */
+	errno = 0;
+	CHECK(writer >= 0 && !file_read_listed(AT_FDCWD, fifo, 100, &buf, &cap, &len) && errno == ENOTSUP,
+	      "FIFO with a writer: errno %d", errno);
+	if (writer >= 0)
+		close(writer);
+	errno = 0;
+	CHECK(!file_read_listed(AT_FDCWD, "/dev/zero", 1 << 20, &buf, &cap, &len) && errno == ENOTSUP,
+	      "device: errno %d", errno);
+	errno = 0;
+	CHECK(!file_read_listed(AT_FDCWD, dir, 100, &buf, &cap, &len) && errno == ENOTSUP, "directory: errno %d", errno);
+	errno = 0;
+	CHECK(!file_read_listed(AT_FDCWD, "/nonexistent/x", 100, &buf, &cap, &len) && errno == ENOENT,
+	      "missing: errno %d", errno);
+	free(buf);
+	free(large);
+	unlink(fifo);
+	unlink(big);
+	unlink(empty);
+	unlink(path);
+	rmdir(dir);
+	free(fifo);
+	free(big);
+	free(empty);
+	free(path);
+	free(dir);
+}
+
 /* A planted symlink at any name the writer might pick is never followed: the writer's
  * temporary names are O_EXCL|O_NOFOLLOW and unpredictable. */
 static void writer_cases(void)
@@ -126,6 +179,7 @@ void test_chores(void)
 {
 	strbuf_cases();
 	reader_cases();
+	listed_reader_cases();
 	writer_cases();
 	time_cases();
 }
