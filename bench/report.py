@@ -45,7 +45,8 @@ ROOT = os.path.dirname(BENCH_DIR)
 SKIP_STATUS = 77
 # The order of the report (and of the runs): quick start-up figures first, the long backup last;
 # scripts not named here follow in name order.
-ORDER = ["startup.sh", "noop.sh", "alembic-noop.sh", "sql-throughput.sh", "footprint.sh", "static.sh", "backup.sh"]
+ORDER = ["startup.sh", "noop.sh", "alembic-noop.sh", "sql-throughput.sh", "sql-memory.sh", "footprint.sh",
+         "static.sh", "backup.sh"]
 
 
 def order_key(name):

@@ -1,6 +1,7 @@
 /* Phase 6: pg_dump before migrating, to a private file that is verified, then kept or rotated. */
 #include "mtr/backup.h"
 #include "mtr/backup_stream.h"
+#include "mtr/backup_verify.h"
 #include "mtr/exitcode.h"
 #include "mtr/fileio.h"
 #include "mtr/http.h"
@@ -302,7 +303,7 @@ struct dump {
 	struct proc_result pr; /* pg_dump's; stop_signal also a stop during the checks after it */
 	bool ran;              /* pg_dump could be started */
 	bool dumped;           /* and it exited 0, with no stop signal */
-	bool good;             /* and the dump is complete: written, not empty, read back */
+	bool good;             /* and the dump is complete: written, not empty, verified */
 	int write_errno;       /* why the stream could not write the local file, or 0 */
 };
 
@@ -488,49 +489,94 @@ static void check_written(struct job *j, struct dump *d)
 	j->r->bytes = (long long)st.st_size;
 }
 
-/* A dump that was cut off looks like a file until one tries to restore it: read it all. */
-static void verify(struct job *j, struct dump *d)
+/* The partial file once more, for reading: by its name (rotation and our temporary names keep
+ * others off it), checked to be the file pg_dump writes. -1 with errno. */
+static int reopen_partial(const struct job *j)
 {
-	if (!d->good || !j->tmp)
-		return;
-	/* Not --list: that reads only the table of contents, and a dump cut off in its data
-	 * passes it. Writing the whole script to /dev/null reads every byte. */
-	char *argv[] = {(char *)j->o->pg_restore, "--file=/dev/null", j->tmp, NULL};
-	struct strbuf out = STRBUF_INIT;
-	struct proc_result pr;
-	int64_t start = now_ms();
-	d->good = run_tool(argv, j->env, j->sigs, -1, NULL, &pr, &out) && !pr.stop_signal &&
-		  pr.outcome == PROC_EXITED && pr.exit_code == 0;
-	if (pr.stop_signal)
-		d->pr.stop_signal = pr.stop_signal;
-	else if (!d->good)
-		failed(j->r, "the dump does not read back with %s: %s", j->o->pg_restore, lines_or(&out, pr.err));
-	j->r->verify_ms = now_ms() - start;
-	sb_free(&out);
+	int fd = open(j->tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat a, b;
+	if (fd >= 0 && (fstat(fd, &a) != 0 || fstat(j->fd, &b) != 0 || a.st_dev != b.st_dev ||
+			a.st_ino != b.st_ino)) {
+		close(fd);
+		errno = ESTALE;
+		fd = -1;
+	}
+	return fd;
 }
 
-/* pg_dump into the partial file, then the checks. */
-static void dump_to_file(struct job *j, struct dump *d)
+/* A dump that was cut off looks like a file until one tries to restore it, so pg_restore reads
+ * it all, beside pg_dump: it follows the partial file if there is one (which pg_dump or the
+ * stream writes), else the stream writes into it. NULL, with r->err set, if it cannot start. */
+static struct backup_verify *verify_start(struct job *j)
 {
+	char err[256];
+	int fd = -1;
+	if (j->fd >= 0 && (fd = reopen_partial(j)) < 0) {
+		failed(j->r, "cannot read %s to verify it: %s", j->tmp, strerror(errno));
+		return NULL;
+	}
+	struct backup_verify *v = backup_verify_start(j->o->pg_restore, j->env, j->sigs, fd, err,
+						      sizeof err);
+	if (!v)
+		failed(j->r, "%s", err);
+	return v;
+}
+
+/* The verification's verdict once the dump is over (d->good: complete so far), in d->good. */
+static void verify_end(struct job *j, struct dump *d, struct backup_verify *v)
+{
+	struct backup_verify_result vr;
+	if (backup_verify_finish(v, d->good, j->stop_fd, &vr) && !d->pr.stop_signal)
+		d->pr.stop_signal = signals_stop_read(j->stop_fd);
+	j->r->verify_ms = vr.wait_ms;
+	if (vr.verdict == VERIFY_GOOD)
+		return;
+	d->good = false;
+	/* A failed write said why already; with no local copy, a verification that failed is why
+	 * the stream could not write. */
+	if (vr.verdict == VERIFY_BAD && !j->r->err[0])
+		failed(j->r, "the dump does not read back with %s: %s", j->o->pg_restore, vr.err);
+}
+
+/* pg_dump into the partial file, verified as it is written; false if the verification could
+ * not start. */
+static bool dump_to_file(struct job *j, struct dump *d)
+{
+	struct backup_verify *v = verify_start(j);
+	if (!v)
+		return false;
 	d->prog.fd = j->fd;
 	run_pg_dump(j, d, j->fd);
 	check_written(j, d);
-	verify(j, d);
+	verify_end(j, d, v);
+	return true;
 }
 
-/* pg_dump into the stream (which also writes the partial file, if any), the checks, then the
- * verdict that completes or abandons the request. False if the stream could not start. */
+/* pg_dump into the stream (which also writes the partial file, if any, or else feeds the
+ * verification), the checks, then the verdict that completes or abandons the request. False if
+ * the stream or the verification could not start. */
 static bool dump_streamed(struct job *j, struct dump *d)
 {
 	char err[256];
-	struct backup_stream *s = backup_stream_start(j->url, j->fd, err, sizeof err);
-	if (!s)
+	struct backup_verify *v = verify_start(j);
+	if (!v)
+		return false;
+	struct backup_stream *s = backup_stream_start(j->url, j->fd >= 0 ? j->fd : backup_verify_input(v),
+						      err, sizeof err);
+	if (!s) {
+		struct backup_verify_result ignored;
+		if (backup_verify_finish(v, false, -1, &ignored)) {
+			/* no stop descriptor: cannot say it was stopped */
+		}
 		return failed(j->r, "%s", err);
+	}
 	j->r->streamed = true;
 	j->r->upload_attempts++;
 	d->prog.stream = s;
 	run_pg_dump(j, d, backup_stream_input(s));
 	d->prog.stream = NULL; /* the ticks are over; s goes with backup_stream_finish */
+	if (!d->dumped) /* a stream that feeds pg_restore must not wait on it to drain */
+		backup_verify_abandon(v);
 	if (backup_stream_drain(s, d->dumped, j->stop_fd, &d->write_errno) && !d->pr.stop_signal) {
 		/* a stop signal arrived after pg_dump ended: take it now */
 		d->pr.stop_signal = signals_stop_read(j->stop_fd);
@@ -541,7 +587,7 @@ static bool dump_streamed(struct job *j, struct dump *d)
 	check_written(j, d);
 	if (d->good && j->fd < 0)
 		j->r->bytes = backup_stream_bytes(s);
-	verify(j, d);
+	verify_end(j, d, v);
 	if (backup_stream_finish(s, d->good, j->stop_fd, &j->sr) && !d->pr.stop_signal)
 		d->pr.stop_signal = signals_stop_read(j->stop_fd);
 	return true;
@@ -593,11 +639,7 @@ static bool dump(struct job *j)
 		struct dump d = {.prog = {.fd = -1, .start = j->start}};
 		if (j->o->dir && !job_partial(j))
 			return false;
-		bool started = true;
-		if (j->stream)
-			started = dump_streamed(j, &d);
-		else
-			dump_to_file(j, &d);
+		bool started = j->stream ? dump_streamed(j, &d) : dump_to_file(j, &d);
 		a = started ? judge(j, &d) : ATTEMPT_FAILED;
 		sb_free(&d.prog.lines);
 	} while (a == ATTEMPT_AGAIN);

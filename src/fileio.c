@@ -50,14 +50,13 @@ static char *read_all(int fd, size_t hint, size_t max, size_t *len)
 	return buf;
 }
 
-char *file_read_at(int dirfd, const char *path, size_t max, size_t *len)
+int file_open_regular_at(int dirfd, const char *path, size_t max, size_t *size)
 {
 	/* O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it. */
 	int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
-		return NULL;
+		return -1;
 	struct stat st;
-	char *buf = NULL;
 	if (fstat(fd, &st) != 0)
 		goto fail;
 	if (!S_ISREG(st.st_mode)) {
@@ -68,8 +67,38 @@ char *file_read_at(int dirfd, const char *path, size_t max, size_t *len)
 		errno = EFBIG;
 		goto fail;
 	}
-	buf = read_all(fd, (size_t)st.st_size, max, len);
+	*size = (size_t)st.st_size;
+	return fd;
 fail:;
+	int e = errno;
+	close(fd);
+	errno = e;
+	return -1;
+}
+
+ssize_t file_read_full(int fd, void *buf, size_t n)
+{
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = read(fd, (char *)buf + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+char *file_read_at(int dirfd, const char *path, size_t max, size_t *len)
+{
+	size_t size = 0;
+	int fd = file_open_regular_at(dirfd, path, max, &size);
+	if (fd < 0)
+		return NULL;
+	char *buf = read_all(fd, size, max, len);
 	int e = errno;
 	close(fd);
 	errno = e;

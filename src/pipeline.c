@@ -241,7 +241,7 @@ static int take_backup(const struct config *cfg, PGconn *conn, const struct plan
 				     LF_I("upload_attempts", br.upload_attempts), LF_B("streamed", br.streamed)),
 			  "backed up to %s%s%s (%lld bytes%s)", br.path[0] ? br.path : br.uploaded,
 			  br.path[0] && br.uploaded[0] ? " and " : "", br.path[0] && br.uploaded[0] ? br.uploaded : "",
-			  br.bytes, br.path[0] ? ", verified" : ", not kept locally: not read back");
+			  br.bytes, br.path[0] ? ", verified" : ", verified, not kept locally");
 		return 0;
 	}
 	if (br.path[0]) /* verified and kept, though the upload failed */

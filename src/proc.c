@@ -1,4 +1,4 @@
-/* Running a helper process (migration tool, later pg_dump) with its output read line by line. */
+/* Running a helper process (migration tool, pg_dump, pg_restore) with its output read line by line. */
 #include "mtr/proc.h"
 
 #include <errno.h>
@@ -12,6 +12,9 @@
 #include <sys/wait.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+/* A child beside another without a pidfd (Linux < 5.3): how often we look whether it exited. */
+#define BESIDE_POLL_MS 10
 
 /* Longer lines are cut; the last CUT_GUARD bytes before the cut are dropped too, so that a
  * password straddling the cut is never half-printed (redaction needs all of it). */
@@ -157,6 +160,9 @@ struct child {
 	bool exited;      /* reaped; status holds how it ended */
 	int status;
 	int64_t kill_at;  /* SIGKILL to the group after a stop signal, -1: not scheduled */
+	bool cancelled;   /* a child beside another: killed when its cancel_fd turned readable */
+	int pidfd;        /* beside another: readable once the child exited (our signalfd would
+			   * take the other's SIGCHLD), -1: looked at every BESIDE_POLL_MS */
 	int64_t drain_until; /* after the exit: how long its pipes may stay open, -1: running */
 	int64_t next_tick;   /* the next on_tick call, -1: none */
 	int64_t next_watch;  /* the next watch call, -1: none */
@@ -173,6 +179,8 @@ static MTR_MUST_CHECK bool open_channels(struct child *c)
 		r->outcome = PROC_NOT_EXEC;
 		return false;
 	}
+	if (c->spec->beside) /* another proc_run takes the stop signals */
+		return true;
 	c->sfd = signalfd(-1, &c->spec->sigs->blocked, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (c->sfd < 0) {
 		set_err(r->err, sizeof r->err, "signalfd: %s", strerror(errno));
@@ -200,8 +208,8 @@ static MTR_MUST_CHECK bool spawn(struct child *c)
 	close(c->inp[1]);
 	c->inp[1] = -1;
 	if (c->pid == 0)
-		child_exec(spec, parent, c->inp[0], spec->stdout_to_fd ? spec->stdout_fd : c->outp[1],
-			   c->errp[1], c->execp[1]);
+		child_exec(spec, parent, spec->beside ? spec->stdin_fd : c->inp[0],
+			   spec->stdout_to_fd ? spec->stdout_fd : c->outp[1], c->errp[1], c->execp[1]);
 	setpgid(c->pid, c->pid); /* on both sides, so that kill(-pid) cannot race the child */
 	close(c->outp[1]);
 	close(c->errp[1]);
@@ -235,6 +243,10 @@ static void open_streams(struct child *c)
 	c->outp[0] = c->errp[0] = -1;
 	c->next_tick = c->spec->on_tick ? now_ms() + c->spec->tick_ms : -1;
 	c->next_watch = c->spec->watch ? now_ms() + c->spec->watch_ms : -1;
+#ifdef SYS_pidfd_open
+	if (c->spec->beside)
+		c->pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+#endif
 	if (c->spec->stdout_to_fd) { /* nothing of it comes through us */
 		close(c->out.fd);
 		c->out.fd = -1;
@@ -245,7 +257,7 @@ static void open_streams(struct child *c)
  * drain time after the child's exit is over. */
 static bool poll_timeout(struct child *c, int *timeout)
 {
-	*timeout = 1000;
+	*timeout = c->spec->beside && c->pidfd < 0 ? BESIDE_POLL_MS : 1000;
 	if (c->next_tick >= 0) {
 		int64_t now = now_ms();
 		if (now >= c->next_tick) {
@@ -307,18 +319,29 @@ static void check_child(struct child *c)
 	}
 }
 
+/* A child beside another, cancelled by its caller: its group is killed, once. */
+static void cancel(struct child *c)
+{
+	kill(-c->pid, SIGKILL);
+	c->cancelled = true;
+}
+
 /* Reads the child's output into lines and handles signals and deadlines, until it has exited
  * and its pipes are closed (or the drain time is over, or poll fails). */
 static void pump_output(struct child *c)
 {
 	while (!c->exited || c->out.fd >= 0 || c->err.fd >= 0) {
-		struct pollfd fds[3] = {
-			{c->sfd, POLLIN, 0}, {c->out.fd, POLLIN, 0}, {c->err.fd, POLLIN, 0}};
+		int cancel_fd = c->spec->beside && !c->cancelled ? c->spec->cancel_fd : -1;
+		struct pollfd fds[5] = {{c->sfd, POLLIN, 0}, {c->out.fd, POLLIN, 0},
+					{c->err.fd, POLLIN, 0}, {cancel_fd, POLLIN, 0},
+					{c->exited ? -1 : c->pidfd, POLLIN, 0}};
 		int timeout;
 		if (!poll_timeout(c, &timeout))
 			break;
-		if (poll(fds, 3, timeout) < 0 && errno != EINTR)
+		if (poll(fds, 5, timeout) < 0 && errno != EINTR)
 			break;
+		if (fds[3].revents)
+			cancel(c);
 		if (fds[1].revents)
 			read_stream(&c->out, c->on_line, c->ctx);
 		if (fds[2].revents)
@@ -334,8 +357,8 @@ static void pump_output(struct child *c)
 static void collect_status(struct child *c)
 {
 	struct proc_result *r = c->r;
-	/* Stopped: nothing it started may go on working on its own. */
-	if (r->stop_signal || r->cut_short)
+	/* Stopped, cut short or cancelled: nothing it started may go on working on its own. */
+	if (r->stop_signal || r->cut_short || c->cancelled)
 		kill(-c->pid, SIGKILL);
 	if (!c->exited)
 		waitpid(c->pid, &c->status, 0);
@@ -362,7 +385,7 @@ bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, str
 	struct child c = {.spec = spec, .on_line = on_line, .ctx = ctx, .r = r,
 			  .outp = {-1, -1}, .errp = {-1, -1}, .execp = {-1, -1}, .inp = {-1, -1},
 			  .sfd = -1, .out.fd = -1, .err.fd = -1, .kill_at = -1, .drain_until = -1,
-			  .next_tick = -1, .next_watch = -1};
+			  .next_tick = -1, .next_watch = -1, .pidfd = -1};
 	int64_t start = now_ms();
 	bool started = spawn(&c);
 	if (started) {
@@ -372,7 +395,7 @@ bool proc_run(const struct proc_spec *spec, proc_line_fn on_line, void *ctx, str
 	}
 	r->duration_ms = now_ms() - start;
 	int fds[] = {c.outp[0], c.outp[1], c.errp[0], c.errp[1], c.execp[0], c.execp[1],
-		     c.inp[0],  c.inp[1],  c.sfd};
+		     c.inp[0],  c.inp[1],  c.sfd,     c.pidfd};
 	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);

@@ -1,6 +1,7 @@
 /* Native SQL migrations: DIR/<version>_<name>.sql, one transaction each, a history table. */
 #include "mtr/source_sql.h"
 #include "mtr/exitcode.h"
+#include "mtr/fileio.h"
 #include "mtr/log.h"
 #include "mtr/pg.h"
 #include "mtr/problems.h"
@@ -28,7 +29,6 @@ struct sql_file {
 	char vtext[24];
 	char *name;
 	char *file;
-	char *sql;
 	char checksum[65];
 	bool no_tx;
 };
@@ -84,13 +84,7 @@ int source_sql_parse_name(const char *file, uint64_t *version, char *name, size_
 
 bool source_sql_no_transaction(const char *text)
 {
-	size_t n = strlen(DIRECTIVE);
-	if (strncmp(text, DIRECTIVE, n) != 0)
-		return false;
-	const char *p = text + n;
-	while (*p == ' ' || *p == '\t' || *p == '\r')
-		p++;
-	return *p == '\n' || *p == '\0';
+	return sqlr_first_line_is(text, strlen(text), DIRECTIVE);
 }
 
 /* A version as given to --baseline or --repair-failed: digits only, within 64 bits. */
@@ -112,7 +106,6 @@ static void free_files(struct sql_source *ss)
 	for (size_t i = 0; i < ss->nfiles; i++) {
 		free(ss->files[i].name);
 		free(ss->files[i].file);
-		free(ss->files[i].sql);
 	}
 	free(ss->files);
 	ss->files = NULL;
@@ -133,7 +126,8 @@ static int by_version(const void *a, const void *b)
 	return x->version < y->version ? -1 : x->version > y->version;
 }
 
-/* Reads every migration file of dir; logs skipped names. Returns 0, or 65 with err. */
+/* Reads every migration file of dir, keeping only its checksum and marker (memory does not
+ * grow with the files); logs skipped names. Returns 0, or 65 with err. */
 static int load_files(struct sql_source *ss, char *err, size_t errlen)
 {
 	const char *dir = ss->cfg->sql_dir;
@@ -176,25 +170,15 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 			code = MTR_EXIT_INCONSISTENT;
 			break;
 		}
-		size_t len = 0;
-		char *sql = NULL;
-		enum sqlr_load l = sqlr_load(dirfd(d), dir, e->d_name, &sql, &len, err, errlen);
+		struct sqlr_file scan;
+		enum sqlr_load l = sqlr_scan(dirfd(d), dir, e->d_name, DIRECTIVE, &hash, &scan, err, errlen);
 		/* Named like a migration, it must be one: a FIFO, a device or a socket is refused
 		 * (never read: it could block or never end), and so is a directory. */
 		if (l == SQLR_NOT_REGULAR)
 			set_err(err, errlen, "%s: %s; a migration must be a regular file: replace it "
 				"with the SQL file, or remove it", path, sqlr_not_regular(dirfd(d), e->d_name));
-		long line = 0;
-		const char *control = l == SQLR_LOADED && !source_sql_no_transaction(sql)
-					      ? sqlr_transaction_control(sql, &line) : NULL;
-		if (control)
-			set_err(err, errlen, "%s:%ld: %s controls the transaction from inside the file; "
-				"remove it (each file already runs in one transaction of its own, committed "
-				"with its record), or mark the file '%s' to run it outside one; nothing "
-				"was applied", path, line, control, DIRECTIVE);
 		free(path);
-		if (l != SQLR_LOADED || control) {
-			free(sql);
+		if (l != SQLR_LOADED) {
 			code = MTR_EXIT_INCONSISTENT;
 			break;
 		}
@@ -206,9 +190,8 @@ static int load_files(struct sql_source *ss, char *err, size_t errlen)
 		snprintf(f->vtext, sizeof f->vtext, "%" PRIu64, version);
 		f->name = sqlr_text_name(name); /* a name in another encoding, escaped */
 		f->file = xstrdup(e->d_name);
-		f->sql = sql;
-		f->no_tx = source_sql_no_transaction(sql);
-		sqlr_sha256_hex(&hash, sql, len, f->checksum);
+		f->no_tx = scan.marked;
+		memcpy(f->checksum, scan.checksum, sizeof f->checksum);
 	}
 	closedir(d);
 	sqlr_hash_free(&hash);
@@ -562,6 +545,44 @@ static int history_unreadable(const struct sql_source *ss, PGconn *conn, const c
 	return code;
 }
 
+/* The image's files were refused (err): logged, and final, since no lock can change them. */
+static int refuse_files(const struct source_ctx *ctx, int code, const char *err)
+{
+	ctx->info->files_refused = true;
+	log_event(LOG_ERROR, "check.failed", LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)),
+		  "%s", err);
+	return code;
+}
+
+/* A pending transactional file that starts or ends a transaction itself, found before anything
+ * runs: a COMMIT inside it would commit its first part for good. Only pending files are read
+ * whole for this, one at a time, each freed at once: a start at head reads none, and an applied
+ * file is never sent again. One that cannot be read is left to the apply, which reads it again
+ * and says why. True with err when one is found. */
+static bool control_in_pending(const struct sql_source *ss, char *err, size_t errlen)
+{
+	bool found = false;
+	for (size_t i = 0; i < ss->npending && !found; i++) {
+		const struct sql_file *f = &ss->files[ss->pending[i]];
+		if (f->no_tx)
+			continue;
+		char *path = xasprintf("%s/%s", ss->cfg->sql_dir, f->file);
+		size_t len = 0;
+		char *sql = file_read(path, SQLR_MAX_BYTES, &len);
+		long line = 0;
+		const char *control = sql ? sqlr_transaction_control(sql, &line) : NULL;
+		if (control)
+			set_err(err, errlen, "%s:%ld: %s controls the transaction from inside the file; "
+				"remove it (each file already runs in one transaction of its own, committed "
+				"with its record), or mark the file '%s' to run it outside one; nothing "
+				"was applied", path, line, control, DIRECTIVE);
+		found = control != NULL;
+		free(sql);
+		free(path);
+	}
+	return found;
+}
+
 static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int flags,
 		    size_t *pending)
 {
@@ -570,12 +591,8 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 	free_files(ss);
 	ss->notes_logged = flags & PLAN_REPEAT;
 	int code = load_files(ss, err, sizeof err);
-	if (code) {
-		ctx->info->files_refused = true; /* the image's files: no lock can change them */
-		log_event(LOG_ERROR, "check.failed",
-			  LOG_FIELDS(LF_S("problem", "files"), LF_I("exit_code", code)), "%s", err);
-		return code;
-	}
+	if (code)
+		return refuse_files(ctx, code, err);
 	long tables = 0;
 	bool quiet = flags & PLAN_QUIET;
 	ss->plan_state[0] = '\0';
@@ -584,6 +601,10 @@ static int sql_plan(void *self, PGconn *conn, const struct source_ctx *ctx, int 
 		return history_unreadable(ss, conn, err, quiet);
 	struct problems pr = {0};
 	check_state(ss, conn, tables, &pr);
+	if (control_in_pending(ss, err, sizeof err)) {
+		problems_free(&pr);
+		return refuse_files(ctx, MTR_EXIT_INCONSISTENT, err);
+	}
 	if (!quiet)
 		problems_log(&pr);
 	if (flags & PLAN_REPORT)
@@ -782,7 +803,7 @@ static bool apply_file(PGconn *conn, const struct sql_source *ss, const struct s
 		.dir = ss->cfg->sql_dir,
 		.file = f->file,
 		.version = f->vtext,
-		.sql = f->sql,
+		.checksum = f->checksum,
 		.no_tx = f->no_tx,
 		.record_sql = in_tx,
 		.before_sql = before,

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- files ------------------------------------------------------------------------------- */
 
@@ -32,13 +33,14 @@ void sqlr_hash_free(struct sqlr_hash *h)
 	h->md = h->ctx = NULL;
 }
 
-void sqlr_sha256_hex(struct sqlr_hash *h, const char *data, size_t len, char out[65])
+/* SHA-256 of what went into h's context since EVP_DigestInit_ex, as 64 hex digits ("" if the
+ * library failed or ok is false). */
+static void hash_end(struct sqlr_hash *h, bool ok, char out[65])
 {
 	static const char hex[] = "0123456789abcdef";
 	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int n = 0;
-	if (!h->md || !h->ctx || !EVP_DigestInit_ex(h->ctx, h->md, NULL) ||
-	    !EVP_DigestUpdate(h->ctx, data, len) || !EVP_DigestFinal_ex(h->ctx, digest, &n) || n != 32)
+	if (!ok || !EVP_DigestFinal_ex(h->ctx, digest, &n) || n != 32)
 		n = 0;
 	for (size_t i = 0; i < n; i++) {
 		out[2 * i] = hex[digest[i] >> 4];
@@ -47,27 +49,140 @@ void sqlr_sha256_hex(struct sqlr_hash *h, const char *data, size_t len, char out
 	out[2 * (size_t)n] = '\0';
 }
 
+static bool hash_begin(struct sqlr_hash *h)
+{
+	return h->md && h->ctx && EVP_DigestInit_ex(h->ctx, h->md, NULL);
+}
+
+void sqlr_sha256_hex(struct sqlr_hash *h, const char *data, size_t len, char out[65])
+{
+	hash_end(h, hash_begin(h) && EVP_DigestUpdate(h->ctx, data, len), out);
+}
+
+/* Whether a file's first line is a marker, blanks after it allowed, decided from the file's
+ * pieces as they come. */
+enum line_state { LINE_MATCHING, LINE_BLANKS, LINE_YES, LINE_NO };
+struct first_line {
+	const char *marker;
+	size_t at; /* bytes of the marker matched so far */
+	enum line_state state;
+};
+
+static void first_line_feed(struct first_line *m, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n && m->state < LINE_YES; i++) {
+		char c = p[i];
+		bool blank = c == ' ' || c == '\t' || c == '\r';
+		if (m->state == LINE_MATCHING)
+			m->state = c != m->marker[m->at] ? LINE_NO
+				 : m->marker[++m->at]    ? LINE_MATCHING
+							 : LINE_BLANKS;
+		else
+			m->state = c == '\n' ? LINE_YES : blank ? LINE_BLANKS : LINE_NO;
+	}
+}
+
+/* At the end of the file: the marker and only blanks after it are a first line too. */
+static bool first_line_is(const struct first_line *m)
+{
+	return m->state == LINE_YES || m->state == LINE_BLANKS;
+}
+
+bool sqlr_first_line_is(const char *text, size_t len, const char *marker)
+{
+	struct first_line m = {marker, 0, *marker ? LINE_MATCHING : LINE_BLANKS};
+	first_line_feed(&m, text, len);
+	return first_line_is(&m);
+}
+
+/* A piece of a file: what it says about the whole (not text, not only white space). */
+static void scan_piece(struct sqlr_file *out, struct first_line *m, bool *blank, const char *p,
+		       size_t n, const char **why)
+{
+	if (memchr(p, '\0', n))
+		*why = "contains a NUL byte; a migration must be text";
+	for (size_t i = 0; i < n && *blank; i++)
+		*blank = isspace((unsigned char)p[i]);
+	first_line_feed(m, p, n);
+	out->size += n;
+}
+
+/* The chunk that bounds a scan's memory; a file up to this size is one read(2). */
+#define SCAN_CHUNK 65536
+
+/* Reads fd (size bytes long) piece by piece into h and out; a reason it is no migration in *why. */
+static bool scan_fd(int fd, size_t size, const char *marker, struct sqlr_hash *h,
+		    struct sqlr_file *out, const char **why)
+{
+	char chunk[SCAN_CHUNK];
+	struct first_line m = {marker, 0, *marker ? LINE_MATCHING : LINE_BLANKS};
+	bool blank = true, hashing = hash_begin(h);
+	while (out->size < size && !*why) {
+		size_t want = size - out->size < sizeof chunk ? size - out->size : sizeof chunk;
+		ssize_t got = file_read_full(fd, chunk, want);
+		if (got < 0)
+			return false;
+		if (got == 0)
+			break; /* it shrank since fstat: its checksum says what was read */
+		hashing = hashing && EVP_DigestUpdate(h->ctx, chunk, (size_t)got);
+		scan_piece(out, &m, &blank, chunk, (size_t)got, why);
+	}
+	if (!*why && blank)
+		*why = "the file is empty; a migration must hold SQL (delete the file if it is not meant "
+		       "to be one)";
+	out->marked = first_line_is(&m);
+	hash_end(h, hashing, out->checksum);
+	return true;
+}
+
+/* A file that could not be opened or read (errno e): not a regular file after all (a socket
+ * cannot even be opened: ENXIO), a symbolic link to nothing or to itself, or a plain error. */
+static enum sqlr_load open_failed(int dirfd, const char *dir, const char *name, int e, char *err,
+				  size_t errlen)
+{
+	struct stat st;
+	if (fstatat(dirfd, name, &st, 0) == 0 && !S_ISREG(st.st_mode))
+		return SQLR_NOT_REGULAR;
+	bool link = fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+	if (link && (e == ENOENT || e == ELOOP))
+		set_err(err, errlen, "%s/%s: a symbolic link %s; point it at the migration's SQL "
+			"file, or remove it", dir, name,
+			e == ELOOP ? "that loops (it leads back to itself)"
+				   : "to nothing (its target does not exist)");
+	else
+		set_err(err, errlen, "%s/%s: cannot read: %s", dir, name, file_strerror(e));
+	return SQLR_BAD;
+}
+
+enum sqlr_load sqlr_scan(int dirfd, const char *dir, const char *name, const char *marker,
+			 struct sqlr_hash *h, struct sqlr_file *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof *out);
+	size_t size = 0;
+	int fd = file_open_regular_at(dirfd, name, SQLR_MAX_BYTES, &size);
+	if (fd < 0 && errno == ENOTSUP)
+		return SQLR_NOT_REGULAR;
+	const char *why = NULL;
+	bool read_ok = fd >= 0 && scan_fd(fd, size, marker, h, out, &why);
+	int e = errno;
+	if (fd >= 0)
+		close(fd);
+	if (!read_ok)
+		return open_failed(dirfd, dir, name, e, err, errlen);
+	if (!why)
+		return SQLR_LOADED;
+	set_err(err, errlen, "%s/%s: %s", dir, name, why);
+	return SQLR_BAD;
+}
+
 enum sqlr_load sqlr_load(int dirfd, const char *dir, const char *name, char **sql, size_t *len,
 			 char *err, size_t errlen)
 {
 	*sql = file_read_at(dirfd, name, SQLR_MAX_BYTES, len);
 	if (!*sql && errno == ENOTSUP)
 		return SQLR_NOT_REGULAR;
-	if (!*sql) {
-		int e = errno;
-		struct stat st;
-		if (fstatat(dirfd, name, &st, 0) == 0 && !S_ISREG(st.st_mode))
-			return SQLR_NOT_REGULAR; /* a socket cannot even be opened (ENXIO) */
-		bool link = fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
-		if (link && (e == ENOENT || e == ELOOP))
-			set_err(err, errlen, "%s/%s: a symbolic link %s; point it at the migration's SQL "
-				"file, or remove it", dir, name,
-				e == ELOOP ? "that loops (it leads back to itself)"
-					   : "to nothing (its target does not exist)");
-		else
-			set_err(err, errlen, "%s/%s: cannot read: %s", dir, name, file_strerror(e));
-		return SQLR_BAD;
-	}
+	if (!*sql)
+		return open_failed(dirfd, dir, name, errno, err, errlen);
 	const char *why = NULL;
 	if (strlen(*sql) != *len)
 		why = "contains a NUL byte; a migration must be text";
@@ -265,12 +380,14 @@ const char *sqlr_transaction_control(const char *sql, long *line)
 	return NULL;
 }
 
-void sqlr_position(const char *text, long pos, long *line, long *col)
+/* sqlr_position within the first len bytes of text. */
+static void position_in(const char *text, size_t len, long pos, long *line, long *col)
 {
 	*line = 1;
 	*col = 1;
 	long chars = 1;
-	for (const unsigned char *p = (const unsigned char *)text; *p && chars < pos; p++) {
+	const unsigned char *p = (const unsigned char *)text, *end = p + len;
+	for (; p < end && *p && chars < pos; p++) {
 		if ((*p & 0xC0) == 0x80)
 			continue; /* a continuation byte: same character */
 		chars++;
@@ -281,6 +398,11 @@ void sqlr_position(const char *text, long pos, long *line, long *col)
 			(*col)++;
 		}
 	}
+}
+
+void sqlr_position(const char *text, long pos, long *line, long *col)
+{
+	position_in(text, strlen(text), pos, line, col);
 }
 
 /* ---- one attempt ------------------------------------------------------------------------- */
@@ -313,14 +435,24 @@ static void failed(struct migrate_outcome *out, int code, const char *message, c
 	snprintf(out->file, sizeof out->file, "%.*s", (int)sizeof out->file - 1, file);
 }
 
-/* offset: characters sent before the file's text in the same query string. */
-static void fail_step(const struct sqlr_step *s, const PGresult *res, PGconn *conn, long offset,
-		      struct migrate_outcome *out)
+/* The text a step sends, read from its file when it is applied. A transactional file is read
+ * into a buffer that already has room for the settings before it and the record and COMMIT
+ * after it: the file's text is in memory once (libpq copies the query once more to send it). */
+struct query {
+	char *buf;        /* owned, or NULL */
+	const char *sql;  /* what is sent, NUL-terminated: buf, or the step's own text */
+	const char *text; /* the file's text within it */
+	size_t len;       /* and its length */
+	long offset;      /* characters before it (ASCII), so that an error position maps back */
+};
+
+static void fail_step(const struct sqlr_step *s, const PGresult *res, PGconn *conn,
+		      const struct query *q, struct migrate_outcome *out)
 {
 	long line = 0, col = 0;
 	const char *pos = field(res, PG_DIAG_STATEMENT_POSITION);
-	if (*pos && atol(pos) > offset)
-		sqlr_position(s->sql, atol(pos) - offset, &line, &col);
+	if (*pos && atol(pos) > q->offset)
+		position_in(q->text, q->len, atol(pos) - q->offset, &line, &col);
 	const char *msg = res ? field(res, PG_DIAG_MESSAGE_PRIMARY) : PQerrorMessage(conn);
 	char where[64] = "";
 	if (line)
@@ -347,23 +479,106 @@ static void fail_step(const struct sqlr_step *s, const PGresult *res, PGconn *co
 
 #define GUARD "migrate_then_run_file"
 
-/* The query that applies a transactional file in one round trip: settings, the file, its
- * record, COMMIT. *offset is the length of what precedes the file (ASCII), so that an error
- * position maps back to the file. Caller frees. */
-static char *one_trip(const struct sqlr_step *s, const struct sqlr_opts *o, long *offset)
+/* Reads the file at path into q->buf, with room for before bytes ahead of its text and after
+ * bytes and a NUL behind it. False with errno (q->buf may be set: the caller frees it). */
+static bool read_text(const char *path, size_t before, size_t after, struct query *q)
 {
-	char *prefix = xasprintf("BEGIN; SET LOCAL lock_timeout = %lld; SET LOCAL statement_timeout = %lld; "
-				 "SAVEPOINT " GUARD ";\n",
-				 (long long)o->lock_timeout_ms, (long long)o->statement_timeout_ms);
+	size_t size = 0;
+	int fd = file_open_regular_at(AT_FDCWD, path, SQLR_MAX_BYTES, &size);
+	if (fd < 0)
+		return false;
+	q->buf = xmalloc(before + size + after + 1);
+	ssize_t got = file_read_full(fd, q->buf + before, size);
+	int e = errno;
+	close(fd);
+	errno = e;
+	if (got < 0)
+		return false;
+	q->text = q->buf + before;
+	q->len = (size_t)got; /* shorter if it shrank: the checksum tells */
+	return true;
+}
+
+/* A step's file read again and compared with the plan's checksum; false with why. */
+static bool read_as_planned(const struct sqlr_step *s, size_t before, size_t after,
+			    struct query *q, char *why, size_t whylen)
+{
+	char *path = xasprintf("%s/%s", s->dir, s->file);
+	bool ok = read_text(path, before, after, q);
+	int e = errno;
+	free(path);
+	if (!ok) {
+		snprintf(why, whylen, "cannot read it again to apply it: %s", file_strerror(e));
+		return false;
+	}
+	char sum[65];
+	struct sqlr_hash h;
+	sqlr_hash_init(&h);
+	sqlr_sha256_hex(&h, q->text, q->len, sum);
+	sqlr_hash_free(&h);
+	if (strcmp(sum, s->checksum) == 0)
+		return true;
+	snprintf(why, whylen, "it changed after it was checked (SHA-256 %s when planned, %s now)",
+		 s->checksum, sum);
+	return false;
+}
+
+/* The file could not be read again, or is not what the plan checked: nothing of it is sent. */
+static bool not_as_planned(const struct sqlr_step *s, const char *why, struct migrate_outcome *out)
+{
+	log_event(LOG_ERROR, "migrate.failed",
+		  LOG_FIELDS(LF_S("file", s->file), LF_S("version", s->version), LF_S("error", why),
+			     LF_I("exit_code", MTR_EXIT_MIGRATION)),
+		  "%s/%s: %s; nothing of it was applied (migrations before it stay applied, the app "
+		  "was not started): the files must not change while migrate-then-run runs; run it "
+		  "again to check and apply the file as it is now",
+		  s->dir, s->file, why);
+	failed(out, MTR_EXIT_MIGRATION, why, s->file);
+	snprintf(out->revision, sizeof out->revision, "%s", s->version);
+	return false;
+}
+
+/* The query that applies a step: for a transactional file, settings, the file, its record and
+ * COMMIT in one round trip; else the file alone (sent as the source holds it, when it does).
+ * A file the source does not hold is read again and hashed, so that a file changed since the
+ * plan is refused rather than applied under the old checksum. */
+static bool build_query(const struct sqlr_step *s, const struct sqlr_opts *o, struct query *q,
+			struct migrate_outcome *out)
+{
+	char prefix[200] = "", why[256] = "";
+	if (s->no_tx && s->sql) {
+		q->sql = q->text = s->sql;
+		q->len = strlen(s->sql);
+		return true;
+	}
+	if (!s->no_tx)
+		snprintf(prefix, sizeof prefix, "BEGIN; SET LOCAL lock_timeout = %lld; "
+			 "SET LOCAL statement_timeout = %lld; SAVEPOINT " GUARD ";\n",
+			 (long long)o->lock_timeout_ms, (long long)o->statement_timeout_ms);
 	/* "\n;" ends a last statement without a semicolon, and a last line that is a comment.
 	 * The savepoint is the guard against a COMMIT or ROLLBACK inside the file that the lexer
 	 * missed: it ended our transaction, so releasing the savepoint fails (3B001) and what
 	 * follows, the record included, is not committed. */
-	char *sql = xasprintf("%s%s\n;\nRELEASE SAVEPOINT " GUARD ";\n%s; COMMIT", prefix, s->sql,
-			      s->record_sql);
-	*offset = (long)strlen(prefix);
-	free(prefix);
-	return sql;
+	char *suffix = s->no_tx ? xstrdup("")
+				: xasprintf("\n;\nRELEASE SAVEPOINT " GUARD ";\n%s; COMMIT", s->record_sql);
+	size_t plen = strlen(prefix), slen = strlen(suffix);
+	bool ok = true;
+	if (s->sql) {
+		q->len = strlen(s->sql);
+		q->buf = xmalloc(plen + q->len + slen + 1);
+		q->text = q->buf + plen;
+		memcpy(q->buf + plen, s->sql, q->len);
+	} else {
+		ok = read_as_planned(s, plen, slen, q, why, sizeof why);
+	}
+	if (ok) {
+		memcpy(q->buf, prefix, plen);
+		memcpy(q->buf + plen + q->len, suffix, slen + 1);
+		q->sql = q->buf;
+		q->offset = (long)plen;
+	}
+	free(suffix);
+	return ok ? true : not_as_planned(s, why, out);
 }
 
 /* A statement of ours around a no-transaction file failed (what: which one): stopped, lost,
@@ -408,7 +623,7 @@ static enum attempt controls_transactions(const struct sqlr_step *s, struct migr
 
 /* What a failed attempt means: stopped, lost, worth retrying, or final (logged). */
 static enum attempt judge(PGconn *conn, const struct sqlr_step *s, PGresult *res,
-			  const struct pg_error *e, long offset, struct migrate_outcome *out,
+			  const struct pg_error *e, const struct query *q, struct migrate_outcome *out,
 			  char state[6])
 {
 	snprintf(state, 6, "%s", field(res, PG_DIAG_SQLSTATE));
@@ -439,30 +654,25 @@ static enum attempt judge(PGconn *conn, const struct sqlr_step *s, PGresult *res
 		return controls_transactions(s, out);
 	if (res && PQresultStatus(res) != PGRES_FATAL_ERROR)
 		return controls_transactions(s, out);
-	fail_step(s, res, conn, offset, out);
+	fail_step(s, res, conn, q, out);
 	return FINAL;
 }
 
 static enum attempt run_step(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts *o,
-			     struct migrate_outcome *out, char state[6])
+			     const struct query *q, struct migrate_outcome *out, char state[6])
 {
 	int64_t start = now_ms();
-	long offset = 0;
-	char *sql = NULL;
 	struct pg_error e;
 	state[0] = '\0';
 	if (s->no_tx && s->before_sql && !pg_command(conn, s->before_sql, 0, NULL, PG_QUERY_MS, -1, &e))
 		return record_failed(conn, s, RECORDING, &e, out);
-	if (!s->no_tx)
-		sql = one_trip(s, o, &offset);
 	progress_watch_pid(o->progress, PQbackendPID(conn), s->file);
-	PGresult *res = pg_run(conn, sql ? sql : s->sql, 0, NULL, -1, o->stop_fd, &e);
+	PGresult *res = pg_run(conn, q->sql, 0, NULL, -1, o->stop_fd, &e);
 	progress_idle(o->progress); /* before its outcome is logged, whatever it is */
-	free(sql);
 	ExecStatusType st = PQresultStatus(res);
 	if (!res || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) ||
 	    PQtransactionStatus(conn) != PQTRANS_IDLE) {
-		enum attempt a = judge(conn, s, res, &e, offset, out, state);
+		enum attempt a = judge(conn, s, res, &e, q, out, state);
 		PQclear(res);
 		return a;
 	}
@@ -493,15 +703,15 @@ static bool session_timeouts(PGconn *conn, const struct sqlr_opts *o, bool set, 
 }
 
 static enum attempt attempt(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts *o,
-			    struct migrate_outcome *out, char state[6])
+			    const struct query *q, struct migrate_outcome *out, char state[6])
 {
 	state[0] = '\0';
 	if (!s->no_tx)
-		return run_step(conn, s, o, out, state);
+		return run_step(conn, s, o, q, out, state);
 	struct pg_error e;
 	if (!session_timeouts(conn, o, true, &e))
 		return record_failed(conn, s, "setting lock_timeout and statement_timeout", &e, out);
-	enum attempt a = run_step(conn, s, o, out, state);
+	enum attempt a = run_step(conn, s, o, q, out, state);
 	/* A failed RESET leaves only our own timeouts in force on our own session. */
 	if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE &&
 	    !session_timeouts(conn, o, false, &e)) {
@@ -524,14 +734,15 @@ static void blocked_for_good(const struct sqlr_step *s, const char *state, long 
 	out->code = MTR_EXIT_TEMPFAIL;
 }
 
-bool sqlr_apply(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts *o,
-		struct migrate_outcome *out)
+/* The attempts of one step, with the query built once. */
+static bool attempts(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts *o,
+		     const struct query *q, struct migrate_outcome *out)
 {
 	struct backoff b;
 	backoff_init(&b, 500, 10000, random_u64());
 	for (long tries = 0;; tries++) {
 		char state[6];
-		enum attempt a = attempt(conn, s, o, out, state);
+		enum attempt a = attempt(conn, s, o, q, out, state);
 		if (a != RETRY)
 			return a == APPLIED;
 		if (tries >= o->retries) {
@@ -553,4 +764,13 @@ bool sqlr_apply(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts 
 			return false;
 		}
 	}
+}
+
+bool sqlr_apply(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts *o,
+		struct migrate_outcome *out)
+{
+	struct query q = {0};
+	bool ok = build_query(s, o, &q, out) && attempts(conn, s, o, &q, out);
+	free(q.buf);
+	return ok;
 }

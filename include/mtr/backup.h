@@ -21,7 +21,7 @@ struct backup_result {
 	char path[4096];    /* the verified backup */
 	long long bytes;
 	int64_t ms;         /* dump and verification */
-	int64_t verify_ms;
+	int64_t verify_ms;  /* how long the verdict took after the dump ended */
 	char err[2048];     /* what failed and what to do */
 	char uploaded[1024]; /* where the upload went (http_url_public), "" if none */
 	unsigned upload_attempts;
@@ -34,12 +34,14 @@ const char *backup_default_dir(void);
 
 /* Dumps conn's database with pg_dump -Fc (connection settings and password through the
  * environment, never argv) to dir/mtr-DB-YYYYmmddTHHMMSSZ-FROM-to-TO.dump: written 0600 under
- * a temporary name, read back completely (pg_restore to /dev/null), fsynced, renamed, then
- * older ones beyond keep removed. Logs backup.progress every 5 s. Returns r->code; on
- * failure nothing partial is left.
+ * a temporary name by pg_dump itself (with the data offsets pg_restore -j uses), read
+ * completely by pg_restore (to /dev/null) as it is written, fsynced, renamed, then older ones
+ * beyond keep removed. Logs backup.progress every 5 s. Returns r->code; on failure nothing
+ * partial is left.
  * With upload_url, the dump is also streamed to it by an HTTP PUT as pg_dump writes it (a
  * presigned S3/GCS URL needs the length first: the verified file is sent after the dump);
- * the server sees a complete body only once the dump is complete and verified. 5xx answers
+ * the verification reads the same stream, and the server sees a complete body only once the
+ * dump is complete and verified. 5xx answers
  * and connection failures are retried from the local file (without one, by dumping again). */
 int backup_run(const struct backup_opts *o, PGconn *conn, const char *from, const char *to,
 	       const struct sigstate *sigs, struct backup_result *r);

@@ -1,4 +1,5 @@
-/* Files: the one whole-file reader and the one atomic writer. */
+/* Files: the one whole-file reader (and its opening half, for chunked readers) and the one
+ * atomic writer. */
 #ifndef MTR_FILEIO_H
 #define MTR_FILEIO_H
 
@@ -15,6 +16,14 @@
  * (caller frees), or NULL with errno. Usually four system calls: open, fstat, read, close. */
 char *file_read_at(int dirfd, const char *path, size_t max, size_t *len) MTR_MUST_CHECK;
 char *file_read(const char *path, size_t max, size_t *len) MTR_MUST_CHECK;
+
+/* The opening half of file_read_at, for a reader that goes through a file piece by piece:
+ * the same refusals (ENOTSUP, EFBIG) without a blocking open. Returns the descriptor (caller
+ * closes) and the file's size in *size, or -1 with errno. Two system calls: open, fstat. */
+int file_open_regular_at(int dirfd, const char *path, size_t max, size_t *size) MTR_MUST_CHECK;
+
+/* Reads n bytes from fd, fewer only at the end of the file: the count, or -1 with errno. */
+ssize_t file_read_full(int fd, void *buf, size_t n) MTR_MUST_CHECK;
 
 /* file_read_at for many files of a directory that its listing (d_type, or a stat) said are
  * regular: the text goes into *buf (*cap bytes, NUL-terminated; grown when too small, kept for

@@ -1,4 +1,4 @@
-/* Running a helper process (migration tool, later pg_dump) with its output read line by line. */
+/* Running a helper process (migration tool, pg_dump, pg_restore) with its output read line by line. */
 #ifndef MTR_PROC_H
 #define MTR_PROC_H
 
@@ -22,6 +22,12 @@ struct proc_spec {
 	 * on (its migration lock is gone), and its whole group gets SIGKILL at once. */
 	bool (*watch)(void *ctx);
 	int64_t watch_ms;
+	/* A child that runs beside another one, from another thread (pg_restore reading what
+	 * pg_dump writes): its stdin is stdin_fd instead of an empty pipe, the stop signals are
+	 * left to the other proc_run (this one neither takes nor forwards them), and cancel_fd
+	 * turning readable kills its group at once. */
+	bool beside;
+	int stdin_fd, cancel_fd;
 };
 
 /* Called for each line (without the newline) the child writes; stream is "stdout"/"stderr". */

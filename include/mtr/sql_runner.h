@@ -1,4 +1,4 @@
-/* The runner shared by every source that applies SQL files itself: load a file, checksum it,
+/* The runner shared by every source that applies SQL files itself: scan a file, checksum it,
  * apply it in one transaction (or outside one) with its bookkeeping, map errors to
  * file:line:column and SQLSTATE, retry what a lock timeout or a deadlock ended. */
 #ifndef MTR_SQL_RUNNER_H
@@ -27,12 +27,31 @@ void sqlr_sha256_hex(struct sqlr_hash *h, const char *data, size_t len, char out
 
 enum sqlr_load { SQLR_LOADED, SQLR_NOT_REGULAR, SQLR_BAD };
 
-/* Reads dir's file name (relative to dirfd) into *sql (caller frees) and *len. What is not a
- * regular file is SQLR_NOT_REGULAR (nothing read, never a blocking open); a file that cannot
- * be read, is over SQLR_MAX_BYTES, holds a NUL byte or only white space is SQLR_BAD with err
- * naming dir/name and the fix. */
+/* Reads dir's file name (relative to dirfd) whole into *sql (caller frees) and *len, for a
+ * source that keeps the text (a tool's file with sections of its own). What is not a regular
+ * file is SQLR_NOT_REGULAR (nothing read, never a blocking open); a file that cannot be read,
+ * is over SQLR_MAX_BYTES, holds a NUL byte or only white space is SQLR_BAD with err naming
+ * dir/name and the fix. */
 enum sqlr_load sqlr_load(int dirfd, const char *dir, const char *name, char **sql, size_t *len,
 			 char *err, size_t errlen) MTR_MUST_CHECK;
+
+/* What sqlr_scan learned of a file, which it does not keep. */
+struct sqlr_file {
+	char checksum[65]; /* SHA-256 of its bytes, 64 lowercase hex digits */
+	size_t size;
+	bool marked;       /* its first line is the marker, blanks after it allowed */
+};
+
+/* Reads dir's file name (relative to dirfd) piece by piece in a buffer of fixed size, so that
+ * memory does not grow with the file: hashes it, checks that it is text and not only white
+ * space, and whether its first line is marker. What is not a regular file is SQLR_NOT_REGULAR
+ * (nothing read, never a blocking open); otherwise as sqlr_load. A file of up to 64 KiB costs four system calls: open, fstat, read, close. */
+enum sqlr_load sqlr_scan(int dirfd, const char *dir, const char *name, const char *marker,
+			 struct sqlr_hash *h, struct sqlr_file *out, char *err, size_t errlen) MTR_MUST_CHECK;
+
+/* Whether the first line of text (len bytes) is marker, blanks after it allowed: the rule of
+ * sqlr_scan's marked. */
+bool sqlr_first_line_is(const char *text, size_t len, const char *marker);
 
 /* Why dir entry name (relative to dirfd) is not a regular file, for a refusal: "a FIFO …",
  * "a device …" (static text; found with fstatat, nothing is opened). */
@@ -58,7 +77,10 @@ struct sqlr_step {
 	const char *dir;      /* for messages: dir/file */
 	const char *file;
 	const char *version;  /* the revision, for the outcome */
-	const char *sql;      /* the file's text */
+	/* The text to apply, when the source holds it; NULL: dir/file is read again when it is
+	 * applied and refused unless it still has checksum (sqlr_scan's, at plan time). */
+	const char *sql;
+	const char *checksum;
 	bool no_tx;           /* run outside a transaction */
 	/* Transactional: statements that record the migration, sent after the text in the same
 	 * transaction and round trip (literal SQL). */
@@ -80,7 +102,8 @@ struct sqlr_opts {
 	struct progress_watch *progress; /* told each step, or NULL */
 };
 
-/* Applies one step; retries (with backoff, logged) what a lock timeout, a deadlock or a
+/* Applies one step: unless the step holds its text, reads the file (the only one in memory,
+ * once) and checks it against the plan's checksum; runs it; retries (with backoff, logged) what a lock timeout, a deadlock or a
  * serialization failure rolled back. Logs migrate.step on success and migrate.failed on a
  * failure. True when applied; false with out set (MIGRATE_FAILED, _LOST or _STOPPED). */
 bool sqlr_apply(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts *o,

@@ -103,6 +103,64 @@ def test_a_dump_cut_off_in_its_data_is_caught(pg, db, tmp_path):
     assert pg.psql(db, "SELECT count(*) FROM big") == "200000"
 
 
+def damaging_pg_dump(tmp_path):
+    """A pg_dump that writes the real dump with 64 bytes in the middle of its data overwritten,
+    and exits 0: the archive looks whole (same length, intact table of contents)."""
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "pg_dump").write_text(
+        "#!/bin/sh\n[ \"$1\" = --version ] && exec " + PG_BIN + "/pg_dump --version\n"
+        + PG_BIN + "/pg_dump \"$@\" > \"$TMPDIR/full\" || exit 1\n"
+        "half=$(( $(stat -c %s \"$TMPDIR/full\") / 2 ))\n"
+        "head -c $half \"$TMPDIR/full\"; head -c 64 /dev/zero | tr '\\0' '\\377'\n"
+        "tail -c +$(( half + 65 )) \"$TMPDIR/full\"\n")
+    (fake / "pg_dump").chmod(0o755)
+    return fake
+
+
+def test_a_damaged_dump_that_pg_dump_calls_a_success_is_caught(pg, db, tmp_path):
+    pg.psql(db, "CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 200000) g")
+    fake = damaging_pg_dump(tmp_path)
+    mig = write(tmp_path / "m", {"1_a.sql": "DROP TABLE big;\n"})
+    bdir = tmp_path / "backups"
+    r = go(pg, db, mig, bdir, "--baseline", "0",
+           env_extra={"PATH": f"{fake}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)})
+    assert r.code == 73, r
+    assert "does not read back" in r.named("backup.failed")[0]["error"]
+    assert list(bdir.iterdir()) == []  # nothing published, nothing partial
+    assert pg.psql(db, "SELECT count(*) FROM big") == "200000"
+
+
+def test_verification_reads_the_dump_while_pg_dump_writes_it(pg, db, tmp_path):
+    # pg_dump here writes nothing until a pg_restore is running: a verification that read the
+    # file back after the dump would never start (and the dump would fail after 20 s).
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    started = tmp_path / "pg_restore-started"
+    (fake / "pg_restore").write_text(f"#!/bin/sh\ntouch {started}\nexec {PG_BIN}/pg_restore \"$@\"\n")
+    (fake / "pg_dump").write_text(
+        f"#!/bin/sh\n[ \"$1\" = --version ] && exec {PG_BIN}/pg_dump --version\n"
+        f"i=0; while [ ! -e {started} ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done\n"
+        f"[ -e {started} ] || exit 3\nexec {PG_BIN}/pg_dump \"$@\"\n")
+    for f in ("pg_dump", "pg_restore"):
+        (fake / f).chmod(0o755)
+    pg.psql(db, "CREATE TABLE keep AS SELECT g, md5(g::text) AS h FROM generate_series(1, 50000) g")
+    ref = tmp_path / "ref.dump"  # the database as the backup finds it
+    subprocess.run([f"{PG_BIN}/pg_dump", "-Fc", "-f", str(ref), pg.url(db)], check=True)
+    mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
+    bdir = tmp_path / "backups"
+    r = go(pg, db, mig, bdir, "--baseline", "0", env_extra={"PATH": f"{fake}:{os.environ['PATH']}"})
+    assert r.code == 0, r
+    [done] = r.named("backup.done")
+    assert len(backups(bdir)) == 1 and done["path"].endswith(backups(bdir)[0])
+    # The local file is pg_dump's own, as `pg_dump -Fc -f FILE` writes it: with the data offsets
+    # (pg_dump rewrites the table of contents at the end) that pg_restore -j uses, which a dump
+    # written to a pipe lacks. Only the creation time in the header differs.
+    ours, theirs = open(done["path"], "rb").read(), ref.read_bytes()
+    assert len(ours) == len(theirs)
+    assert [i for i in range(len(ours)) if ours[i] != theirs[i] and i >= 64] == []
+
+
 def test_backup_always_even_with_nothing_pending(pg, db, tmp_path):
     mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE a (x int);\n"})
     bdir = tmp_path / "backups"

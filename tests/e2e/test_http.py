@@ -141,6 +141,33 @@ def test_failed_dump_never_completes_the_upload(pg, db, tmp_path, nginx):
     assert not list((tmp_path / "b").iterdir())
 
 
+@pytest.mark.parametrize("local", [True, False], ids=["local-copy", "upload-only"])
+def test_a_damaged_dump_never_completes_the_upload(pg, db, tmp_path, nginx, local):
+    # pg_dump exits 0 but 64 bytes in the middle of its data are damaged: the verification that
+    # reads the stream beside the upload fails it, so the server never gets the request's end
+    # (with --backup-dir none too: nothing else would have read that dump).
+    pg.psql(db, "CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 200000) g")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_dump").write_text(
+        "#!/bin/sh\n[ \"$1\" = --version ] && exec " + PG_BIN + "/pg_dump --version\n"
+        + PG_BIN + "/pg_dump \"$@\" > \"$TMPDIR/full\" || exit 1\n"
+        "half=$(( $(stat -c %s \"$TMPDIR/full\") / 2 ))\n"
+        "head -c $half \"$TMPDIR/full\"; head -c 64 /dev/zero | tr '\\0' '\\377'\n"
+        "tail -c +$(( half + 65 )) \"$TMPDIR/full\"\n")
+    (fake / "pg_dump").chmod(0o755)
+    env = backup_env(pg, db, PATH=f"{fake}:{PG_BIN}:{os.environ['PATH']}", TMPDIR=str(tmp_path))
+    bdir = tmp_path / "b"
+    r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", str(bdir) if local else "none",
+             "--baseline", "0", "--backup-upload-url", nginx.url("bad.dump"), "--migrate-only"],
+            env=env, cwd=str(tmp_path))
+    assert r.code == 73, r
+    assert "does not read back" in r.named("backup.failed")[0]["error"]
+    assert not (nginx.root / "bad.dump").exists()
+    assert not bdir.exists() or not list(bdir.iterdir())
+    assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
+
+
 def children(pid):
     kids = []
     for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
@@ -207,6 +234,28 @@ def test_sigterm_while_the_server_stops_reading_mid_body(pg, db, tmp_path):
         if conn:
             conn.close()
         lsock.close()
+
+
+def test_sigterm_while_pg_restore_reads_nothing_of_an_upload_only_stream(pg, db, tmp_path, nginx):
+    # With --backup-dir none the stream feeds pg_restore itself. One that never reads fills its
+    # pipe, the stream blocks on it and pg_dump on the stream: SIGTERM still ends it all at once.
+    pg.psql(db, "CREATE TABLE big AS SELECT g, md5(g::text) AS h, md5((g * 7)::text) AS i "
+                "FROM generate_series(1, 300000) g")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_restore").write_text("#!/bin/sh\nexec sleep 60\n")
+    (fake / "pg_restore").chmod(0o755)
+    env = backup_env(pg, db, PATH=f"{fake}:{PG_BIN}:{os.environ['PATH']}")
+    p = start(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", "none", "--baseline", "0",
+               "--backup-upload-url", nginx.url("x.dump"), "--migrate-only"], env=env, cwd=str(tmp_path))
+    wait_until("pg_dump blocked on a full pipe", lambda: blocked_on_a_full_pipe(p.pid))
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    r = p.finish(timeout=30)
+    assert r.code == 143, r
+    assert time.monotonic() - t0 < PROMPT
+    assert [e["phase"] for e in r.named("stop.signal")] == ["backup"]
+    assert not (nginx.root / "x.dump").exists()
 
 
 def presigned(srv):

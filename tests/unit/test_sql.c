@@ -3,10 +3,79 @@
 #include "mtr/source.h"
 #include "mtr/source_sql.h"
 #include "mtr/sql_runner.h"
+#include "mtr/strbuf.h"
 #include "unit.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MARK "-- migrate-then-run: no-transaction"
+
+/* sqlr_scan goes through a file in 64 KiB pieces: what it says must not depend on where the
+ * pieces end (a marker line longer than one piece, a NUL or the only non-blank byte after the
+ * first piece), and its checksum is that of the whole text. */
+static void test_scan(void)
+{
+	static const struct {
+		const char *head;
+		size_t blanks; /* spaces after head */
+		const char *tail;
+		enum sqlr_load want;
+		bool marked;
+	} cases[] = {
+		{MARK, 70000, "\nCREATE INDEX CONCURRENTLY i ON t (x);\n", SQLR_LOADED, true},
+		{MARK, 70000, "x\nSELECT 1;\n", SQLR_LOADED, false},
+		{MARK, 70000, "", SQLR_LOADED, true},
+		{MARK, 0, "s\n", SQLR_LOADED, false},
+		{"SELECT 1;", 0, "\n", SQLR_LOADED, false},
+		{"", 140000, "x", SQLR_LOADED, false},
+		{"", 140000, "\n", SQLR_BAD, false},        /* only white space */
+		{"SELECT 1;", 70000, "\0", SQLR_BAD, false}, /* a NUL in the second piece */
+	};
+	const size_t nul_case = sizeof cases / sizeof cases[0] - 1;
+	char dir[] = "/tmp/mtr-unit-scan-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	struct sqlr_hash h;
+	sqlr_hash_init(&h);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		size_t hl = strlen(cases[i].head), tl = strlen(cases[i].tail) + (i == nul_case);
+		struct strbuf b = STRBUF_INIT;
+		sb_add(&b, cases[i].head, hl);
+		for (size_t k = 0; k < cases[i].blanks; k++)
+			sb_addc(&b, ' ');
+		sb_add(&b, cases[i].tail, tl);
+		size_t len = b.len;
+		char *text = sb_take(&b);
+		int fd = openat(dfd, "1_x.sql", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		CHECK(fd >= 0 && write(fd, text, len) == (ssize_t)len, "write case %zu", i);
+		if (fd >= 0)
+			close(fd);
+		struct sqlr_file f;
+		char err[256] = "", sum[65];
+		enum sqlr_load got = sqlr_scan(dfd, dir, "1_x.sql", MARK, &h, &f, err, sizeof err);
+		sqlr_sha256_hex(&h, text, len, sum);
+		CHECK(got == cases[i].want, "case %zu: %d, want %d (%s)", i, got, cases[i].want, err);
+		CHECK(got != SQLR_LOADED || (f.marked == cases[i].marked && f.size == len &&
+					     strcmp(f.checksum, sum) == 0),
+		      "case %zu: marked %d size %zu", i, f.marked, f.size);
+		free(text);
+	}
+	CHECK(mkfifoat(dfd, "2_fifo.sql", 0600) == 0, "mkfifo");
+	struct sqlr_file f;
+	char err[256];
+	CHECK(sqlr_scan(dfd, dir, "2_fifo.sql", MARK, &h, &f, err, sizeof err) == SQLR_NOT_REGULAR,
+	      "a FIFO is refused without waiting for a writer");
+	sqlr_hash_free(&h);
+	unlinkat(dfd, "1_x.sql", 0);
+	unlinkat(dfd, "2_fifo.sql", 0);
+	close(dfd);
+	rmdir(dir);
+}
 
 /* --baseline and --repair-failed: a version in digits, nothing else. */
 static void test_versions(void)
@@ -148,5 +217,6 @@ void test_sql(void)
 	CHECK(lock_key("") == (int64_t)0xcbf29ce484222325ULL, "FNV-1a offset basis");
 	CHECK(lock_key("a") == (int64_t)0xaf63dc4c8601ec8cULL, "FNV-1a of 'a'");
 	test_versions();
+	test_scan();
 	test_transaction_control();
 }
