@@ -533,8 +533,10 @@ static void verify_end(struct job *j, struct dump *d, struct backup_verify *v)
 		return;
 	d->good = false;
 	/* A failed write said why already; with no local copy, a verification that failed is why
-	 * the stream could not write. */
-	if (vr.verdict == VERIFY_BAD && !j->r->err[0])
+	 * the stream could not write. A dump that did not finish (pg_dump failed, or the upload
+	 * gave up and ended it) is judged by that, not by its verification: an attempt that is
+	 * tried again must not leave a failure behind. */
+	if (vr.verdict == VERIFY_BAD && !j->r->err[0] && d->dumped)
 		failed(j->r, "the dump does not read back with %s: %s", j->o->pg_restore, vr.err);
 }
 
@@ -561,7 +563,8 @@ static bool dump_streamed(struct job *j, struct dump *d)
 	struct backup_verify *v = verify_start(j);
 	if (!v)
 		return false;
-	struct backup_stream *s = backup_stream_start(j->url, j->fd >= 0 ? j->fd : backup_verify_input(v),
+	bool local = j->fd >= 0;
+	struct backup_stream *s = backup_stream_start(j->url, local ? j->fd : backup_verify_input(v), local,
 						      err, sizeof err);
 	if (!s) {
 		struct backup_verify_result ignored;

@@ -16,7 +16,8 @@
 struct backup_stream {
 	int in;                 /* the pipe's read end, -1 once closed */
 	int in_w;               /* the pipe's write end (pg_dump's stdout), -1 once closed */
-	int out;                /* the local file, or -1 */
+	int out;                /* the local file, the verification's pipe, or -1 */
+	bool local;             /* out is a local copy of the dump (kept whatever the upload does) */
 	const char *url;
 	int abort;              /* pg_dump failed, or a stop signal: abandon the request (atomic) */
 	pthread_t thread;
@@ -87,7 +88,10 @@ static void *stream_main(void *arg)
 {
 	struct backup_stream *s = arg;
 	s->res.uploaded = http_put(s->url, stream_read, s, -1, &s->abort, -1, &s->res.http);
-	if (!s->res.uploaded && s->out < 0) {
+	/* Only for an upload that failed by itself: not when the stream gave it up because its
+	 * output failed (the verification ended early: a damaged dump) or it was told to. */
+	bool by_itself = !s->write_errno && !__atomic_load_n(&s->abort, __ATOMIC_ACQUIRE);
+	if (!s->res.uploaded && !s->local && by_itself) {
 		/* Nothing is kept locally: end pg_dump (SIGPIPE) rather than dump into nothing. */
 		pthread_mutex_lock(&s->mu);
 		if (!s->at_end) {
@@ -110,11 +114,12 @@ static void *stream_main(void *arg)
 	return NULL;
 }
 
-struct backup_stream *backup_stream_start(const char *url, int out, char *err, size_t errlen)
+struct backup_stream *backup_stream_start(const char *url, int out, bool local, char *err, size_t errlen)
 {
 	struct backup_stream *s = xcalloc(1, sizeof *s);
 	int pipefd[2] = {-1, -1};
 	s->out = out;
+	s->local = local;
 	s->url = url;
 	if (pipe2(pipefd, O_CLOEXEC) != 0) {
 		set_err(err, errlen, "pipe: %s", strerror(errno));

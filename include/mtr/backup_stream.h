@@ -20,9 +20,12 @@ struct backup_stream_result {
 };
 
 /* Starts the thread that PUTs to url what is written to backup_stream_input(s), copying it to
- * out too (the local file, or -1; out stays the caller's). Returns the stream, which
- * backup_stream_finish ends and frees, or NULL with err saying why. */
-struct backup_stream *backup_stream_start(const char *url, int out, char *err, size_t errlen) MTR_MUST_CHECK;
+ * out too (the local file, the verification's pipe, or -1; out stays the caller's). local: out
+ * is a local copy, which gets the whole dump whatever the upload does; without one, an upload
+ * that fails ends pg_dump (gave_up). Returns the stream, which backup_stream_finish ends and
+ * frees, or NULL with err saying why. */
+struct backup_stream *backup_stream_start(const char *url, int out, bool local, char *err,
+					  size_t errlen) MTR_MUST_CHECK;
 
 /* The pipe's write end, for pg_dump's stdout; the stream's, closed by backup_stream_drain. */
 int backup_stream_input(const struct backup_stream *s);

@@ -124,6 +124,29 @@ def test_upload_only_with_backup_dir_none(pg, db, tmp_path, nginx):
     assert not (tmp_path / "backups").exists()
 
 
+def test_upload_only_a_refused_upload_ends_pg_dump_at_once(pg, db, tmp_path):
+    """With nothing kept locally, a failed upload ends pg_dump (SIGPIPE) instead of letting it dump
+    the whole database for nobody, on every try (the verification reads the same stream)."""
+    pg.psql(db, "CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 300000) g")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there: connection refused
+    fake, statuses = tmp_path / "bin", tmp_path / "statuses"
+    fake.mkdir()
+    (fake / "pg_dump").write_text(
+        "#!/bin/sh\n[ \"$1\" = --version ] && exec " + PG_BIN + "/pg_dump --version\n"
+        + PG_BIN + f"/pg_dump \"$@\"; echo $? >> {statuses}\n")
+    (fake / "pg_dump").chmod(0o755)
+    env = backup_env(pg, db, PATH=f"{fake}:{PG_BIN}:{os.environ['PATH']}")
+    r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", "none", "--baseline", "0",
+             "--backup-upload-url", f"http://127.0.0.1:{port}/x.dump", "--migrate-only"], env=env, timeout=120)
+    assert r.code == 73 and "the upload failed after" in r.named("backup.failed")[0]["error"], r.stderr
+    codes = statuses.read_text().split()
+    assert codes and "0" not in codes, codes  # each try's pg_dump was ended, none ran to the end
+    assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
+
+
 def test_failed_dump_never_completes_the_upload(pg, db, tmp_path, nginx):
     # pg_dump fails (a permission error part-way would do too): the server must not get a
     # complete, plausible-looking object.
