@@ -562,6 +562,8 @@ static int refuse_files(const struct source_ctx *ctx, int code, const char *err)
 static bool control_in_pending(const struct sql_source *ss, char *err, size_t errlen)
 {
 	bool found = false;
+	struct sqlr_hash h;
+	sqlr_hash_init(&h);
 	for (size_t i = 0; i < ss->npending && !found; i++) {
 		const struct sql_file *f = &ss->files[ss->pending[i]];
 		if (f->no_tx)
@@ -569,17 +571,26 @@ static bool control_in_pending(const struct sql_source *ss, char *err, size_t er
 		char *path = xasprintf("%s/%s", ss->cfg->sql_dir, f->file);
 		size_t len = 0;
 		char *sql = file_read(path, SQLR_MAX_BYTES, &len);
+		char sum[65] = "";
+		if (sql) /* the text looked at must be the one planned, and so the one applied */
+			sqlr_sha256_hex(&h, sql, len, sum);
+		bool changed = sql && strcmp(sum, f->checksum) != 0;
 		long line = 0;
-		const char *control = sql ? sqlr_transaction_control(sql, &line) : NULL;
-		if (control)
+		const char *control = sql && !changed ? sqlr_transaction_control(sql, &line) : NULL;
+		if (changed)
+			set_err(err, errlen, "%s changed while it was being checked (SHA-256 %s, now %s); "
+				"nothing was applied: start again once the files stay put", path, f->checksum,
+				sum);
+		else if (control)
 			set_err(err, errlen, "%s:%ld: %s controls the transaction from inside the file; "
 				"remove it (each file already runs in one transaction of its own, committed "
 				"with its record), or mark the file '%s' to run it outside one; nothing "
 				"was applied", path, line, control, DIRECTIVE);
-		found = control != NULL;
+		found = control != NULL || changed;
 		free(sql);
 		free(path);
 	}
+	sqlr_hash_free(&h);
 	return found;
 }
 

@@ -29,8 +29,10 @@ ssize_t file_read_full(int fd, void *buf, size_t n) MTR_MUST_CHECK;
  * regular: the text goes into *buf (*cap bytes, NUL-terminated; grown when too small, kept for
  * the next file, the caller frees it at the end), in three system calls: open, read, close.
  * The listing stands in for fstat, and a short read is the end (as in file_read_at). A file
- * that has since become something else is still refused without a blocking read (O_NONBLOCK;
- * an empty read is checked with fstat): errno ENOTSUP. True with *len, or false with errno. */
+ * that has since become something else never blocks the read (O_NONBLOCK): with nothing to
+ * read it is refused (an empty read is checked with fstat: errno ENOTSUP); a FIFO swapped in
+ * with data already in it is read as that data, as a file with that text would be (whoever
+ * can swap files in the directory can write one). True with *len, or false with errno. */
 bool file_read_listed(int dirfd, const char *path, size_t max, char **buf, size_t *cap, size_t *len) MTR_MUST_CHECK;
 
 /* strerror(err), with words of our own for file_read's ENOTSUP and EFBIG, and for ELOOP (the
