@@ -81,12 +81,17 @@ enum try_result { TRY_OURS, TRY_TAKEN, TRY_FAILED, TRY_STOPPED };
 static enum try_result try_on(struct lock *l, PGconn *conn, int stop_fd, struct lock_waiting *w,
 			      struct pg_error *err)
 {
-	char sql[200], got[32];
+	char sql[320], got[32];
+	do
+		l->run_key = (int64_t)random_u64();
+	while (l->run_key == l->key);
+	/* run_key only once key is ours (CASE evaluates THEN only then), in the same transaction */
 	snprintf(sql, sizeof sql,
 		 "BEGIN; SET LOCAL idle_in_transaction_session_timeout = 0; "
-		 "SELECT pg_catalog.pg_try_advisory_xact_lock(%" PRId64 ")::text || ' ' || "
-		 "pg_catalog.pg_backend_pid()",
-		 l->key);
+		 "SELECT CASE WHEN pg_catalog.pg_try_advisory_xact_lock(%" PRId64 ") "
+		 "THEN pg_catalog.pg_try_advisory_xact_lock(%" PRId64 ")::text ELSE 'false' END "
+		 "|| ' ' || pg_catalog.pg_backend_pid()",
+		 l->key, l->run_key);
 	if (!pg_query_value(conn, sql, PG_QUERY_MS, stop_fd, got, sizeof got, err))
 		return err->interrupted ? TRY_STOPPED : TRY_FAILED;
 	if (strncmp(got, "true ", 5) == 0) {
@@ -368,14 +373,11 @@ char *lock_fence_sql(const struct lock *l)
 {
 	if (!l || !l->conn || l->backend_pid <= 0)
 		return NULL;
+	/* Granted shared only when no session holds run_key: the lock's transaction has ended. */
 	return xasprintf(
-		"DO $mtr_fence$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_locks "
-		"WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = %ld "
-		"AND classid::bigint = (%" PRId64 "::bigint >> 32) & 4294967295 "
-		"AND objid::bigint = %" PRId64 "::bigint & 4294967295 "
-		"AND database = (SELECT oid FROM pg_catalog.pg_database "
-		"WHERE datname = pg_catalog.current_database())) THEN RAISE EXCEPTION "
+		"DO $mtr_fence$ BEGIN IF pg_catalog.pg_try_advisory_xact_lock_shared(%" PRId64 ") "
+		"THEN RAISE EXCEPTION "
 		"'the migration lock is no longer held by this run (its session, pid %ld, ended)' "
 		"USING ERRCODE = '" LOCK_FENCE_STATE "'; END IF; END $mtr_fence$",
-		l->backend_pid, l->key, l->key, l->backend_pid);
+		l->run_key, l->backend_pid);
 }

@@ -25,6 +25,8 @@ struct lock {
 	PGconn *conn;   /* the dedicated connection, its transaction open while held; owned */
 	int64_t key;
 	long backend_pid; /* the server session that holds it */
+	int64_t run_key; /* a random key held beside key in the same transaction, by nothing
+			  * else: the fence's probe (lock_fence_sql) */
 	char lost[512]; /* why the lock was lost, once lock_held() saw it */
 };
 
@@ -83,7 +85,9 @@ int lock_watch_fd(const struct lock *l, int stop_fd);
 bool lock_release(struct lock *l);
 
 /* A statement that fails (SQLSTATE LOCK_FENCE_STATE) unless the lock is still held by its
- * session, for a migration's transaction to run just before its COMMIT. The lock alone cannot
+ * session, for a migration's transaction to run just before its COMMIT. It probes run_key
+ * (one lookup in the server's lock table, whatever the number of locks held there): only the
+ * lock's transaction holds that key, and it holds key until it ends. The lock alone cannot
  * cover the migration connection: if the tool dies, its lock ends at once, while the server
  * may still be running (and would commit) what the tool sent before it died; the fence makes
  * that transaction roll back instead. Caller frees; NULL when no lock is held. */

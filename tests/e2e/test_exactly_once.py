@@ -226,9 +226,10 @@ def test_session_pool_of_five_is_not_starved_by_waiting_replicas(pg, bouncers, d
 # ---- the lock is watched -----------------------------------------------------------------------
 
 def terminate_lock_holder(pg, db):
-    return pg.psql(db, "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l "
-                       f"JOIN pg_database d ON d.oid = l.database WHERE d.datname = '{db}' "
-                       "AND l.locktype = 'advisory' AND l.granted")
+    # The lock's session holds two advisory keys (the lock, and the fence's key for this run).
+    return pg.psql(db, "SELECT count(pg_terminate_backend(pid)) FROM (SELECT DISTINCT l.pid "
+                       "FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                       f"WHERE d.datname = '{db}' AND l.locktype = 'advisory' AND l.granted) h")
 
 
 def pids_alive(files):
