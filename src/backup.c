@@ -114,46 +114,82 @@ static void free_env(char **env)
 	free(env);
 }
 
-/* Runs argv to completion with its output kept in *out (for error messages). */
-/* out (the line collector) is also what tick receives: struct progress begins with it. */
-static bool run_tool(char *const *argv, char **env, const struct sigstate *sigs, int out_fd,
-		     void (*tick)(void *), struct proc_result *r, struct strbuf *out)
-{
-	struct proc_spec spec = {.argv = argv, .envp = env, .sigs = sigs, .stop_grace_ms = 5000};
-	if (out_fd >= 0) {
-		spec.stdout_to_fd = true;
-		spec.stdout_fd = out_fd;
-	}
-	if (tick) {
-		spec.on_tick = tick;
-		spec.tick_ms = 5000;
-	}
-	return proc_run(&spec, keep_line, out, r);
-}
-
+/* How pg_dump is getting on: the bytes its dump has so far, read by the progress ticks and by
+ * the stall watch. */
 struct progress {
 	struct strbuf lines; /* first, so that the line callback and the tick share one ctx */
 	int fd;                             /* the file pg_dump writes, or -1 */
 	const struct backup_stream *stream; /* else the stream that counts the bytes */
 	int64_t start;
+	int64_t stall_ms;   /* 0: no stall watch */
+	long long seen;     /* the size when the watch last saw it grow */
+	int64_t grew_at;
+	bool stalled;       /* the watch ended pg_dump */
 };
+
+/* The dump's size so far; false when there is nothing to ask. */
+static bool dumped_bytes(const struct progress *p, long long *bytes)
+{
+	struct stat st;
+	if (p->fd >= 0 && fstat(p->fd, &st) == 0)
+		*bytes = (long long)st.st_size;
+	else if (p->stream)
+		*bytes = backup_stream_bytes(p->stream);
+	else
+		return false;
+	return true;
+}
+
+/* The stall watch: false (pg_dump's group is killed) once the dump has not grown for
+ * stall_ms. A server that stopped answering leaves pg_dump waiting with no deadline of its
+ * own (it has no keepalives, and a frozen peer answers them anyway). */
+static bool not_stalled(void *ctx)
+{
+	struct progress *p = ctx;
+	long long bytes = 0;
+	int64_t now = now_ms();
+	if (!dumped_bytes(p, &bytes) || bytes != p->seen) {
+		p->seen = bytes;
+		p->grew_at = now;
+		return true;
+	}
+	p->stalled = now - p->grew_at >= p->stall_ms;
+	return !p->stalled;
+}
 
 static void on_tick(void *ctx)
 {
 	struct progress *p = ctx;
-	struct stat st;
 	long long bytes;
-	if (p->fd >= 0 && fstat(p->fd, &st) == 0)
-		bytes = (long long)st.st_size;
-	else if (p->stream)
-		bytes = backup_stream_bytes(p->stream);
-	else
+	if (!dumped_bytes(p, &bytes))
 		return;
 	int64_t ms = now_ms() - p->start;
 	log_event(LOG_INFO, "backup.progress",
 		  LOG_FIELDS(LF_I("bytes", bytes), LF_I("elapsed_ms", ms),
 			     LF_I("bytes_per_s", ms > 0 ? bytes * 1000 / ms : 0)),
 		  "backing up: %lld bytes so far", bytes);
+}
+
+/* Runs argv to completion with its output kept in *out (for error messages). With prog (whose
+ * first member is out), backup.progress every 5 s and, with prog->stall_ms, the stall watch. */
+static bool run_tool(char *const *argv, char **env, const struct sigstate *sigs, int out_fd,
+		     struct progress *prog, struct proc_result *r, struct strbuf *out)
+{
+	struct proc_spec spec = {.argv = argv, .envp = env, .sigs = sigs, .stop_grace_ms = 5000};
+	if (out_fd >= 0) {
+		spec.stdout_to_fd = true;
+		spec.stdout_fd = out_fd;
+	}
+	if (prog) {
+		spec.on_tick = on_tick;
+		spec.tick_ms = 5000;
+	}
+	if (prog && prog->stall_ms > 0) {
+		prog->grew_at = now_ms();
+		spec.watch = not_stalled;
+		spec.watch_ms = prog->stall_ms < 4000 ? (prog->stall_ms + 3) / 4 : 1000;
+	}
+	return proc_run(&spec, keep_line, out, r);
 }
 
 struct file_reader {
@@ -459,10 +495,16 @@ static bool upload_pause(struct job *j, const char *err, const char *next)
 	return sig ? stopped_by(j->r, sig) : true;
 }
 
+/* pg_dump into out_fd. A table lock it cannot get within half the stall timeout fails it with
+ * its own words, naming the table, before the stall watch would end it for its silence. */
 static void run_pg_dump(struct job *j, struct dump *d, int out_fd)
 {
-	char *argv[] = {(char *)j->o->pg_dump, "--format=custom", "--no-password", NULL};
-	d->ran = run_tool(argv, j->env, j->sigs, out_fd, on_tick, &d->pr, &d->prog.lines);
+	char lock_wait[48];
+	snprintf(lock_wait, sizeof lock_wait, "--lock-wait-timeout=%lld", (long long)(j->o->stall_ms / 2));
+	char *argv[] = {(char *)j->o->pg_dump, "--format=custom", "--no-password",
+			j->o->stall_ms > 1 ? lock_wait : NULL, NULL};
+	d->prog.stall_ms = j->o->stall_ms;
+	d->ran = run_tool(argv, j->env, j->sigs, out_fd, &d->prog, &d->pr, &d->prog.lines);
 	d->dumped = d->ran && !d->pr.stop_signal && d->pr.outcome == PROC_EXITED && d->pr.exit_code == 0;
 	d->good = d->dumped;
 }
@@ -526,7 +568,8 @@ static struct backup_verify *verify_start(struct job *j)
 static void verify_end(struct job *j, struct dump *d, struct backup_verify *v)
 {
 	struct backup_verify_result vr;
-	if (backup_verify_finish(v, d->good, j->stop_fd, &vr) && !d->pr.stop_signal)
+	if (backup_verify_finish(v, d->good, j->o->stall_ms > 0 ? j->o->stall_ms : -1, j->stop_fd, &vr) &&
+	    !d->pr.stop_signal)
 		d->pr.stop_signal = signals_stop_read(j->stop_fd);
 	j->r->verify_ms = vr.wait_ms;
 	if (vr.verdict == VERIFY_GOOD)
@@ -568,7 +611,7 @@ static bool dump_streamed(struct job *j, struct dump *d)
 						      err, sizeof err);
 	if (!s) {
 		struct backup_verify_result ignored;
-		if (backup_verify_finish(v, false, -1, &ignored)) {
+		if (backup_verify_finish(v, false, -1, -1, &ignored)) {
 			/* no stop descriptor: cannot say it was stopped */
 		}
 		return failed(j->r, "%s", err);
@@ -615,6 +658,13 @@ static enum attempt judge(struct job *j, const struct dump *d)
 		else
 			failed(r, "the upload failed after %u attempt%s: %s%s", r->upload_attempts,
 			       r->upload_attempts == 1 ? "" : "s", h->err, wants_length_first(h) ? LENGTH_HINT : "");
+	} else if (d->prog.stalled) {
+		r->stalled = true;
+		failed(r, "pg_dump's dump did not grow for %lldms (%lld bytes written): the server stopped "
+		       "answering it (a network partition, a frozen server), or what it writes to stopped "
+		       "taking its output, so it was ended; nothing was migrated (raise "
+		       "--backup-stall-timeout if pg_dump can rightly be silent that long)",
+		       (long long)j->o->stall_ms, d->prog.seen);
 	} else if (!d->dumped) {
 		failed(r, "pg_dump failed (%s %d): %s", d->pr.outcome == PROC_EXITED ? "exit status" : "signal",
 		       d->pr.outcome == PROC_EXITED ? d->pr.exit_code : d->pr.term_signal,

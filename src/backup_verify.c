@@ -244,16 +244,24 @@ void backup_verify_abandon(struct backup_verify *v)
 	raise_fd(v->cancel);
 }
 
-/* Waits until pg_restore was reaped; a stop signal first abandons it (true). */
-static bool wait_ended(struct backup_verify *v, int stop_fd)
+/* Waits until pg_restore was reaped; a stop signal first abandons it (true), and so does the
+ * deadline (< 0: none; *late then). */
+static bool wait_ended(struct backup_verify *v, int64_t deadline, int stop_fd, bool *late)
 {
 	bool stopped = false;
+	*late = false;
 	for (;;) {
 		struct pollfd fds[2] = {{v->ended, POLLIN, 0}, {stopped ? -1 : stop_fd, POLLIN, 0}};
-		if (poll(fds, 2, -1) < 0 && errno != EINTR)
+		int left = *late ? -1 : poll_ms_until(deadline);
+		int n = poll(fds, 2, left);
+		if (n < 0 && errno != EINTR)
 			return stopped; /* cannot happen with valid descriptors */
 		if (fds[0].revents)
 			return stopped;
+		if (n == 0 && !*late) { /* pg_restore's group is killed: ended soon */
+			raise_fd(v->cancel);
+			*late = true;
+		}
 		if (fds[1].revents) {
 			raise_fd(v->cancel);
 			stopped = true;
@@ -282,7 +290,7 @@ static void verdict(const struct backup_verify *v, bool complete, struct backup_
 		res->verdict = VERIFY_GOOD;
 }
 
-bool backup_verify_finish(struct backup_verify *v, bool complete, int stop_fd,
+bool backup_verify_finish(struct backup_verify *v, bool complete, int64_t timeout_ms, int stop_fd,
 			  struct backup_verify_result *res)
 {
 	memset(res, 0, sizeof *res);
@@ -292,11 +300,17 @@ bool backup_verify_finish(struct backup_verify *v, bool complete, int stop_fd,
 		close(v->pipe_w); /* the caller's writes are over: the end of the dump */
 		v->pipe_w = -1;
 	}
-	bool stopped = wait_ended(v, stop_fd);
+	bool late;
+	bool stopped = wait_ended(v, timeout_ms < 0 ? -1 : start + timeout_ms, stop_fd, &late);
 	pthread_join(v->runner, NULL);
 	if (v->feeding)
 		pthread_join(v->feeder, NULL);
-	verdict(v, complete && !stopped, res);
+	verdict(v, complete && !stopped && !late, res);
+	if (late && !stopped && complete) {
+		res->verdict = VERIFY_BAD;
+		snprintf(res->err, sizeof res->err, "it had not read the dump to its end %lldms after "
+			 "pg_dump ended, and was ended", (long long)timeout_ms);
+	}
 	res->wait_ms = now_ms() - start;
 	sb_free(&v->lines);
 	close_fds(v);

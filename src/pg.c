@@ -417,22 +417,13 @@ static void cancel_query(PGconn *conn, int64_t wait_ms)
 /* The cancel sent when our own deadline passed: as long as it may take to be sent. */
 #define PG_CANCEL_MS 1000
 
-/* Milliseconds to a deadline for poll(): -1 for none (deadline < 0), 0 once it passed. */
-static int64_t time_left(int64_t deadline)
-{
-	if (deadline < 0)
-		return -1;
-	int64_t left = deadline - now_ms();
-	return left > 0 ? (left < INT32_MAX ? left : INT32_MAX) : 0;
-}
-
 /* Waits until conn has a whole result, the deadline passes (-1: none) or stop_fd turns
  * readable; the first stop sends a cancel and then waits PG_STOP_GRACE_MS more. True when a
  * result can be read without blocking; false with err when the connection was given up on. */
 static bool wait_result(PGconn *conn, int64_t deadline, int stop_fd, struct pg_error *err)
 {
 	while (PQisBusy(conn)) {
-		int64_t left = time_left(deadline);
+		int64_t left = poll_ms_until(deadline);
 		struct pollfd fds[2] = {{PQsocket(conn), POLLIN, 0}, {stop_fd, POLLIN, 0}};
 		bool watch_stop = stop_fd >= 0 && !err->interrupted;
 		int n = left != 0 ? poll(fds, watch_stop ? 2 : 1, (int)left) : 0;
@@ -466,7 +457,7 @@ static bool flush_query(PGconn *conn, int64_t deadline, int stop_fd, struct pg_e
 {
 	int f;
 	while ((f = PQflush(conn)) == 1) {
-		int64_t left = time_left(deadline);
+		int64_t left = poll_ms_until(deadline);
 		struct pollfd fds[2] = {{PQsocket(conn), POLLIN | POLLOUT, 0}, {stop_fd, POLLIN, 0}};
 		int n = left != 0 ? poll(fds, stop_fd >= 0 ? 2 : 1, (int)left) : 0;
 		if (n < 0 && errno == EINTR)

@@ -226,7 +226,8 @@ static int take_backup(const struct config *cfg, PGconn *conn, const struct plan
 	const char *dir = cfg->backup_dir ? cfg->backup_dir : backup_default_dir();
 	if (strcmp(dir, BACKUP_DIR_NONE) == 0)
 		dir = NULL;
-	struct backup_opts bo = {dir, cfg->backup_keep, "pg_dump", "pg_restore", cfg->backup_upload_url};
+	struct backup_opts bo = {dir, cfg->backup_keep, "pg_dump", "pg_restore", cfg->backup_upload_url,
+				 cfg->backup_stall_ms};
 	struct backup_result br;
 	int code = backup_run(&bo, conn, info->from, info->to, sigs, &br);
 	if (code >= MTR_EXIT_SIGNAL_BASE) {
@@ -246,8 +247,11 @@ static int take_backup(const struct config *cfg, PGconn *conn, const struct plan
 	}
 	if (br.path[0]) /* verified and kept, though the upload failed */
 		snprintf(path, pathlen, "%s", br.path);
-	else if (dump_lost_its_connection(br.err) || server_went_away(conn, start_time))
-		return -1; /* a restart or a failover, not a backup problem: retried from the wait */
+	else if (br.stalled || dump_lost_its_connection(br.err) || server_went_away(conn, start_time)) {
+		/* a restart, a failover or a silent server, not a backup problem: retried from the wait */
+		snprintf(f->error, sizeof f->error, "%.1000s", br.stalled ? br.err : "");
+		return -1;
+	}
 	if (cfg->backup_mode == BACKUP_OPTIONAL) {
 		log_event(LOG_WARN, "backup.failed",
 			  LOG_FIELDS(LF_S("error", br.err), LF_B("required", false)),
@@ -487,7 +491,9 @@ static enum outcome phase_backup(struct attempt *a)
 			      BACKUP_PATH_MAX, a->f);
 	a->rep->backup_ms += now_ms() - backup_start;
 	if (a->code < 0) {
-		snprintf(a->lost, sizeof a->lost, "the database went away during the backup");
+		snprintf(a->lost, sizeof a->lost, "%.590s",
+			 a->f->error[0] ? a->f->error : "the database went away during the backup");
+		a->f->error[0] = '\0';
 		return OUT_LOST;
 	}
 	if (a->code)

@@ -88,6 +88,14 @@ int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int poll_ms_until(int64_t deadline)
+{
+	if (deadline < 0)
+		return -1;
+	int64_t left = deadline - now_ms();
+	return left > 0 ? (int)(left < INT32_MAX ? left : INT32_MAX) : 0;
+}
+
 void set_err(char *err, size_t len, const char *fmt, ...)
 {
 	if (!err || len == 0)

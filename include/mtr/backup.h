@@ -13,6 +13,9 @@ struct backup_opts {
 	const char *pg_dump;    /* looked up on PATH */
 	const char *pg_restore;
 	const char *upload_url; /* also PUT the dump here (NULL: no upload) */
+	int64_t stall_ms;       /* pg_dump ended when its dump has not grown for this long, and
+				 * pg_restore's verdict given up this long after the dump ended;
+				 * pg_dump's --lock-wait-timeout is half of it (0: none of these) */
 };
 
 struct backup_result {
@@ -26,6 +29,7 @@ struct backup_result {
 	char uploaded[1024]; /* where the upload went (http_url_public), "" if none */
 	unsigned upload_attempts;
 	bool streamed;      /* the upload ran while pg_dump wrote */
+	bool stalled;       /* pg_dump was ended: its dump had not grown for stall_ms */
 };
 
 /* The default --backup-dir: /var/backups/migrate-then-run as root, or when it is there and

@@ -43,10 +43,11 @@ int backup_verify_input(const struct backup_verify *v);
 void backup_verify_abandon(struct backup_verify *v);
 
 /* The dump's writer is done: complete (all of the dump is written) lets pg_restore read it to
- * its end and waits for its verdict; else pg_restore is killed, and the verdict is ABANDONED
+ * its end and waits for its verdict, at most timeout_ms (< 0: no limit; then pg_restore is
+ * killed and the verdict is BAD); else pg_restore is killed, and the verdict is ABANDONED
  * unless it had already failed on its own. A stop signal (left pending on stop_fd) abandons
  * it too: true if that happened. Frees v; *res says what became of it. */
-bool backup_verify_finish(struct backup_verify *v, bool complete, int stop_fd,
+bool backup_verify_finish(struct backup_verify *v, bool complete, int64_t timeout_ms, int stop_fd,
 			  struct backup_verify_result *res) MTR_MUST_CHECK;
 
 #endif

@@ -58,6 +58,7 @@ struct config {
 	char *backup_dir;
 	bool backup_defaulted_off;  /* off only because no pg_dump was found */
 	long backup_keep;
+	int64_t backup_stall_ms;
 	char *backup_upload_url;    /* PUT the dump here as well (secret: may be presigned) */
 	struct strlist wait_http;   /* --wait-http: URLs that must answer 2xx */
 	struct strlist notify_url;  /* --notify-url: webhooks */

@@ -24,6 +24,9 @@ uint64_t fnv1a(const void *data, size_t len, uint64_t h);
 
 /* Milliseconds on the monotonic clock. */
 int64_t now_ms(void);
+/* Milliseconds to a deadline (now_ms() time) for poll(): -1 for none (deadline < 0), 0 once it
+ * passed. */
+int poll_ms_until(int64_t deadline);
 /* Milliseconds since the epoch (the real-time clock). */
 int64_t wall_ms(void);
 

@@ -8,9 +8,11 @@ import stat
 import subprocess
 import time
 
+import psycopg2
 import pytest
 
 from conftest import PASSWORD, PROMPT, clean_env, run, scratch_dir, start, wait_for_event, wait_until
+from netfault import Proxy
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -254,3 +256,80 @@ def test_non_root_without_a_writable_backup_dir_says_to_mount_one(pg, db, tmp_pa
     assert r.code == 0, r
     assert len(backups(volume / "backups")) == 1
     shutil.rmtree(tmp_path)
+
+
+# ---- a pg_dump or a pg_restore that stops getting on ------------------------------------------
+
+def partial_files(bdir):
+    return [p.name for p in bdir.iterdir() if ".partial." in p.name] if bdir.exists() else []
+
+
+def test_a_server_silent_under_pg_dump_ends_it_and_nothing_is_migrated(pg, db, tmp_path):
+    """The server stops answering pg_dump in the middle of its data (a partition, a frozen
+    server: every connection stays open, nothing moves). pg_dump would wait for ever; the dump
+    stops growing, so after --backup-stall-timeout it is ended and the run goes back to the wait
+    (here with no retries left: 75), naming the stall."""
+    pg.psql(db, "CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 50000) g")
+    mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE never_applied (x int);\n"})
+    bdir = tmp_path / "backups"
+    proxy = Proxy(pg.port, silent_on=b"COPY public.big")
+    try:
+        url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{proxy.port}/{db}"
+        env = clean_env(DATABASE_URL=url, MTR_BACKUP=None)
+        p = start(["--sql-dir", str(mig), "--backup-dir", str(bdir), "--backup-stall-timeout", "2s",
+                   "--retries", "0", "--baseline", "0", "--migrate-only"], env=env)
+        assert proxy.silenced.wait(30), p.finish()  # pg_dump asked for the data: no answer comes
+        r = p.finish(timeout=60)
+    finally:
+        proxy.close()
+    assert r.code == 75, r
+    failed = r.named("migrate.failed")
+    assert failed and "did not grow for 2000ms" in failed[-1]["msg"], r
+    assert not r.named("backup.done") and not r.named("backup.failed"), r
+    assert backups(bdir) == [] and partial_files(bdir) == [], list(bdir.iterdir())
+    assert pg.psql(db, "SELECT to_regclass('never_applied') IS NULL") == "t"
+    assert pg.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                       "'migrate-then-run/backup' AND state <> 'idle'") in ("0", "1")
+
+
+def test_a_table_lock_that_pg_dump_cannot_get_fails_it_naming_the_table(pg, db, tmp_path):
+    """Another session holds an ACCESS EXCLUSIVE lock: pg_dump gives up after half the stall
+    timeout (--lock-wait-timeout) with its own words, and nothing is migrated."""
+    pg.psql(db, "CREATE TABLE held (x int)")
+    blocker = psycopg2.connect(pg.url(db))
+    try:
+        blocker.cursor().execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
+        mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE never_applied (x int);\n"})
+        bdir = tmp_path / "backups"
+        t0 = time.monotonic()
+        r = go(pg, db, mig, bdir, "--backup-stall-timeout", "4s", "--baseline", "0")
+        took = time.monotonic() - t0
+    finally:
+        blocker.close()
+    assert r.code == 73, r
+    err = r.named("backup.failed")[0]["error"]
+    assert "pg_dump failed" in err and "held" in err, err
+    assert took < 30, took
+    assert backups(bdir) == [] and partial_files(bdir) == []
+    assert pg.psql(db, "SELECT to_regclass('never_applied') IS NULL") == "t"
+
+
+def test_a_pg_restore_that_stops_reading_is_given_up_after_the_stall_timeout(pg, db, tmp_path):
+    """pg_restore, verifying the dump, reads nothing and never ends: once pg_dump is done, its
+    verdict is awaited for --backup-stall-timeout, then it is ended and the backup fails."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_restore").write_text("#!/bin/sh\nexec sleep 60\n")
+    (fake / "pg_restore").chmod(0o755)
+    mig = write(tmp_path / "m", {"1_a.sql": "CREATE TABLE never_applied (x int);\n"})
+    bdir = tmp_path / "backups"
+    t0 = time.monotonic()
+    r = go(pg, db, mig, bdir, "--backup-stall-timeout", "2s",
+           env_extra={"PATH": f"{fake}:{os.environ['PATH']}"})
+    took = time.monotonic() - t0
+    assert r.code == 73, r
+    err = r.named("backup.failed")[0]["error"]
+    assert "had not read the dump to its end 2000ms after pg_dump ended" in err, err
+    assert took < 30, took
+    assert backups(bdir) == [] and partial_files(bdir) == []
+    assert pg.psql(db, "SELECT to_regclass('never_applied') IS NULL") == "t"
