@@ -66,14 +66,8 @@ int backup_parse_version(const char *text)
 
 static void keep_line(void *ctx, const char *stream, const char *line)
 {
-	struct strbuf *b = ctx;
 	(void)stream;
-	if (b->len >= LINES_MAX)
-		return;
-	if (b->len)
-		sb_adds(b, " | ");
-	sb_adds(b, line);
-	sb_truncate(b, LINES_MAX);
+	proc_keep_line(ctx, LINES_MAX, line);
 }
 
 /* The kept output, or `none` when the tool said nothing. */

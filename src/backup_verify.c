@@ -57,14 +57,8 @@ static void raise_fd(int fd)
 
 static void keep_line(void *ctx, const char *stream, const char *line)
 {
-	struct strbuf *b = ctx;
 	(void)stream;
-	if (b->len >= LINES_MAX)
-		return;
-	if (b->len)
-		sb_adds(b, " | ");
-	sb_adds(b, line);
-	sb_truncate(b, b->len < LINES_MAX ? b->len : LINES_MAX);
+	proc_keep_line(ctx, LINES_MAX, line);
 }
 
 static void *run_main(void *arg)

@@ -79,6 +79,16 @@ static bool read_stream(struct stream *s, proc_line_fn on_line, void *ctx)
 	return true;
 }
 
+void proc_keep_line(struct strbuf *b, size_t max, const char *line)
+{
+	if (b->len >= max)
+		return;
+	if (b->len)
+		sb_adds(b, " | ");
+	sb_adds(b, line);
+	sb_truncate(b, b->len < max ? b->len : max);
+}
+
 int proc_execvpe(const char *file, char *const *argv, char *const *envp)
 {
 	if (!*file) {

@@ -3,6 +3,7 @@
 #define MTR_PROC_H
 
 #include "mtr/signals.h"
+#include "mtr/strbuf.h"
 #include "mtr/util.h"
 
 #include <stdbool.h>
@@ -29,6 +30,10 @@ struct proc_spec {
 	bool beside;
 	int stdin_fd, cancel_fd;
 };
+
+/* Adds a line of a tool's output to b, kept for error messages: lines joined by " | ", b held
+ * to at most max bytes (a chatty tool cannot grow it without bound). */
+void proc_keep_line(struct strbuf *b, size_t max, const char *line);
 
 /* Called for each line (without the newline) the child writes; stream is "stdout"/"stderr". */
 typedef void (*proc_line_fn)(void *ctx, const char *stream, const char *line);
