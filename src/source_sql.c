@@ -854,19 +854,19 @@ static void bookkeeping_failed(PGconn *conn, const struct sql_source *ss, const 
 	snprintf(out->sqlstate, sizeof out->sqlstate, "%s", ss->bookkeeping_state);
 }
 
-/* Before each file, and when a file was interrupted: is the migration lock still ours? A file
- * stopped because the lock's connection spoke (it is being ended) is MIGRATE_LOCK_LOST, or
- * MIGRATE_LOST when our own connection went too (the server restarted). */
-static bool lock_still_held(PGconn *conn, const struct source_ctx *ctx, struct migrate_outcome *out)
+/* What sql_migrate's steps need besides the step's number. */
+struct sql_run {
+	const struct sql_source *ss;
+	const char *by;
+	const struct source_ctx *ctx;
+};
+
+static bool apply_pending_file(void *self, PGconn *conn, size_t i, const struct sqlr_opts *o,
+			       struct migrate_outcome *out)
 {
-	if (!ctx->lock || lock_held(ctx->lock, false))
-		return true;
-	bool server_gone = PQstatus(conn) != CONNECTION_OK;
-	out->result = server_gone ? MIGRATE_LOST : MIGRATE_LOCK_LOST;
-	snprintf(out->how, sizeof out->how, "%s%.400s",
-		 server_gone ? "the database connection was lost with the migration lock: " : "",
-		 ctx->lock->lost);
-	return false;
+	const struct sql_run *run = self;
+	const struct sql_source *ss = run->ss;
+	return apply_file(conn, ss, &ss->files[ss->pending[i]], run->by, run->ctx, o, out);
 }
 
 static void sql_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
@@ -876,29 +876,18 @@ static void sql_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 	memset(out, 0, sizeof *out);
 	char err[1024] = "";
 	char *by = applied_by();
-	/* A statement in progress is cancelled by a stop signal, and by the lock being lost. */
-	int sig_fd = signals_stop_fd(), watch_fd = lock_watch_fd(ctx->lock, sig_fd);
-	struct sqlr_opts o = {ctx->cfg->migration_lock_timeout_ms, ctx->cfg->statement_timeout_ms,
-			      ctx->cfg->retries, ctx->sigs, watch_fd >= 0 ? watch_fd : sig_fd,
-			      ctx->progress};
 	int64_t start = now_ms();
 	bool ok = write_bookkeeping(conn, ss, by, err, sizeof err);
 	if (!ok)
 		bookkeeping_failed(conn, ss, err, out);
-	for (size_t i = 0; ok && i < ss->npending; i++)
-		ok = lock_still_held(conn, ctx, out) &&
-		     apply_file(conn, ss, &ss->files[ss->pending[i]], by, ctx, &o, out);
+	struct sql_run run = {ss, by, ctx};
+	ok = ok && sqlr_apply_pending(conn, ctx, ss->npending, apply_pending_file, &run, out);
 	if (ok) {
 		log_event(LOG_INFO, "migrate.done",
 			  LOG_FIELDS(LF_I("applied", ss->npending), LF_I("duration_ms", now_ms() - start)),
 			  "%zu migration%s applied", ss->npending, ss->npending == 1 ? "" : "s");
 		out->result = MIGRATE_OK;
 	}
-	if (out->result == MIGRATE_STOPPED && !out->signo && lock_still_held(conn, ctx, out))
-		out->signo = signals_stop_read(sig_fd);
-	if (watch_fd >= 0)
-		close(watch_fd);
-	signals_stop_close(sig_fd);
 	free(by);
 }
 

@@ -774,3 +774,36 @@ bool sqlr_apply(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts 
 	free(q.buf);
 	return ok;
 }
+
+/* Before each step, and when one was interrupted: is the migration lock still ours? A step
+ * stopped because the lock's connection spoke (it is being ended) is MIGRATE_LOCK_LOST, or
+ * MIGRATE_LOST when our own connection went too (the server restarted). */
+static bool lock_still_held(PGconn *conn, const struct source_ctx *ctx, struct migrate_outcome *out)
+{
+	if (!ctx->lock || lock_held(ctx->lock, false))
+		return true;
+	bool server_gone = PQstatus(conn) != CONNECTION_OK;
+	out->result = server_gone ? MIGRATE_LOST : MIGRATE_LOCK_LOST;
+	snprintf(out->how, sizeof out->how, "%s%.400s",
+		 server_gone ? "the database connection was lost with the migration lock: " : "",
+		 ctx->lock->lost);
+	return false;
+}
+
+bool sqlr_apply_pending(PGconn *conn, const struct source_ctx *ctx, size_t n, sqlr_step_fn apply,
+			void *self, struct migrate_outcome *out)
+{
+	int sig_fd = signals_stop_fd(), watch_fd = lock_watch_fd(ctx->lock, sig_fd);
+	struct sqlr_opts o = {ctx->cfg->migration_lock_timeout_ms, ctx->cfg->statement_timeout_ms,
+			      ctx->cfg->retries, ctx->sigs, watch_fd >= 0 ? watch_fd : sig_fd,
+			      ctx->progress};
+	bool ok = true;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = lock_still_held(conn, ctx, out) && apply(self, conn, i, &o, out);
+	if (out->result == MIGRATE_STOPPED && !out->signo && lock_still_held(conn, ctx, out))
+		out->signo = signals_stop_read(sig_fd);
+	if (watch_fd >= 0)
+		close(watch_fd);
+	signals_stop_close(sig_fd);
+	return ok;
+}

@@ -373,17 +373,17 @@ static bool apply_one(struct native_source *ns, PGconn *conn, const struct sourc
 	return ok;
 }
 
-/* Before each file, and when one was interrupted: is the migration lock still ours? */
-static bool lock_still_held(PGconn *conn, const struct source_ctx *ctx, struct migrate_outcome *out)
+/* What native_migrate's steps need besides the step's number. */
+struct native_run {
+	struct native_source *ns;
+	const struct source_ctx *ctx;
+};
+
+static bool apply_pending_one(void *self, PGconn *conn, size_t i, const struct sqlr_opts *o,
+			      struct migrate_outcome *out)
 {
-	if (!ctx->lock || lock_held(ctx->lock, false))
-		return true;
-	bool server_gone = PQstatus(conn) != CONNECTION_OK;
-	out->result = server_gone ? MIGRATE_LOST : MIGRATE_LOCK_LOST;
-	snprintf(out->how, sizeof out->how, "%s%.400s",
-		 server_gone ? "the database connection was lost with the migration lock: " : "",
-		 ctx->lock->lost);
-	return false;
+	const struct native_run *run = self;
+	return apply_one(run->ns, conn, run->ctx, o, &run->ns->n.migs[run->ns->pending[i]], out);
 }
 
 static void native_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
@@ -409,20 +409,8 @@ static void native_migrate(void *self, PGconn *conn, const struct source_ctx *ct
 		return;
 	}
 	int64_t start = now_ms();
-	/* A statement in progress is cancelled by a stop signal, and by the lock being lost. */
-	int sig_fd = signals_stop_fd(), watch_fd = lock_watch_fd(ctx->lock, sig_fd);
-	struct sqlr_opts o = {ctx->cfg->migration_lock_timeout_ms, ctx->cfg->statement_timeout_ms,
-			      ctx->cfg->retries, ctx->sigs, watch_fd >= 0 ? watch_fd : sig_fd, ctx->progress};
-	bool ok = true;
-	for (size_t i = 0; ok && i < ns->npending; i++)
-		ok = lock_still_held(conn, ctx, out) &&
-		     apply_one(ns, conn, ctx, &o, &n->migs[ns->pending[i]], out);
-	if (out->result == MIGRATE_STOPPED && !out->signo && lock_still_held(conn, ctx, out))
-		out->signo = signals_stop_read(sig_fd);
-	if (watch_fd >= 0)
-		close(watch_fd);
-	signals_stop_close(sig_fd);
-	if (!ok)
+	struct native_run run = {ns, ctx};
+	if (!sqlr_apply_pending(conn, ctx, ns->npending, apply_pending_one, &run, out))
 		return;
 	log_event(LOG_INFO, "migrate.done",
 		  LOG_FIELDS(LF_I("duration_ms", now_ms() - start), LF_I("applied", ns->npending)),

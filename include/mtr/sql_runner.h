@@ -109,4 +109,16 @@ struct sqlr_opts {
 bool sqlr_apply(PGconn *conn, const struct sqlr_step *s, const struct sqlr_opts *o,
 		struct migrate_outcome *out) MTR_MUST_CHECK;
 
+/* A source's step i of the pending ones, applied with o (sqlr_apply_pending). */
+typedef bool (*sqlr_step_fn)(void *self, PGconn *conn, size_t i, const struct sqlr_opts *o,
+			     struct migrate_outcome *out);
+
+/* Applies steps 0 to n-1 in order with apply, each only while the migration lock is still
+ * ours (ctx->lock, if any). A statement in progress is cancelled by a stop signal, and by the
+ * lock being lost (the lock's connection speaking). True when all were applied; false with
+ * out set: MIGRATE_LOCK_LOST, or MIGRATE_LOST when our own connection went with the lock, or
+ * what apply said. */
+bool sqlr_apply_pending(PGconn *conn, const struct source_ctx *ctx, size_t n, sqlr_step_fn apply,
+			void *self, struct migrate_outcome *out);
+
 #endif
