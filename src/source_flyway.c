@@ -241,15 +241,7 @@ static bool flyway_ensure(struct native *n, PGconn *conn, struct pg_error *err)
 		"ALTER TABLE %s ADD CONSTRAINT \"%s_pk\" PRIMARY KEY (\"installed_rank\");\n"
 		"CREATE INDEX \"%s_s_idx\" ON %s (\"success\"); COMMIT",
 		n->table, n->table, name, name, n->table);
-	bool ok = pg_command(conn, sql, 0, NULL, PG_QUERY_MS, -1, err);
-	struct pg_error ignored;
-	if (!ok && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE &&
-	    !pg_command(conn, "ROLLBACK", 0, NULL, PG_QUERY_MS, -1, &ignored)) {
-		/* the failure is reported either way */
-	}
-	free(sql);
-	n->table_exists = ok;
-	return ok;
+	return native_create_table(n, conn, sql, err);
 }
 
 /* doAddAppliedMigration: the next installed_rank, type SQL, the checksum, current_user. In a

@@ -147,15 +147,7 @@ static bool goose_ensure(struct native *n, PGconn *conn, struct pg_error *err)
 			      "\t\ttstamp timestamp NOT NULL DEFAULT now()\n"
 			      "\t); INSERT INTO %s (version_id, is_applied) VALUES (0, true); COMMIT",
 			      n->table, n->table);
-	bool ok = pg_command(conn, sql, 0, NULL, PG_QUERY_MS, -1, err);
-	struct pg_error ignored;
-	if (!ok && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE &&
-	    !pg_command(conn, "ROLLBACK", 0, NULL, PG_QUERY_MS, -1, &ignored)) {
-		/* the failure is reported either way */
-	}
-	free(sql);
-	n->table_exists = ok;
-	return ok;
+	return native_create_table(n, conn, sql, err);
 }
 
 /* InsertVersion (version, true): in the migration's transaction, or after it ran. */

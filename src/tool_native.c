@@ -44,6 +44,19 @@ void native_add_row(struct native *n, const char *version, const char *checksum)
 						  checksum ? xstrdup(checksum) : NULL};
 }
 
+bool native_create_table(struct native *n, PGconn *conn, char *sql, struct pg_error *err)
+{
+	bool ok = pg_command(conn, sql, 0, NULL, PG_QUERY_MS, -1, err);
+	struct pg_error ignored;
+	if (!ok && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE &&
+	    !pg_command(conn, "ROLLBACK", 0, NULL, PG_QUERY_MS, -1, &ignored)) {
+		/* the failure is reported either way */
+	}
+	free(sql);
+	n->table_exists = ok;
+	return ok;
+}
+
 void native_match_rows(struct native *n, struct problems *pr, const char *fix_missing,
 		       const char *fix_checksum)
 {

@@ -94,6 +94,10 @@ void native_match_rows(struct native *n, struct problems *pr, const char *fix_mi
 bool native_resolve_table(struct native *n, PGconn *conn, const char *table, char *err,
 			  size_t errlen) MTR_MUST_CHECK;
 
+/* Creates the tool's history table with sql (one transaction, as the tool writes it; a failed
+ * one is rolled back); n->table_exists says whether it is there now. Takes sql (frees it). */
+bool native_create_table(struct native *n, PGconn *conn, char *sql, struct pg_error *err);
+
 /* Runs sql (a query whose rows the caller reads) on conn; NULL with err. Caller PQclears. */
 PGresult *native_query(PGconn *conn, const char *sql, char *err, size_t errlen) MTR_MUST_CHECK;
 
