@@ -61,7 +61,8 @@ char **source_cmd_env(const char *url, const char *pgpassword, const char *appna
 	size_t o = 0;
 	for (size_t i = 0; i < n; i++) {
 		if ((url && env_is(environ[i], "DATABASE_URL")) ||
-		    (pgpassword && env_is(environ[i], "PGPASSWORD")))
+		    (pgpassword && env_is(environ[i], "PGPASSWORD")) ||
+		    (appname && env_is(environ[i], "PGAPPNAME")))
 			continue;
 		env[o++] = xstrdup(environ[i]);
 	}
@@ -69,7 +70,7 @@ char **source_cmd_env(const char *url, const char *pgpassword, const char *appna
 		env[o++] = xasprintf("DATABASE_URL=%s", url);
 	if (pgpassword)
 		env[o++] = xasprintf("PGPASSWORD=%s", pgpassword);
-	if (appname && !getenv("PGAPPNAME"))
+	if (appname)
 		env[o++] = xasprintf("PGAPPNAME=%s", appname);
 	env[o] = NULL;
 	return env;
@@ -308,10 +309,18 @@ static void end_sessions(const struct pg_target *t, const char *appname)
 	PQfinish(conn);
 }
 
-/* A name no other replica uses, even when every replica is PID 1 of its own container. */
+/* A name no other replica uses, even when every replica is PID 1 of its own container: the
+ * command's sessions are found by it when they must be ended. A PGAPPNAME of the user's (which
+ * the app and every replica may share, so it cannot say which sessions are the command's) is
+ * kept as its beginning. PostgreSQL keeps 63 bytes of it. */
 static void session_name(char *buf, size_t len)
 {
-	snprintf(buf, len, "migrate-then-run/migrate/%016llx", (unsigned long long)random_u64());
+	const char *own = getenv("PGAPPNAME");
+	unsigned long long id = (unsigned long long)random_u64();
+	if (own && *own)
+		snprintf(buf, len, "%.30s/migrate/%016llx", own, id);
+	else
+		snprintf(buf, len, "migrate-then-run/migrate/%016llx", id);
 }
 
 /* The lock was lost while the command ran and its group was killed: its sessions are ended
@@ -570,9 +579,7 @@ static void cmd_migrate(void *self, PGconn *conn, const struct source_ctx *ctx,
 		  "running the migration command");
 	free(joined);
 	struct cmd_outcome out = {0}; /* run_command fills it; zero for the checkers that cannot see that */
-	/* its sessions carry the name we gave it, unless PGAPPNAME names them already */
-	const char *own = getenv("PGAPPNAME");
-	struct run r = {.out = &out, .progress = ctx->progress, .appname = own && *own ? own : appname};
+	struct run r = {.out = &out, .progress = ctx->progress, .appname = appname}; /* its sessions' name */
 	progress_watch_app(ctx->progress, r.appname, cs->joined);
 	bool started = run_command(argv ? argv : cs->argv, cfg->migrate_cwd, env, ctx->sigs,
 				   cfg->stop_timeout_ms, ctx->lock, &r);

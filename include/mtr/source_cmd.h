@@ -14,8 +14,8 @@
 bool source_cmd_argv(const struct config *cfg, char ***argv, char *err, size_t errlen) MTR_MUST_CHECK;
 
 /* Our environment plus DATABASE_URL=url, PGPASSWORD when given as PGPASSWORD_FILE, and
- * PGAPPNAME=appname unless the user set one (so that the tool's sessions can be found and
- * ended if we are stopped): a new vector the caller frees with argv_free. */
+ * PGAPPNAME=appname in place of any (so that the tool's sessions can be found and ended if we
+ * are stopped): a new vector the caller frees with argv_free. */
 char **source_cmd_env(const char *url, const char *pgpassword, const char *appname);
 
 /* What the command did (internal to the source, exposed for its parts). */

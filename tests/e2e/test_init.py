@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+import psycopg2
 import pytest
 
 from conftest import PROMPT, PYTHON, Tool, binary, clean_env, free_port, ts_ms, wait_for_event, wait_until
@@ -251,8 +252,12 @@ def test_sigterm_while_the_app_runs(url, tmp_path):
     assert "SIGTERM" in log.read_text()
 
 
-def test_sigterm_during_a_migration_rolls_it_back(pg, db, tmp_path):
+@pytest.mark.parametrize("appname", [None, "myservice"])
+def test_sigterm_during_a_migration_rolls_it_back(pg, db, tmp_path, appname):
+    """With a PGAPPNAME of the user's, which the app of every replica shares, the command's
+    sessions get a name of their own that begins with it: they are ended, the app's are not."""
     url = pg.url(db)
+    app = psycopg2.connect(url, application_name=appname) if appname else None
     marker = tmp_path / "app-started"
     script = tmp_path / "slow_migration.py"
     script.write_text(
@@ -264,9 +269,11 @@ def test_sigterm_during_a_migration_rolls_it_back(pg, db, tmp_path):
         "cur.execute('SELECT pg_sleep(60)')\n"
         "c.commit()\n")
     p = Pid1([binary(), "--migrate-cmd", f"{PYTHON} {script}", "--", "touch", str(marker)],
-             clean_env(DATABASE_URL=url))
+             clean_env(DATABASE_URL=url, PGAPPNAME=appname))
     sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
     wait_until("the migration sleeps in the server", lambda: pg.psql(db, sleeping) == "1", timeout=15)
+    name = pg.psql(db, "SELECT application_name FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'")
+    assert name.startswith(f"{appname or 'migrate-then-run'}/migrate/"), name
     t0 = time.monotonic()
     p.kill(signal.SIGTERM)
     code, _, err = p.wait()
@@ -281,6 +288,9 @@ def test_sigterm_during_a_migration_rolls_it_back(pg, db, tmp_path):
     assert [e["sessions"] for e in ev if e["event"] == "migrate.rollback"] == [1], err
     wait_until("the migration's session gone", lambda: pg.psql(db, sleeping) == "0", timeout=20)
     assert pg.psql(db, "SELECT to_regclass('public.half_applied') IS NULL") == "t"
+    if app:
+        app.cursor().execute("SELECT 1")  # the app's own session, of the same name, lives on
+        app.close()
 
 
 # grep reports its own masks, inherited unchanged (Python would set SIGPIPE and SIGXFSZ to ignored).
