@@ -41,6 +41,8 @@ env.update(PGHOST=u.hostname, PGPORT=str(u.port), PGUSER=urllib.parse.unquote(u.
            PGPASSWORD=urllib.parse.unquote(u.password), PGDATABASE=u.path.lstrip("/") or "postgres",
            MTR_LOG_LEVEL="warn")
 
+HISTORY = "SELECT h.version::text, h.name, h.checksum, h.success FROM public.mtr_schema_history h"
+
 def timed(cmd):
     t0 = time.perf_counter_ns()
     rc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
@@ -55,13 +57,19 @@ for i in range(0, len(rest), 4):
     timed(cmd)  # applies the 20 files: every later run is at head
     for _ in range(2):
         timed(cmd), timed([floor])
-    a, b = [], []
+    a, b, c = [], [], []
     for _ in range(runs):
         a.append(timed(cmd))
         b.append(timed([floor]))
-    ma, mb = statistics.median(a), statistics.median(b)
-    print(f"{kind:<8} {ma:>8.2f} {mb:>9.2f} {ma / mb:>6.2f}x {target:>6.2f}x {runs:>5}")
+        c.append(timed([floor, HISTORY]))
+    ma, mb, mc = statistics.median(a), statistics.median(b), statistics.median(c)
+    print(f"{kind:<8} {ma:>8.2f} {mb:>9.2f} {ma / mb:>6.2f}x {target:>6.2f}x {runs:>5}"
+          f"   reading the history: {mc:.2f} ms, ours {ma / mc:.2f}x")
     record(f"no-op start at head, {kind} binary (20 SQL files)", ma, f"floor: libpq connect + 1 query ({kind})",
            mb, "ms", runs, target)
+    record(f"no-op start at head, {kind} binary, against a floor that reads the history", ma,
+           f"floor: connect + the history's read ({kind})", mc, "ms", runs)
 print("ours: --sql-dir DIR (20 files at head) --backup=off --migrate-only; floor: bench/floor.c, same libpq, same PG* variables")
+print("reading the history: the floor program with the history read a start at head must make (the server's cost of")
+print("  a table on a fresh session), in place of select pg_is_in_recovery()")
 PY
