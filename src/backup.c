@@ -113,12 +113,13 @@ static void free_env(char **env)
 struct progress {
 	struct strbuf lines; /* first, so that the line callback and the tick share one ctx */
 	int fd;                             /* the file pg_dump writes, or -1 */
-	const struct backup_stream *stream; /* else the stream that counts the bytes */
+	struct backup_stream *stream; /* else the stream that counts the bytes */
 	int64_t start;
 	int64_t stall_ms;   /* 0: no stall watch */
 	long long seen;     /* the size when the watch last saw it grow */
 	int64_t grew_at;
-	bool stalled;       /* the watch ended pg_dump */
+	bool stalled;       /* the watch ended pg_dump, which was getting nothing to write */
+	bool held_up;       /* the watch ended pg_dump, whose output was not being taken */
 };
 
 /* The dump's size so far; false when there is nothing to ask. */
@@ -147,8 +148,15 @@ static bool not_stalled(void *ctx)
 		p->grew_at = now;
 		return true;
 	}
-	p->stalled = now - p->grew_at >= p->stall_ms;
-	return !p->stalled;
+	if (now - p->grew_at < p->stall_ms)
+		return true;
+	/* pg_dump's output waiting in the stream's pipe: the upload or the copy the stream writes
+	 * (the verification, without a local file) stopped taking it, not the server */
+	if (p->stream && backup_stream_backed_up(p->stream))
+		p->held_up = true;
+	else
+		p->stalled = true;
+	return false;
 }
 
 static void on_tick(void *ctx)
@@ -617,7 +625,16 @@ static bool dump_streamed(struct job *j, struct dump *d)
 	d->prog.stream = NULL; /* the ticks are over; s goes with backup_stream_finish */
 	if (!d->dumped) /* a stream that feeds pg_restore must not wait on it to drain */
 		backup_verify_abandon(v);
-	if (backup_stream_drain(s, d->dumped, j->stop_fd, &d->write_errno) && !d->pr.stop_signal) {
+	enum stream_drain dr = backup_stream_drain(s, d->dumped, j->o->stall_ms > 0 ? j->o->stall_ms : -1,
+						   j->stop_fd, &d->write_errno);
+	if (dr == DRAIN_LATE) { /* what the stream writes to stopped reading: let it go, and fail */
+		backup_verify_abandon(v);
+		dr = backup_stream_drain(s, false, -1, j->stop_fd, &d->write_errno);
+		d->good = false;
+		failed(j->r, "pg_dump's output was not taken for %lldms after pg_dump ended: the upload "
+		       "or the verification stopped reading it", (long long)j->o->stall_ms);
+	}
+	if (dr == DRAIN_STOPPED && !d->pr.stop_signal) {
 		/* a stop signal arrived after pg_dump ended: take it now */
 		d->pr.stop_signal = signals_stop_read(j->stop_fd);
 		d->dumped = d->good = false;
@@ -652,7 +669,11 @@ static enum attempt judge(struct job *j, const struct dump *d)
 		else
 			failed(r, "the upload failed after %u attempt%s: %s%s", r->upload_attempts,
 			       r->upload_attempts == 1 ? "" : "s", h->err, wants_length_first(h) ? LENGTH_HINT : "");
-	} else if (d->prog.stalled) {
+	} else if (d->prog.held_up && !d->dumped) {
+		failed(r, "pg_dump's output was not taken for %lldms (%lld bytes so far): the upload or "
+		       "the verification stopped reading it, so pg_dump was ended", (long long)j->o->stall_ms,
+		       d->prog.seen);
+	} else if (d->prog.stalled && !d->dumped) {
 		r->stalled = true;
 		failed(r, "pg_dump's dump did not grow for %lldms (%lld bytes written): the server stopped "
 		       "answering it (a network partition, a frozen server), or what it writes to stopped "

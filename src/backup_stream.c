@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -154,13 +155,24 @@ long long backup_stream_bytes(const struct backup_stream *s)
 	return __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
 }
 
-/* Waits until *flag (at_end or done). A stop signal (left pending for the caller) abandons the
- * request; true if that happened. */
-static bool stream_wait(struct backup_stream *s, const bool *flag, int stop_fd)
+bool backup_stream_backed_up(struct backup_stream *s)
+{
+	int n = 0;
+	pthread_mutex_lock(&s->mu); /* the thread may close in when the upload gives up */
+	bool waiting = s->in >= 0 && ioctl(s->in, FIONREAD, &n) == 0 && n > 0;
+	pthread_mutex_unlock(&s->mu);
+	return waiting;
+}
+
+/* Waits until *flag (at_end or done), or the deadline (< 0: none; *late then). A stop signal
+ * (left pending for the caller) abandons the request; true if that happened. */
+static bool stream_wait(struct backup_stream *s, const bool *flag, int64_t deadline, int stop_fd,
+			bool *late)
 {
 	bool stopped = false;
+	*late = false;
 	pthread_mutex_lock(&s->mu);
-	while (!*flag) {
+	while (!*flag && !*late) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_sec += 1;
@@ -170,20 +182,24 @@ static bool stream_wait(struct backup_stream *s, const bool *flag, int stop_fd)
 			__atomic_store_n(&s->abort, 1, __ATOMIC_RELEASE);
 			stopped = true;
 		}
+		*late = !*flag && !stopped && deadline >= 0 && now_ms() >= deadline;
 	}
 	pthread_mutex_unlock(&s->mu);
 	return stopped;
 }
 
-bool backup_stream_drain(struct backup_stream *s, bool dumped, int stop_fd, int *write_errno)
+enum stream_drain backup_stream_drain(struct backup_stream *s, bool dumped, int64_t timeout_ms,
+				      int stop_fd, int *write_errno)
 {
-	close(s->in_w);
+	if (s->in_w >= 0)
+		close(s->in_w);
 	s->in_w = -1;
 	if (!dumped)
 		__atomic_store_n(&s->abort, 1, __ATOMIC_RELEASE);
-	bool stopped = stream_wait(s, &s->at_end, stop_fd);
+	bool late;
+	bool stopped = stream_wait(s, &s->at_end, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, stop_fd, &late);
 	*write_errno = s->write_errno;
-	return stopped;
+	return stopped ? DRAIN_STOPPED : late ? DRAIN_LATE : DRAIN_DONE;
 }
 
 bool backup_stream_finish(struct backup_stream *s, bool good, int stop_fd,
@@ -199,7 +215,8 @@ bool backup_stream_finish(struct backup_stream *s, bool good, int stop_fd,
 	pthread_cond_broadcast(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 	/* the server's answer to the last chunk may be slow in coming */
-	bool stopped = stream_wait(s, &s->done, stop_fd);
+	bool late;
+	bool stopped = stream_wait(s, &s->done, -1, stop_fd, &late);
 	pthread_join(s->thread, NULL);
 	if (s->in >= 0)
 		close(s->in);

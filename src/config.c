@@ -164,8 +164,10 @@ static const struct option_def options[] = {
 	 "backups of this database to keep; older ones of ours are removed", F(backup_keep), NULL,
 	 false},
 	{"backup-stall-timeout", "MTR_BACKUP_STALL_TIMEOUT", T_DURATION, "10m", "DURATION",
-	 "end pg_dump when its dump has not grown for this long (a silent server), and retry from "
-	 "the wait; pg_dump waits at most half of it for a table lock; 0: never",
+	 "end pg_dump when its dump has not grown for this long (a silent server: retried from the "
+	 "wait; held up by the upload or the verification: the backup fails); pg_dump waits at most "
+	 "half of it for a table lock, the verification's verdict at most this long after the dump; "
+	 "0: never",
 	 F(backup_stall_ms), NULL, false},
 	{"on-failure", "MTR_ON_FAILURE", T_CHOICE, NULL, "exit|hold",
 	 "after a failure: exit (pausing longer each time the same failure repeats), or hold: "

@@ -317,10 +317,17 @@ static void session_name(char *buf, size_t len)
 {
 	const char *own = getenv("PGAPPNAME");
 	unsigned long long id = (unsigned long long)random_u64();
-	if (own && *own)
-		snprintf(buf, len, "%.30s/migrate/%016llx", own, id);
-	else
-		snprintf(buf, len, "migrate-then-run/migrate/%016llx", id);
+	/* Only what PostgreSQL stores as given (it rewrites other bytes: '?' in 15, \xNN later),
+	 * so that the name searched for is the name stored. */
+	char prefix[31];
+	size_t n = 0;
+	for (; own && own[n] && n < sizeof prefix - 1; n++) {
+		prefix[n] = own[n];
+		if (own[n] < 0x20 || own[n] > 0x7e)
+			prefix[n] = '_';
+	}
+	prefix[n] = '\0';
+	snprintf(buf, len, "%s/migrate/%016llx", n ? prefix : "migrate-then-run", id);
 }
 
 /* The lock was lost while the command ran and its group was killed: its sessions are ended

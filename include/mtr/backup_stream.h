@@ -33,12 +33,20 @@ int backup_stream_input(const struct backup_stream *s);
 /* The bytes read from the pipe so far; safe from any thread. */
 long long backup_stream_bytes(const struct backup_stream *s);
 
+/* Whether pg_dump's output waits in the pipe, unread: what holds the dump up is then the
+ * stream (the upload, or the copy it writes), not pg_dump. Safe from any thread. */
+bool backup_stream_backed_up(struct backup_stream *s);
+
+enum stream_drain { DRAIN_DONE, DRAIN_STOPPED, DRAIN_LATE };
+
 /* After pg_dump ended (dumped: successfully; if not, the request is abandoned): closes the pipe's
- * write end and waits until the thread has read everything pg_dump wrote. *write_errno says why
- * the local copy could not be written, or 0. A stop signal (left pending on stop_fd) abandons the
- * request, which also ends a transfer stuck on a stalled server within a second: true if that
- * happened. */
-bool backup_stream_drain(struct backup_stream *s, bool dumped, int stop_fd, int *write_errno) MTR_MUST_CHECK;
+ * write end and waits until the thread has read everything pg_dump wrote: DRAIN_DONE. *write_errno
+ * says why the local copy could not be written, or 0. A stop signal (left pending on stop_fd)
+ * abandons the request, which also ends a transfer stuck on a stalled server within a second:
+ * DRAIN_STOPPED. DRAIN_LATE when timeout_ms (< 0: none) passed first: the caller unblocks what
+ * the thread writes to (abandoning the verification) and drains again, not dumped. */
+enum stream_drain backup_stream_drain(struct backup_stream *s, bool dumped, int64_t timeout_ms,
+				      int stop_fd, int *write_errno) MTR_MUST_CHECK;
 
 /* The verdict: good (complete and verified) lets the request's last chunk go, else the server
  * never sees a complete body. Waits for the server's answer (a stop signal abandons it: true),

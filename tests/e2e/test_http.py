@@ -281,6 +281,57 @@ def test_sigterm_while_pg_restore_reads_nothing_of_an_upload_only_stream(pg, db,
     assert not (nginx.root / "x.dump").exists()
 
 
+def never_reading_pg_restore(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "pg_restore").write_text("#!/bin/sh\nexec sleep 60\n")
+    (fake / "pg_restore").chmod(0o755)
+    return fake
+
+
+def test_an_upload_only_stream_held_up_by_pg_restore_fails_the_backup_not_the_server(pg, db, tmp_path, nginx):
+    """Upload only: the stream feeds pg_restore, which reads nothing, so pg_dump's output waits
+    in the stream's pipe. After --backup-stall-timeout pg_dump is ended, and that is a failed
+    backup (73, the stream named), not a silent server retried from the wait."""
+    pg.psql(db, "CREATE TABLE big AS SELECT g, md5(g::text) AS h, md5((g * 7)::text) AS i "
+                "FROM generate_series(1, 300000) g")
+    fake = never_reading_pg_restore(tmp_path)
+    env = backup_env(pg, db, PATH=f"{fake}:{PG_BIN}:{os.environ['PATH']}")
+    t0 = time.monotonic()
+    r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", "none", "--baseline", "0",
+             "--backup-stall-timeout", "2s", "--backup-upload-url", nginx.url("x.dump"), "--migrate-only"],
+            env=env, cwd=str(tmp_path), timeout=60)
+    assert r.code == 73, r
+    err = r.named("backup.failed")[0]["error"]
+    assert "output was not taken for 2000ms" in err and "the upload or the verification" in err, err
+    assert not r.named("migrate.retry"), r
+    assert time.monotonic() - t0 < 30
+    assert not (nginx.root / "x.dump").exists()
+    assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
+
+
+def test_an_upload_only_stream_stuck_after_pg_dump_ended_is_given_up(pg, db, tmp_path, nginx):
+    """pg_dump (here one that writes a little over a MiB and exits 0) has ended, but the stream
+    still holds part of the dump for a pg_restore that reads nothing: the drain is given up after
+    --backup-stall-timeout, and the backup fails."""
+    fake = never_reading_pg_restore(tmp_path)
+    (fake / "pg_dump").write_text(
+        f"#!/bin/sh\n[ \"$1\" = --version ] && exec {PG_BIN}/pg_dump --version\n"
+        "printf PGDMP; head -c 1100000 /dev/zero\n")
+    (fake / "pg_dump").chmod(0o755)
+    env = backup_env(pg, db, PATH=f"{fake}:{PG_BIN}:{os.environ['PATH']}")
+    t0 = time.monotonic()
+    r = run(["--sql-dir", str(migrations(tmp_path)), "--backup-dir", "none",
+             "--backup-stall-timeout", "2s", "--backup-upload-url", nginx.url("x.dump"), "--migrate-only"],
+            env=env, cwd=str(tmp_path), timeout=60)
+    assert r.code == 73, r
+    err = r.named("backup.failed")[0]["error"]
+    assert "not taken for 2000ms after pg_dump ended" in err, err
+    assert time.monotonic() - t0 < 30
+    assert not (nginx.root / "x.dump").exists()
+    assert pg.psql(db, "SELECT to_regclass('a') IS NULL") == "t"
+
+
 def presigned(srv):
     """An S3-style presigned URL on srv: the key id sits, encoded, in X-Amz-Credential."""
     return srv.url("k.dump?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLEKEY123%2F20261121"

@@ -252,10 +252,12 @@ def test_sigterm_while_the_app_runs(url, tmp_path):
     assert "SIGTERM" in log.read_text()
 
 
-@pytest.mark.parametrize("appname", [None, "myservice"])
-def test_sigterm_during_a_migration_rolls_it_back(pg, db, tmp_path, appname):
+@pytest.mark.parametrize("appname,prefix", [(None, "migrate-then-run"), ("myservice", "myservice"),
+                                            ("café", "caf__")])
+def test_sigterm_during_a_migration_rolls_it_back(pg, db, tmp_path, appname, prefix):
     """With a PGAPPNAME of the user's, which the app of every replica shares, the command's
-    sessions get a name of their own that begins with it: they are ended, the app's are not."""
+    sessions get a name of their own that begins with it (bytes PostgreSQL would rewrite made
+    '_', so that the name stored is the name searched for): they are ended, the app's are not."""
     url = pg.url(db)
     app = psycopg2.connect(url, application_name=appname) if appname else None
     marker = tmp_path / "app-started"
@@ -273,7 +275,7 @@ def test_sigterm_during_a_migration_rolls_it_back(pg, db, tmp_path, appname):
     sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
     wait_until("the migration sleeps in the server", lambda: pg.psql(db, sleeping) == "1", timeout=15)
     name = pg.psql(db, "SELECT application_name FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'")
-    assert name.startswith(f"{appname or 'migrate-then-run'}/migrate/"), name
+    assert name.startswith(f"{prefix}/migrate/"), name
     t0 = time.monotonic()
     p.kill(signal.SIGTERM)
     code, _, err = p.wait()
