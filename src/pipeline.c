@@ -647,7 +647,7 @@ static enum outcome retry_lost(struct attempt *a, long attempt, struct backoff *
 		log_event(LOG_ERROR, "migrate.failed",
 			  LOG_FIELDS(LF_B("transient", true), LF_I("attempts", attempt + 1),
 				     LF_I("exit_code", MTR_EXIT_TEMPFAIL)),
-			  "%s, %ld times; giving up (raise --retries, or check why the server restarts)",
+			  "%s, %ld times; giving up (raise --retries, or check why the database goes away)",
 			  a->lost, attempt + 1);
 		return fail(a, MTR_EXIT_TEMPFAIL, "migrate", true, a->lost);
 	}
