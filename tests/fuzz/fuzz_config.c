@@ -92,7 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort(); /* every refusal names what was wrong */
 	if (r == CONFIG_OK) {
 		if (cfg.app_argc < 0 || (!cfg.migrate_only && cfg.app_argc == 0) ||
-		    (!cfg.sql_dir && !cfg.migrate_cmd && !cfg.alembic_ini))
+		    (!cfg.sql_dir && !cfg.migrate_cmd && !cfg.alembic_ini && !cfg.tool))
 			abort();
 		/* The sources set up from options alone (the Alembic one reads its ini file). */
 		struct source src = {0};
@@ -106,7 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					fprintf(stderr, "version '%s' accepted\n", versions[i]);
 					abort();
 				}
-		} else {
+		} else if (!cfg.tool || cfg.migrate_cmd) { /* a tool alone reads its project (fuzz_tool_files) */
 			opened = source_cmd_open(&cfg, &src, err, sizeof err);
 		}
 		if (opened)
