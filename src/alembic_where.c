@@ -348,8 +348,17 @@ static bool script_location(const struct settings *s, char *const *prepend, size
 	return w->script_dir != NULL;
 }
 
+/* No version_locations: script_location/versions. */
+static bool default_versions(struct alembic_where *w)
+{
+	w->dirs = xmalloc(sizeof *w->dirs);
+	w->dirs[w->ndirs++] = alembic_path_join(w->script_dir, "versions");
+	return true;
+}
+
 /* version_locations split by path_separator, else version_path_separator, else the legacy
- * rule; each a directory or a package resource. Without it, script_location/versions. */
+ * rule; each a directory or a package resource. Without it, or when the split leaves nothing
+ * (";;", which Alembic's "if self.version_locations" treats as absent), script_location/versions. */
 static bool version_locations(const struct settings *s, char *const *prepend, size_t nprepend,
 			      struct alembic_where *w)
 {
@@ -361,16 +370,13 @@ static bool version_locations(const struct settings *s, char *const *prepend, si
 		return false;
 	if (r == 0 || !v[0]) {
 		free(v);
-		w->dirs = xmalloc(sizeof *w->dirs);
-		w->dirs[w->ndirs++] = alembic_path_join(w->script_dir, "versions");
-		return true;
+		return default_versions(w);
 	}
 	bool ok = separator(s, keys, 2, &sep, &which);
 	char **parts = NULL;
 	size_t n = 0;
 	if (ok)
 		split(v, sep, false, &parts, &n);
-	w->listed = true;
 	w->deprecated_separator = which && strcmp(which, "version_path_separator") == 0;
 	for (size_t i = 0; i < n; i++) {
 		char *dir = ok ? location(s, "version_locations", parts[i], prepend, nprepend) : NULL;
@@ -383,7 +389,7 @@ static bool version_locations(const struct settings *s, char *const *prepend, si
 	}
 	free(parts);
 	free(v);
-	return ok;
+	return ok && (w->ndirs > 0 || default_versions(w));
 }
 
 bool alembic_locate(const char *text, size_t len, const struct alembic_paths *p, struct alembic_where *w,

@@ -23,7 +23,6 @@ struct alembic_where {
 	char *script_dir;
 	char **dirs;        /* the version locations in Alembic's order; missing ones are skipped later */
 	size_t ndirs;
-	bool listed;        /* from version_locations (else script_location/versions) */
 	bool recursive;     /* recursive_version_locations = true */
 	bool sourceless;    /* sourceless = true */
 	bool flask;         /* no script_location: the ini's own folder, as Flask-Migrate passes it */

@@ -361,6 +361,12 @@ static void test_locate(void)
 		{"[alembic]\nscript_location = m\nversion_locations = a, b\n", NULL, "/c/a|/c/b", false},
 		{"[alembic]\nscript_location = m\nversion_locations = a ,b\n", NULL, "/c/a|/c|/c/b", false},
 		{"[alembic]\nscript_location = m\nversion_locations =\n", NULL, "/c/m/versions", false},
+		/* a split that leaves no piece is Alembic's empty list, which counts as none; a piece of
+		 * Python white space only is kept, stripped to "" (the command's directory) */
+		{"[alembic]\nscript_location = m\nversion_path_separator = ;\nversion_locations = ;;\n", NULL,
+		 "/c/m/versions", false},
+		{"[alembic]\nscript_location = m\npath_separator = os\nversion_locations = \x1d\x1d:\x1d:a\n", NULL,
+		 "/c|/c/a", false},
 		{"[DEFAULT]\nbase = db\n[alembic]\nscript_location: %(base)s\nversion_path_separator = os\n"
 		 "version_locations = %(base)s/one:/abs/two\nrecursive_version_locations = true\n",
 		 NULL, "/c/db/one|/abs/two", true},
