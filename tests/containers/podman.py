@@ -120,6 +120,18 @@ class Podman:
     def inspect(self, name, fmt):
         return self.run("inspect", name, "--format", fmt).stdout.strip()
 
+    def remove(self, name, timeout=60):
+        """rm --force, until the container is gone: one caught between two --restart=always
+        restarts ("stopped", not started again yet) refuses it, and a later try finds it settled."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.run("rm", "--force", "--time", "0", name, check=False)
+            if self.run("container", "exists", name, check=False).returncode == 1:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"podman rm --force {name} kept failing: {r.stderr}")
+            time.sleep(0.2)
+
     def logs(self, name):
         r = self.run("logs", name, check=False)
         return r.stdout + r.stderr
