@@ -324,30 +324,28 @@ static bool prepend_path(const struct settings *s, char ***v, size_t *n)
 	return ok;
 }
 
-/* script_location: a directory or a package resource; absent (or empty, which Alembic finds no
- * path either: "Path doesn't exist: ''"), the Flask-Migrate layout, whose command sets it. */
+/* script_location: a directory or a package resource; absent, the Flask-Migrate layout. */
 static bool script_location(const struct settings *s, char *const *prepend, size_t nprepend, struct alembic_where *w)
 {
 	char *v;
 	int r = get(s, "script_location", &v);
 	if (r < 0)
 		return false;
-	if (r > 0 && v[0]) {
-		w->script_dir = location(s, "script_location", v, prepend, nprepend);
-		free(v);
-		return w->script_dir != NULL;
-	}
-	free(v);
-	if (flask_layout(s->p)) {
+	if (r == 0 && flask_layout(s->p)) {
 		w->flask = true;
 		w->script_dir = xstrdup(s->p->here);
 		return true;
 	}
-	set_err(s->err, s->errlen,
-		"--alembic-ini: %s has %s script_location in its [%s] section (and no env.py and versions/ "
-		"beside it, as a Flask-Migrate project has)",
-		s->p->ini, r > 0 ? "an empty" : "no", s->p->section);
-	return false;
+	if (r == 0) {
+		set_err(s->err, s->errlen,
+			"--alembic-ini: %s has no script_location in its [%s] section (and no env.py and "
+			"versions/ beside it, as a Flask-Migrate project has)",
+			s->p->ini, s->p->section);
+		return false;
+	}
+	w->script_dir = location(s, "script_location", v, prepend, nprepend);
+	free(v);
+	return w->script_dir != NULL;
 }
 
 /* No version_locations: script_location/versions. */

@@ -381,7 +381,6 @@ static void test_locate(void)
 		 "ERR:path_separator = colon is not a valid value", false},
 		{"[loggers]\nkeys = root\n", NULL, "ERR:has no [alembic] section", false},
 		{"[alembic]\nsqlalchemy.url = x\n", NULL, "ERR:has no script_location", false},
-		{"[alembic]\nscript_location =\n", NULL, "ERR:has an empty script_location", false},
 		{"script_location = m\n", NULL, "ERR:comes before any [section]", false},
 		{"[alembic]\nscript_location = m\ntruncate_slug_length = forty\n", NULL,
 		 "ERR:truncate_slug_length = forty is not an integer", false},
