@@ -377,7 +377,6 @@ static bool version_locations(const struct settings *s, char *const *prepend, si
 	size_t n = 0;
 	if (ok)
 		split(v, sep, false, &parts, &n);
-	w->deprecated_separator = which && strcmp(which, "version_path_separator") == 0;
 	for (size_t i = 0; i < n; i++) {
 		char *dir = ok ? location(s, "version_locations", parts[i], prepend, nprepend) : NULL;
 		ok = dir != NULL;

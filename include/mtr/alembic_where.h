@@ -26,7 +26,6 @@ struct alembic_where {
 	bool recursive;     /* recursive_version_locations = true */
 	bool sourceless;    /* sourceless = true */
 	bool flask;         /* no script_location: the ini's own folder, as Flask-Migrate passes it */
-	bool deprecated_separator; /* version_path_separator was used (Alembic warns) */
 };
 
 /* From alembic.ini's text (len bytes): where the revision files are. False with err naming

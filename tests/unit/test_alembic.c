@@ -381,6 +381,9 @@ static void test_locate(void)
 		 "ERR:path_separator = colon is not a valid value", false},
 		{"[loggers]\nkeys = root\n", NULL, "ERR:has no [alembic] section", false},
 		{"[alembic]\nsqlalchemy.url = x\n", NULL, "ERR:has no script_location", false},
+		/* an empty script_location is Alembic 1.16's Path(""), the command's directory (1.8
+		 * refused it; the tool reads as the newer Alembic does) */
+		{"[alembic]\nscript_location =\n", NULL, "/c/versions", false},
 		{"script_location = m\n", NULL, "ERR:comes before any [section]", false},
 		{"[alembic]\nscript_location = m\ntruncate_slug_length = forty\n", NULL,
 		 "ERR:truncate_slug_length = forty is not an integer", false},
